@@ -1,0 +1,263 @@
+//! From a parsed file to a configuration struct, naming the key in every error.
+//!
+//! Both syntaxes (TOML and gazelle's `lstack.conf`) are first turned into a
+//! [`toml::Table`]. [`from_table`] then runs the struct's serde `Deserialize`
+//! over that table through a small deserializer that remembers which key it
+//! is on, so a type error deep inside a value still comes out as
+//! `key = value: what was wrong`, and unknown or missing keys become
+//! [`ConfigError::UnknownKey`] / [`ConfigError::MissingKey`] instead of serde's
+//! generic text. The helpers at the bottom ([`flag`], [`mac_list`]) accept
+//! gazelle's spellings of values next to the natural TOML ones.
+
+use std::fmt::{self, Display};
+
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess,
+    Unexpected, Visitor,
+};
+use toml::{Table, Value};
+
+use crate::error::ConfigError;
+use crate::value::MacAddr;
+
+/// Deserializes `T` from `table`, reporting errors by key.
+pub(crate) fn from_table<T: DeserializeOwned>(table: Table) -> Result<T, ConfigError> {
+    T::deserialize(TableDeserializer(table)).map_err(|KeyedError(e)| e)
+}
+
+/// The error type seen by serde while walking the table: a [`ConfigError`]
+/// that serde's own constructors (`unknown_field`, `missing_field`) fill in.
+#[derive(Debug)]
+struct KeyedError(ConfigError);
+
+impl Display for KeyedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for KeyedError {}
+
+impl de::Error for KeyedError {
+    fn custom<T: Display>(msg: T) -> Self {
+        Self(ConfigError::Malformed {
+            message: msg.to_string(),
+        })
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        Self(ConfigError::UnknownKey {
+            key: field.to_owned(),
+            allowed: expected,
+        })
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self(ConfigError::MissingKey { key: field })
+    }
+}
+
+struct TableDeserializer(Table);
+
+impl<'de> Deserializer<'de> for TableDeserializer {
+    type Error = KeyedError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, KeyedError> {
+        visitor.visit_map(Entries {
+            entries: self.0.into_iter(),
+            current: None,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// Walks the table's entries, keeping the current key for error messages.
+struct Entries {
+    entries: <Table as IntoIterator>::IntoIter,
+    current: Option<(String, Value)>,
+}
+
+impl<'de> MapAccess<'de> for Entries {
+    type Error = KeyedError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, KeyedError> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let field = seed.deserialize(key.as_str().into_deserializer())?;
+        self.current = Some((key, value));
+        Ok(Some(field))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, KeyedError> {
+        let Some((key, value)) = self.current.take() else {
+            return Err(de::Error::custom("a value was asked for before its key"));
+        };
+        let shown = value.clone();
+        seed.deserialize(value).map_err(|e| {
+            KeyedError(ConfigError::InvalidValue {
+                field: key,
+                value: shown.to_string(),
+                reason: e.message().to_owned(),
+            })
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+/// A boolean written either as TOML `true`/`false` or as gazelle's `1`/`0`.
+pub(crate) fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct FlagVisitor;
+
+    impl Visitor<'_> for FlagVisitor {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true/false or 1/0")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+            match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+            match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(FlagVisitor)
+}
+
+/// A list of MAC addresses written either as a list of strings or, as gazelle
+/// does, one string of addresses separated by `;`.
+pub(crate) fn mac_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<MacAddr>, D::Error> {
+    struct MacListVisitor;
+
+    impl<'de> Visitor<'de> for MacListVisitor {
+        type Value = Vec<MacAddr>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a list of MAC address strings, or one string of MAC addresses separated by ';'",
+            )
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            text.split(';')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| part.parse().map_err(E::custom))
+                .collect()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut macs = Vec::new();
+            while let Some(mac) = seq.next_element::<MacAddr>()? {
+                macs.push(mac);
+            }
+            Ok(macs)
+        }
+    }
+
+    deserializer.deserialize_any(MacListVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        count: u32,
+        #[serde(default, deserialize_with = "flag")]
+        on: bool,
+        #[serde(default, deserialize_with = "mac_list")]
+        macs: Vec<MacAddr>,
+        name: Option<String>,
+    }
+
+    fn load(text: &str) -> Result<Sample, ConfigError> {
+        from_table(text.parse::<Table>().unwrap())
+    }
+
+    #[test]
+    fn accepts_flags_and_mac_spellings() {
+        let s =
+            load("count = 3\non = 1\nmacs = \"02:00:00:00:00:01; 02:00:00:00:00:02;\"").unwrap();
+        assert!(s.on);
+        assert_eq!(s.macs.len(), 2);
+        let t = load("count = 3\non = true\nmacs = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]")
+            .unwrap();
+        assert_eq!(s, t);
+        assert!(!load("count = 3\non = 0").unwrap().on);
+        assert!(load("count = 3\nmacs = \"\"").unwrap().macs.is_empty());
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_value() {
+        let err = load("count = \"x\"").unwrap_err();
+        assert_eq!(err.field(), Some("count"));
+        assert!(err.to_string().starts_with("count = \"x\": "), "{err}");
+
+        let err = load("count = -1").unwrap_err();
+        assert!(err.to_string().starts_with("count = -1: "), "{err}");
+
+        let err = load("count = 1\non = 2").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "on = 2: invalid value: integer `2`, expected true/false or 1/0"
+        );
+
+        let err = load("count = 1\non = \"yes\"").unwrap_err();
+        assert_eq!(err.field(), Some("on"));
+
+        let err = load("count = 1\nmacs = [\"02:00:00:00:00:01\", 5]").unwrap_err();
+        assert_eq!(err.field(), Some("macs"));
+
+        let err = load("count = 1\nname = [1]").unwrap_err();
+        assert_eq!(err.field(), Some("name"));
+    }
+
+    #[test]
+    fn unknown_and_missing_keys() {
+        let err = load("count = 1\nfoo = 2").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown key \"foo\" (allowed keys: count, on, macs, name)"
+        );
+        let err = load("on = 1").unwrap_err();
+        assert_eq!(err.to_string(), "missing required key \"count\"");
+        assert_eq!(err.field(), Some("count"));
+    }
+}

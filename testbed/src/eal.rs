@@ -1,0 +1,152 @@
+//! EAL arguments that put a DPDK port on a topology's `host_if` through `net_af_packet`.
+//!
+//! The vdev takes `iface`, `qpairs`, `blocksz`, `framesz`, `framecnt` and
+//! `qdisc_bypass` (DPDK 22.11). Ports are numbered in vdev order, so with
+//! [`AfPacketEal::args_for_ifaces`] port `i` is `ifaces[i]`.
+
+use crate::hugepages::HugeEnv;
+use crate::topology::Topology;
+
+/// Settings for an EAL command line over `net_af_packet`; `Default` is what
+/// [`eal_args_af_packet`] uses.
+#[derive(Clone, Debug)]
+pub struct AfPacketEal {
+    /// `argv[0]` handed to EAL. Default `"lstack-test"`.
+    pub program: String,
+    /// EAL `--lcores` value: `"0"` (default), `"0,1"`, or floating `"0@(0-1)"`. Note
+    /// `dpdk-testpmd` needs a second lcore to forward on.
+    pub lcores: String,
+    /// Queue pairs per port (`qpairs=`; more than one uses `PACKET_FANOUT`). Default 1.
+    pub qpairs: u16,
+    /// Size of a packet-mmap ring block (`blocksz=`), a multiple of the page size.
+    /// Default 4096.
+    pub blocksz: u32,
+    /// Size of a ring frame (`framesz=`): header plus the largest frame, at most
+    /// `blocksz`, a multiple of 16. Default 2048 (enough for MTU 1500).
+    pub framesz: u32,
+    /// Frames per ring (`framecnt=`). Default 2048.
+    pub framecnt: u32,
+    /// Memory EAL reserves up front, in MiB (`--socket-mem`). Default `None`: EAL grows
+    /// its memory on demand, so parallel tests only take the pages they use.
+    pub socket_mem_mb: Option<u32>,
+    /// Upper bound on EAL's memory, in MiB (`--socket-limit`). Default 256.
+    pub socket_limit_mb: Option<u32>,
+    /// `--log-level` value. Default `"*:notice"`.
+    pub log_level: Option<String>,
+}
+
+impl Default for AfPacketEal {
+    fn default() -> Self {
+        AfPacketEal {
+            program: "lstack-test".to_owned(),
+            lcores: "0".to_owned(),
+            qpairs: 1,
+            blocksz: 4096,
+            framesz: 2048,
+            framecnt: 2048,
+            socket_mem_mb: None,
+            socket_limit_mb: Some(256),
+            log_level: Some("*:notice".to_owned()),
+        }
+    }
+}
+
+impl AfPacketEal {
+    /// EAL arguments (with `argv[0]`) for one port on `topo.host_if`.
+    pub fn args(&self, topo: &Topology, huge: &HugeEnv, file_prefix: &str) -> Vec<String> {
+        self.args_for_ifaces(&[topo.host_if.as_str()], huge, file_prefix)
+    }
+
+    /// EAL arguments for ports on `topo.host_if` and then every extra link's `host_if`,
+    /// in that order.
+    pub fn args_all_links(
+        &self,
+        topo: &Topology,
+        huge: &HugeEnv,
+        file_prefix: &str,
+    ) -> Vec<String> {
+        let ifaces: Vec<&str> = std::iter::once(topo.host_if.as_str())
+            .chain(topo.extra_links.iter().map(|l| l.host_if.as_str()))
+            .collect();
+        self.args_for_ifaces(&ifaces, huge, file_prefix)
+    }
+
+    /// EAL arguments for one `net_af_packet` port per interface, port `i` on `ifaces[i]`.
+    pub fn args_for_ifaces(
+        &self,
+        ifaces: &[&str],
+        huge: &HugeEnv,
+        file_prefix: &str,
+    ) -> Vec<String> {
+        let mut args = vec![
+            self.program.clone(),
+            format!("--lcores={}", self.lcores),
+            "--no-pci".to_owned(),
+            "--no-telemetry".to_owned(),
+            format!("--file-prefix={file_prefix}"),
+            format!("--huge-dir={}", huge.huge_dir.display()),
+            "--huge-unlink".to_owned(),
+        ];
+        if let Some(mb) = self.socket_mem_mb {
+            args.push(format!("--socket-mem={mb}"));
+        }
+        if let Some(mb) = self.socket_limit_mb {
+            args.push(format!("--socket-limit={mb}"));
+        }
+        if let Some(level) = &self.log_level {
+            args.push(format!("--log-level={level}"));
+        }
+        for (i, iface) in ifaces.iter().enumerate() {
+            args.push(format!(
+                "--vdev=net_af_packet{i},iface={iface},qpairs={},blocksz={},framesz={},framecnt={}",
+                self.qpairs, self.blocksz, self.framesz, self.framecnt
+            ));
+        }
+        args
+    }
+}
+
+/// EAL arguments (with `argv[0]`) for a DPDK process owning `topo.host_if` as port 0,
+/// with [`AfPacketEal::default`] settings.
+pub fn eal_args_af_packet(topo: &Topology, huge: &HugeEnv, file_prefix: &str) -> Vec<String> {
+    AfPacketEal::default().args(topo, huge, file_prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn one_vdev_per_interface_in_order() {
+        let huge = HugeEnv {
+            huge_dir: PathBuf::from("/dev/hugepages"),
+            page_size: 2 << 20,
+            total_pages: 256,
+        };
+        let eal = AfPacketEal {
+            qpairs: 2,
+            socket_mem_mb: Some(64),
+            ..AfPacketEal::default()
+        };
+        let args = eal.args_for_ifaces(&["h0", "h1"], &huge, "p_1_0");
+        assert_eq!(
+            args,
+            [
+                "lstack-test",
+                "--lcores=0",
+                "--no-pci",
+                "--no-telemetry",
+                "--file-prefix=p_1_0",
+                "--huge-dir=/dev/hugepages",
+                "--huge-unlink",
+                "--socket-mem=64",
+                "--socket-limit=256",
+                "--log-level=*:notice",
+                "--vdev=net_af_packet0,iface=h0,qpairs=2,blocksz=4096,framesz=2048,framecnt=2048",
+                "--vdev=net_af_packet1,iface=h1,qpairs=2,blocksz=4096,framesz=2048,framecnt=2048",
+            ]
+        );
+    }
+}

@@ -1,0 +1,836 @@
+//! The stack threads: one per NIC queue, each polling its queue, demuxing
+//! frames to socket shards and running smoltcp.
+//!
+//! ## Why shards
+//! smoltcp matches every ingress segment against every socket of the set it
+//! is given and walks every socket on egress. With 20 000 connections one set
+//! would make each packet cost 20 000 comparisons. Each thread therefore
+//! keeps its TCP sockets in `shards` small [`SocketSet`]s chosen by a keyed
+//! hash of the flow ([`FlowKey::hash`]); a frame is handed to smoltcp with
+//! only its flow's shard, and egress walks only shards that had traffic, were
+//! touched by the application, or have a timer due. The last shard of every
+//! thread is the control shard: ARP, ICMP, NDP, fragments and UDP sockets.
+//!
+//! ## Why a listener pool
+//! A smoltcp listening socket turns into the connection it accepts. So each
+//! listening port keeps, in every shard that receives a SYN for it, a spare
+//! socket in `Listen` state, created just before the SYN is ingested. Since a
+//! flow always hashes to the same shard, the socket that took the SYN also
+//! gets the rest of the flow. Established connections move to the
+//! listener's accept queue.
+//!
+//! ## Threads
+//! A flow belongs to thread `hash % threads`. When a NIC spreads flows over
+//! several queues by its own hash, a thread passes frames of flows it does
+//! not own to the owner's steering queue; ARP and NDP go to every thread.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock, RwLock,
+    },
+    time::Duration,
+};
+
+use crossbeam_queue::ArrayQueue;
+use dpdk::{Mbuf, MbufBatch, Mempool, RxQueue};
+use smoltcp::{
+    iface::{Interface, SocketHandle, SocketSet},
+    socket::tcp,
+    socket::AnySocket,
+    time::Instant as SmolInstant,
+    wire::{IpAddress, IpEndpoint, IpListenEndpoint},
+};
+
+use crate::{
+    classify::{classify, FlowKey, LocalAddrs, RxChecked, Verdict},
+    device::{FrameDevice, TxPath},
+    event::Event,
+    stats::ThreadStats,
+    StackOptions,
+};
+
+/// Capacity of each thread's steering and command queues.
+const QUEUE_DEPTH: usize = 4096;
+
+/// One shard of sockets and the bookkeeping of its listener pool.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    inner: Mutex<ShardInner>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            inner: Mutex::new(ShardInner {
+                sockets: SocketSet::new(Vec::new()),
+                spares: Vec::new(),
+                embryos: Vec::new(),
+                orphans: Vec::new(),
+            }),
+        }
+    }
+
+    /// Locks the shard. A panic while holding it does not make it unusable:
+    /// the socket set has no invariant a half-done operation breaks.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ShardInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sockets of a shard.
+pub(crate) struct ShardInner {
+    pub(crate) sockets: SocketSet<'static>,
+    /// Listening sockets waiting for a SYN.
+    spares: Vec<(SocketHandle, Arc<ListenerShared>)>,
+    /// Former spares that took a SYN and are not yet established.
+    embryos: Vec<(SocketHandle, Arc<ListenerShared>)>,
+    /// Sockets the application closed, removed once smoltcp is done with them.
+    orphans: Vec<Orphan>,
+}
+
+impl std::fmt::Debug for ShardInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardInner")
+            .field("spares", &self.spares.len())
+            .field("embryos", &self.embryos.len())
+            .field("orphans", &self.orphans.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Orphan {
+    handle: SocketHandle,
+    /// The ephemeral (port, remote) to give back once the socket is gone.
+    ephemeral: Option<(u16, IpEndpoint)>,
+}
+
+impl ShardInner {
+    /// Hands a socket the application closed to the stack for reaping.
+    pub(crate) fn orphan(&mut self, handle: SocketHandle, ephemeral: Option<(u16, IpEndpoint)>) {
+        self.orphans.push(Orphan { handle, ephemeral });
+    }
+}
+
+/// A connection that finished its handshake and waits in an accept queue.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) thread: usize,
+    pub(crate) shard: usize,
+    pub(crate) handle: SocketHandle,
+    pub(crate) remote: IpEndpoint,
+}
+
+/// A listening port, shared by the application's listener and every thread.
+#[derive(Debug)]
+pub(crate) struct ListenerShared {
+    pub(crate) endpoint: IpListenEndpoint,
+    pub(crate) backlog: usize,
+    pub(crate) queue: Mutex<VecDeque<Accepted>>,
+    /// Handshakes in progress, counted against the backlog.
+    pub(crate) pending: AtomicUsize,
+    pub(crate) event: Arc<Event>,
+    pub(crate) closed: AtomicBool,
+}
+
+impl ListenerShared {
+    fn accepts(&self, addr: &IpAddress) -> bool {
+        self.endpoint.addr.is_none_or(|a| a == *addr)
+    }
+}
+
+/// Work an application thread asks a stack thread to do.
+pub(crate) enum Command {
+    /// Start a connection: smoltcp needs the interface's context for it.
+    Connect {
+        shard: usize,
+        socket: Box<tcp::Socket<'static>>,
+        remote: IpEndpoint,
+        local: IpEndpoint,
+        reply: Arc<ConnectReply>,
+    },
+    /// A listener closed: drop its spares and unaccepted handshakes.
+    Unlisten(Arc<ListenerShared>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Connect { remote, local, .. } => write!(f, "Connect({local} -> {remote})"),
+            Command::Unlisten(l) => write!(f, "Unlisten({})", l.endpoint),
+        }
+    }
+}
+
+/// Where a stack thread answers a [`Command::Connect`].
+#[derive(Debug, Default)]
+pub(crate) struct ConnectReply {
+    pub(crate) result: Mutex<Option<Result<SocketHandle, tcp::ConnectError>>>,
+    pub(crate) event: Arc<Event>,
+}
+
+/// What application threads share with one stack thread.
+#[derive(Debug)]
+pub(crate) struct ThreadShared {
+    pub(crate) shards: Box<[Shard]>,
+    commands: ArrayQueue<Command>,
+    steer: ArrayQueue<Mbuf>,
+    /// Shards the application touched (wrote, read, closed): egress due.
+    dirty: Box<[AtomicU64]>,
+    pub(crate) stats: Arc<ThreadStats>,
+    sleeping: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+    /// Live TCP sockets of this thread (spares excluded).
+    pub(crate) tcp_sockets: AtomicUsize,
+}
+
+impl ThreadShared {
+    fn new(tcp_shards: usize) -> Self {
+        let shards = (0..=tcp_shards).map(|_| Shard::new()).collect();
+        let words = (tcp_shards + 1).div_ceil(64);
+        Self {
+            shards,
+            commands: ArrayQueue::new(QUEUE_DEPTH),
+            steer: ArrayQueue::new(QUEUE_DEPTH),
+            dirty: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            stats: Arc::new(ThreadStats::default()),
+            sleeping: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            tcp_sockets: AtomicUsize::new(0),
+        }
+    }
+
+    /// Index of the control shard.
+    pub(crate) fn control_shard(&self) -> usize {
+        self.shards.len() - 1
+    }
+
+    /// Marks `shard` as needing an egress poll and wakes the thread if it
+    /// sleeps.
+    pub(crate) fn mark_dirty(&self, shard: usize) {
+        self.dirty[shard / 64].fetch_or(1 << (shard % 64), Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if self.sleeping.load(Ordering::Acquire) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Queues a command; fails only if the thread is hopelessly behind.
+    pub(crate) fn command(&self, cmd: Command) -> Result<(), Command> {
+        self.commands.push(cmd)?;
+        self.wake();
+        Ok(())
+    }
+}
+
+/// State shared by the whole stack.
+#[derive(Debug)]
+pub(crate) struct StackShared {
+    pub(crate) threads: Box<[ThreadShared]>,
+    pub(crate) listeners: RwLock<HashMap<u16, Vec<Arc<ListenerShared>>>>,
+    pub(crate) ephemeral: Mutex<EphemeralPorts>,
+    pub(crate) seed: u64,
+    pub(crate) opts: StackOptions,
+    pub(crate) local: LocalAddrs,
+    pub(crate) shutdown: AtomicBool,
+    /// Most TCP connections at once (`tcp_conn_count`).
+    pub(crate) conn_limit: usize,
+}
+
+impl StackShared {
+    pub(crate) fn new(
+        threads: usize,
+        opts: StackOptions,
+        local: LocalAddrs,
+        conn_limit: usize,
+        seed: u64,
+    ) -> Self {
+        let shards = opts.tcp_shards;
+        Self {
+            threads: (0..threads).map(|_| ThreadShared::new(shards)).collect(),
+            listeners: RwLock::new(HashMap::new()),
+            ephemeral: Mutex::new(EphemeralPorts::default()),
+            seed,
+            opts,
+            local,
+            shutdown: AtomicBool::new(false),
+            conn_limit,
+        }
+    }
+
+    /// (thread, shard) that own `flow`.
+    #[inline]
+    pub(crate) fn place(&self, flow: &FlowKey) -> (usize, usize) {
+        let h = flow.hash(self.seed);
+        let threads = self.threads.len() as u64;
+        let shards = self.opts.tcp_shards as u64;
+        ((h % threads) as usize, ((h / threads) % shards) as usize)
+    }
+
+    /// The thread that owns UDP port `port`.
+    #[inline]
+    pub(crate) fn udp_thread(&self, port: u16) -> usize {
+        usize::from(port) % self.threads.len()
+    }
+
+    /// TCP sockets alive over all threads.
+    pub(crate) fn tcp_sockets(&self) -> usize {
+        self.threads
+            .iter()
+            .map(|t| t.tcp_sockets.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn find_listener(&self, flow: &FlowKey) -> Option<Arc<ListenerShared>> {
+        let map = self.listeners.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&flow.local_port)?
+            .iter()
+            .find(|l| l.accepts(&flow.local_addr) && !l.closed.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// A new TCP socket with the configured buffers.
+    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0; self.opts.tcp_rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.opts.tcp_tx_buffer]);
+        let mut s = tcp::Socket::new(rx, tx);
+        s.set_nagle_enabled(self.opts.nagle);
+        s.set_ack_delay(
+            self.opts
+                .ack_delay
+                .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+        );
+        s
+    }
+}
+
+/// Local ports handed out to outgoing connections, unique per remote end.
+#[derive(Debug, Default)]
+pub(crate) struct EphemeralPorts {
+    used: HashSet<(u16, IpEndpoint)>,
+    cursor: u16,
+}
+
+/// The ephemeral port range, as Linux's default.
+pub(crate) const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+impl EphemeralPorts {
+    /// Takes a port not in use towards `remote` and not listened on.
+    pub(crate) fn take(
+        &mut self,
+        remote: IpEndpoint,
+        listening: impl Fn(u16) -> bool,
+    ) -> Option<u16> {
+        let span = u32::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        for _ in 0..span {
+            self.cursor = self.cursor.wrapping_add(1) % span as u16;
+            let port = EPHEMERAL.start() + self.cursor;
+            if !listening(port) && self.used.insert((port, remote)) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Gives a port back.
+    pub(crate) fn release(&mut self, port: u16, remote: IpEndpoint) {
+        self.used.remove(&(port, remote));
+    }
+}
+
+/// What a stack thread owns alone.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<StackShared>,
+    pub(crate) iface: Interface,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxPath,
+    pub(crate) pool: Arc<Mempool>,
+    pub(crate) clock: std::time::Instant,
+    /// Next smoltcp deadline per shard, in µs since `clock` (u64::MAX: none).
+    next_poll: Vec<u64>,
+    /// Shards that need egress this loop.
+    touched: Vec<bool>,
+    touched_list: Vec<usize>,
+    /// Ephemeral ports freed during a settle, reused to avoid allocating.
+    released: Vec<(u16, IpEndpoint)>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many empty loops before the thread starts sleeping.
+const SPIN_LOOPS: u32 = 2000;
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<StackShared>,
+        iface: Interface,
+        rx: RxQueue,
+        tx: TxPath,
+        pool: Arc<Mempool>,
+        clock: std::time::Instant,
+    ) -> Self {
+        let shards = shared.threads[index].shards.len();
+        Self {
+            index,
+            shared,
+            iface,
+            rx,
+            tx,
+            pool,
+            clock,
+            next_poll: vec![u64::MAX; shards],
+            touched: vec![false; shards],
+            touched_list: Vec::with_capacity(shards),
+            released: Vec::new(),
+        }
+    }
+
+    fn me(&self) -> &ThreadShared {
+        &self.shared.threads[self.index]
+    }
+
+    fn now_us(&self) -> u64 {
+        self.clock.elapsed().as_micros() as u64
+    }
+
+    /// Runs until the stack shuts down.
+    pub(crate) fn run(mut self) {
+        let _ = self.me().thread.set(std::thread::current());
+        let mut idle: u32 = 0;
+        let mut batch = MbufBatch::new();
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let now = self.now_us();
+            let mut busy = self.run_commands(now);
+
+            // Receive: the NIC queue, then frames other threads steered here.
+            self.rx.rx_burst(&mut batch);
+            while !batch.is_full() {
+                match self.me().steer.pop() {
+                    Some(m) => {
+                        let _ = batch.push(m);
+                        self.me().stats.steered_in.incr();
+                    }
+                    None => break,
+                }
+            }
+            if !batch.is_empty() {
+                busy = true;
+                for m in batch.drain() {
+                    self.ingress(now, m);
+                }
+            }
+
+            busy |= self.egress(now);
+            self.tx.flush();
+
+            if busy {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+                self.me().stats.idle_loops.incr();
+                if idle > SPIN_LOOPS {
+                    self.sleep(now);
+                }
+            }
+        }
+        self.tx.flush();
+    }
+
+    /// Sleeps until the next timer or `idle_sleep`, whichever is sooner;
+    /// the application wakes us early through `mark_dirty`/`command`.
+    fn sleep(&self, now: u64) {
+        let me = self.me();
+        let next = self.next_poll.iter().copied().min().unwrap_or(u64::MAX);
+        let max = self.shared.opts.idle_sleep.as_micros() as u64;
+        let wait = next.saturating_sub(now).min(max);
+        if wait == 0 {
+            return;
+        }
+        me.sleeping.store(true, Ordering::SeqCst);
+        // Re-check after announcing: work queued before the flag was seen
+        // would otherwise wait a whole sleep.
+        if me.commands.is_empty() && me.dirty.iter().all(|w| w.load(Ordering::SeqCst) == 0) {
+            me.stats.sleeps.incr();
+            std::thread::park_timeout(Duration::from_micros(wait));
+        }
+        me.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    fn touch(&mut self, shard: usize) {
+        if !self.touched[shard] {
+            self.touched[shard] = true;
+            self.touched_list.push(shard);
+        }
+    }
+
+    fn run_commands(&mut self, now: u64) -> bool {
+        let mut any = false;
+        while let Some(cmd) = self.shared.threads[self.index].commands.pop() {
+            any = true;
+            match cmd {
+                Command::Connect {
+                    shard,
+                    mut socket,
+                    remote,
+                    local,
+                    reply,
+                } => {
+                    let res = socket.connect(self.iface.context(), remote, local);
+                    let res = res.map(|()| {
+                        let h = self.shared.threads[self.index].shards[shard]
+                            .lock()
+                            .sockets
+                            .add(*socket);
+                        self.me().tcp_sockets.fetch_add(1, Ordering::Relaxed);
+                        h
+                    });
+                    *reply.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+                    reply.event.notify();
+                    self.touch(shard);
+                    self.next_poll[shard] = now;
+                }
+                Command::Unlisten(listener) => self.unlisten(&listener),
+            }
+        }
+        any
+    }
+
+    fn unlisten(&mut self, listener: &Arc<ListenerShared>) {
+        let me = &self.shared.threads[self.index];
+        for (i, shard) in me.shards.iter().enumerate() {
+            let mut inner = shard.lock();
+            let inner = &mut *inner;
+            let mut removed = 0;
+            inner.spares.retain(|(h, l)| {
+                if Arc::ptr_eq(l, listener) {
+                    inner.sockets.remove(*h);
+                    false
+                } else {
+                    true
+                }
+            });
+            inner.embryos.retain(|(h, l)| {
+                if Arc::ptr_eq(l, listener) {
+                    inner.sockets.get_mut::<tcp::Socket<'_>>(*h).abort();
+                    inner.orphans.push(Orphan {
+                        handle: *h,
+                        ephemeral: None,
+                    });
+                    removed += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            if removed > 0 {
+                self.touched[i] = true;
+                self.touched_list.push(i);
+            }
+        }
+    }
+
+    fn ingress(&mut self, now: u64, m: Mbuf) {
+        let shared = &*self.shared;
+        let me = &shared.threads[self.index];
+        me.stats.rx_packets.incr();
+        me.stats.rx_bytes.add(m.len() as u64);
+        let flags = m.ol_flags();
+        let checked = RxChecked {
+            ip_good: flags & dpdk_sys::flags::MBUF_F_RX_IP_CKSUM_MASK
+                == dpdk_sys::flags::MBUF_F_RX_IP_CKSUM_GOOD,
+            l4_good: flags & dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_MASK
+                == dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_GOOD,
+        };
+        let (thread, shard) = match classify(m.data(), &shared.local, checked) {
+            Verdict::Drop(reason) => {
+                me.stats.drop_frame(reason);
+                return;
+            }
+            Verdict::Tcp { flow, syn } => {
+                let (thread, shard) = shared.place(&flow);
+                if thread == self.index && syn && !prepare_listener(shared, me, shard, &flow) {
+                    return;
+                }
+                (thread, shard)
+            }
+            Verdict::Udp { port } => {
+                let t = shared.udp_thread(port);
+                (t, shared.threads[t].control_shard())
+            }
+            Verdict::Control { broadcast } => {
+                if broadcast && shared.threads.len() > 1 {
+                    copy_to_others(shared, self.index, &self.pool, &m);
+                }
+                (self.index, me.control_shard())
+            }
+        };
+        if thread != self.index {
+            if shared.threads[thread].steer.push(m).is_err() {
+                me.stats.steer_dropped.incr();
+            } else {
+                shared.threads[thread].wake();
+            }
+            return;
+        }
+        let ts = SmolInstant::from_micros(now as i64);
+        {
+            let mut inner = me.shards[shard].lock();
+            let mut dev = FrameDevice {
+                rx: Some(m),
+                tx: &mut self.tx,
+            };
+            self.iface
+                .poll_ingress_single(ts, &mut dev, &mut inner.sockets);
+        }
+        self.touch(shard);
+    }
+
+    /// Polls egress on every shard that needs it; returns whether any did.
+    fn egress(&mut self, now: u64) -> bool {
+        let me = &self.shared.threads[self.index];
+        for (w, word) in me.dirty.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let shard = w * 64 + b;
+                if !self.touched[shard] {
+                    self.touched[shard] = true;
+                    self.touched_list.push(shard);
+                }
+            }
+        }
+        for (shard, due) in self.next_poll.iter().enumerate() {
+            if *due <= now && !self.touched[shard] {
+                self.touched[shard] = true;
+                self.touched_list.push(shard);
+            }
+        }
+        if self.touched_list.is_empty() {
+            return false;
+        }
+        let ts = SmolInstant::from_micros(now as i64);
+        let list = std::mem::take(&mut self.touched_list);
+        for &shard in &list {
+            self.touched[shard] = false;
+            let me = &self.shared.threads[self.index];
+            let mut inner = me.shards[shard].lock();
+            self.iface.poll_maintenance(ts);
+            let mut dev = FrameDevice {
+                rx: None,
+                tx: &mut self.tx,
+            };
+            self.iface.poll_egress(ts, &mut dev, &mut inner.sockets);
+            settle(&mut inner, me, (self.index, shard), &mut self.released);
+            let next = self.iface.poll_at(ts, &inner.sockets);
+            drop(inner);
+            self.next_poll[shard] = next.map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
+            if !self.released.is_empty() {
+                let mut eph = self
+                    .shared
+                    .ephemeral
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                for (port, remote) in self.released.drain(..) {
+                    eph.release(port, remote);
+                }
+            }
+        }
+        self.touched_list = list;
+        self.touched_list.clear();
+        true
+    }
+}
+
+/// Sends a copy of a neighbour-discovery frame to every other thread.
+fn copy_to_others(shared: &StackShared, index: usize, pool: &Mempool, m: &Mbuf) {
+    let me = &shared.threads[index];
+    for (i, t) in shared.threads.iter().enumerate() {
+        if i == index {
+            continue;
+        }
+        let Some(mut copy) = pool.alloc() else {
+            me.stats.tx_nombuf.incr();
+            return;
+        };
+        if let Some(buf) = copy.append(m.len()) {
+            buf.copy_from_slice(m.data());
+            if t.steer.push(copy).is_err() {
+                me.stats.steer_dropped.incr();
+            } else {
+                t.wake();
+            }
+        }
+    }
+}
+
+/// Makes sure `shard` has a listening socket for a SYN of `flow`. Returns
+/// false when the SYN must be dropped (backlog full or connection limit).
+fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow: &FlowKey) -> bool {
+    let Some(listener) = shared.find_listener(flow) else {
+        // No listener: smoltcp answers with RST, as a kernel would.
+        return true;
+    };
+    let backlog_used = listener.pending.load(Ordering::Relaxed)
+        + listener
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+    if backlog_used >= listener.backlog {
+        me.stats.accept_overflow.incr();
+        return false;
+    }
+    if shared.tcp_sockets() >= shared.conn_limit {
+        me.stats.conn_limit_refused.incr();
+        return false;
+    }
+    let mut inner = me.shards[shard].lock();
+    settle_spares(&mut inner, me);
+    let remote = IpEndpoint::new(flow.remote_addr, flow.remote_port);
+    let duplicate = inner.sockets.iter().any(|(_, s)| {
+        tcp::Socket::downcast(s).is_some_and(|t| {
+            t.state() != tcp::State::Listen
+                && t.remote_endpoint() == Some(remote)
+                && t.local_endpoint()
+                    .is_some_and(|l| l.port == flow.local_port)
+        })
+    });
+    if duplicate {
+        // A retransmitted SYN of a flow we already have: a spare listener
+        // must not steal it from its socket, so drop the spares for now.
+        let ShardInner {
+            sockets, spares, ..
+        } = &mut *inner;
+        spares.retain(|(h, l)| {
+            if Arc::ptr_eq(l, &listener) {
+                sockets.remove(*h);
+                false
+            } else {
+                true
+            }
+        });
+        return true;
+    }
+    if !inner.spares.iter().any(|(_, l)| Arc::ptr_eq(l, &listener)) {
+        let mut s = shared.new_tcp_socket();
+        if s.listen(listener.endpoint).is_err() {
+            return true;
+        }
+        let h = inner.sockets.add(s);
+        inner.spares.push((h, listener));
+    }
+    true
+}
+
+/// Moves spares that took a SYN to the embryos.
+fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
+    let ShardInner {
+        sockets,
+        spares,
+        embryos,
+        ..
+    } = inner;
+    spares.retain(|(h, l)| {
+        if sockets.get::<tcp::Socket<'_>>(*h).state() == tcp::State::Listen {
+            return true;
+        }
+        l.pending.fetch_add(1, Ordering::Relaxed);
+        me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
+        embryos.push((*h, Arc::clone(l)));
+        false
+    });
+}
+
+/// Bookkeeping after smoltcp ran on a shard: embryos that completed go to
+/// their accept queue, failed ones back to the pool or away, and orphans
+/// smoltcp is done with are removed. Returns ephemeral ports to release.
+fn settle(
+    inner: &mut ShardInner,
+    me: &ThreadShared,
+    place: (usize, usize),
+    released: &mut Vec<(u16, IpEndpoint)>,
+) {
+    settle_spares(inner, me);
+    let ShardInner {
+        sockets,
+        spares,
+        embryos,
+        orphans,
+    } = inner;
+    if !embryos.is_empty() {
+        embryos.retain(|(h, l)| {
+            let s = sockets.get_mut::<tcp::Socket<'_>>(*h);
+            match s.state() {
+                tcp::State::SynReceived => true,
+                tcp::State::Listen => {
+                    // The handshake was reset; the socket listens again.
+                    l.pending.fetch_sub(1, Ordering::Relaxed);
+                    me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
+                    spares.push((*h, Arc::clone(l)));
+                    false
+                }
+                tcp::State::Closed | tcp::State::TimeWait => {
+                    l.pending.fetch_sub(1, Ordering::Relaxed);
+                    orphans.push(Orphan {
+                        handle: *h,
+                        ephemeral: None,
+                    });
+                    false
+                }
+                _ => {
+                    l.pending.fetch_sub(1, Ordering::Relaxed);
+                    me.stats.tcp_established.incr();
+                    let Some(remote) = s.remote_endpoint() else {
+                        s.abort();
+                        orphans.push(Orphan {
+                            handle: *h,
+                            ephemeral: None,
+                        });
+                        return false;
+                    };
+                    l.queue
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(Accepted {
+                            thread: place.0,
+                            shard: place.1,
+                            handle: *h,
+                            remote,
+                        });
+                    l.event.notify();
+                    false
+                }
+            }
+        });
+    }
+    if !orphans.is_empty() {
+        orphans.retain(|o| {
+            let state = sockets.get::<tcp::Socket<'_>>(o.handle).state();
+            if state != tcp::State::Closed {
+                return true;
+            }
+            sockets.remove(o.handle);
+            me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
+            if let Some(e) = o.ephemeral {
+                released.push(e);
+            }
+            false
+        });
+    }
+}

@@ -1,0 +1,474 @@
+//! lstack: a user-space TCP/IP stack (smoltcp) over a DPDK port.
+//!
+//! Layers, bottom up:
+//! - [`device`]: smoltcp's `Device` over DPDK mbufs. Receive parses frames in
+//!   place in the mbuf; transmit writes into a fresh mbuf and sends in bursts.
+//! - [`classify`]: the first look at every frame: checks lengths and
+//!   checksums, counts and drops bad or foreign frames per [`DropReason`], and
+//!   says which thread and socket shard a good one belongs to.
+//! - `engine`: the stack threads. One per NIC queue (`num_cpus`, pinned), each
+//!   with its own smoltcp `Interface`, TCP sockets sharded by flow hash so a
+//!   packet only meets the sockets of its shard, and a listener pool that
+//!   gives smoltcp's one-shot listening sockets a real backlog.
+//! - [`socket`]: the native socket API ([`TcpListener`], [`TcpStream`],
+//!   [`UdpSocket`]) that application threads call and the POSIX layer
+//!   (`liblstack.so`) builds on.
+//! - [`stats`]: per-thread counters for `gazellectl`.
+//!
+//! [`Stack::start`] wires it together from an [`LstackConfig`]: EAL, port,
+//! mempool, interfaces, threads.
+
+pub mod classify;
+pub mod device;
+mod engine;
+pub mod event;
+pub mod socket;
+pub mod stats;
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    net::Ipv6Addr,
+    sync::{atomic::Ordering, Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+pub use classify::DropReason;
+use dpdk::{Eal, Mempool, Port, PortConfig, PortStats};
+pub use gazelle_config::lstack::LstackConfig;
+use smoltcp::{
+    iface::{Config as IfaceConfig, Interface},
+    wire::{
+        EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address,
+    },
+};
+pub use socket::{Readiness, TcpListener, TcpStream, UdpSocket};
+pub use stats::ThreadStats;
+
+use crate::{
+    classify::LocalAddrs,
+    device::TxPath,
+    engine::{StackShared, Worker},
+};
+
+/// Tunables of the stack that gazelle's `lstack.conf` does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackOptions {
+    /// TCP socket shards per stack thread (see the `engine` docs). More
+    /// shards: fewer sockets met per packet, more to scan for timers.
+    pub tcp_shards: usize,
+    /// Receive buffer of each TCP socket, bytes.
+    pub tcp_rx_buffer: usize,
+    /// Send buffer of each TCP socket, bytes.
+    pub tcp_tx_buffer: usize,
+    /// Datagrams queued per UDP socket and direction.
+    pub udp_packets: usize,
+    /// Payload bytes queued per UDP socket and direction.
+    pub udp_buffer: usize,
+    /// Nagle's algorithm on new sockets (on, as in Linux; `TCP_NODELAY` turns
+    /// it off).
+    pub nagle: bool,
+    /// Delayed-ACK timeout (`None`: acknowledge at once).
+    pub ack_delay: Option<Duration>,
+    /// Longest sleep of an idle stack thread; it polls flat out while busy.
+    pub idle_sleep: Duration,
+}
+
+impl StackOptions {
+    /// Defaults sized for `config`: about 32 connections per shard at
+    /// `tcp_conn_count`.
+    pub fn for_config(config: &LstackConfig) -> Self {
+        let per_thread = (config.tcp_conn_count as usize).div_ceil(config.num_cpus.len().max(1));
+        Self {
+            tcp_shards: per_thread.div_ceil(32).next_power_of_two().clamp(1, 1024),
+            tcp_rx_buffer: 64 * 1024,
+            tcp_tx_buffer: 64 * 1024,
+            udp_packets: 256,
+            udp_buffer: 256 * 1024,
+            nagle: true,
+            ack_delay: Some(Duration::from_millis(10)),
+            idle_sleep: Duration::from_micros(200),
+        }
+    }
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] gazelle_config::ConfigError),
+    /// A DPDK call failed.
+    #[error(transparent)]
+    Dpdk(#[from] dpdk::DpdkError),
+    /// `use_ltran = 1` asks for the ltran dispatcher, which is not available.
+    #[error("use_ltran = 1 needs the ltran dispatcher, which this build does not provide yet; set use_ltran = 0 to own the NIC directly")]
+    LtranUnsupported,
+    /// DPDK found no port at all.
+    #[error("DPDK found no network port: bind a NIC to a DPDK driver or add a virtual device to dpdk_args (e.g. \"--vdev=net_af_packet0,iface=eth1\")")]
+    NoPort,
+    /// No port has the MAC address of `devices`.
+    #[error("devices = {wanted}: no DPDK port has this MAC address (ports: {available})")]
+    PortNotFound {
+        /// The configured MAC.
+        wanted: String,
+        /// The ports found, as `id=mac` pairs.
+        available: String,
+    },
+    /// A stack thread could not be pinned to its CPU.
+    #[error("num_cpus: cannot pin stack thread {thread} to CPU {cpu}: {reason}")]
+    Cpu {
+        /// Thread index.
+        thread: usize,
+        /// The CPU from `num_cpus`.
+        cpu: u16,
+        /// The OS's answer.
+        reason: String,
+    },
+    /// A thread could not be created.
+    #[error("starting stack thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running stack: cheap to clone; the threads stop when
+/// [`Stack::shutdown`] is called or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub(crate) shared: Arc<StackShared>,
+    runtime: Arc<Runtime>,
+}
+
+#[derive(Debug)]
+struct Runtime {
+    shared: Arc<StackShared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    port: Mutex<Option<Port>>,
+    pool: Arc<Mempool>,
+    port_id: u16,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        stop(&self.shared, &self.threads);
+    }
+}
+
+fn stop(shared: &StackShared, threads: &Mutex<Vec<JoinHandle<()>>>) {
+    shared.shutdown.store(true, Ordering::SeqCst);
+    let handles: Vec<_> = threads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for t in &shared.threads {
+        t.mark_dirty(0);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+impl Stack {
+    /// Starts the stack described by `config`: initialises the EAL with
+    /// `dpdk_args`, opens the port whose MAC is `devices` with one queue pair
+    /// per `num_cpus` entry (fewer if the port has fewer queues), and runs one
+    /// pinned stack thread per queue pair.
+    pub fn start(config: &LstackConfig, opts: StackOptions) -> Result<Stack, StackError> {
+        config.validate()?;
+        if config.use_ltran {
+            return Err(StackError::LtranUnsupported);
+        }
+        let mut args = vec!["lstack".to_owned()];
+        args.extend(config.dpdk_args.iter().cloned());
+        // EAL pins the calling thread to its main lcore; unless the config
+        // asks for that (gazelle's main_thread_affinity), give the
+        // application its CPUs back so its threads are not all on one core.
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+        let eal = Eal::init(&args)?;
+        if !config.main_thread_affinity {
+            if let Some(set) = before {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
+        }
+
+        let port_count = Port::count(&eal);
+        if port_count == 0 {
+            return Err(StackError::NoPort);
+        }
+        let wanted = config.devices.octets();
+        let mut available = Vec::new();
+        let mut port_id = None;
+        for id in 0..port_count {
+            let mac = dpdk_port_mac(id);
+            if mac == wanted {
+                port_id = Some(id);
+            }
+            available.push(format!("{id}={}", EthernetAddress(mac)));
+        }
+        let port_id = port_id.ok_or_else(|| StackError::PortNotFound {
+            wanted: config.devices.to_string(),
+            available: available.join(", "),
+        })?;
+
+        let want_threads = config.num_cpus.len() as u16;
+        let rx_desc = config.nic_rxqueue_size as u16;
+        let tx_desc = config.nic_txqueue_size as u16;
+        let per_thread =
+            u32::from(rx_desc) + u32::from(tx_desc) + 2 * dpdk::BURST_SIZE as u32 + 4096;
+        let pool_size = per_thread * u32::from(want_threads) + 2048;
+        let cache = config.mem_cache_num.min(512);
+        let pool = Arc::new(Mempool::create(
+            &eal,
+            &format!("lstack_rx_{}", std::process::id()),
+            pool_size,
+            cache,
+            dpdk::mempool::DEFAULT_DATA_ROOM,
+            -1,
+        )?);
+        let port_config = PortConfig {
+            rx_queues: want_threads,
+            tx_queues: want_threads,
+            rx_desc,
+            tx_desc,
+            promiscuous: false,
+            checksum_offload: true,
+        };
+        let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
+        let queues = port.take_queues();
+        let mac = EthernetAddress(port.mac());
+
+        let ipv4 = Ipv4Address::from(config.host_addr);
+        let prefix = config.netmask_prefix_len();
+        let v4cidr = Ipv4Cidr::new(ipv4, prefix);
+        let local = LocalAddrs {
+            mac,
+            ipv4: Some(ipv4),
+            ipv4_broadcast: v4cidr.broadcast(),
+            ipv6: config
+                .host_addr6
+                .as_ref()
+                .map(|c| Ipv6Address::from(c.addr())),
+            ipv6_link_local: Some(link_local(mac)),
+        };
+        let seed = random_seed();
+        let opts_threads = queues.len();
+        let shared = Arc::new(StackShared::new(
+            opts_threads,
+            opts,
+            local,
+            config.tcp_conn_count as usize,
+            seed,
+        ));
+        let clock = std::time::Instant::now();
+        let mut handles = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
+        for (index, (rxq, txq)) in queues.into_iter().enumerate() {
+            let cpu = config.num_cpus.as_slice()[index];
+            let stats = Arc::clone(&shared.threads[index].stats);
+            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats);
+            let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+            iface_config.random_seed = seed ^ index as u64;
+            let now = smoltcp::time::Instant::from_micros(clock.elapsed().as_micros() as i64);
+            let mut iface = Interface::new(
+                iface_config,
+                &mut device::FrameDevice {
+                    rx: None,
+                    tx: &mut tx,
+                },
+                now,
+            );
+            iface.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::Ipv4(v4cidr));
+                if let Some(c) = &config.host_addr6 {
+                    let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(c.addr()), c.prefix_len()));
+                }
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(link_local(mac)), 64));
+            });
+            if let Some(gw) = config.gateway_addr {
+                let _ = iface.routes_mut().add_default_ipv4_route(gw);
+            }
+            let worker = Worker::new(
+                index,
+                Arc::clone(&shared),
+                iface,
+                rxq,
+                tx,
+                Arc::clone(&pool),
+                clock,
+            );
+            let ready = ready_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("lstack-stack{index}"))
+                .spawn(move || {
+                    let mut set = nix::sched::CpuSet::new();
+                    let pinned = set.set(usize::from(cpu)).and_then(|()| {
+                        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    });
+                    if let Err(e) = pinned {
+                        let _ = ready.send(Err(StackError::Cpu {
+                            thread: index,
+                            cpu,
+                            reason: e.desc().to_owned(),
+                        }));
+                        return;
+                    }
+                    if !dpdk::eal::register_thread(&eal) {
+                        tracing::warn!(
+                            thread = index,
+                            "no DPDK lcore slot left: mempool caches off for this thread"
+                        );
+                    }
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    worker.run();
+                })
+                .map_err(StackError::Thread)?;
+            handles.push(h);
+        }
+        drop(ready_tx);
+        let threads = Mutex::new(handles);
+        let mut failure = None;
+        for r in ready_rx.iter() {
+            if let Err(e) = r {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failure {
+            stop(&shared, &threads);
+            return Err(e);
+        }
+        tracing::info!(
+            port = port_id,
+            threads = opts_threads,
+            mac = %mac,
+            ipv4 = %v4cidr,
+            ipv6 = ?config.host_addr6.as_ref().map(|c| c.to_string()),
+            "lstack started"
+        );
+        let runtime = Arc::new(Runtime {
+            shared: Arc::clone(&shared),
+            threads,
+            port: Mutex::new(Some(port)),
+            pool,
+            port_id,
+        });
+        Ok(Stack { shared, runtime })
+    }
+
+    /// Stops the stack threads (idempotent). Sockets stop working.
+    pub fn shutdown(&self) {
+        stop(&self.shared, &self.runtime.threads);
+        self.runtime
+            .port
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Number of stack threads.
+    pub fn threads(&self) -> usize {
+        self.shared.threads.len()
+    }
+
+    /// Counters of stack thread `i`.
+    pub fn thread_stats(&self, i: usize) -> Option<&ThreadStats> {
+        self.shared.threads.get(i).map(|t| &*t.stats)
+    }
+
+    /// Counters of the DPDK port.
+    pub fn port_stats(&self) -> Result<PortStats, dpdk::DpdkError> {
+        dpdk_port_stats(self.runtime.port_id)
+    }
+
+    /// TCP connections alive (including ones closing).
+    pub fn tcp_connections(&self) -> usize {
+        self.shared.tcp_sockets()
+    }
+
+    /// Free mbufs in the stack's pool.
+    pub fn mbufs_available(&self) -> u32 {
+        self.runtime.pool.available()
+    }
+
+    /// The stack's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.shared.local.mac.0
+    }
+}
+
+fn dpdk_port_mac(id: u16) -> [u8; 6] {
+    let mut addr = dpdk_sys::rte_ether_addr::default();
+    // SAFETY: any port id below rte_eth_dev_count_avail may be asked; addr is
+    // a valid out-pointer.
+    unsafe { dpdk_sys::rte_eth_macaddr_get(id, &mut addr) };
+    addr.addr_bytes
+}
+
+fn dpdk_port_stats(id: u16) -> Result<PortStats, dpdk::DpdkError> {
+    let mut s = dpdk_sys::rte_eth_stats::default();
+    // SAFETY: valid out-pointer; an invalid port returns an error code.
+    let ret = unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) };
+    if ret < 0 {
+        return Err(dpdk::DpdkError::from_errno(
+            format!("reading stats of port {id}"),
+            -ret,
+        ));
+    }
+    Ok(PortStats {
+        rx_packets: s.ipackets,
+        tx_packets: s.opackets,
+        rx_bytes: s.ibytes,
+        tx_bytes: s.obytes,
+        rx_missed: s.imissed,
+        rx_errors: s.ierrors,
+        tx_errors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    })
+}
+
+/// The EUI-64 link-local address of `mac` (fe80::/64).
+fn link_local(mac: EthernetAddress) -> Ipv6Address {
+    let m = mac.0;
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
+}
+
+/// A per-process random seed (std's hasher keys come from the OS RNG).
+fn random_seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_eui64() {
+        let ll = link_local(EthernetAddress([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]));
+        assert_eq!(ll, "fe80::ff:fe12:3456".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn shards_scale_with_connection_count() {
+        let mut cfg = LstackConfig::new(
+            "10.0.0.2".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+            "02:00:00:00:00:01".parse().unwrap(),
+        );
+        cfg.tcp_conn_count = 20000;
+        cfg.num_cpus = "0".parse().unwrap();
+        assert_eq!(StackOptions::for_config(&cfg).tcp_shards, 1024);
+        cfg.tcp_conn_count = 1500;
+        assert_eq!(StackOptions::for_config(&cfg).tcp_shards, 64);
+    }
+}

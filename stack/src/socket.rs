@@ -1,0 +1,776 @@
+//! The native socket API: what the POSIX layer (`liblstack.so`) sits on.
+//!
+//! Application threads call these from their own threads. Each call locks
+//! only the shard that holds its socket (never a global lock), copies data
+//! in or out of the socket buffer, marks the shard for the stack thread and
+//! returns. Blocking calls sleep on an [`Event`] registered as the socket's
+//! smoltcp waker; they never spin.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use smoltcp::{
+    iface::SocketHandle,
+    socket::AnySocket,
+    socket::{tcp, udp},
+    wire::{IpAddress, IpEndpoint, IpListenEndpoint},
+};
+
+use crate::{
+    classify::FlowKey,
+    engine::{Accepted, Command, ConnectReply, ListenerShared, StackShared},
+    event::Event,
+    Stack,
+};
+
+fn to_endpoint(addr: SocketAddr) -> IpEndpoint {
+    IpEndpoint::new(IpAddress::from(addr.ip()), addr.port())
+}
+
+fn to_socket_addr(ep: IpEndpoint) -> SocketAddr {
+    SocketAddr::new(ep.addr.into(), ep.port)
+}
+
+/// Readiness of a socket, as `poll(2)` would report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Data (or EOF, or a pending connection) can be read without blocking.
+    pub readable: bool,
+    /// Data can be written without blocking.
+    pub writable: bool,
+    /// The peer closed its sending side (EOF reached once buffered data is read).
+    pub read_closed: bool,
+    /// The connection is gone (reset, or fully closed).
+    pub hangup: bool,
+}
+
+impl Stack {
+    /// Listens on `addr` (port 0 is refused; an unspecified IP means every
+    /// address of the stack) with room for `backlog` unaccepted connections.
+    pub fn tcp_listen(&self, addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+        if addr.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "listening on port 0 is not supported",
+            ));
+        }
+        let ip = IpAddress::from(addr.ip());
+        let endpoint = if addr.ip().is_unspecified() {
+            IpListenEndpoint {
+                addr: None,
+                port: addr.port(),
+            }
+        } else {
+            if !self.owns(&ip) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("{} is not an address of this stack", addr.ip()),
+                ));
+            }
+            IpListenEndpoint {
+                addr: Some(ip),
+                port: addr.port(),
+            }
+        };
+        let shared = Arc::new(ListenerShared {
+            endpoint,
+            backlog: backlog.clamp(1, 65535),
+            queue: Mutex::new(Default::default()),
+            pending: Default::default(),
+            event: Event::new(),
+            closed: Default::default(),
+        });
+        let mut map = self
+            .shared
+            .listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(addr.port()).or_default();
+        let clash = list.iter().any(|l| {
+            l.endpoint.addr.is_none() || endpoint.addr.is_none() || l.endpoint.addr == endpoint.addr
+        });
+        if clash {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already listened on"),
+            ));
+        }
+        list.push(Arc::clone(&shared));
+        Ok(TcpListener {
+            stack: Arc::clone(&self.shared),
+            shared,
+            nonblocking: false,
+        })
+    }
+
+    /// Connects to `remote`, blocking until established or refused, for at
+    /// most `timeout` (`None`: smoltcp's own retransmission limits).
+    pub fn tcp_connect(
+        &self,
+        remote: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> io::Result<TcpStream> {
+        let stream = self.tcp_connect_start(remote)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        stream.wait_connected(deadline)?;
+        Ok(stream)
+    }
+
+    /// Starts connecting to `remote` and returns at once (the non-blocking
+    /// `connect`, `EINPROGRESS`); see [`TcpStream::connect_result`].
+    pub fn tcp_connect_start(&self, remote: SocketAddr) -> io::Result<TcpStream> {
+        let shared = &self.shared;
+        let local_ip = match remote {
+            SocketAddr::V4(_) => shared.local.ipv4.map(IpAddress::Ipv4),
+            SocketAddr::V6(_) => shared.local.ipv6.map(IpAddress::Ipv6),
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("the stack has no address of {remote}'s family"),
+            )
+        })?;
+        let remote_ep = to_endpoint(remote);
+        let listening = |port: u16| {
+            shared
+                .listeners
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&port)
+                .is_some_and(|l| !l.is_empty())
+        };
+        let port = shared
+            .ephemeral
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(remote_ep, listening)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no free local port"))?;
+        let release = || {
+            shared
+                .ephemeral
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(port, remote_ep)
+        };
+        if shared.tcp_sockets() >= shared.conn_limit {
+            release();
+            return Err(io::Error::other(format!(
+                "tcp_conn_count = {} connections reached",
+                shared.conn_limit
+            )));
+        }
+        let local = IpEndpoint::new(local_ip, port);
+        let flow = FlowKey {
+            local_addr: local_ip,
+            local_port: port,
+            remote_addr: remote_ep.addr,
+            remote_port: remote_ep.port,
+        };
+        let (thread, shard) = shared.place(&flow);
+        let reply = Arc::new(ConnectReply::default());
+        let seen = reply.event.generation();
+        let cmd = Command::Connect {
+            shard,
+            socket: Box::new(shared.new_tcp_socket()),
+            remote: remote_ep,
+            local,
+            reply: Arc::clone(&reply),
+        };
+        if shared.threads[thread].command(cmd).is_err() {
+            release();
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "stack thread command queue full",
+            ));
+        }
+        let mut seen = seen;
+        let handle = loop {
+            if let Some(r) = reply
+                .result
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                break r;
+            }
+            if shared.shutdown.load(Ordering::Relaxed) {
+                release();
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the stack is shut down",
+                ));
+            }
+            reply
+                .event
+                .wait(seen, Some(Instant::now() + Duration::from_millis(100)));
+            seen = reply.event.generation();
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                release();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("connect to {remote}: {e}"),
+                ));
+            }
+        };
+        Ok(TcpStream {
+            stack: Arc::clone(shared),
+            thread,
+            shard,
+            handle,
+            event: Event::new(),
+            ephemeral: Some((port, remote_ep)),
+            nonblocking: false,
+            read_shut: false,
+        })
+    }
+
+    /// Binds a UDP socket to `addr` with `buffer` bytes of receive and send
+    /// space.
+    pub fn udp_bind(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
+        if addr.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "binding UDP port 0 is not supported yet",
+            ));
+        }
+        let ip = IpAddress::from(addr.ip());
+        if !addr.ip().is_unspecified() && !self.owns(&ip) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{} is not an address of this stack", addr.ip()),
+            ));
+        }
+        let shared = &self.shared;
+        let packets = shared.opts.udp_packets;
+        let bytes = shared.opts.udp_buffer;
+        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        let mut sock = udp::Socket::new(rx, tx);
+        let ep = if addr.ip().is_unspecified() {
+            IpListenEndpoint {
+                addr: None,
+                port: addr.port(),
+            }
+        } else {
+            IpListenEndpoint {
+                addr: Some(ip),
+                port: addr.port(),
+            }
+        };
+        sock.bind(ep).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bind {addr}: {e}"))
+        })?;
+        let thread = shared.udp_thread(addr.port());
+        let shard = shared.threads[thread].control_shard();
+        let mut inner = shared.threads[thread].shards[shard].lock();
+        let in_use = inner.sockets.iter().any(|(_, s)| {
+            udp::Socket::downcast(s).is_some_and(|u| u.endpoint().port == addr.port())
+        });
+        if in_use {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("UDP port {} is in use", addr.port()),
+            ));
+        }
+        let handle = inner.sockets.add(sock);
+        drop(inner);
+        Ok(UdpSocket {
+            stack: Arc::clone(shared),
+            thread,
+            shard,
+            handle,
+            event: Event::new(),
+            nonblocking: false,
+        })
+    }
+
+    fn owns(&self, ip: &IpAddress) -> bool {
+        let l = &self.shared.local;
+        match ip {
+            IpAddress::Ipv4(a) => l.ipv4 == Some(*a),
+            IpAddress::Ipv6(a) => l.ipv6 == Some(*a) || l.ipv6_link_local == Some(*a),
+        }
+    }
+}
+
+/// A listening TCP socket. Dropping it stops listening; connections not yet
+/// accepted are reset.
+#[derive(Debug)]
+pub struct TcpListener {
+    stack: Arc<StackShared>,
+    shared: Arc<ListenerShared>,
+    nonblocking: bool,
+}
+
+impl TcpListener {
+    /// Waits for a connection (or returns `WouldBlock` if non-blocking).
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let seen = self.shared.event.generation();
+            if let Some(a) = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            {
+                let remote = to_socket_addr(a.remote);
+                return Ok((TcpStream::from_accepted(&self.stack, a), remote));
+            }
+            if self.nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if self.stack.shutdown.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the stack is shut down",
+                ));
+            }
+            self.shared
+                .event
+                .wait(seen, Some(Instant::now() + Duration::from_millis(500)));
+        }
+    }
+
+    /// Makes `accept` return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) {
+        self.nonblocking = nonblocking;
+    }
+
+    /// Connections waiting to be accepted.
+    pub fn pending(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The address listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        let ep = self.shared.endpoint;
+        let ip = ep.addr.map_or(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            Into::into,
+        );
+        SocketAddr::new(ip, ep.port)
+    }
+
+    /// The event notified when a connection arrives (for epoll integration).
+    pub fn event(&self) -> &Arc<Event> {
+        &self.shared.event
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        {
+            let mut map = self
+                .stack
+                .listeners
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = map.get_mut(&self.shared.endpoint.port) {
+                list.retain(|l| !Arc::ptr_eq(l, &self.shared));
+                if list.is_empty() {
+                    map.remove(&self.shared.endpoint.port);
+                }
+            }
+        }
+        for t in self.stack.threads.iter() {
+            let _ = t.command(Command::Unlisten(Arc::clone(&self.shared)));
+        }
+        let queued: Vec<Accepted> = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for a in queued {
+            // Reset: the application never saw these connections.
+            let mut s = TcpStream::from_accepted(&self.stack, a);
+            s.abort_on_drop();
+        }
+    }
+}
+
+/// A TCP connection.
+#[derive(Debug)]
+pub struct TcpStream {
+    stack: Arc<StackShared>,
+    thread: usize,
+    shard: usize,
+    handle: SocketHandle,
+    event: Arc<Event>,
+    ephemeral: Option<(u16, IpEndpoint)>,
+    nonblocking: bool,
+    read_shut: bool,
+}
+
+impl TcpStream {
+    fn from_accepted(stack: &Arc<StackShared>, a: Accepted) -> Self {
+        Self {
+            stack: Arc::clone(stack),
+            thread: a.thread,
+            shard: a.shard,
+            handle: a.handle,
+            event: Event::new(),
+            ephemeral: None,
+            nonblocking: false,
+            read_shut: false,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
+        let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
+        f(inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle))
+    }
+
+    fn kick(&self) {
+        self.stack.threads[self.thread].mark_dirty(self.shard);
+    }
+
+    fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
+        if self.stack.shutdown.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the stack is shut down",
+            ));
+        }
+        // Bounded sleeps so a shut-down stack is noticed.
+        let cap = Instant::now() + Duration::from_millis(500);
+        let d = deadline.map_or(cap, |d| d.min(cap));
+        self.event.wait(seen, Some(d));
+        match deadline {
+            Some(d) if Instant::now() >= d => Err(io::ErrorKind::TimedOut.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn wait_connected(&self, deadline: Option<Instant>) -> io::Result<()> {
+        loop {
+            let seen = self.event.generation();
+            match self.connect_result()? {
+                true => return Ok(()),
+                false => {
+                    let waker = self.event.waker();
+                    self.with(|s| s.register_send_waker(&waker));
+                    // Re-check: the state may have changed before registration.
+                    if self.connect_result()? {
+                        return Ok(());
+                    }
+                    self.wait(seen, deadline)?;
+                }
+            }
+        }
+    }
+
+    /// For a connection started with [`Stack::tcp_connect_start`]: `Ok(true)`
+    /// once established, `Ok(false)` while the handshake runs, an error
+    /// (`ConnectionRefused`, `TimedOut`) when it failed.
+    pub fn connect_result(&self) -> io::Result<bool> {
+        self.with(|s| match s.state() {
+            tcp::State::SynSent | tcp::State::SynReceived => Ok(false),
+            tcp::State::Closed => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            )),
+            _ => Ok(true),
+        })
+    }
+
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.read_shut {
+            return Ok(0);
+        }
+        loop {
+            let seen = self.event.generation();
+            let waker = self.event.waker();
+            let r = self.with(|s| {
+                if s.can_recv() {
+                    return Some(
+                        s.recv_slice(buf)
+                            .map_err(|e| io::Error::other(e.to_string())),
+                    );
+                }
+                if !s.may_recv() {
+                    return Some(match s.state() {
+                        tcp::State::SynSent | tcp::State::SynReceived => {
+                            Err(io::ErrorKind::NotConnected.into())
+                        }
+                        _ => Ok(0),
+                    });
+                }
+                s.register_recv_waker(&waker);
+                None
+            });
+            match r {
+                Some(Ok(n)) => {
+                    if n > 0 {
+                        // Reading opened the receive window: let the stack announce it.
+                        self.kick();
+                    }
+                    return Ok(n);
+                }
+                Some(Err(e)) => return Err(e),
+                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None => self.wait(seen, None)?,
+            }
+        }
+    }
+
+    /// Writes some of `buf`; blocks while the send buffer is full.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let seen = self.event.generation();
+            let waker = self.event.waker();
+            let r = self.with(|s| {
+                if !s.may_send() {
+                    return Some(match s.state() {
+                        tcp::State::SynSent | tcp::State::SynReceived => {
+                            Err(io::ErrorKind::NotConnected.into())
+                        }
+                        _ => Err(io::ErrorKind::BrokenPipe.into()),
+                    });
+                }
+                if s.can_send() {
+                    return Some(
+                        s.send_slice(buf)
+                            .map_err(|e| io::Error::other(e.to_string())),
+                    );
+                }
+                s.register_send_waker(&waker);
+                None
+            });
+            match r {
+                Some(Ok(n)) => {
+                    self.kick();
+                    return Ok(n);
+                }
+                Some(Err(e)) => return Err(e),
+                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None => self.wait(seen, None)?,
+            }
+        }
+    }
+
+    /// Writes all of `buf`.
+    pub fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Closes the sending side (FIN); `Read` stops further reads locally.
+    pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
+        if matches!(how, std::net::Shutdown::Write | std::net::Shutdown::Both) {
+            self.with(|s| s.close());
+            self.kick();
+        }
+        if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
+            self.read_shut = true;
+        }
+        Ok(())
+    }
+
+    /// Current readiness, without blocking.
+    pub fn readiness(&self) -> Readiness {
+        self.with(|s| {
+            let state = s.state();
+            let closed = state == tcp::State::Closed;
+            Readiness {
+                readable: s.can_recv() || !s.may_recv(),
+                writable: s.can_send() || closed,
+                read_closed: !s.may_recv()
+                    && !matches!(state, tcp::State::SynSent | tcp::State::SynReceived),
+                hangup: closed || state == tcp::State::TimeWait,
+            }
+        })
+    }
+
+    /// Makes reads and writes return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) {
+        self.nonblocking = nonblocking;
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    pub fn set_nodelay(&self, nodelay: bool) {
+        self.with(|s| s.set_nagle_enabled(!nodelay));
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.with(|s| s.remote_endpoint())
+            .map(to_socket_addr)
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.with(|s| s.local_endpoint())
+            .map(to_socket_addr)
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+
+    /// Bytes received and not yet read.
+    pub fn recv_queue(&self) -> usize {
+        self.with(|s| s.recv_queue())
+    }
+
+    /// The smoltcp state name (for statistics).
+    pub fn state(&self) -> tcp::State {
+        self.with(|s| s.state())
+    }
+
+    /// The event notified on readiness changes once a wait registered it.
+    pub fn event(&self) -> &Arc<Event> {
+        &self.event
+    }
+
+    fn abort_on_drop(&mut self) {
+        self.with(|s| s.abort());
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let me = &self.stack.threads[self.thread];
+        {
+            let mut inner = me.shards[self.shard].lock();
+            let s = inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle);
+            if s.recv_queue() > 0 {
+                // Unread data on close: reset, as a kernel does.
+                s.abort();
+            } else {
+                s.close();
+            }
+            inner.orphan(self.handle, self.ephemeral.take());
+        }
+        me.mark_dirty(self.shard);
+    }
+}
+
+/// A bound UDP socket.
+#[derive(Debug)]
+pub struct UdpSocket {
+    stack: Arc<StackShared>,
+    thread: usize,
+    shard: usize,
+    handle: SocketHandle,
+    event: Arc<Event>,
+    nonblocking: bool,
+}
+
+impl UdpSocket {
+    fn with<R>(&self, f: impl FnOnce(&mut udp::Socket<'static>) -> R) -> R {
+        let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
+        f(inner.sockets.get_mut::<udp::Socket<'static>>(self.handle))
+    }
+
+    /// Receives one datagram; returns its length and sender. A datagram
+    /// longer than `buf` is truncated.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let seen = self.event.generation();
+            let waker = self.event.waker();
+            let r = self.with(|s| {
+                if s.can_recv() {
+                    return Some(s.recv().map(|(data, meta)| {
+                        let n = data.len().min(buf.len());
+                        buf[..n].copy_from_slice(&data[..n]);
+                        (n, to_socket_addr(meta.endpoint))
+                    }));
+                }
+                s.register_recv_waker(&waker);
+                None
+            });
+            match r {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None => {
+                    if self.stack.shutdown.load(Ordering::Relaxed) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "the stack is shut down",
+                        ));
+                    }
+                    self.event
+                        .wait(seen, Some(Instant::now() + Duration::from_millis(500)));
+                }
+            }
+        }
+    }
+
+    /// Sends one datagram to `to`.
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let ep = to_endpoint(to);
+        loop {
+            let seen = self.event.generation();
+            let waker = self.event.waker();
+            let r = self.with(|s| {
+                if s.can_send() {
+                    return Some(s.send_slice(buf, ep));
+                }
+                s.register_send_waker(&waker);
+                None
+            });
+            match r {
+                Some(Ok(())) => {
+                    self.stack.threads[self.thread].mark_dirty(self.shard);
+                    return Ok(buf.len());
+                }
+                Some(Err(udp::SendError::BufferFull)) | None if !self.nonblocking => {
+                    self.event
+                        .wait(seen, Some(Instant::now() + Duration::from_millis(100)));
+                }
+                Some(Err(udp::SendError::BufferFull)) | None => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                Some(Err(e)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("send to {to}: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Makes receives return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) {
+        self.nonblocking = nonblocking;
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        let ep = self.with(|s| s.endpoint());
+        let ip = ep.addr.map_or(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            Into::into,
+        );
+        SocketAddr::new(ip, ep.port)
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
+        inner.sockets.remove(self.handle);
+    }
+}

@@ -1,0 +1,148 @@
+//! Shared setup of the stack integration tests: a peer network namespace
+//! joined by a veth pair, the stack as DPDK primary on the host end through
+//! `net_af_packet`, real hugepages.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream as KernelStream},
+    time::{Duration, Instant},
+};
+
+use gazelle_config::{lstack::LstackConfig, Ipv6Cidr, MacAddr};
+use lstack::{Stack, StackOptions};
+use netns_testbed::{hugepages, require_root, AfPacketEal, Topology, TopologyOptions};
+
+/// A running stack on its own topology.
+pub struct Env {
+    pub topo: Topology,
+    pub stack: Stack,
+    pub config: LstackConfig,
+}
+
+/// The lstack configuration for `topo`, with `dpdk_args` for its af_packet port.
+pub fn config_for(topo: &Topology, name: &str) -> LstackConfig {
+    let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
+    let prefix = hugepages::dpdk_file_prefix(name);
+    let mut args = AfPacketEal::default().args(topo, &huge, &prefix);
+    args.remove(0); // program name: the stack adds its own
+    let mask = u32::MAX << (32 - u32::from(topo.prefix4));
+    let mac: MacAddr = topo.stack_mac.to_string().parse().expect("stack MAC");
+    let mut cfg = LstackConfig::new(topo.stack_ip4, mask.into(), mac);
+    cfg.gateway_addr = Some(topo.peer_ip4);
+    cfg.host_addr6 = Some(Ipv6Cidr::new(topo.stack_ip6, topo.prefix6).expect("IPv6 cidr"));
+    cfg.dpdk_args = args;
+    // CPU 1 for the stack thread: EAL's main lcore is 0 (and CI has two).
+    cfg.num_cpus = "1".parse().expect("cpu list");
+    cfg
+}
+
+/// Builds a topology and starts a stack on it.
+pub fn start(name: &str, tune: impl FnOnce(&mut LstackConfig, &mut StackOptions)) -> Env {
+    require_root();
+    let topo = Topology::new(TopologyOptions {
+        name_hint: name.to_owned(),
+        ..Default::default()
+    })
+    .expect("creating the test topology");
+    let mut config = config_for(&topo, name);
+    let mut opts = StackOptions::for_config(&config);
+    tune(&mut config, &mut opts);
+    let stack = Stack::start(&config, opts).expect("starting lstack on the af_packet port");
+    Env {
+        topo,
+        stack,
+        config,
+    }
+}
+
+/// Deterministic test data.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` on a kernel stream while reading the echo back on a clone,
+/// and returns what came back.
+pub fn kernel_echo_roundtrip(stream: KernelStream, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = stream.try_clone()?;
+    let len = data.len();
+    let handle = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let mut got = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 65536];
+        while got.len() < len {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok(got)
+    });
+    let mut w = stream;
+    for chunk in data.chunks(16 * 1024) {
+        w.write_all(chunk)?;
+    }
+    let got = handle.join().expect("reader thread panicked")?;
+    w.shutdown(std::net::Shutdown::Write)?;
+    Ok(got)
+}
+
+/// Connects kernel sockets from inside the peer namespace.
+pub fn connect_from_peer(topo: &Topology, to: SocketAddr, count: usize) -> Vec<KernelStream> {
+    topo.in_netns(|| {
+        (0..count)
+            .map(|i| {
+                KernelStream::connect_timeout(&to, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("kernel client {i} connecting to {to}: {e}"))
+            })
+            .collect()
+    })
+    .expect("entering the peer namespace")
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Starts an echo server on the stack: one thread per connection.
+pub fn spawn_stack_echo(stack: &Stack, port: u16) {
+    let listener = stack
+        .tcp_listen(SocketAddr::from(([0, 0, 0, 0], port)), 1024)
+        .expect("listening on the stack");
+    std::thread::spawn(move || {
+        while let Ok((mut conn, _)) = listener.accept() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}

@@ -1,0 +1,425 @@
+//! The stack against the Linux kernel of a real peer host (a network
+//! namespace), over a real DPDK port (`net_af_packet` on a veth) with real
+//! hugepages. Needs root; fails loudly without it.
+//!
+//! One stack serves every test of this file (DPDK allows one EAL per
+//! process); each test uses its own ports.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener as KernelListener, UdpSocket as KernelUdp},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use common::{
+    connect_from_peer, kernel_echo_roundtrip, pattern, spawn_stack_echo, wait_until, Env,
+};
+use lstack::DropReason;
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| common::start("lst", |_, _| {}))
+}
+
+fn drops(env: &Env, reason: DropReason) -> u64 {
+    (0..env.stack.threads())
+        .map(|i| env.stack.thread_stats(i).unwrap().dropped(reason))
+        .sum()
+}
+
+#[test]
+fn answers_ping_v4_and_v6() {
+    let env = env();
+    let out = env.topo.run([
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &env.topo.stack_ip4.to_string(),
+    ]);
+    assert!(out.is_ok(), "ping {}: {:?}", env.topo.stack_ip4, out.err());
+    let out = env.topo.run([
+        "ping",
+        "-6",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &env.topo.stack_ip6.to_string(),
+    ]);
+    assert!(
+        out.is_ok(),
+        "ping -6 {}: {:?}",
+        env.topo.stack_ip6,
+        out.err()
+    );
+    // Through the gateway route too: the peer's other address as the source.
+    let out = env.topo.run([
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-I",
+        &env.topo.remote_ip4.to_string(),
+        &env.topo.stack_ip4.to_string(),
+    ]);
+    assert!(
+        out.is_ok(),
+        "ping from {} via the gateway: {:?}",
+        env.topo.remote_ip4,
+        out.err()
+    );
+}
+
+#[test]
+fn hundred_kernel_clients_echo_one_mib_each() {
+    let env = env();
+    const PORT: u16 = 7000;
+    const CLIENTS: usize = 100;
+    const SIZE: usize = 1 << 20;
+    spawn_stack_echo(&env.stack, PORT);
+    let to = SocketAddr::new(env.topo.stack_ip4.into(), PORT);
+    let start = Instant::now();
+    let streams = connect_from_peer(&env.topo, to, CLIENTS);
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            std::thread::spawn(move || {
+                let data = pattern(i as u64, SIZE);
+                let got =
+                    kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
+                assert_eq!(got.len(), data.len(), "client {i}: echoed length");
+                assert!(got == data, "client {i}: echoed bytes differ");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client failed");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mbits = (CLIENTS * SIZE * 2 * 8) as f64 / secs / 1e6;
+    println!("echo: {CLIENTS} clients x {SIZE} B in {secs:.2} s = {mbits:.0} Mbit/s both ways");
+}
+
+#[test]
+fn ipv6_tcp_echo() {
+    let env = env();
+    const PORT: u16 = 7006;
+    spawn_stack_echo(&env.stack, PORT);
+    let to = SocketAddr::new(env.topo.stack_ip6.into(), PORT);
+    let streams = connect_from_peer(&env.topo, to, 4);
+    for (i, s) in streams.into_iter().enumerate() {
+        let data = pattern(100 + i as u64, 256 * 1024);
+        let got = kernel_echo_roundtrip(s, &data).expect("IPv6 echo");
+        assert!(got == data, "IPv6 client {i}: echoed bytes differ");
+    }
+}
+
+#[test]
+fn udp_echo_v4_and_v6() {
+    let env = env();
+    const PORT: u16 = 7001;
+    let sock = env
+        .stack
+        .udp_bind(SocketAddr::from(([0, 0, 0, 0], PORT)))
+        .expect("binding UDP");
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    for target in [
+        SocketAddr::new(env.topo.stack_ip4.into(), PORT),
+        SocketAddr::new(env.topo.stack_ip6.into(), PORT),
+    ] {
+        env.topo
+            .in_netns(|| {
+                let bind: SocketAddr = if target.is_ipv4() {
+                    "0.0.0.0:0".parse().unwrap()
+                } else {
+                    "[::]:0".parse().unwrap()
+                };
+                let k = KernelUdp::bind(bind).unwrap();
+                k.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                for (i, size) in [1usize, 64, 512, 1200, 1400]
+                    .into_iter()
+                    .cycle()
+                    .take(50)
+                    .enumerate()
+                {
+                    let data = pattern(i as u64, size);
+                    let mut buf = vec![0u8; 2048];
+                    let mut ok = false;
+                    for _try in 0..5 {
+                        k.send_to(&data, target).unwrap();
+                        if let Ok((n, from)) = k.recv_from(&mut buf) {
+                            assert_eq!(from, target);
+                            assert_eq!(
+                                &buf[..n],
+                                &data[..],
+                                "datagram {i} of {size} B to {target}"
+                            );
+                            ok = true;
+                            break;
+                        }
+                    }
+                    assert!(ok, "no echo for datagram {i} ({size} B) to {target}");
+                }
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn stack_client_connects_out_through_the_gateway() {
+    let env = env();
+    const PORT: u16 = 9000;
+    // A kernel echo server on the peer's other subnet: reachable only via the gateway.
+    let server = env
+        .topo
+        .in_netns(|| {
+            KernelListener::bind(SocketAddr::new(env.topo.remote_ip4.into(), PORT)).unwrap()
+        })
+        .unwrap();
+    let peer_seen = std::thread::spawn(move || {
+        let (mut s, from) = server.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+        from
+    });
+    let remote = SocketAddr::new(env.topo.remote_ip4.into(), PORT);
+    let mut conn = env
+        .stack
+        .tcp_connect(remote, Some(Duration::from_secs(10)))
+        .expect("connecting out");
+    let data = pattern(7, 300 * 1024);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0;
+    while got.len() < data.len() {
+        if sent < data.len() {
+            conn.set_nonblocking(true);
+            match conn.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(
+        got == data,
+        "echo through the gateway differs ({} of {} bytes)",
+        got.len(),
+        data.len()
+    );
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let from = peer_seen.join().unwrap();
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::from(env.topo.stack_ip4),
+        "the peer saw the stack's address"
+    );
+}
+
+#[test]
+fn refused_connections_both_ways() {
+    let env = env();
+    // Stack -> kernel port with no listener: RST from the peer.
+    let remote = SocketAddr::new(env.topo.peer_ip4.into(), 9);
+    let err = env
+        .stack
+        .tcp_connect(remote, Some(Duration::from_secs(10)))
+        .expect_err("nothing listens on port 9");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // Kernel -> stack port with no listener: RST from the stack.
+    let to = SocketAddr::new(env.topo.stack_ip4.into(), 7999);
+    let r = env
+        .topo
+        .in_netns(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ()))
+        .unwrap();
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+/// Sends raw frames from the peer through an AF_PACKET socket.
+fn send_raw(env: &Env, frames: &[Vec<u8>]) {
+    let ifname = env.topo.peer_if.clone();
+    env.topo
+        .in_netns(move || {
+            // SAFETY: plain socket syscalls on a fresh fd with valid buffers.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                assert!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let name = std::ffi::CString::new(ifname).unwrap();
+                let index = libc::if_nametoindex(name.as_ptr());
+                assert!(index > 0);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = index as i32;
+                addr.sll_halen = 6;
+                for f in frames {
+                    let n = libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    assert_eq!(
+                        n,
+                        f.len() as isize,
+                        "sendto: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                libc::close(fd);
+            }
+        })
+        .unwrap();
+}
+
+fn ipv4_tcp_frame(env: &Env, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&env.stack.mac());
+    f.extend_from_slice(&env.topo.peer_mac().unwrap().0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = 20 + 20 + payload.len();
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&env.topo.peer_ip4.octets());
+    ip.extend_from_slice(&env.topo.stack_ip4.octets());
+    let sum = checksum(&ip);
+    ip[10] = (sum >> 8) as u8;
+    ip[11] = sum as u8;
+    f.extend_from_slice(&ip);
+    // TCP header with a checksum that is certainly wrong (0x0000 is never valid here
+    // unless the real one is 0, which we rule out below).
+    let tcp = [
+        0x9c, 0x40, 0x1b, 0x58, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0x10, 0, 0xde, 0xad, 0, 0,
+    ];
+    f.extend_from_slice(&tcp);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+#[test]
+fn malformed_frames_are_counted_and_dropped() {
+    let env = env();
+    let good = ipv4_tcp_frame(env, b"hello");
+    let mut bad_ip_sum = good.clone();
+    bad_ip_sum[14 + 10] ^= 0xff;
+    let mut long_ip = good.clone();
+    long_ip[14 + 2] = 0x05; // total length 1400 > frame
+    let mut ethertype = good.clone();
+    ethertype[12] = 0x88;
+    ethertype[13] = 0xb5; // local experimental ethertype
+    let mut short_tcp = good[..14 + 20 + 8].to_vec();
+    let tl = 20 + 8;
+    short_tcp[14 + 2] = 0;
+    short_tcp[14 + 3] = tl as u8;
+    short_tcp[14 + 10] = 0;
+    short_tcp[14 + 11] = 0;
+    let sum = checksum(&short_tcp[14..34]);
+    short_tcp[14 + 10] = (sum >> 8) as u8;
+    short_tcp[14 + 11] = sum as u8;
+
+    let before: Vec<u64> = [
+        DropReason::TcpBadChecksum,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4Truncated,
+        DropReason::UnknownEthertype,
+        DropReason::TcpMalformed,
+    ]
+    .iter()
+    .map(|r| drops(env, *r))
+    .collect();
+    send_raw(
+        env,
+        &[good.clone(), bad_ip_sum, long_ip, ethertype, short_tcp],
+    );
+    let reasons = [
+        DropReason::TcpBadChecksum,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4Truncated,
+        DropReason::UnknownEthertype,
+        DropReason::TcpMalformed,
+    ];
+    let ok = wait_until(Duration::from_secs(5), || {
+        reasons
+            .iter()
+            .zip(&before)
+            .all(|(r, b)| drops(env, *r) > *b)
+    });
+    let now: Vec<_> = reasons.iter().map(|r| (r.name(), drops(env, *r))).collect();
+    assert!(
+        ok,
+        "drop counters did not all move: before {before:?}, now {now:?}"
+    );
+    // The stack still works after the garbage.
+    assert!(env
+        .topo
+        .run([
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &env.topo.stack_ip4.to_string()
+        ])
+        .is_ok());
+}

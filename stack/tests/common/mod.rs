@@ -22,10 +22,10 @@ pub struct Env {
 }
 
 /// The lstack configuration for `topo`, with `dpdk_args` for its af_packet port.
-pub fn config_for(topo: &Topology, name: &str) -> LstackConfig {
+pub fn config_for(topo: &Topology, name: &str, eal: &AfPacketEal) -> LstackConfig {
     let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
     let prefix = hugepages::dpdk_file_prefix(name);
-    let mut args = AfPacketEal::default().args(topo, &huge, &prefix);
+    let mut args = eal.args(topo, &huge, &prefix);
     args.remove(0); // program name: the stack adds its own
     let mask = u32::MAX << (32 - u32::from(topo.prefix4));
     let mac: MacAddr = topo.stack_mac.to_string().parse().expect("stack MAC");
@@ -40,13 +40,22 @@ pub fn config_for(topo: &Topology, name: &str) -> LstackConfig {
 
 /// Builds a topology and starts a stack on it.
 pub fn start(name: &str, tune: impl FnOnce(&mut LstackConfig, &mut StackOptions)) -> Env {
+    start_with(name, &AfPacketEal::default(), tune)
+}
+
+/// Like [`start`], with explicit af_packet EAL settings (e.g. several queue pairs).
+pub fn start_with(
+    name: &str,
+    eal: &AfPacketEal,
+    tune: impl FnOnce(&mut LstackConfig, &mut StackOptions),
+) -> Env {
     require_root();
     let topo = Topology::new(TopologyOptions {
         name_hint: name.to_owned(),
         ..Default::default()
     })
     .expect("creating the test topology");
-    let mut config = config_for(&topo, name);
+    let mut config = config_for(&topo, name, eal);
     let mut opts = StackOptions::for_config(&config);
     tune(&mut config, &mut opts);
     let stack = Stack::start(&config, opts).expect("starting lstack on the af_packet port");

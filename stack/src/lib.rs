@@ -203,7 +203,7 @@ impl Stack {
             if mac == wanted {
                 port_id = Some(id);
             }
-            available.push(format!("{id}={}", EthernetAddress(mac)));
+            available.push(format!("{id}={}", fmt_mac(mac)));
         }
         let port_id = port_id.ok_or_else(|| StackError::PortNotFound {
             wanted: config.devices.to_string(),
@@ -237,7 +237,7 @@ impl Stack {
         let queues = port.take_queues();
         let mac = EthernetAddress(port.mac());
 
-        let ipv4 = Ipv4Address::from(config.host_addr);
+        let ipv4: Ipv4Address = config.host_addr;
         let prefix = config.netmask_prefix_len();
         let v4cidr = Ipv4Cidr::new(ipv4, prefix);
         let local = LocalAddrs {
@@ -247,7 +247,7 @@ impl Stack {
             ipv6: config
                 .host_addr6
                 .as_ref()
-                .map(|c| Ipv6Address::from(c.addr())),
+                .map(|c| c.addr()),
             ipv6_link_local: Some(link_local(mac)),
         };
         let seed = random_seed();
@@ -340,7 +340,7 @@ impl Stack {
         tracing::info!(
             port = port_id,
             threads = opts_threads,
-            mac = %mac,
+            mac = %fmt_mac(mac.0),
             ipv4 = %v4cidr,
             ipv6 = ?config.host_addr6.as_ref().map(|c| c.to_string()),
             "lstack started"
@@ -424,6 +424,14 @@ fn dpdk_port_stats(id: u16) -> Result<PortStats, dpdk::DpdkError> {
         tx_errors: s.oerrors,
         rx_nombuf: s.rx_nombuf,
     })
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as operators write MACs (smoltcp prints dashes).
+fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// The EUI-64 link-local address of `mac` (fe80::/64).

@@ -16,14 +16,42 @@ use netns_testbed::AfPacketEal;
 
 #[test]
 fn two_threads_share_the_work_and_steer_flows() {
-    let eal = AfPacketEal { qpairs: 2, ..Default::default() };
+    let eal = AfPacketEal {
+        qpairs: 2,
+        ..Default::default()
+    };
     let env = common::start_with("lmq", &eal, |cfg, _| {
         cfg.num_cpus = "0,1".parse().unwrap();
     });
     assert_eq!(env.stack.threads(), 2, "one stack thread per queue pair");
 
-    assert!(env.topo.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", &env.topo.stack_ip4.to_string()]).is_ok());
-    assert!(env.topo.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &env.topo.stack_ip6.to_string()]).is_ok());
+    assert!(env
+        .topo
+        .run([
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &env.topo.stack_ip4.to_string()
+        ])
+        .is_ok());
+    assert!(env
+        .topo
+        .run([
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &env.topo.stack_ip6.to_string()
+        ])
+        .is_ok());
 
     const PORT: u16 = 7100;
     spawn_stack_echo(&env.stack, PORT);
@@ -35,7 +63,8 @@ fn two_threads_share_the_work_and_steer_flows() {
         .map(|(i, s)| {
             std::thread::spawn(move || {
                 let data = pattern(i as u64 + 500, 128 * 1024);
-                let got = kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
+                let got =
+                    kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
                 assert!(got == data, "client {i}: echoed bytes differ");
             })
         })
@@ -52,7 +81,10 @@ fn two_threads_share_the_work_and_steer_flows() {
     }
 
     // UDP from many source ports: each datagram served by its port's owner.
-    let udp = env.stack.udp_bind(SocketAddr::from(([0, 0, 0, 0], 7101))).unwrap();
+    let udp = env
+        .stack
+        .udp_bind(SocketAddr::from(([0, 0, 0, 0], 7101)))
+        .unwrap();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 2048];
         while let Ok((n, from)) = udp.recv_from(&mut buf) {
@@ -64,7 +96,8 @@ fn two_threads_share_the_work_and_steer_flows() {
         .in_netns(|| {
             for i in 0..20u64 {
                 let k = KernelUdp::bind("0.0.0.0:0").unwrap();
-                k.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                k.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
                 let data = pattern(i, 200);
                 let mut buf = [0u8; 2048];
                 let ok = (0..5).any(|_| {
@@ -79,14 +112,27 @@ fn two_threads_share_the_work_and_steer_flows() {
     // Connecting out from the stack works whichever queue the replies land on.
     let server = env
         .topo
-        .in_netns(|| std::net::TcpListener::bind(SocketAddr::new(env.topo.remote_ip4.into(), 9100)).unwrap())
+        .in_netns(|| {
+            std::net::TcpListener::bind(SocketAddr::new(env.topo.remote_ip4.into(), 9100)).unwrap()
+        })
         .unwrap();
-    let accepter = std::thread::spawn(move || (0..8).map(|_| server.accept().unwrap().0).collect::<Vec<_>>());
+    let accepter = std::thread::spawn(move || {
+        (0..8)
+            .map(|_| server.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
     let remote = SocketAddr::new(env.topo.remote_ip4.into(), 9100);
-    let conns: Vec<_> =
-        (0..8).map(|i| env.stack.tcp_connect(remote, Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("connect {i}: {e}"))).collect();
+    let conns: Vec<_> = (0..8)
+        .map(|i| {
+            env.stack
+                .tcp_connect(remote, Some(Duration::from_secs(10)))
+                .unwrap_or_else(|e| panic!("connect {i}: {e}"))
+        })
+        .collect();
     assert_eq!(accepter.join().unwrap().len(), 8);
     drop(conns);
-    let steered: u64 = (0..2).map(|t| env.stack.thread_stats(t).unwrap().steered_in.get()).sum();
+    let steered: u64 = (0..2)
+        .map(|t| env.stack.thread_stats(t).unwrap().steered_in.get())
+        .sum();
     println!("frames steered between threads: {steered}");
 }

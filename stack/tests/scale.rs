@@ -25,7 +25,10 @@ fn twenty_thousand_connections_held_and_echoing() {
         opts.tcp_tx_buffer = 4096;
     });
 
-    let mut listener = env.stack.tcp_listen(SocketAddr::from(([0, 0, 0, 0], PORT)), 8192).expect("listen");
+    let mut listener = env
+        .stack
+        .tcp_listen(SocketAddr::from(([0, 0, 0, 0], PORT)), 8192)
+        .expect("listen");
     listener.set_nonblocking(false);
     let server = std::thread::spawn(move || {
         let mut conns = Vec::with_capacity(CONNS);
@@ -68,11 +71,17 @@ fn twenty_thousand_connections_held_and_echoing() {
     let start = Instant::now();
     let mut holders: Vec<_> = (0..HOLDERS)
         .map(|_| {
-            let mut cmd = env.topo.cmd(&hold);
-            cmd.args([to.to_string(), (CONNS / HOLDERS).to_string(), (CLIENT_THREADS / HOLDERS).to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped());
-            let mut child = cmd.spawn().expect("starting lstack-tcp-hold in the peer namespace");
+            let mut cmd = env.topo.cmd(hold);
+            cmd.args([
+                to.to_string(),
+                (CONNS / HOLDERS).to_string(),
+                (CLIENT_THREADS / HOLDERS).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .expect("starting lstack-tcp-hold in the peer namespace");
             let out = BufReader::new(child.stdout.take().unwrap());
             (child, out)
         })
@@ -80,15 +89,24 @@ fn twenty_thousand_connections_held_and_echoing() {
     for (child, out) in &mut holders {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        assert!(line.starts_with(&format!("connected {}", CONNS / HOLDERS)), "lstack-tcp-hold {}: {line}", child.id());
+        assert!(
+            line.starts_with(&format!("connected {}", CONNS / HOLDERS)),
+            "lstack-tcp-hold {}: {line}",
+            child.id()
+        );
     }
     let opened = start.elapsed();
     assert!(
-        wait_until(Duration::from_secs(30), || env.stack.tcp_connections() >= CONNS),
+        wait_until(Duration::from_secs(30), || env.stack.tcp_connections()
+            >= CONNS),
         "stack holds {} connections, wanted {CONNS}",
         env.stack.tcp_connections()
     );
-    println!("opened {CONNS} connections in {:.2} s ({:.0}/s)", opened.as_secs_f64(), CONNS as f64 / opened.as_secs_f64());
+    println!(
+        "opened {CONNS} connections in {:.2} s ({:.0}/s)",
+        opened.as_secs_f64(),
+        CONNS as f64 / opened.as_secs_f64()
+    );
 
     // Every connection still carries data, and only its own.
     let echo_start = Instant::now();
@@ -98,18 +116,37 @@ fn twenty_thousand_connections_held_and_echoing() {
     for (child, out) in &mut holders {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), format!("echoed {}", CONNS / HOLDERS), "lstack-tcp-hold {}", child.id());
+        assert_eq!(
+            line.trim(),
+            format!("echoed {}", CONNS / HOLDERS),
+            "lstack-tcp-hold {}",
+            child.id()
+        );
     }
-    println!("echoed on all {CONNS} connections in {:.2} s", echo_start.elapsed().as_secs_f64());
+    println!(
+        "echoed on all {CONNS} connections in {:.2} s",
+        echo_start.elapsed().as_secs_f64()
+    );
     let (server_conns, _listener) = server.join().expect("server");
     assert_eq!(server_conns.len(), CONNS);
-    let refused: u64 = (0..env.stack.threads()).map(|i| env.stack.thread_stats(i).unwrap().conn_limit_refused.get()).sum();
+    let refused: u64 = (0..env.stack.threads())
+        .map(|i| env.stack.thread_stats(i).unwrap().conn_limit_refused.get())
+        .sum();
     assert_eq!(refused, 0, "no SYN may be refused below the limit");
 
     // One more is over tcp_conn_count: refused (its SYNs dropped), not crashing.
-    let extra = env.topo.in_netns(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))).unwrap();
-    assert!(extra.is_err(), "connection {} beyond tcp_conn_count was accepted", CONNS + 1);
-    let refused: u64 = (0..env.stack.threads()).map(|i| env.stack.thread_stats(i).unwrap().conn_limit_refused.get()).sum();
+    let extra = env
+        .topo
+        .in_netns(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        extra.is_err(),
+        "connection {} beyond tcp_conn_count was accepted",
+        CONNS + 1
+    );
+    let refused: u64 = (0..env.stack.threads())
+        .map(|i| env.stack.thread_stats(i).unwrap().conn_limit_refused.get())
+        .sum();
     assert!(refused > 0, "the refusal was not counted");
     for (mut child, _) in holders {
         drop(child.stdin.take());

@@ -45,6 +45,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(Args::parse()) {
         eprintln!("lstack-echo: {e:#}");
@@ -116,7 +117,7 @@ fn run(args: Args) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         ticks += 1;
-        if args.stats > 0 && ticks % (args.stats * 5) == 0 {
+        if args.stats > 0 && ticks.is_multiple_of(args.stats * 5) {
             print_stats(&stack);
         }
     }

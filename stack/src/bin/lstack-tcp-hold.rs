@@ -34,37 +34,53 @@ fn main() {
                 s.spawn(move || {
                     (0..n)
                         .map(|i| {
-                            TcpStream::connect_timeout(&addr, Duration::from_secs(30)).unwrap_or_else(|e| {
-                                println!("error connecting {t}/{i}: {e}");
-                                std::process::exit(1)
-                            })
+                            TcpStream::connect_timeout(&addr, Duration::from_secs(30))
+                                .unwrap_or_else(|e| {
+                                    println!("error connecting {t}/{i}: {e}");
+                                    std::process::exit(1)
+                                })
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        hs.into_iter().flat_map(|h| h.join().expect("connect thread")).collect()
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("connect thread"))
+            .collect()
     });
-    println!("connected {} {:.3}", conns.len(), start.elapsed().as_secs_f64());
+    println!(
+        "connected {} {:.3}",
+        conns.len(),
+        start.elapsed().as_secs_f64()
+    );
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let line = line.expect("stdin");
-        let Some(base) = line.strip_prefix("echo ").and_then(|b| b.trim().parse::<u64>().ok()) else {
+        let Some(base) = line
+            .strip_prefix("echo ")
+            .and_then(|b| b.trim().parse::<u64>().ok())
+        else {
             println!("error: unknown command {line:?}");
             std::process::exit(1);
         };
         for (i, c) in conns.iter_mut().enumerate() {
-            c.write_all(&(base + i as u64).to_be_bytes()).expect("write");
+            c.write_all(&(base + i as u64).to_be_bytes())
+                .expect("write");
         }
         for (i, c) in conns.iter_mut().enumerate() {
-            c.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+            c.set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("timeout");
             let mut b = [0u8; 8];
             if let Err(e) = c.read_exact(&mut b) {
                 println!("error: connection {i}: {e}");
                 std::process::exit(1);
             }
             if u64::from_be_bytes(b) != base + i as u64 {
-                println!("error: connection {i} got {} instead of {}", u64::from_be_bytes(b), base + i as u64);
+                println!(
+                    "error: connection {i} got {} instead of {}",
+                    u64::from_be_bytes(b),
+                    base + i as u64
+                );
                 std::process::exit(1);
             }
         }

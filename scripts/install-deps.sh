@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building and testing lstack need.
+# Idempotent: does nothing (and needs no network) when all are present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config clang libclang-dev   # C shim + bindgen
+  dpdk dpdk-dev libdpdk-dev                       # DPDK 22.11 runtime, headers, dpdk-testpmd
+  iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "==> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: no Rust toolchain (cargo) found: install rustup (https://rustup.rs) first;" \
+       "rust-toolchain.toml selects the version" >&2
+  exit 1
+fi

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting and lints, unit tests, the
+# integration tests on real DPDK ports against real kernel peers (root,
+# hugepages, network namespaces), and a short fuzzing run.
+# Usage: sudo scripts/test.sh   (CI runs exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $EUID -ne 0 ]]; then
+  echo "test.sh: the integration tests need root (network namespaces, hugepages, raw sockets): run with sudo" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+echo "==> cargo test (release: the stack's numbers are only meaningful optimised)"
+cargo test --workspace --release -- --nocapture
+if [[ -x scripts/fuzz.sh ]]; then
+  echo "==> fuzz smoke run"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+fi
+echo "==> all tests passed"

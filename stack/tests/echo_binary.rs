@@ -1,0 +1,110 @@
+//! The `lstack-echo` binary as an operator runs it: configured by a gazelle
+//! `lstack.conf` through `LSTACK_CONF_PATH`, serving kernel clients of the
+//! peer namespace, stopping cleanly on SIGTERM; and refusing a bad
+//! configuration with a message that names the field. Needs root.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{connect_from_peer, kernel_echo_roundtrip, pattern};
+use netns_testbed::{require_root, AfPacketEal, Topology, TopologyOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lstack-echo");
+
+fn quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+#[test]
+fn serves_from_a_gazelle_conf_and_stops_on_sigterm() {
+    require_root();
+    let topo = Topology::new(TopologyOptions {
+        name_hint: "leb".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let cfg = common::config_for(&topo, "leb", &AfPacketEal::default());
+    let dir = std::env::temp_dir().join(format!("lstack-echo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("lstack.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# gazelle syntax\ndpdk_args={}\nuse_ltran=0\nkni_switch=0\nnum_cpus=\"1\"\nhost_addr=\"{}\"\nmask_addr=\"255.255.255.0\"\ngateway_addr=\"{}\"\nhost_addr6=\"{}\"\ndevices=\"{}\"\ntcp_conn_count=1500\n",
+            quote_list(&cfg.dpdk_args),
+            cfg.host_addr,
+            topo.peer_ip4,
+            topo.stack_ip6,
+            cfg.devices
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", "7"])
+        .env("LSTACK_CONF_PATH", &conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("echoing TCP and UDP on port 7"),
+        "first line: {line:?}"
+    );
+
+    let to = SocketAddr::new(topo.stack_ip4.into(), 7);
+    for (i, s) in connect_from_peer(&topo, to, 3).into_iter().enumerate() {
+        let data = pattern(i as u64, 100_000);
+        assert!(kernel_echo_roundtrip(s, &data).unwrap() == data);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "lstack-echo exited with {status}");
+    let mut rest = String::new();
+    for l in out.lines() {
+        rest.push_str(&l.unwrap());
+        rest.push('\n');
+    }
+    assert!(
+        rest.contains("thread 0: rx"),
+        "statistics at exit: {rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn refuses_a_bad_config_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("lstack-echo-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("lstack.toml");
+    std::fs::write(
+        &conf,
+        "host_addr = \"10.0.0.2\"\nmask_addr = \"255.255.255.0\"\ndevices = \"02:00:00:00:00:01\"\ntcp_conn_count = 30000\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("tcp_conn_count") && stderr.contains("30000") && stderr.contains("20000"),
+        "stderr: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,11 @@
 //! [`flags`]; the shim's `_Static_assert`s fail the build if the system DPDK
 //! ever disagrees. The safe layer lives in the `dpdk` crate.
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
-#![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 #![allow(missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

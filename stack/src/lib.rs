@@ -244,10 +244,7 @@ impl Stack {
             mac,
             ipv4: Some(ipv4),
             ipv4_broadcast: v4cidr.broadcast(),
-            ipv6: config
-                .host_addr6
-                .as_ref()
-                .map(|c| c.addr()),
+            ipv6: config.host_addr6.as_ref().map(|c| c.addr()),
             ipv6_link_local: Some(link_local(mac)),
         };
         let seed = random_seed();

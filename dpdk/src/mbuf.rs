@@ -302,3 +302,30 @@ impl Drop for Drain<'_> {
         for _ in self.by_ref() {}
     }
 }
+
+/// Pseudo-header checksums for transmit checksum offload: the NIC expects the
+/// TCP/UDP checksum field to hold the pseudo-header sum when it is asked to
+/// finish the checksum (`MBUF_F_TX_TCP_CKSUM`/`MBUF_F_TX_UDP_CKSUM`).
+pub mod offload {
+    /// Pseudo-header checksum of the IPv4 header at the start of `ip`, in the
+    /// byte order to store into the L4 header; `None` if `ip` is too short.
+    #[inline]
+    pub fn ipv4_phdr_cksum(ip: &[u8], ol_flags: u64) -> Option<u16> {
+        if ip.len() < 20 {
+            return None;
+        }
+        // SAFETY: the function reads the 20-byte IPv4 header, which `ip` holds.
+        Some(unsafe { dpdk_sys::shim_rte_ipv4_phdr_cksum(ip.as_ptr().cast(), ol_flags) })
+    }
+
+    /// Pseudo-header checksum of the IPv6 header at the start of `ip`; `None`
+    /// if `ip` is too short.
+    #[inline]
+    pub fn ipv6_phdr_cksum(ip: &[u8], ol_flags: u64) -> Option<u16> {
+        if ip.len() < 40 {
+            return None;
+        }
+        // SAFETY: the function reads the 40-byte IPv6 header, which `ip` holds.
+        Some(unsafe { dpdk_sys::shim_rte_ipv6_phdr_cksum(ip.as_ptr().cast(), ol_flags) })
+    }
+}

@@ -150,6 +150,16 @@ impl Port {
         Ok(id)
     }
 
+    /// The MAC address of port `port_id` (configured or not).
+    pub fn mac_by_id(_eal: &Eal, port_id: u16) -> [u8; 6] {
+        mac_of(port_id)
+    }
+
+    /// Counters of port `port_id`.
+    pub fn stats_by_id(_eal: &Eal, port_id: u16) -> Result<PortStats, DpdkError> {
+        stats_of(port_id)
+    }
+
     /// Ports available to this process.
     pub fn count(_eal: &Eal) -> u16 {
         // SAFETY: the EAL is initialised.

@@ -29,18 +29,27 @@ pub struct TxPath {
     stats: Arc<ThreadStats>,
     /// Where smoltcp writes a frame when the pool is empty; it is then dropped.
     scratch: Box<[u8; MAX_FRAME]>,
+    /// The NIC computes IPv4/TCP/UDP checksums on transmit.
+    offload: bool,
 }
 
 impl TxPath {
     /// A transmit path over `queue` with buffers from `pool`.
     pub fn new(queue: TxQueue, pool: Arc<Mempool>, stats: Arc<ThreadStats>) -> Self {
+        let offload = queue.port_info().tx_checksum();
         Self {
             queue,
             pool,
             batch: MbufBatch::new(),
             stats,
             scratch: Box::new([0; MAX_FRAME]),
+            offload,
         }
+    }
+
+    /// Whether transmit checksums are offloaded to the NIC.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Queues a frame, sending the burst if it is full.
@@ -90,17 +99,23 @@ pub struct FrameDevice<'a> {
 }
 
 /// The capabilities every stack device reports: Ethernet, MTU 1500, and
-/// checksums verified on receive by [`crate::classify`] (so smoltcp only
-/// computes them on transmit).
-pub fn capabilities() -> DeviceCapabilities {
+/// checksums verified on receive by [`crate::classify`], so smoltcp only
+/// computes them on transmit, and not even there for IPv4/TCP/UDP when
+/// `tx_offload` says the NIC does it.
+pub fn capabilities(tx_offload: bool) -> DeviceCapabilities {
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ethernet;
     caps.max_transmission_unit = MAX_FRAME;
     caps.max_burst_size = Some(dpdk::BURST_SIZE);
     let mut csum = ChecksumCapabilities::default();
-    csum.ipv4 = Checksum::Tx;
-    csum.tcp = Checksum::Tx;
-    csum.udp = Checksum::Tx;
+    let l34 = if tx_offload {
+        Checksum::None
+    } else {
+        Checksum::Tx
+    };
+    csum.ipv4 = l34;
+    csum.tcp = l34;
+    csum.udp = l34;
     csum.icmpv4 = Checksum::Tx;
     csum.icmpv6 = Checksum::Tx;
     caps.checksum = csum;
@@ -127,7 +142,7 @@ impl phy::Device for FrameDevice<'_> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        capabilities()
+        capabilities(self.tx.offload)
     }
 }
 
@@ -170,7 +185,210 @@ impl phy::TxToken for MbufTxToken<'_> {
             return f(&mut tx.scratch[..len]);
         };
         let r = f(buf);
+        if tx.offload {
+            request_checksums(&mut m);
+        }
         tx.push(m);
         r
+    }
+}
+
+/// Asks the NIC to fill in the IPv4 header and TCP/UDP checksums of the
+/// frame smoltcp just wrote (which left them alone, see [`capabilities`]).
+fn request_checksums(m: &mut Mbuf) {
+    if let Some((flags, l2, l3)) = prepare_checksum_offload(m.data_mut()) {
+        m.set_tx_offload(flags, l2, l3);
+    }
+}
+
+/// Prepares `frame` for transmit checksum offload: zeroes the IPv4 header
+/// checksum, stores the pseudo-header sum the NIC starts from in the TCP/UDP
+/// checksum field, and returns the `MBUF_F_TX_*` flags with the L2 and L3
+/// header lengths. ICMP and IP fragments keep their software checksums.
+/// `None`: nothing for the NIC to do.
+fn prepare_checksum_offload(frame: &mut [u8]) -> Option<(u64, u16, u16)> {
+    use dpdk::mbuf::offload::{ipv4_phdr_cksum, ipv6_phdr_cksum};
+    use dpdk_sys::flags::*;
+    const ETH: usize = 14;
+    if frame.len() < ETH + 20 {
+        return None;
+    }
+    let (mut flags, l3_len, proto) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 => {
+            let ihl = usize::from(frame[ETH] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([frame[ETH + 6], frame[ETH + 7]]) & 0x3fff != 0;
+            frame[ETH + 10] = 0;
+            frame[ETH + 11] = 0;
+            let proto = if fragment { 0 } else { frame[ETH + 9] };
+            (MBUF_F_TX_IPV4 | MBUF_F_TX_IP_CKSUM, ihl, proto)
+        }
+        0x86dd if frame.len() >= ETH + 40 => (MBUF_F_TX_IPV6, 40, frame[ETH + 6]),
+        _ => return None,
+    };
+    let (l4_flag, csum_at) = match proto {
+        6 => (MBUF_F_TX_TCP_CKSUM, ETH + l3_len + 16),
+        17 => (MBUF_F_TX_UDP_CKSUM, ETH + l3_len + 6),
+        _ => (0, 0),
+    };
+    if l4_flag != 0 && csum_at + 2 <= frame.len() {
+        let ip = &frame[ETH..];
+        let phdr = if flags & MBUF_F_TX_IPV4 != 0 {
+            ipv4_phdr_cksum(ip, flags | l4_flag)
+        } else {
+            ipv6_phdr_cksum(ip, flags | l4_flag)
+        };
+        if let Some(sum) = phdr {
+            frame[csum_at..csum_at + 2].copy_from_slice(&sum.to_ne_bytes());
+            flags |= l4_flag;
+        }
+    }
+    if flags & MBUF_F_TX_IPV4 == 0 && flags & (MBUF_F_TX_TCP_CKSUM | MBUF_F_TX_UDP_CKSUM) == 0 {
+        // IPv6 without an L4 checksum to offload.
+        return None;
+    }
+    Some((flags, ETH as u16, l3_len as u16))
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::{
+        phy::ChecksumCapabilities,
+        wire::{
+            EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, Ipv4Packet,
+            Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+            UdpPacket, UdpRepr,
+        },
+    };
+
+    use super::*;
+
+    /// What a NIC does with an offload request: the ones' complement sum of
+    /// the L4 bytes, starting from the pseudo-header sum stored in the field.
+    fn nic_finish(l4: &mut [u8], csum_at: usize) {
+        let mut sum: u32 = 0;
+        for c in l4.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        l4[csum_at..csum_at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+
+    fn no_csum() -> ChecksumCapabilities {
+        let mut c = ChecksumCapabilities::ignored();
+        c.icmpv4 = Checksum::None;
+        c
+    }
+
+    #[test]
+    fn ipv4_tcp_offload_yields_valid_checksums() {
+        let (src, dst) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let payload = b"hello offload, odd length!";
+        let tcp = TcpRepr {
+            src_port: 1234,
+            dst_port: 80,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(77),
+            ack_number: Some(TcpSeqNumber(5)),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None, None, None],
+            timestamp: None,
+            payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: Default::default(),
+            dst_addr: Default::default(),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = vec![0u8; 14 + 20 + tcp.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &no_csum());
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv4(src),
+            &IpAddress::Ipv4(dst),
+            &no_csum(),
+        );
+
+        let (flags, l2, l3) = prepare_checksum_offload(&mut buf).expect("offload requested");
+        assert_eq!((l2, l3), (14, 20));
+        use dpdk_sys::flags::*;
+        assert_eq!(
+            flags,
+            MBUF_F_TX_IPV4 | MBUF_F_TX_IP_CKSUM | MBUF_F_TX_TCP_CKSUM
+        );
+        nic_finish(&mut buf[14..34], 10);
+        nic_finish(&mut buf[34..], 16);
+        let p = Ipv4Packet::new_checked(&buf[14..]).unwrap();
+        assert!(p.verify_checksum());
+        let t = TcpPacket::new_checked(p.payload()).unwrap();
+        assert!(t.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+    }
+
+    #[test]
+    fn ipv6_udp_offload_yields_valid_checksums() {
+        let src = "fd00::1".parse().unwrap();
+        let dst = "fd00::2".parse().unwrap();
+        let payload = b"udp over v6";
+        let udp = UdpRepr {
+            src_port: 53,
+            dst_port: 5353,
+        };
+        let ip = Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Udp,
+            payload_len: 8 + payload.len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: Default::default(),
+            dst_addr: Default::default(),
+            ethertype: EthernetProtocol::Ipv6,
+        };
+        let mut buf = vec![0u8; 14 + 40 + 8 + payload.len()];
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p);
+        udp.emit(
+            &mut UdpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv6(src),
+            &IpAddress::Ipv6(dst),
+            payload.len(),
+            |b| b.copy_from_slice(payload),
+            &no_csum(),
+        );
+        let (flags, _, l3) = prepare_checksum_offload(&mut buf).expect("offload requested");
+        assert_eq!(l3, 40);
+        assert_eq!(
+            flags,
+            dpdk_sys::flags::MBUF_F_TX_IPV6 | dpdk_sys::flags::MBUF_F_TX_UDP_CKSUM
+        );
+        nic_finish(&mut buf[54..], 6);
+        let u = UdpPacket::new_checked(&buf[54..]).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv6(src), &IpAddress::Ipv6(dst)));
+    }
+
+    #[test]
+    fn arp_and_short_frames_need_nothing() {
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(prepare_checksum_offload(&mut arp), None);
+        assert_eq!(prepare_checksum_offload(&mut [0u8; 20]), None);
     }
 }

@@ -18,6 +18,8 @@
 //! [`Stack::start`] wires it together from an [`LstackConfig`]: EAL, port,
 //! mempool, interfaces, threads.
 
+#![deny(unsafe_code)]
+
 pub mod classify;
 pub mod device;
 mod engine;
@@ -145,6 +147,8 @@ struct Runtime {
     port: Mutex<Option<Port>>,
     pool: Arc<Mempool>,
     port_id: u16,
+    eal: Eal,
+    tx_offload: bool,
 }
 
 impl Drop for Runtime {
@@ -199,7 +203,7 @@ impl Stack {
         let mut available = Vec::new();
         let mut port_id = None;
         for id in 0..port_count {
-            let mac = dpdk_port_mac(id);
+            let mac = Port::mac_by_id(&eal, id);
             if mac == wanted {
                 port_id = Some(id);
             }
@@ -235,6 +239,7 @@ impl Stack {
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         let queues = port.take_queues();
+        let tx_offload = port.info().tx_checksum();
         let mac = EthernetAddress(port.mac());
 
         let ipv4: Ipv4Address = config.host_addr;
@@ -348,6 +353,8 @@ impl Stack {
             port: Mutex::new(Some(port)),
             pool,
             port_id,
+            eal,
+            tx_offload,
         });
         Ok(Stack { shared, runtime })
     }
@@ -374,7 +381,7 @@ impl Stack {
 
     /// Counters of the DPDK port.
     pub fn port_stats(&self) -> Result<PortStats, dpdk::DpdkError> {
-        dpdk_port_stats(self.runtime.port_id)
+        Port::stats_by_id(&self.runtime.eal, self.runtime.port_id)
     }
 
     /// TCP connections alive (including ones closing).
@@ -387,40 +394,15 @@ impl Stack {
         self.runtime.pool.available()
     }
 
+    /// Whether the NIC computes transmit checksums (IPv4, TCP, UDP).
+    pub fn tx_checksum_offload(&self) -> bool {
+        self.runtime.tx_offload
+    }
+
     /// The stack's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.shared.local.mac.0
     }
-}
-
-fn dpdk_port_mac(id: u16) -> [u8; 6] {
-    let mut addr = dpdk_sys::rte_ether_addr::default();
-    // SAFETY: any port id below rte_eth_dev_count_avail may be asked; addr is
-    // a valid out-pointer.
-    unsafe { dpdk_sys::rte_eth_macaddr_get(id, &mut addr) };
-    addr.addr_bytes
-}
-
-fn dpdk_port_stats(id: u16) -> Result<PortStats, dpdk::DpdkError> {
-    let mut s = dpdk_sys::rte_eth_stats::default();
-    // SAFETY: valid out-pointer; an invalid port returns an error code.
-    let ret = unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) };
-    if ret < 0 {
-        return Err(dpdk::DpdkError::from_errno(
-            format!("reading stats of port {id}"),
-            -ret,
-        ));
-    }
-    Ok(PortStats {
-        rx_packets: s.ipackets,
-        tx_packets: s.opackets,
-        rx_bytes: s.ibytes,
-        tx_bytes: s.obytes,
-        rx_missed: s.imissed,
-        rx_errors: s.ierrors,
-        tx_errors: s.oerrors,
-        rx_nombuf: s.rx_nombuf,
-    })
 }
 
 /// `aa:bb:cc:dd:ee:ff`, as operators write MACs (smoltcp prints dashes).

@@ -89,7 +89,11 @@ pub fn kernel_echo_roundtrip(stream: KernelStream, data: &[u8]) -> std::io::Resu
         let mut got = Vec::with_capacity(len);
         let mut buf = vec![0u8; 65536];
         while got.len() < len {
-            let n = reader.read(&mut buf)?;
+            let n = match reader.read(&mut buf) {
+                // net_tap signals the process (SIGIO) for its queues.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
             if n == 0 {
                 break;
             }

@@ -210,12 +210,14 @@ impl ThreadShared {
     /// Marks `shard` as needing an egress poll and wakes the thread if it
     /// sleeps.
     pub(crate) fn mark_dirty(&self, shard: usize) {
-        self.dirty[shard / 64].fetch_or(1 << (shard % 64), Ordering::Release);
+        // SeqCst here and in `Worker::sleep`: the store of the dirty bit and
+        // the load of `sleeping` must not be reordered, or a wakeup is lost.
+        self.dirty[shard / 64].fetch_or(1 << (shard % 64), Ordering::SeqCst);
         self.wake();
     }
 
     fn wake(&self) {
-        if self.sleeping.load(Ordering::Acquire) {
+        if self.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }

@@ -239,6 +239,14 @@ impl Stack {
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         let queues = port.take_queues();
+        if queues.len() < usize::from(want_threads) {
+            tracing::warn!(
+                num_cpus = %config.num_cpus,
+                queues = queues.len(),
+                "the port has fewer queue pairs than num_cpus lists: running {} stack thread(s) on the first CPU(s)",
+                queues.len()
+            );
+        }
         let tx_offload = port.info().tx_checksum();
         let mac = EthernetAddress(port.mac());
 

@@ -16,9 +16,14 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "==> cargo test (release: the stack's numbers are only meaningful optimised)"
-cargo test --workspace --release -- --nocapture
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release -- --nocapture 2>&1 | tee "$log"
+passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
 if [[ -x scripts/fuzz.sh ]]; then
   echo "==> fuzz smoke run"
   scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 fi
 echo "==> all tests passed"
+echo "tests: ${passed} passed, ${failed} failed"

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{connect_from_peer, kernel_echo_roundtrip, pattern, spawn_stack_echo};
+use common::{connect_from_peer, echo_in_parallel, pattern, ping, spawn_stack_echo};
 use netns_testbed::AfPacketEal;
 
 #[test]
@@ -25,53 +25,14 @@ fn two_threads_share_the_work_and_steer_flows() {
     });
     assert_eq!(env.stack.threads(), 2, "one stack thread per queue pair");
 
-    assert!(env
-        .topo
-        .run([
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            &env.topo.stack_ip4.to_string()
-        ])
-        .is_ok());
-    assert!(env
-        .topo
-        .run([
-            "ping",
-            "-6",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            &env.topo.stack_ip6.to_string()
-        ])
-        .is_ok());
+    ping(&env.topo, env.topo.stack_ip4.into(), 3);
+    ping(&env.topo, env.topo.stack_ip6.into(), 3);
 
     const PORT: u16 = 7100;
     spawn_stack_echo(&env.stack, PORT);
     let to = SocketAddr::new(env.topo.stack_ip4.into(), PORT);
     let streams = connect_from_peer(&env.topo, to, 32);
-    let hs: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            std::thread::spawn(move || {
-                let data = pattern(i as u64 + 500, 128 * 1024);
-                let got =
-                    kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
-                assert!(got == data, "client {i}: echoed bytes differ");
-            })
-        })
-        .collect();
-    for h in hs {
-        h.join().expect("client");
-    }
+    echo_in_parallel(streams, 128 * 1024, 500);
 
     // Both threads carried established connections.
     for t in 0..2 {

@@ -11,11 +11,12 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener as KernelListener, UdpSocket as KernelUdp},
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
-    connect_from_peer, kernel_echo_roundtrip, pattern, spawn_stack_echo, wait_until, Env,
+    connect_from_peer, echo_in_parallel, kernel_echo_roundtrip, pattern, ping, ping_from,
+    spawn_stack_echo, wait_until, Env,
 };
 use lstack::DropReason;
 
@@ -33,52 +34,14 @@ fn drops(env: &Env, reason: DropReason) -> u64 {
 #[test]
 fn answers_ping_v4_and_v6() {
     let env = env();
-    let out = env.topo.run([
-        "ping",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        &env.topo.stack_ip4.to_string(),
-    ]);
-    assert!(out.is_ok(), "ping {}: {:?}", env.topo.stack_ip4, out.err());
-    let out = env.topo.run([
-        "ping",
-        "-6",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        &env.topo.stack_ip6.to_string(),
-    ]);
-    assert!(
-        out.is_ok(),
-        "ping -6 {}: {:?}",
-        env.topo.stack_ip6,
-        out.err()
-    );
+    ping(&env.topo, env.topo.stack_ip4.into(), 3);
+    ping(&env.topo, env.topo.stack_ip6.into(), 3);
     // Through the gateway route too: the peer's other address as the source.
-    let out = env.topo.run([
-        "ping",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "-I",
-        &env.topo.remote_ip4.to_string(),
-        &env.topo.stack_ip4.to_string(),
-    ]);
-    assert!(
-        out.is_ok(),
-        "ping from {} via the gateway: {:?}",
-        env.topo.remote_ip4,
-        out.err()
+    ping_from(
+        &env.topo,
+        env.topo.stack_ip4.into(),
+        2,
+        Some(env.topo.remote_ip4.into()),
     );
 }
 
@@ -90,25 +53,8 @@ fn hundred_kernel_clients_echo_one_mib_each() {
     const SIZE: usize = 1 << 20;
     spawn_stack_echo(&env.stack, PORT);
     let to = SocketAddr::new(env.topo.stack_ip4.into(), PORT);
-    let start = Instant::now();
     let streams = connect_from_peer(&env.topo, to, CLIENTS);
-    let handles: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            std::thread::spawn(move || {
-                let data = pattern(i as u64, SIZE);
-                let got =
-                    kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
-                assert_eq!(got.len(), data.len(), "client {i}: echoed length");
-                assert!(got == data, "client {i}: echoed bytes differ");
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("client failed");
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = echo_in_parallel(streams, SIZE, 0);
     let mbits = (CLIENTS * SIZE * 2 * 8) as f64 / secs / 1e6;
     println!("echo: {CLIENTS} clients x {SIZE} B in {secs:.2} s = {mbits:.0} Mbit/s both ways");
 }

@@ -159,3 +159,53 @@ pub fn spawn_stack_echo(stack: &Stack, port: u16) {
         }
     });
 }
+
+/// Pings `addr` from the peer (`-6` chosen by the address family), `count`
+/// times; panics with ping's output if any reply is missing.
+pub fn ping(topo: &Topology, addr: std::net::IpAddr, count: u32) {
+    ping_from(topo, addr, count, None)
+}
+
+/// Like [`ping`], with a source address of the peer.
+pub fn ping_from(
+    topo: &Topology,
+    addr: std::net::IpAddr,
+    count: u32,
+    source: Option<std::net::IpAddr>,
+) {
+    let mut args = vec!["ping".to_owned()];
+    if addr.is_ipv6() {
+        args.push("-6".into());
+    }
+    args.extend(["-c", &count.to_string(), "-i", "0.2", "-W", "2"].map(String::from));
+    if let Some(s) = source {
+        args.extend(["-I".to_owned(), s.to_string()]);
+    }
+    args.push(addr.to_string());
+    if let Err(e) = topo.run(&args) {
+        panic!("{}: {e:#}", args.join(" "));
+    }
+}
+
+/// Runs one echo round trip of `size` bytes per stream, all in parallel,
+/// and checks every byte; returns the seconds it took.
+pub fn echo_in_parallel(streams: Vec<KernelStream>, size: usize, seed: u64) -> f64 {
+    let start = Instant::now();
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            std::thread::spawn(move || {
+                let data = pattern(seed + i as u64, size);
+                let got =
+                    kernel_echo_roundtrip(s, &data).unwrap_or_else(|e| panic!("client {i}: {e}"));
+                assert_eq!(got.len(), data.len(), "client {i}: echoed length");
+                assert!(got == data, "client {i}: echoed bytes differ");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("echo client failed");
+    }
+    start.elapsed().as_secs_f64()
+}

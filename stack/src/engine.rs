@@ -433,11 +433,25 @@ impl Worker {
             if !batch.is_empty() {
                 busy = true;
                 for m in batch.drain() {
-                    self.ingress(now, m);
+                    // A frame that trips a bug (ours or smoltcp's) is dropped
+                    // and counted; it must not take the stack thread down.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.ingress(now, m)
+                    }));
+                    if r.is_err() {
+                        self.survived_panic("processing a received frame");
+                    }
                 }
             }
 
-            busy |= self.egress(now);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now))) {
+                Ok(b) => busy |= b,
+                Err(_) => {
+                    self.touched.fill(false);
+                    self.touched_list.clear();
+                    self.survived_panic("polling sockets");
+                }
+            }
             self.tx.flush();
 
             if busy {
@@ -451,6 +465,16 @@ impl Worker {
             }
         }
         self.tx.flush();
+    }
+
+    fn survived_panic(&self, what: &str) {
+        let stats = &self.me().stats;
+        stats.panics.incr();
+        tracing::error!(
+            thread = self.index,
+            panics = stats.panics.get(),
+            "stack thread recovered from a panic while {what}"
+        );
     }
 
     /// Sleeps until the next timer or `idle_sleep`, whichever is sooner;

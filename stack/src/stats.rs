@@ -35,6 +35,8 @@ pub struct ThreadStats {
     pub idle_loops: Counter,
     /// Times the thread slept because it was idle.
     pub sleeps: Counter,
+    /// Panics the thread caught and survived (each one is a bug to report).
+    pub panics: Counter,
     drops: [Counter; DropReason::COUNT],
 }
 

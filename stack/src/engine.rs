@@ -127,6 +127,9 @@ pub(crate) struct Accepted {
 #[derive(Debug)]
 pub(crate) struct ListenerShared {
     pub(crate) endpoint: IpListenEndpoint,
+    /// The listening socket's family: a wildcard listens on that family only
+    /// (an IPv6 socket as with IPV6_V6ONLY).
+    pub(crate) ipv6: bool,
     pub(crate) backlog: usize,
     pub(crate) queue: Mutex<VecDeque<Accepted>>,
     /// Handshakes in progress, counted against the backlog.
@@ -137,7 +140,8 @@ pub(crate) struct ListenerShared {
 
 impl ListenerShared {
     fn accepts(&self, addr: &IpAddress) -> bool {
-        self.endpoint.addr.is_none_or(|a| a == *addr)
+        matches!(addr, IpAddress::Ipv6(_)) == self.ipv6
+            && self.endpoint.addr.is_none_or(|a| a == *addr)
     }
 }
 
@@ -753,9 +757,24 @@ fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow:
         });
         return true;
     }
-    if !inner.spares.iter().any(|(_, l)| Arc::ptr_eq(l, &listener)) {
+    // Spares listen on the exact local address, so a spare of one family's
+    // wildcard never takes a SYN meant for another listener.
+    let local = IpListenEndpoint {
+        addr: Some(flow.local_addr),
+        port: flow.local_port,
+    };
+    let has_spare = {
+        let ShardInner {
+            sockets, spares, ..
+        } = &*inner;
+        spares.iter().any(|(h, l)| {
+            Arc::ptr_eq(l, &listener)
+                && sockets.get::<tcp::Socket<'_>>(*h).listen_endpoint() == local
+        })
+    };
+    if !has_spare {
         let mut s = shared.new_tcp_socket();
-        if s.listen(listener.endpoint).is_err() {
+        if s.listen(local).is_err() {
             return true;
         }
         let h = inner.sockets.add(s);

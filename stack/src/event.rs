@@ -18,6 +18,8 @@ use std::{
 pub struct Event {
     generation: Mutex<u64>,
     cond: Condvar,
+    /// One-shot wakers of other waiters (epoll, poll), woken on the next notify.
+    hooks: Mutex<Vec<Waker>>,
 }
 
 impl Event {
@@ -31,12 +33,25 @@ impl Event {
         *self.generation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wakes every waiter.
+    /// Wakes every waiter, and every hook once.
     pub fn notify(&self) {
         let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         *g = g.wrapping_add(1);
         drop(g);
         self.cond.notify_all();
+        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in hooks {
+            h.wake();
+        }
+    }
+
+    /// Wakes `waker` once on the next notify (a waker that would wake the
+    /// same task as one already registered is not added twice).
+    pub fn add_hook(&self, waker: &Waker) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if !hooks.iter().any(|h| h.will_wake(waker)) {
+            hooks.push(waker.clone());
+        }
     }
 
     /// Sleeps until the generation differs from `seen` or `deadline` passes.
@@ -88,6 +103,24 @@ mod tests {
         let seen = e.generation();
         e.waker().wake();
         assert!(e.wait(seen, Some(Instant::now() + Duration::from_millis(10))));
+    }
+
+    #[test]
+    fn hooks_fire_once_and_are_not_duplicated() {
+        struct Count(std::sync::atomic::AtomicU32);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let c = Arc::new(Count(Default::default()));
+        let w = Waker::from(Arc::clone(&c));
+        let e = Event::new();
+        e.add_hook(&w);
+        e.add_hook(&w);
+        e.notify();
+        e.notify();
+        assert_eq!(c.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -149,6 +149,8 @@ struct Runtime {
     port_id: u16,
     eal: Eal,
     tx_offload: bool,
+    /// The stack's on-link subnets: (address, prefix length).
+    subnets: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Drop for Runtime {
@@ -363,6 +365,13 @@ impl Stack {
             port_id,
             eal,
             tx_offload,
+            subnets: {
+                let mut v = vec![(std::net::IpAddr::V4(config.host_addr), prefix)];
+                if let Some(c) = &config.host_addr6 {
+                    v.push((std::net::IpAddr::V6(c.addr()), c.prefix_len()));
+                }
+                v
+            },
         });
         Ok(Stack { shared, runtime })
     }
@@ -402,6 +411,24 @@ impl Stack {
         self.runtime.pool.available()
     }
 
+    /// Whether `ip` is an address of this stack.
+    pub fn owns_addr(&self, ip: std::net::IpAddr) -> bool {
+        let l = &self.shared.local;
+        match ip {
+            std::net::IpAddr::V4(a) => l.ipv4 == Some(a),
+            std::net::IpAddr::V6(a) => l.ipv6 == Some(a) || l.ipv6_link_local == Some(a),
+        }
+    }
+
+    /// Whether `ip` is on one of the stack's subnets (so a connection to it
+    /// belongs on the user-space stack, not the kernel's).
+    pub fn on_link(&self, ip: std::net::IpAddr) -> bool {
+        self.runtime
+            .subnets
+            .iter()
+            .any(|(net, len)| same_prefix(*net, ip, *len))
+    }
+
     /// Whether the NIC computes transmit checksums (IPv4, TCP, UDP).
     pub fn tx_checksum_offload(&self) -> bool {
         self.runtime.tx_offload
@@ -410,6 +437,25 @@ impl Stack {
     /// The stack's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.shared.local.mac.0
+    }
+}
+
+fn same_prefix(a: std::net::IpAddr, b: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (a, b) {
+        (V4(a), V4(b)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (V6(a), V6(b)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
     }
 }
 
@@ -446,6 +492,26 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_match_by_length() {
+        let a = "10.88.0.2".parse().unwrap();
+        assert!(same_prefix(a, "10.88.0.77".parse().unwrap(), 24));
+        assert!(!same_prefix(a, "10.89.0.2".parse().unwrap(), 24));
+        assert!(same_prefix(a, "10.89.0.2".parse().unwrap(), 8));
+        assert!(same_prefix(a, "1.2.3.4".parse().unwrap(), 0));
+        assert!(same_prefix(
+            "fd00:88::2".parse().unwrap(),
+            "fd00:88::99".parse().unwrap(),
+            64
+        ));
+        assert!(!same_prefix(
+            "fd00:88::2".parse().unwrap(),
+            "fd00:89::2".parse().unwrap(),
+            64
+        ));
+        assert!(!same_prefix(a, "fd00:88::2".parse().unwrap(), 0));
+    }
 
     #[test]
     fn link_local_is_eui64() {

@@ -9,7 +9,10 @@
 use std::{
     io,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -78,6 +81,7 @@ impl Stack {
         };
         let shared = Arc::new(ListenerShared {
             endpoint,
+            ipv6: addr.is_ipv6(),
             backlog: backlog.clamp(1, 65535),
             queue: Mutex::new(Default::default()),
             pending: Default::default(),
@@ -91,7 +95,10 @@ impl Stack {
             .unwrap_or_else(|e| e.into_inner());
         let list = map.entry(addr.port()).or_default();
         let clash = list.iter().any(|l| {
-            l.endpoint.addr.is_none() || endpoint.addr.is_none() || l.endpoint.addr == endpoint.addr
+            l.ipv6 == addr.is_ipv6()
+                && (l.endpoint.addr.is_none()
+                    || endpoint.addr.is_none()
+                    || l.endpoint.addr == endpoint.addr)
         });
         if clash {
             return Err(io::Error::new(
@@ -103,7 +110,7 @@ impl Stack {
         Ok(TcpListener {
             stack: Arc::clone(&self.shared),
             shared,
-            nonblocking: false,
+            nonblocking: AtomicBool::new(false),
         })
     }
 
@@ -226,8 +233,8 @@ impl Stack {
             handle,
             event: Event::new(),
             ephemeral: Some((port, remote_ep)),
-            nonblocking: false,
-            read_shut: false,
+            nonblocking: AtomicBool::new(false),
+            read_shut: AtomicBool::new(false),
         })
     }
 
@@ -235,10 +242,21 @@ impl Stack {
     /// space.
     pub fn udp_bind(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         if addr.port() == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "binding UDP port 0 is not supported yet",
-            ));
+            // An ephemeral port: the first free one from a per-call start.
+            let range = crate::engine::EPHEMERAL;
+            let span = u32::from(*range.end() - *range.start()) + 1;
+            let start = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+                % span;
+            for i in 0..span {
+                let port = *range.start() + ((start + i) % span) as u16;
+                match self.udp_bind(SocketAddr::new(addr.ip(), port)) {
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                    r => return r,
+                }
+            }
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "no free UDP port"));
         }
         let ip = IpAddress::from(addr.ip());
         if !addr.ip().is_unspecified() && !self.owns(&ip) {
@@ -287,7 +305,7 @@ impl Stack {
             shard,
             handle,
             event: Event::new(),
-            nonblocking: false,
+            nonblocking: AtomicBool::new(false),
         })
     }
 
@@ -306,10 +324,22 @@ impl Stack {
 pub struct TcpListener {
     stack: Arc<StackShared>,
     shared: Arc<ListenerShared>,
-    nonblocking: bool,
+    nonblocking: AtomicBool,
 }
 
 impl TcpListener {
+    /// Takes a waiting connection without blocking.
+    pub fn try_accept(&self) -> Option<(TcpStream, SocketAddr)> {
+        let a = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()?;
+        let remote = to_socket_addr(a.remote);
+        Some((TcpStream::from_accepted(&self.stack, a), remote))
+    }
+
     /// Waits for a connection (or returns `WouldBlock` if non-blocking).
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
@@ -324,7 +354,7 @@ impl TcpListener {
                 let remote = to_socket_addr(a.remote);
                 return Ok((TcpStream::from_accepted(&self.stack, a), remote));
             }
-            if self.nonblocking {
+            if self.nonblocking.load(Ordering::Relaxed) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             if self.stack.shutdown.load(Ordering::Relaxed) {
@@ -340,8 +370,23 @@ impl TcpListener {
     }
 
     /// Makes `accept` return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&mut self, nonblocking: bool) {
-        self.nonblocking = nonblocking;
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// Whether calls return `WouldBlock` instead of waiting.
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// Readable when a connection waits; `hook` is woken once when the next
+    /// one arrives.
+    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
+        self.shared.event.add_hook(hook);
+        Readiness {
+            readable: self.pending() > 0,
+            ..Default::default()
+        }
     }
 
     /// Connections waiting to be accepted.
@@ -403,6 +448,18 @@ impl Drop for TcpListener {
     }
 }
 
+fn tcp_readiness(s: &tcp::Socket<'_>) -> Readiness {
+    let state = s.state();
+    let closed = state == tcp::State::Closed;
+    let connecting = matches!(state, tcp::State::SynSent | tcp::State::SynReceived);
+    Readiness {
+        readable: s.can_recv() || (!s.may_recv() && !connecting),
+        writable: s.can_send() || closed,
+        read_closed: !s.may_recv() && !connecting,
+        hangup: closed || state == tcp::State::TimeWait,
+    }
+}
+
 /// A TCP connection.
 #[derive(Debug)]
 pub struct TcpStream {
@@ -412,8 +469,8 @@ pub struct TcpStream {
     handle: SocketHandle,
     event: Arc<Event>,
     ephemeral: Option<(u16, IpEndpoint)>,
-    nonblocking: bool,
-    read_shut: bool,
+    nonblocking: AtomicBool,
+    read_shut: AtomicBool,
 }
 
 impl TcpStream {
@@ -425,8 +482,8 @@ impl TcpStream {
             handle: a.handle,
             event: Event::new(),
             ephemeral: None,
-            nonblocking: false,
-            read_shut: false,
+            nonblocking: AtomicBool::new(false),
+            read_shut: AtomicBool::new(false),
         }
     }
 
@@ -489,8 +546,14 @@ impl TcpStream {
     }
 
     /// Reads into `buf`; `Ok(0)` is end of stream.
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.read_shut {
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf, self.nonblocking.load(Ordering::Relaxed), false)
+    }
+
+    /// Reads into `buf`, waiting unless `nonblocking`; with `peek` the data
+    /// stays queued (`MSG_PEEK`).
+    pub fn recv(&self, buf: &mut [u8], nonblocking: bool, peek: bool) -> io::Result<usize> {
+        if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
             return Ok(0);
         }
         loop {
@@ -516,21 +579,26 @@ impl TcpStream {
             });
             match r {
                 Some(Ok(n)) => {
-                    if n > 0 {
+                    if n > 0 && !peek {
                         // Reading opened the receive window: let the stack announce it.
                         self.kick();
                     }
                     return Ok(n);
                 }
                 Some(Err(e)) => return Err(e),
-                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
                 None => self.wait(seen, None)?,
             }
         }
     }
 
     /// Writes some of `buf`; blocks while the send buffer is full.
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf, self.nonblocking.load(Ordering::Relaxed))
+    }
+
+    /// Writes some of `buf`, waiting for room unless `nonblocking`.
+    pub fn send(&self, buf: &[u8], nonblocking: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -561,14 +629,14 @@ impl TcpStream {
                     return Ok(n);
                 }
                 Some(Err(e)) => return Err(e),
-                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
                 None => self.wait(seen, None)?,
             }
         }
     }
 
     /// Writes all of `buf`.
-    pub fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+    pub fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = self.write(buf)?;
             buf = &buf[n..];
@@ -577,35 +645,42 @@ impl TcpStream {
     }
 
     /// Closes the sending side (FIN); `Read` stops further reads locally.
-    pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         if matches!(how, std::net::Shutdown::Write | std::net::Shutdown::Both) {
             self.with(|s| s.close());
             self.kick();
         }
         if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
-            self.read_shut = true;
+            self.read_shut.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Current readiness, without blocking.
-    pub fn readiness(&self) -> Readiness {
+    /// Current readiness; `hook` is woken once on the next change (data,
+    /// room, state), whatever the readiness now. For epoll and poll.
+    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
+        self.event.add_hook(hook);
+        let waker = self.event.waker();
         self.with(|s| {
-            let state = s.state();
-            let closed = state == tcp::State::Closed;
-            Readiness {
-                readable: s.can_recv() || !s.may_recv(),
-                writable: s.can_send() || closed,
-                read_closed: !s.may_recv()
-                    && !matches!(state, tcp::State::SynSent | tcp::State::SynReceived),
-                hangup: closed || state == tcp::State::TimeWait,
-            }
+            s.register_recv_waker(&waker);
+            s.register_send_waker(&waker);
+            tcp_readiness(s)
         })
     }
 
+    /// Current readiness, without blocking.
+    pub fn readiness(&self) -> Readiness {
+        self.with(|s| tcp_readiness(s))
+    }
+
     /// Makes reads and writes return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&mut self, nonblocking: bool) {
-        self.nonblocking = nonblocking;
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// Whether calls return `WouldBlock` instead of waiting.
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
     }
 
     /// Turns Nagle's algorithm off (`true`) or on.
@@ -673,7 +748,7 @@ pub struct UdpSocket {
     shard: usize,
     handle: SocketHandle,
     event: Arc<Event>,
-    nonblocking: bool,
+    nonblocking: AtomicBool,
 }
 
 impl UdpSocket {
@@ -685,6 +760,15 @@ impl UdpSocket {
     /// Receives one datagram; returns its length and sender. A datagram
     /// longer than `buf` is truncated.
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.recv_from_mode(buf, self.nonblocking.load(Ordering::Relaxed))
+    }
+
+    /// Like [`UdpSocket::recv_from`], waiting unless `nonblocking`.
+    pub fn recv_from_mode(
+        &self,
+        buf: &mut [u8],
+        nonblocking: bool,
+    ) -> io::Result<(usize, SocketAddr)> {
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -702,7 +786,7 @@ impl UdpSocket {
             match r {
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(e)) => return Err(io::Error::other(e.to_string())),
-                None if self.nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
                 None => {
                     if self.stack.shutdown.load(Ordering::Relaxed) {
                         return Err(io::Error::new(
@@ -719,6 +803,11 @@ impl UdpSocket {
 
     /// Sends one datagram to `to`.
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.send_to_mode(buf, to, self.nonblocking.load(Ordering::Relaxed))
+    }
+
+    /// Like [`UdpSocket::send_to`], waiting for room unless `nonblocking`.
+    pub fn send_to_mode(&self, buf: &[u8], to: SocketAddr, nonblocking: bool) -> io::Result<usize> {
         let ep = to_endpoint(to);
         loop {
             let seen = self.event.generation();
@@ -735,7 +824,7 @@ impl UdpSocket {
                     self.stack.threads[self.thread].mark_dirty(self.shard);
                     return Ok(buf.len());
                 }
-                Some(Err(udp::SendError::BufferFull)) | None if !self.nonblocking => {
+                Some(Err(udp::SendError::BufferFull)) | None if !nonblocking => {
                     self.event
                         .wait(seen, Some(Instant::now() + Duration::from_millis(100)));
                 }
@@ -753,8 +842,28 @@ impl UdpSocket {
     }
 
     /// Makes receives return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&mut self, nonblocking: bool) {
-        self.nonblocking = nonblocking;
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// Whether calls return `WouldBlock` instead of waiting.
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// Current readiness; `hook` is woken once on the next change.
+    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
+        self.event.add_hook(hook);
+        let waker = self.event.waker();
+        self.with(|s| {
+            s.register_recv_waker(&waker);
+            s.register_send_waker(&waker);
+            Readiness {
+                readable: s.can_recv(),
+                writable: s.can_send(),
+                ..Default::default()
+            }
+        })
     }
 
     /// The bound address.

@@ -25,7 +25,7 @@ fn twenty_thousand_connections_held_and_echoing() {
         opts.tcp_tx_buffer = 4096;
     });
 
-    let mut listener = env
+    let listener = env
         .stack
         .tcp_listen(SocketAddr::from(([0, 0, 0, 0], PORT)), 8192)
         .expect("listen");
@@ -33,7 +33,7 @@ fn twenty_thousand_connections_held_and_echoing() {
     let server = std::thread::spawn(move || {
         let mut conns = Vec::with_capacity(CONNS);
         while conns.len() < CONNS {
-            let (mut c, _) = listener.accept().expect("accept");
+            let (c, _) = listener.accept().expect("accept");
             c.set_nonblocking(true);
             conns.push(c);
         }

@@ -154,7 +154,7 @@ fn stack_client_connects_out_through_the_gateway() {
         from
     });
     let remote = SocketAddr::new(env.topo.remote_ip4.into(), PORT);
-    let mut conn = env
+    let conn = env
         .stack
         .tcp_connect(remote, Some(Duration::from_secs(10)))
         .expect("connecting out");

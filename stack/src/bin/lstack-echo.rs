@@ -94,7 +94,7 @@ fn run(args: Args) -> Result<()> {
     std::thread::Builder::new()
         .name("tcp-accept".into())
         .spawn(move || {
-            while let Ok((mut conn, _peer)) = listener.accept() {
+            while let Ok((conn, _peer)) = listener.accept() {
                 let _ = std::thread::Builder::new()
                     .name("tcp-echo".into())
                     .spawn(move || {

@@ -141,7 +141,7 @@ pub fn spawn_stack_echo(stack: &Stack, port: u16) {
         .tcp_listen(SocketAddr::from(([0, 0, 0, 0], port)), 1024)
         .expect("listening on the stack");
     std::thread::spawn(move || {
-        while let Ok((mut conn, _)) = listener.accept() {
+        while let Ok((conn, _)) = listener.accept() {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 32 * 1024];
                 loop {

@@ -1,0 +1,156 @@
+//! What an lstack file descriptor is, and the table from fd numbers to them.
+//!
+//! Every lstack socket holds a real kernel descriptor, so its number comes
+//! from the process's own fd space and can never collide with a kernel fd:
+//! the kernel socket `socket()` created (kept unused once the socket moved
+//! to lstack), or an eventfd for accepted connections.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicI32, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+};
+
+use arc_swap::ArcSwapOption;
+use lstack_core::{Readiness, TcpListener, TcpStream, UdpSocket};
+
+use crate::runtime::FORKED;
+
+/// A socket on the lstack path, or one that may still go there.
+#[derive(Debug)]
+pub enum Kind {
+    /// Created by `socket()` for IPv4/IPv6 TCP or UDP; not yet bound to an
+    /// lstack address or connected through lstack. Until then every call
+    /// goes to its kernel socket.
+    Fresh {
+        /// `AF_INET` or `AF_INET6`.
+        domain: i32,
+        /// `SOCK_STREAM` or `SOCK_DGRAM`.
+        stream: bool,
+        /// Set by a `bind` to an lstack address (or a wildcard).
+        bound: Mutex<Option<SocketAddr>>,
+    },
+    /// A listening socket; `kernel` is set when the fd's kernel socket also
+    /// listens (wildcard bind), so local clients reach it too.
+    Listener { listener: TcpListener, kernel: bool },
+    /// A TCP connection.
+    Stream(TcpStream),
+    /// A UDP socket, with the peer of `connect` if any.
+    Udp {
+        socket: UdpSocket,
+        peer: Mutex<Option<SocketAddr>>,
+    },
+}
+
+/// One lstack descriptor.
+#[derive(Debug)]
+pub struct File {
+    /// What it is.
+    pub kind: Kind,
+    /// `O_NONBLOCK`, as set by `socket`, `accept4`, `fcntl` or `ioctl`.
+    pub nonblocking: AtomicBool,
+    /// `TCP_NODELAY` asked for before the connection existed.
+    pub nodelay: AtomicBool,
+    /// Pending error for `SO_ERROR`.
+    pub so_error: AtomicI32,
+}
+
+impl File {
+    /// A file of `kind`.
+    pub fn new(kind: Kind, nonblocking: bool) -> Arc<Self> {
+        Arc::new(Self {
+            kind,
+            nonblocking: AtomicBool::new(nonblocking),
+            nodelay: AtomicBool::new(false),
+            so_error: AtomicI32::new(0),
+        })
+    }
+
+    /// Whether calls on it return `EAGAIN` instead of waiting.
+    pub fn nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// Readiness, registering `hook` to be woken at the next change.
+    /// `None` for a fresh socket (its kernel socket answers).
+    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Option<Readiness> {
+        match &self.kind {
+            Kind::Fresh { .. } => None,
+            Kind::Listener { listener, .. } => Some(listener.poll_readiness(hook)),
+            Kind::Stream(s) => Some(s.poll_readiness(hook)),
+            Kind::Udp { socket, .. } => Some(socket.poll_readiness(hook)),
+        }
+    }
+}
+
+/// fd number -> lstack file. Lookups are lock-free.
+pub struct Table {
+    slots: Box<[ArcSwapOption<File>]>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({} slots)", self.slots.len())
+    }
+}
+
+/// The process's table, sized by the hard fd limit (at most 1 Mi).
+pub fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out-pointer.
+        let n = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            lim.rlim_max.min(1 << 20) as usize
+        } else {
+            65536
+        };
+        Table {
+            slots: (0..n.max(1024)).map(|_| ArcSwapOption::empty()).collect(),
+        }
+    })
+}
+
+impl Table {
+    /// The lstack file behind `fd`, if it is one.
+    #[inline]
+    pub fn get(&self, fd: i32) -> Option<Arc<File>> {
+        if FORKED.load(Ordering::Relaxed) {
+            return None;
+        }
+        let slot = self.slots.get(usize::try_from(fd).ok()?)?;
+        slot.load_full()
+    }
+
+    /// Makes `fd` refer to `file`; returns what it referred to.
+    pub fn set(&self, fd: i32, file: Arc<File>) -> Option<Arc<File>> {
+        let slot = self.slots.get(usize::try_from(fd).ok()?)?;
+        slot.swap(Some(file))
+    }
+
+    /// Forgets `fd`; returns the file it referred to.
+    pub fn take(&self, fd: i32) -> Option<Arc<File>> {
+        let slot = self.slots.get(usize::try_from(fd).ok()?)?;
+        slot.swap(None)
+    }
+
+    /// Number of slots (the highest fd the table can hold, plus one).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table has no slots (never).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Whether `fd` fits the table.
+    pub fn fits(&self, fd: i32) -> bool {
+        usize::try_from(fd).is_ok_and(|i| i < self.slots.len())
+    }
+}

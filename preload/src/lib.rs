@@ -1,0 +1,1092 @@
+//! liblstack.so: unmodified applications on lstack through `LD_PRELOAD`.
+//!
+//! The library exports the C library's socket functions under their own
+//! names. Each one looks its descriptor up in a lock-free table
+//! ([`file::table`]); descriptors that are not lstack sockets go straight to
+//! the C library's implementation ([`real`]), so kernel files, pipes and
+//! sockets behave exactly as before, and DPDK itself (which calls `socket`,
+//! `ioctl`, `epoll_wait`... from inside the stack) never notices us.
+//!
+//! Which sockets go to lstack (as in gazelle): IPv4/IPv6 TCP and UDP sockets
+//! bound to an address of the stack or a wildcard, or connecting to an
+//! address on the stack's subnets. Everything else (loopback, other
+//! subnets, other families) stays on the kernel. A wildcard listener listens
+//! on both, so local clients still reach it. After `fork` the child runs on
+//! the kernel only. `GAZELLE_BIND_PROCNAME` limits acceleration to one
+//! process name.
+//!
+//! Modules: [`real`] (the C library's functions), [`runtime`] (starting the
+//! stack once), [`file`] (the descriptor table), [`addr`] (sockaddr
+//! conversion), [`wait`] (sleeping on a mix of lstack and kernel
+//! descriptors), [`epoll`] and [`poll`] (readiness over mixed sets), and
+//! this file: the exported functions.
+
+#![allow(clippy::missing_safety_doc)]
+
+pub mod addr;
+pub mod epoll;
+pub mod file;
+pub mod poll;
+pub mod real;
+pub mod runtime;
+pub mod wait;
+
+use std::{
+    io,
+    net::{Shutdown, SocketAddr},
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use libc::{c_int, c_ulong, c_void, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::{
+    file::{table, File, Kind},
+    real::real,
+    runtime::{bypassed, stack},
+};
+
+/// Sets `errno`.
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns the calling thread's errno.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// The errno libc would give for an I/O error of ours.
+pub fn errno_of(e: &io::Error) -> i32 {
+    if let Some(code) = e.raw_os_error() {
+        return code;
+    }
+    match e.kind() {
+        io::ErrorKind::WouldBlock => libc::EAGAIN,
+        io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        io::ErrorKind::ConnectionReset => libc::ECONNRESET,
+        io::ErrorKind::ConnectionAborted => libc::ECONNABORTED,
+        io::ErrorKind::BrokenPipe => libc::EPIPE,
+        io::ErrorKind::NotConnected => libc::ENOTCONN,
+        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        io::ErrorKind::AddrInUse => libc::EADDRINUSE,
+        io::ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        io::ErrorKind::InvalidInput => libc::EINVAL,
+        io::ErrorKind::Interrupted => libc::EINTR,
+        _ => libc::EIO,
+    }
+}
+
+/// Runs `f`, turning a panic into `-1`/`EIO` (a panic must never unwind
+/// into C) and logging it.
+fn guarded<T: From<i8>>(what: &str, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => {
+            tracing::error!("liblstack: panic in {what}; returning EIO");
+            set_errno(libc::EIO);
+            T::from(-1)
+        }
+    }
+}
+
+fn fail<T: From<i8>>(e: i32) -> T {
+    set_errno(e);
+    T::from(-1)
+}
+
+fn io_fail<T: From<i8>>(e: &io::Error) -> T {
+    fail(errno_of(e))
+}
+
+/// The lstack file behind `fd` (None for kernel descriptors).
+#[inline]
+fn lookup(fd: c_int) -> Option<Arc<File>> {
+    if bypassed() {
+        return None;
+    }
+    table().get(fd)
+}
+
+// ---------------------------------------------------------------- creation
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    let fd = unsafe { (real().socket)(domain, ty, protocol) };
+    if fd < 0 || bypassed() {
+        return fd;
+    }
+    guarded("socket", || {
+        let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
+        let stream = base == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
+        let dgram = base == libc::SOCK_DGRAM && matches!(protocol, 0 | libc::IPPROTO_UDP);
+        if ip && (stream || dgram) && table().fits(fd) && stack().is_some() {
+            let kind = Kind::Fresh {
+                domain,
+                stream,
+                bound: Mutex::new(None),
+            };
+            table().set(fd, File::new(kind, ty & libc::SOCK_NONBLOCK != 0));
+        }
+        fd
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().bind)(fd, a, len) };
+    };
+    guarded("bind", || {
+        // SAFETY: caller's pointer and length.
+        let sa = match unsafe { addr::read(a, len) } {
+            Ok(sa) => sa,
+            Err(e) => return fail(e),
+        };
+        let Kind::Fresh { stream, bound, .. } = &f.kind else {
+            return fail(libc::EINVAL);
+        };
+        let Some(st) = stack() else {
+            return fail(libc::EIO);
+        };
+        let ours = st.owns_addr(sa.ip());
+        if !(ours || sa.ip().is_unspecified()) || sa.port() == 0 && *stream {
+            // Not an lstack address (or a client binding an ephemeral port):
+            // the kernel keeps this socket.
+            table().take(fd);
+            // SAFETY: forwarding.
+            return unsafe { (real().bind)(fd, a, len) };
+        }
+        if !*stream {
+            return match st.udp_bind(sa) {
+                Ok(u) => {
+                    let kind = Kind::Udp {
+                        socket: u,
+                        peer: Mutex::new(None),
+                    };
+                    table().set(fd, File::new(kind, f.nonblocking()));
+                    0
+                }
+                Err(e) => io_fail(&e),
+            };
+        }
+        if sa.ip().is_unspecified() {
+            // Wildcard: the kernel socket binds too, for local clients.
+            // SAFETY: forwarding.
+            if unsafe { (real().bind)(fd, a, len) } < 0 {
+                return -1;
+            }
+        }
+        *bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(sa);
+        0
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().listen)(fd, backlog) };
+    };
+    guarded("listen", || {
+        let bound = match &f.kind {
+            Kind::Fresh {
+                stream: true,
+                bound,
+                ..
+            } => *bound.lock().unwrap_or_else(|e| e.into_inner()),
+            Kind::Listener { .. } => return 0,
+            _ => return fail(libc::EOPNOTSUPP),
+        };
+        let Some(sa) = bound else {
+            // Listening without bind: the kernel picks a port; kernel path.
+            table().take(fd);
+            // SAFETY: forwarding.
+            return unsafe { (real().listen)(fd, backlog) };
+        };
+        let Some(st) = stack() else {
+            return fail(libc::EIO);
+        };
+        let backlog = usize::try_from(backlog).unwrap_or(128).max(1);
+        let listener = match st.tcp_listen(sa, backlog) {
+            Ok(l) => l,
+            Err(e) => return io_fail(&e),
+        };
+        let kernel = sa.ip().is_unspecified();
+        if kernel {
+            // SAFETY: forwarding; the kernel listener is polled without
+            // blocking by accept, whatever the application's O_NONBLOCK.
+            unsafe {
+                if (real().listen)(fd, backlog as c_int) < 0 {
+                    return -1;
+                }
+                let fl = (real().fcntl)(fd, libc::F_GETFL, 0);
+                (real().fcntl)(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
+            }
+        }
+        table().set(
+            fd,
+            File::new(Kind::Listener { listener, kernel }, f.nonblocking()),
+        );
+        0
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: same contract.
+    unsafe { accept4(fd, a, len, 0) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    a: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().accept4)(fd, a, len, flags) };
+    };
+    guarded("accept4", || {
+        let Kind::Listener { listener, kernel } = &f.kind else {
+            return fail(libc::EINVAL);
+        };
+        loop {
+            if let Some((stream, peer)) = listener.try_accept() {
+                let cloexec = if flags & libc::SOCK_CLOEXEC != 0 {
+                    libc::EFD_CLOEXEC
+                } else {
+                    0
+                };
+                // SAFETY: plain eventfd creation: the new descriptor's number.
+                let nfd = unsafe { (real().eventfd)(0, cloexec | libc::EFD_NONBLOCK) };
+                if nfd < 0 {
+                    return -1;
+                }
+                if !table().fits(nfd) {
+                    // SAFETY: closing the descriptor we just made.
+                    unsafe { (real().close)(nfd) };
+                    return fail(libc::EMFILE);
+                }
+                if f.nodelay.load(Ordering::Relaxed) {
+                    stream.set_nodelay(true);
+                }
+                table().set(
+                    nfd,
+                    File::new(Kind::Stream(stream), flags & libc::SOCK_NONBLOCK != 0),
+                );
+                // SAFETY: caller's buffers.
+                if let Err(e) = unsafe { addr::write(peer, a, len) } {
+                    return fail(e);
+                }
+                return nfd;
+            }
+            if *kernel {
+                // SAFETY: forwarding; the kernel listener is non-blocking.
+                let k = unsafe { (real().accept4)(fd, a, len, flags) };
+                if k >= 0 {
+                    return k;
+                }
+                let e = io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO);
+                if e != libc::EAGAIN {
+                    return fail(e);
+                }
+            }
+            if f.nonblocking() {
+                return fail(libc::EAGAIN);
+            }
+            let kfd = kernel.then_some(fd);
+            if let Err(e) = wait::until_ready(&[&*f], kfd, None) {
+                return fail(e);
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().connect)(fd, a, len) };
+    };
+    guarded("connect", || {
+        // SAFETY: caller's pointer and length.
+        let sa = match unsafe { addr::read(a, len) } {
+            Ok(sa) => sa,
+            Err(e) => return fail(e),
+        };
+        let Some(st) = stack() else {
+            return fail(libc::EIO);
+        };
+        match &f.kind {
+            Kind::Fresh { stream, .. } => {
+                if sa.ip().is_loopback() || !st.on_link(sa.ip()) {
+                    table().take(fd);
+                    // SAFETY: forwarding.
+                    return unsafe { (real().connect)(fd, a, len) };
+                }
+                if *stream {
+                    let s = match st.tcp_connect_start(sa) {
+                        Ok(s) => s,
+                        Err(e) => return io_fail(&e),
+                    };
+                    if f.nodelay.load(Ordering::Relaxed) {
+                        s.set_nodelay(true);
+                    }
+                    let nonblocking = f.nonblocking();
+                    let file = File::new(Kind::Stream(s), nonblocking);
+                    table().set(fd, Arc::clone(&file));
+                    if nonblocking {
+                        return fail(libc::EINPROGRESS);
+                    }
+                    let Kind::Stream(s) = &file.kind else {
+                        unreachable!()
+                    };
+                    loop {
+                        match s.connect_result() {
+                            Ok(true) => return 0,
+                            Ok(false) => {
+                                if let Err(e) =
+                                    wait::until_ready(&[&*file], None, Some(Duration::from_secs(1)))
+                                {
+                                    return fail(e);
+                                }
+                            }
+                            Err(e) => return io_fail(&e),
+                        }
+                    }
+                }
+                let local = SocketAddr::new(
+                    if sa.is_ipv4() {
+                        [0, 0, 0, 0].into()
+                    } else {
+                        std::net::Ipv6Addr::UNSPECIFIED.into()
+                    },
+                    0,
+                );
+                match st.udp_bind(local) {
+                    Ok(u) => {
+                        let kind = Kind::Udp {
+                            socket: u,
+                            peer: Mutex::new(Some(sa)),
+                        };
+                        table().set(fd, File::new(kind, f.nonblocking()));
+                        0
+                    }
+                    Err(e) => io_fail(&e),
+                }
+            }
+            Kind::Udp { peer, .. } => {
+                *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(sa);
+                0
+            }
+            Kind::Stream(_) => fail(libc::EISCONN),
+            Kind::Listener { .. } => fail(libc::EINVAL),
+        }
+    })
+}
+
+// ---------------------------------------------------------------- data
+
+/// Receives into `buf` from an lstack file.
+fn recv_file(
+    f: &File,
+    buf: &mut [u8],
+    flags: c_int,
+    from: Option<(*mut sockaddr, *mut socklen_t)>,
+) -> ssize_t {
+    let nonblocking = f.nonblocking() || flags & libc::MSG_DONTWAIT != 0;
+    match &f.kind {
+        Kind::Stream(s) => match s.recv(buf, nonblocking, flags & libc::MSG_PEEK != 0) {
+            Ok(n) => n as ssize_t,
+            Err(e) => io_fail(&e),
+        },
+        Kind::Udp { socket, .. } => match socket.recv_from_mode(buf, nonblocking) {
+            Ok((n, peer)) => {
+                if let Some((a, l)) = from {
+                    // SAFETY: caller's buffers.
+                    if let Err(e) = unsafe { addr::write(peer, a, l) } {
+                        return fail(e);
+                    }
+                }
+                n as ssize_t
+            }
+            Err(e) => io_fail(&e),
+        },
+        Kind::Listener { .. } | Kind::Fresh { .. } => fail(libc::ENOTCONN),
+    }
+}
+
+/// Sends `buf` on an lstack file; EPIPE raises SIGPIPE unless MSG_NOSIGNAL.
+fn send_file(f: &File, buf: &[u8], flags: c_int, to: Option<SocketAddr>) -> ssize_t {
+    let nonblocking = f.nonblocking() || flags & libc::MSG_DONTWAIT != 0;
+    let r = match &f.kind {
+        Kind::Stream(s) => s.send(buf, nonblocking),
+        Kind::Udp { socket, peer } => {
+            let dest = to.or(*peer.lock().unwrap_or_else(|e| e.into_inner()));
+            match dest {
+                Some(d) => socket.send_to_mode(buf, d, nonblocking),
+                None => return fail(libc::EDESTADDRREQ),
+            }
+        }
+        Kind::Listener { .. } | Kind::Fresh { .. } => return fail(libc::ENOTCONN),
+    };
+    match r {
+        Ok(n) => n as ssize_t,
+        Err(e) => {
+            let code = errno_of(&e);
+            if code == libc::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
+                // SAFETY: raising a signal at ourselves, as the kernel would.
+                unsafe { libc::raise(libc::SIGPIPE) };
+            }
+            fail(code)
+        }
+    }
+}
+
+/// Builds a mutable slice from the caller's buffer (empty for len 0).
+///
+/// # Safety
+/// `p` must point to `len` writable bytes when `len > 0`.
+unsafe fn buf_mut<'a>(p: *mut c_void, len: size_t) -> Option<&'a mut [u8]> {
+    if len == 0 {
+        return Some(&mut []);
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: per the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
+}
+
+/// Builds a slice from the caller's buffer (empty for len 0).
+///
+/// # Safety
+/// `p` must point to `len` readable bytes when `len > 0`.
+unsafe fn buf<'a>(p: *const c_void, len: size_t) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: per the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, p: *mut c_void, len: size_t) -> ssize_t {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().read)(fd, p, len) };
+    };
+    if matches!(f.kind, Kind::Fresh { .. }) {
+        // SAFETY: forwarding.
+        return unsafe { (real().read)(fd, p, len) };
+    }
+    guarded("read", || {
+        // SAFETY: caller's buffer.
+        let Some(b) = (unsafe { buf_mut(p, len) }) else {
+            return fail(libc::EFAULT);
+        };
+        recv_file(&f, b, 0, None)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, p: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: same contract.
+    unsafe {
+        recvfrom(
+            fd,
+            p,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    p: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    a: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().recvfrom)(fd, p, len, flags, a, alen) };
+    };
+    guarded("recvfrom", || {
+        // SAFETY: caller's buffer.
+        let Some(b) = (unsafe { buf_mut(p, len) }) else {
+            return fail(libc::EFAULT);
+        };
+        recv_file(&f, b, flags, Some((a, alen)))
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, p: *const c_void, len: size_t) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().write)(fd, p, len) };
+    };
+    guarded("write", || {
+        // SAFETY: caller's buffer.
+        let Some(b) = (unsafe { buf(p, len) }) else {
+            return fail(libc::EFAULT);
+        };
+        send_file(&f, b, 0, None)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, p: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: same contract.
+    unsafe { sendto(fd, p, len, flags, std::ptr::null(), 0) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    p: *const c_void,
+    len: size_t,
+    flags: c_int,
+    a: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().sendto)(fd, p, len, flags, a, alen) };
+    };
+    guarded("sendto", || {
+        // SAFETY: caller's buffer.
+        let Some(b) = (unsafe { buf(p, len) }) else {
+            return fail(libc::EFAULT);
+        };
+        let to = if a.is_null() {
+            None
+        } else {
+            // SAFETY: caller's address.
+            match unsafe { addr::read(a, alen) } {
+                Ok(sa) => Some(sa),
+                Err(e) => return fail(e),
+            }
+        };
+        send_file(&f, b, flags, to)
+    })
+}
+
+thread_local! {
+    /// Gather/scatter buffer for readv/writev/recvmsg/sendmsg on lstack sockets.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The iovecs of a call as slices.
+///
+/// # Safety
+/// `iov` must point to `n` valid iovecs whose buffers are valid.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, n: c_int) -> Option<&'a [libc::iovec]> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) {
+        return None;
+    }
+    if n == 0 {
+        return Some(&[]);
+    }
+    if iov.is_null() {
+        return None;
+    }
+    // SAFETY: per the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts(iov, n as usize) })
+}
+
+fn gather_send(f: &File, iov: &[libc::iovec], flags: c_int, to: Option<SocketAddr>) -> ssize_t {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        for v in iov {
+            // SAFETY: the caller's iovec buffers are valid for iov_len bytes.
+            if let Some(b) = unsafe { buf(v.iov_base, v.iov_len) } {
+                s.extend_from_slice(b);
+            } else {
+                return fail(libc::EFAULT);
+            }
+        }
+        send_file(f, &s, flags, to)
+    })
+}
+
+fn scatter_recv(
+    f: &File,
+    iov: &[libc::iovec],
+    flags: c_int,
+    from: Option<(*mut sockaddr, *mut socklen_t)>,
+) -> ssize_t {
+    let total: usize = iov.iter().map(|v| v.iov_len).sum();
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.resize(total, 0);
+        let n = recv_file(f, &mut s[..total], flags, from);
+        if n <= 0 {
+            return n;
+        }
+        let mut off = 0usize;
+        for v in iov {
+            if off >= n as usize {
+                break;
+            }
+            let take = v.iov_len.min(n as usize - off);
+            // SAFETY: the caller's iovec buffer holds iov_len >= take bytes.
+            if let Some(dst) = unsafe { buf_mut(v.iov_base, take) } {
+                dst.copy_from_slice(&s[off..off + take]);
+            }
+            off += take;
+        }
+        n
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().readv)(fd, iov, n) };
+    };
+    guarded("readv", || {
+        // SAFETY: caller's iovecs.
+        let Some(v) = (unsafe { iovecs(iov, n) }) else {
+            return fail(libc::EINVAL);
+        };
+        scatter_recv(&f, v, 0, None)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().writev)(fd, iov, n) };
+    };
+    guarded("writev", || {
+        // SAFETY: caller's iovecs.
+        let Some(v) = (unsafe { iovecs(iov, n) }) else {
+            return fail(libc::EINVAL);
+        };
+        gather_send(&f, v, 0, None)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().recvmsg)(fd, msg, flags) };
+    };
+    guarded("recvmsg", || {
+        if msg.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-null msghdr from the caller.
+        let m = unsafe { &mut *msg };
+        // SAFETY: the msghdr's iovecs.
+        let Some(v) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+            return fail(libc::EINVAL);
+        };
+        m.msg_controllen = 0;
+        m.msg_flags = 0;
+        let from = (!m.msg_name.is_null())
+            .then_some((m.msg_name.cast::<sockaddr>(), &mut m.msg_namelen as *mut _));
+        scatter_recv(&f, v, flags, from)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().sendmsg)(fd, msg, flags) };
+    };
+    guarded("sendmsg", || {
+        if msg.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-null msghdr from the caller.
+        let m = unsafe { &*msg };
+        // SAFETY: the msghdr's iovecs.
+        let Some(v) = (unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }) else {
+            return fail(libc::EINVAL);
+        };
+        let to = if m.msg_name.is_null() {
+            None
+        } else {
+            // SAFETY: the msghdr's address.
+            match unsafe { addr::read(m.msg_name.cast(), m.msg_namelen) } {
+                Ok(sa) => Some(sa),
+                Err(e) => return fail(e),
+            }
+        };
+        gather_send(&f, v, flags, to)
+    })
+}
+
+// ---------------------------------------------------------------- teardown
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if !bypassed() {
+        // Dropping the last reference closes the socket (FIN, or RST with
+        // unread data).
+        let _ = catch_unwind(|| table().take(fd));
+        epoll::forget(fd);
+    }
+    // SAFETY: forwarding.
+    unsafe { (real().close)(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().shutdown)(fd, how) };
+    };
+    guarded("shutdown", || {
+        let how = match how {
+            libc::SHUT_RD => Shutdown::Read,
+            libc::SHUT_WR => Shutdown::Write,
+            libc::SHUT_RDWR => Shutdown::Both,
+            _ => return fail(libc::EINVAL),
+        };
+        match &f.kind {
+            Kind::Stream(s) => match s.shutdown(how) {
+                Ok(()) => 0,
+                Err(e) => io_fail(&e),
+            },
+            _ => fail(libc::ENOTCONN),
+        }
+    })
+}
+
+// ---------------------------------------------------------------- names and options
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().getsockname)(fd, a, len) };
+    };
+    guarded("getsockname", || {
+        let sa = match &f.kind {
+            Kind::Fresh { bound, .. } => match *bound.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(sa) => sa,
+                // SAFETY: forwarding.
+                None => return unsafe { (real().getsockname)(fd, a, len) },
+            },
+            Kind::Listener { listener, .. } => listener.local_addr(),
+            Kind::Stream(s) => match s.local_addr() {
+                Ok(sa) => sa,
+                Err(e) => return io_fail(&e),
+            },
+            Kind::Udp { socket, .. } => socket.local_addr(),
+        };
+        // SAFETY: caller's buffers.
+        match unsafe { addr::write(sa, a, len) } {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().getpeername)(fd, a, len) };
+    };
+    guarded("getpeername", || {
+        let sa = match &f.kind {
+            Kind::Stream(s) => match s.peer_addr() {
+                Ok(sa) => sa,
+                Err(e) => return io_fail(&e),
+            },
+            Kind::Udp { peer, .. } => match *peer.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(sa) => sa,
+                None => return fail(libc::ENOTCONN),
+            },
+            _ => return fail(libc::ENOTCONN),
+        };
+        if a.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: caller's buffers.
+        match unsafe { addr::write(sa, a, len) } {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Reads an int option value.
+///
+/// # Safety
+/// `v` must point to `len` readable bytes.
+unsafe fn int_opt(v: *const c_void, len: socklen_t) -> Option<c_int> {
+    if v.is_null() || (len as usize) < std::mem::size_of::<c_int>() {
+        return None;
+    }
+    // SAFETY: per the caller's contract.
+    Some(unsafe { std::ptr::read_unaligned(v.cast::<c_int>()) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    v: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().setsockopt)(fd, level, name, v, len) };
+    };
+    guarded("setsockopt", || {
+        if level == libc::IPPROTO_TCP && name == libc::TCP_NODELAY {
+            // SAFETY: caller's option buffer.
+            let Some(on) = (unsafe { int_opt(v, len) }) else {
+                return fail(libc::EINVAL);
+            };
+            f.nodelay.store(on != 0, Ordering::Relaxed);
+            if let Kind::Stream(s) = &f.kind {
+                s.set_nodelay(on != 0);
+            }
+        }
+        match &f.kind {
+            // The kernel socket still exists: let it validate and remember.
+            // SAFETY: forwarding.
+            Kind::Fresh { .. } | Kind::Listener { kernel: true, .. } => unsafe {
+                (real().setsockopt)(fd, level, name, v, len)
+            },
+            // Options lstack does not model (buffer sizes, keepalive,
+            // linger...) are accepted, as gazelle does.
+            _ => {
+                if v.is_null() && len > 0 {
+                    return fail(libc::EFAULT);
+                }
+                0
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    v: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().getsockopt)(fd, level, name, v, len) };
+    };
+    guarded("getsockopt", || {
+        let value: c_int = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_ERROR) => {
+                let pending = f.so_error.swap(0, Ordering::Relaxed);
+                if pending != 0 {
+                    pending
+                } else if let Kind::Stream(s) = &f.kind {
+                    match s.connect_result() {
+                        Err(e) => errno_of(&e),
+                        Ok(_) => 0,
+                    }
+                } else {
+                    0
+                }
+            }
+            (libc::SOL_SOCKET, libc::SO_TYPE) => match &f.kind {
+                Kind::Udp { .. } => libc::SOCK_DGRAM,
+                _ => libc::SOCK_STREAM,
+            },
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+                c_int::from(matches!(f.kind, Kind::Listener { .. }))
+            }
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
+                c_int::from(f.nodelay.load(Ordering::Relaxed))
+            }
+            (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => 64 * 1024,
+            // SAFETY: forwarding to the reservation descriptor's kernel socket when it is one.
+            _ => return unsafe { (real().getsockopt)(fd, level, name, v, len) },
+        };
+        if v.is_null() || len.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-null caller pointers.
+        unsafe {
+            let cap = *len as usize;
+            let bytes = value.to_ne_bytes();
+            let n = cap.min(bytes.len());
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.cast::<u8>(), n);
+            *len = n as socklen_t;
+        }
+        0
+    })
+}
+
+// ---------------------------------------------------------------- descriptor control
+
+/// `fcntl` for lstack files: `F_GETFL`/`F_SETFL` track `O_NONBLOCK`;
+/// duplicating commands duplicate the table entry too.
+fn fcntl_file(fd: c_int, f: Arc<File>, cmd: c_int, arg: c_ulong) -> c_int {
+    match cmd {
+        libc::F_GETFL => {
+            // SAFETY: forwarding to get the access mode bits.
+            let fl = unsafe { (real().fcntl)(fd, cmd, arg) };
+            if fl < 0 {
+                return fl;
+            }
+            let fl = fl & !libc::O_NONBLOCK;
+            if f.nonblocking() {
+                fl | libc::O_NONBLOCK
+            } else {
+                fl
+            }
+        }
+        libc::F_SETFL => {
+            f.nonblocking
+                .store(arg as c_int & libc::O_NONBLOCK != 0, Ordering::Relaxed);
+            if matches!(f.kind, Kind::Listener { .. }) {
+                return 0;
+            }
+            // SAFETY: forwarding (keeps the kernel descriptor's flags in step).
+            unsafe { (real().fcntl)(fd, cmd, arg) }
+        }
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            // SAFETY: forwarding.
+            let n = unsafe { (real().fcntl)(fd, cmd, arg) };
+            if n >= 0 {
+                table().set(n, f);
+            }
+            n
+        }
+        // SAFETY: forwarding.
+        _ => unsafe { (real().fcntl)(fd, cmd, arg) },
+    }
+}
+
+// `fcntl` and `ioctl` are variadic in C; on x86-64 the optional argument
+// arrives in the same register as a fixed third argument would, so these
+// non-variadic definitions read it correctly for integer and pointer args.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let Some(f) = lookup(fd) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().fcntl)(fd, cmd, arg) };
+    };
+    guarded("fcntl", || fcntl_file(fd, f, cmd, arg))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().ioctl)(fd, req, arg) };
+    };
+    guarded("ioctl", || match req {
+        libc::FIONBIO => {
+            if arg.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: FIONBIO takes an int*.
+            let on = unsafe { *arg.cast::<c_int>() } != 0;
+            f.nonblocking.store(on, Ordering::Relaxed);
+            0
+        }
+        libc::FIONREAD => {
+            if arg.is_null() {
+                return fail(libc::EFAULT);
+            }
+            let n = match &f.kind {
+                Kind::Stream(s) => s.recv_queue(),
+                _ => 0,
+            };
+            // SAFETY: FIONREAD takes an int*.
+            unsafe { *arg.cast::<c_int>() = n.min(c_int::MAX as usize) as c_int };
+            0
+        }
+        // SAFETY: forwarding.
+        _ => unsafe { (real().ioctl)(fd, req, arg) },
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: forwarding.
+    let n = unsafe { (real().dup)(fd) };
+    if n >= 0 {
+        if let Some(f) = lookup(fd) {
+            table().set(n, f);
+        }
+    }
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: same contract.
+    unsafe { dup3_impl(old, new, 0, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: same contract.
+    unsafe { dup3_impl(old, new, flags, true) }
+}
+
+unsafe fn dup3_impl(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int {
+    let file = lookup(old);
+    // SAFETY: forwarding.
+    let r = unsafe {
+        if three {
+            (real().dup3)(old, new, flags)
+        } else {
+            (real().dup2)(old, new)
+        }
+    };
+    if r >= 0 && old != new && !bypassed() {
+        // `new` was closed by the kernel: forget what it was, then share `old`'s file.
+        table().take(new);
+        epoll::forget(new);
+        if let Some(f) = file {
+            table().set(new, f);
+        }
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    // SAFETY: forwarding.
+    let pid = unsafe { (real().fork)() };
+    if pid == 0 {
+        // The stack's threads did not come along: the child uses the kernel.
+        runtime::FORKED.store(true, Ordering::SeqCst);
+    }
+    pid
+}

@@ -1,0 +1,101 @@
+//! Starting the stack inside the application, once, and deciding which
+//! process and which sockets it accelerates.
+
+use std::{
+    cell::Cell,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+};
+
+use lstack_core::{LstackConfig, Stack, StackOptions};
+
+thread_local! {
+    /// Set while this thread runs our own code that may call wrapped
+    /// functions (stack start-up): those calls go straight to the kernel.
+    static BYPASS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Set in a child after `fork`: the stack's threads do not exist there, so
+/// every socket call goes to the kernel (as gazelle does).
+pub static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether calls on this thread must bypass lstack.
+pub fn bypassed() -> bool {
+    FORKED.load(Ordering::Relaxed) || BYPASS.try_with(Cell::get).unwrap_or(true)
+}
+
+struct BypassGuard(bool);
+
+impl BypassGuard {
+    fn new() -> Self {
+        Self(BYPASS.try_with(|b| b.replace(true)).unwrap_or(true))
+    }
+}
+
+impl Drop for BypassGuard {
+    fn drop(&mut self) {
+        let prev = self.0;
+        let _ = BYPASS.try_with(|b| b.set(prev));
+    }
+}
+
+/// The stack of this process, started on first use; `None` when this
+/// process is not accelerated or the stack could not start (said once on
+/// stderr and in the log: the application then runs on the kernel).
+pub fn stack() -> Option<&'static Stack> {
+    static STACK: OnceLock<Option<Stack>> = OnceLock::new();
+    if bypassed() {
+        return None;
+    }
+    STACK
+        .get_or_init(|| {
+            let _guard = BypassGuard::new();
+            start()
+        })
+        .as_ref()
+}
+
+fn process_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn start() -> Option<Stack> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LSTACK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let name = process_name();
+    if let Ok(only) = std::env::var("GAZELLE_BIND_PROCNAME") {
+        if !only.is_empty() && only != name {
+            tracing::info!(process = %name, GAZELLE_BIND_PROCNAME = %only, "not accelerated");
+            return None;
+        }
+    }
+    let config = match LstackConfig::load_from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("liblstack: {name}: not accelerated: {e}");
+            tracing::error!(error = %e, "lstack configuration refused");
+            return None;
+        }
+    };
+    match Stack::start(&config, StackOptions::for_config(&config)) {
+        Ok(s) => {
+            tracing::info!(process = %name, "lstack started");
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("liblstack: {name}: not accelerated: starting lstack: {e}");
+            tracing::error!(error = %e, "lstack could not start");
+            None
+        }
+    }
+}

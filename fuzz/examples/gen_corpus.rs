@@ -1,24 +1,42 @@
-//! Writes the seed corpus of the `classify` fuzz target.
+//! Writes the seed corpora of the fuzz targets.
 //!
 //! ```text
-//! cargo run --manifest-path fuzz/Cargo.toml --example gen_corpus [OUT_DIR]
+//! cargo run --release --manifest-path fuzz/Cargo.toml --example gen_corpus [TARGET [OUT_DIR]]
 //! ```
 //!
-//! OUT_DIR defaults to `fuzz/corpus/classify`; its files are replaced. Every
-//! seed is a `lstack_fuzz::Header` (the stack's addresses and checksum-offload
-//! flags) followed by an Ethernet frame. Good frames are built with smoltcp's
-//! wire `Repr::emit` (so lengths and checksums are right) and addressed to the
-//! header's addresses, so they reach the deepest checks; the malformed ones
-//! are those frames with one thing broken. Each seed is run through
-//! `classify` here and must get the verdict listed with it, so the corpus
-//! really covers every branch it claims to.
+//! TARGET is `classify`, `ingest` or `all` (the default); OUT_DIR (only with
+//! one target) defaults to `fuzz/corpus/TARGET`. The files of the directory
+//! are replaced.
+//!
+//! `classify`: every seed is a `lstack_fuzz::Header` (the stack's addresses
+//! and checksum-offload flags) followed by an Ethernet frame. Good frames are
+//! built with smoltcp's wire `Repr::emit` (so lengths and checksums are
+//! right) and addressed to the header's addresses, so they reach the deepest
+//! checks; the malformed ones are those frames with one thing broken. Each
+//! seed is run through `classify` here and must get the verdict listed with
+//! it, so the corpus really covers every branch it claims to.
+//!
+//! `ingest`: the same header, then records of frames (`lstack_fuzz::ingest`):
+//! every `classify` seed as one record, and conversations with the stack
+//! that the harness sets up (a SYN, data, FIN, RST on the established
+//! connection, out-of-order and overlapping segments, UDP, ICMP echo, NDP,
+//! ARP, an IPv4 fragment pair, timers). Each is run through the harness here,
+//! which must not panic, and must make the stack answer as listed with it.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use lstack::classify::{classify, DropReason, FlowKey, Verdict};
-use lstack_fuzz::{flags, link_local, Header, Input};
+use lstack_fuzz::{
+    flags, ingest,
+    ingest::{action, Harness, Link, Record},
+    link_local, Header, Input,
+};
 use smoltcp::{
     phy::ChecksumCapabilities,
+    socket::tcp::State as TcpState,
     wire::{
         ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
         EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol,
@@ -735,20 +753,513 @@ fn seeds() -> Vec<Seed> {
     out
 }
 
-fn main() {
-    let out_dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("corpus")
-                .join("classify")
-        });
-    let seeds = seeds();
+// ---------------------------------------------------------------------------
+// ingest
+// ---------------------------------------------------------------------------
 
-    // Check every seed before touching the directory.
+/// A frame smoltcp transmitted, as far as the expectations need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    Arp(ArpOperation),
+    Tcp {
+        src: u16,
+        dst: u16,
+        seq: u32,
+        flags: u8,
+        payload: Vec<u8>,
+    },
+    Udp {
+        src: u16,
+        dst: u16,
+        payload: Vec<u8>,
+    },
+    /// ICMP or ICMPv6 message type.
+    Icmp(u8),
+    Icmpv6(u8),
+    Other,
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+fn parse_sent(frame: &[u8]) -> Sent {
+    let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
+    let (proto, l4) = match eth.ethertype() {
+        EthernetProtocol::Arp => {
+            let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).expect("ARP"))
+                .expect("ARP");
+            let ArpRepr::EthernetIpv4 { operation, .. } = arp else {
+                return Sent::Other;
+            };
+            return Sent::Arp(operation);
+        }
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).expect("IPv4");
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Sent::Other;
+            }
+            let hl = usize::from(ip.header_len());
+            let total = usize::from(ip.total_len());
+            (ip.next_header(), &eth.payload()[hl..total])
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).expect("IPv6");
+            let len = usize::from(ip.payload_len());
+            (ip.next_header(), &eth.payload()[40..40 + len])
+        }
+        _ => return Sent::Other,
+    };
+    match proto {
+        IpProtocol::Tcp => {
+            let t = TcpPacket::new_checked(l4).expect("TCP");
+            let flags = u8::from(t.fin())
+                | u8::from(t.syn()) << 1
+                | u8::from(t.rst()) << 2
+                | u8::from(t.ack()) << 4;
+            Sent::Tcp {
+                src: t.src_port(),
+                dst: t.dst_port(),
+                seq: t.seq_number().0 as u32,
+                flags,
+                payload: t.payload().to_vec(),
+            }
+        }
+        IpProtocol::Udp => {
+            let u = UdpPacket::new_checked(l4).expect("UDP");
+            Sent::Udp {
+                src: u.src_port(),
+                dst: u.dst_port(),
+                payload: u.payload().to_vec(),
+            }
+        }
+        IpProtocol::Icmp => Sent::Icmp(l4[0]),
+        IpProtocol::Icmpv6 => Sent::Icmpv6(l4[0]),
+        _ => Sent::Other,
+    }
+}
+
+/// What a seed made the stack do.
+#[derive(Debug)]
+struct Outcome {
+    /// Frames sent after the set-up.
+    sent: Vec<Sent>,
+    /// The set-up connection's state at the end (`None`: gone).
+    conn: Option<TcpState>,
+}
+
+impl Outcome {
+    /// The payload bytes of our TCP segments to `port`, in order of sending
+    /// and without repeats of a sequence number.
+    fn tcp_stream_to(&self, port: u16) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for s in &self.sent {
+            if let Sent::Tcp {
+                dst, seq, payload, ..
+            } = s
+            {
+                if *dst == port && !payload.is_empty() && !seen.contains(seq) {
+                    seen.push(*seq);
+                    out.extend_from_slice(payload);
+                }
+            }
+        }
+        out
+    }
+
+    fn tcp_flags_to(&self, port: u16, flags: u8) -> bool {
+        self.sent.iter().any(
+            |s| matches!(s, Sent::Tcp { dst, flags: f, .. } if *dst == port && f & flags == flags),
+        )
+    }
+}
+
+type Expect = Box<dyn Fn(&Outcome) -> bool>;
+
+struct IngestSeed {
+    name: String,
+    bytes: Vec<u8>,
+    /// What it must do, in words and as a check.
+    expect: (&'static str, Expect),
+}
+
+fn run_ingest(bytes: &[u8]) -> Outcome {
+    let (header, rest) = Header::parse(bytes).expect("a header");
+    let mut h = Harness::with_log(&header);
+    let setup = h.tx.log.as_ref().map_or(0, Vec::len);
+    for r in ingest::records(rest) {
+        h.step(&r);
+    }
+    h.finish();
+    let log = h.tx.log.take().unwrap_or_default();
+    Outcome {
+        sent: log[setup..].iter().map(|f| parse_sent(f)).collect(),
+        conn: h.conn_state(),
+    }
+}
+
+/// An input: `header`, then `(delay, actions, frame)` records.
+fn records(header: &Header, records: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = header.to_bytes().to_vec();
+    for (delay, actions, frame) in records {
+        Record {
+            delay: *delay,
+            actions: *actions,
+            frame,
+        }
+        .encode(&mut out);
+    }
+    out
+}
+
+/// Splits the IPv4 payload of `frame` into fragments at `at` (a multiple of
+/// 8), ident `ident`.
+fn fragment_ipv4(frame: &[u8], at: usize, ident: u16) -> [Vec<u8>; 2] {
+    let ip = Ipv4Packet::new_checked(&frame[ETH..]).expect("IPv4");
+    let hl = usize::from(ip.header_len());
+    let payload = ip.payload().to_vec();
+    assert_eq!(at % 8, 0);
+    let make = |part: &[u8], offset: usize, more: bool| {
+        let mut f = frame[..ETH + hl].to_vec();
+        f.extend_from_slice(part);
+        let mut p = Ipv4Packet::new_unchecked(&mut f[ETH..]);
+        p.set_total_len((hl + part.len()) as u16);
+        p.set_ident(ident);
+        p.set_dont_frag(false);
+        p.set_more_frags(more);
+        p.set_frag_offset(offset as u16);
+        p.fill_checksum();
+        f
+    };
+    [
+        make(&payload[..at], 0, true),
+        make(&payload[at..], at, false),
+    ]
+}
+
+fn ingest_seeds() -> Vec<IngestSeed> {
+    // Checksums filled in by the harness, so that mutations reach smoltcp.
+    let hdr = Header {
+        flags: header().flags | flags::FIX_CHECKSUMS,
+        ..header()
+    };
+    let base = Harness::new(&hdr);
+    let isn = base
+        .our_isn
+        .expect("the harness sets up a connection with the standard header");
+    assert_eq!(
+        base.conn_state(),
+        Some(TcpState::Established),
+        "the set-up connection is established"
+    );
+    let link = base.flow().expect("a set-up connection");
+    let peer_seq = ingest::PEER_ISN.wrapping_add(1);
+    let our_seq = isn.wrapping_add(1);
+    let rw = action::READ | action::ECHO;
+    let data = |seq: u32, payload: &'static [u8]| {
+        link.tcp(&ingest::segment(
+            TcpControl::Psh,
+            seq,
+            Some(our_seq),
+            payload,
+        ))
+    };
+    let peer = ingest::PEER_PORT;
+    let mut out: Vec<IngestSeed> = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, what: &'static str, check: Expect| {
+        out.push(IngestSeed {
+            name: name.to_string(),
+            bytes,
+            expect: (what, check),
+        })
+    };
+
+    // Every classify seed, as the one frame of an input.
+    for s in seeds() {
+        add(
+            &format!("classify-{}", s.name),
+            records(&s.header, &[(0, rw, s.frame)]),
+            "no panic",
+            Box::new(|_| true),
+        );
+    }
+
+    add(
+        "tcp-syn-port7",
+        records(
+            &hdr,
+            &[(
+                1,
+                rw,
+                link.tcp(&TcpRepr {
+                    src_port: peer + 1,
+                    ..ingest::peer_syn()
+                }),
+            )],
+        ),
+        "a SYN-ACK to the new port",
+        Box::new(move |o| o.tcp_flags_to(peer + 1, SYN | ACK)),
+    );
+    add(
+        "tcp-data-echo",
+        records(&hdr, &[(1, rw, data(peer_seq, b"hello lstack\n"))]),
+        "the data echoed back",
+        Box::new(|o| o.tcp_stream_to(ingest::PEER_PORT) == b"hello lstack\n"),
+    );
+    add(
+        "tcp-out-of-order-overlap",
+        records(
+            &hdr,
+            &[
+                // 20..30 first, then 5..20, then 0..10 overlapping it.
+                (1, rw, data(peer_seq + 20, b"uvwxyz0123")),
+                (2, rw, data(peer_seq + 5, b"fghijklmnopqrst")),
+                (3, rw, data(peer_seq, b"abcdefghij")),
+            ],
+        ),
+        "the 30 bytes echoed back in order",
+        Box::new(|o| o.tcp_stream_to(ingest::PEER_PORT) == b"abcdefghijklmnopqrstuvwxyz0123"),
+    );
+    add(
+        "tcp-peer-fin-then-close",
+        records(
+            &hdr,
+            &[
+                (
+                    1,
+                    rw,
+                    link.tcp(&ingest::segment(
+                        TcpControl::Fin,
+                        peer_seq,
+                        Some(our_seq),
+                        &[],
+                    )),
+                ),
+                (2, rw | action::CLOSE, Vec::new()),
+                (
+                    3,
+                    0,
+                    link.tcp(&ingest::segment(
+                        TcpControl::None,
+                        peer_seq + 1,
+                        Some(our_seq + 1),
+                        &[],
+                    )),
+                ),
+            ],
+        ),
+        "our FIN, then the connection gone",
+        Box::new(|o| o.tcp_flags_to(ingest::PEER_PORT, FIN) && o.conn.is_none()),
+    );
+    add(
+        "tcp-close-time-wait",
+        records(
+            &hdr,
+            &[
+                (1, action::CLOSE, Vec::new()),
+                (
+                    2,
+                    rw,
+                    link.tcp(&ingest::segment(
+                        TcpControl::Fin,
+                        peer_seq,
+                        Some(our_seq + 1),
+                        &[],
+                    )),
+                ),
+            ],
+        ),
+        "our FIN, TIME-WAIT, then closed by the timer",
+        Box::new(|o| o.tcp_flags_to(ingest::PEER_PORT, FIN) && o.conn.is_none()),
+    );
+    add(
+        "tcp-rst",
+        records(
+            &hdr,
+            &[(
+                1,
+                rw,
+                link.tcp(&ingest::segment(TcpControl::Rst, peer_seq, None, &[])),
+            )],
+        ),
+        "the connection gone",
+        Box::new(|o| o.conn.is_none()),
+    );
+    add(
+        "tcp-abort",
+        records(&hdr, &[(1, action::ABORT, Vec::new())]),
+        "an RST to the peer",
+        Box::new(|o| o.tcp_flags_to(ingest::PEER_PORT, RST) && o.conn.is_none()),
+    );
+    add(
+        "tcp-send-retransmit",
+        records(
+            &hdr,
+            &[
+                (1, action::SEND | (3 << action::SIZE_SHIFT), Vec::new()),
+                (128 + 4, 0, Vec::new()),
+            ],
+        ),
+        "128 bytes sent twice (retransmission timer)",
+        Box::new(|o| {
+            o.sent
+                .iter()
+                .filter(|s| matches!(s, Sent::Tcp { payload, .. } if payload.len() == 128))
+                .count()
+                >= 2
+        }),
+    );
+    add(
+        "tcp-send-acked",
+        records(
+            &hdr,
+            &[
+                (1, action::SEND | (7 << action::SIZE_SHIFT), Vec::new()),
+                (
+                    5,
+                    rw,
+                    link.tcp(&ingest::segment(
+                        TcpControl::Psh,
+                        peer_seq,
+                        Some(our_seq + 1460), // the first full segment
+                        b"thanks",
+                    )),
+                ),
+            ],
+        ),
+        "2048 bytes sent (1460 + the rest once acked), then the reply echoed",
+        Box::new(|o| {
+            let s = o.tcp_stream_to(ingest::PEER_PORT);
+            s.len() == 2048 + 6 && s.ends_with(b"thanks")
+        }),
+    );
+    add(
+        "udp-echo-port7",
+        records(&hdr, &[(1, rw, link.udp(5353, 7, b"udp to port 7"))]),
+        "the datagram echoed back",
+        Box::new(|o| {
+            o.sent.iter().any(
+                |s| matches!(s, Sent::Udp { src: 7, dst: 5353, payload } if payload == b"udp to port 7"),
+            )
+        }),
+    );
+    add(
+        "udp-closed-port",
+        records(&hdr, &[(1, rw, link.udp(5353, 9, b"nobody"))]),
+        "ICMP port unreachable",
+        Box::new(|o| o.sent.contains(&Sent::Icmp(3))),
+    );
+    {
+        let udp = link.udp_datagram(5353, 7, &[0x5a; 64]);
+        let whole = link.frame(IpProtocol::Udp, &udp);
+        let [a, b] = fragment_ipv4(&whole, 32, 0x4242);
+        add(
+            "ipv4-fragment-pair-udp",
+            records(&hdr, &[(1, 0, a), (2, rw, b)]),
+            "the reassembled datagram echoed back",
+            Box::new(|o| {
+                o.sent.iter().any(
+                    |s| matches!(s, Sent::Udp { src: 7, payload, .. } if payload == &[0x5a; 64]),
+                )
+            }),
+        );
+    }
+    add(
+        "icmpv4-echo-socket",
+        records(
+            &hdr,
+            &[(1, rw, link.echo_request(ingest::ICMP_IDENT, 1, b"ping lstack"))],
+        ),
+        "an echo reply",
+        Box::new(|o| o.sent.contains(&Sent::Icmp(0))),
+    );
+    let link6 = Link {
+        ours: v6(OUR_V6),
+        peer: v6(PEER_V6),
+        ..link
+    };
+    add(
+        "icmpv6-echo",
+        records(&hdr, &[(1, rw, link6.echo_request(0x1234, 1, b"ping6 lstack"))]),
+        "an echo reply",
+        Box::new(|o| o.sent.contains(&Sent::Icmpv6(129))),
+    );
+    add(
+        "ndp-neighbor-solicit",
+        records(
+            &hdr,
+            &[(
+                1,
+                0,
+                ingest::neighbor_solicit(
+                    EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
+                    Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x99),
+                    link_local(OUR_MAC),
+                ),
+            )],
+        ),
+        "a neighbour advertisement",
+        Box::new(|o| o.sent.contains(&Sent::Icmpv6(136))),
+    );
+    add(
+        "arp-request-for-us",
+        records(
+            &hdr,
+            &[(
+                1,
+                0,
+                ingest::arp_request(
+                    EthernetAddress([0x02, 0, 0, 0, 0, 0x05]),
+                    Ipv4Address::new(10, 88, 0, 5),
+                    OUR_V4,
+                ),
+            )],
+        ),
+        "an ARP reply",
+        Box::new(|o| o.sent.contains(&Sent::Arp(ArpOperation::Reply))),
+    );
+    {
+        // Without an IPv4 address the set-up connection runs over IPv6.
+        let hdr6 = Header {
+            flags: hdr.flags & !(flags::HAS_IPV4 | flags::HAS_IPV4_BROADCAST),
+            ..hdr
+        };
+        let h6 = Harness::new(&hdr6);
+        let link = h6.flow().expect("an IPv6 set-up connection");
+        assert!(matches!(link.ours, IpAddress::Ipv6(_)));
+        assert_eq!(h6.conn_state(), Some(TcpState::Established));
+        let our_seq = h6.our_isn.expect("a SYN-ACK").wrapping_add(1);
+        add(
+            "ipv6-tcp-data-echo",
+            records(
+                &hdr6,
+                &[(
+                    1,
+                    rw,
+                    link.tcp(&ingest::segment(
+                        TcpControl::Psh,
+                        peer_seq,
+                        Some(our_seq),
+                        b"hello over IPv6\n",
+                    )),
+                )],
+            ),
+            "the data echoed back",
+            Box::new(|o| o.tcp_stream_to(ingest::PEER_PORT) == b"hello over IPv6\n"),
+        );
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+// ---------------------------------------------------------------------------
+
+fn classify_corpus() -> Result<Vec<(String, Vec<u8>, String)>, ()> {
     let mut failed = false;
-    for seed in &seeds {
+    let mut out = Vec::new();
+    for seed in seeds() {
         let mut bytes = seed.header.to_bytes().to_vec();
         bytes.extend_from_slice(&seed.frame);
         let input = Input::decode(&bytes).expect("a header");
@@ -761,24 +1272,125 @@ fn main() {
             failed = true;
         }
         assert!(bytes.len() < 2048, "{}: {} bytes", seed.name, bytes.len());
+        out.push((seed.name.to_string(), bytes, format!("{:?}", seed.expect)));
     }
     if failed {
-        eprintln!("gen_corpus: some seeds do not get their expected verdict; nothing written");
-        std::process::exit(1);
+        return Err(());
     }
+    Ok(out)
+}
 
-    fs::create_dir_all(&out_dir).expect("creating the corpus directory");
-    for entry in fs::read_dir(&out_dir).expect("reading the corpus directory") {
+/// `ingest::fix_checksums` keeps good frames good and mends bad checksums.
+fn check_fix_checksums() -> bool {
+    let mut ok = true;
+    for s in seeds() {
+        let mut fixed = s.frame.clone();
+        ingest::fix_checksums(&mut fixed);
+        let mut bytes = s.header.to_bytes().to_vec();
+        bytes.extend_from_slice(&fixed);
+        let input = Input::decode(&bytes).expect("a header");
+        let got = classify(input.frame, &input.local, input.checked);
+        let bad_checksum = matches!(
+            got,
+            Verdict::Drop(
+                DropReason::Ipv4BadChecksum
+                    | DropReason::TcpBadChecksum
+                    | DropReason::IcmpBadChecksum
+                    | DropReason::UdpBadChecksum
+            )
+        );
+        let want_same = !matches!(s.expect, Verdict::Drop(_));
+        let zero_udp_v6 = s.name == "ipv6-udp-zero-checksum";
+        if (want_same && got != s.expect) || (bad_checksum && !zero_udp_v6) {
+            eprintln!(
+                "{}: after fix_checksums classify says {got:?} (seed: {:?})",
+                s.name, s.expect
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn ingest_corpus() -> Result<Vec<(String, Vec<u8>, String)>, ()> {
+    let mut failed = !check_fix_checksums();
+    let mut out = Vec::new();
+    for seed in ingest_seeds() {
+        let outcome = run_ingest(&seed.bytes);
+        let (what, check) = &seed.expect;
+        if !check(&outcome) {
+            eprintln!(
+                "{}: expected {what}; the stack sent {:?}, connection {:?}",
+                seed.name, outcome.sent, outcome.conn
+            );
+            failed = true;
+        }
+        assert!(
+            seed.bytes.len() < 4096,
+            "{}: {} bytes",
+            seed.name,
+            seed.bytes.len()
+        );
+        out.push((seed.name, seed.bytes, what.to_string()));
+    }
+    if failed {
+        return Err(());
+    }
+    Ok(out)
+}
+
+fn write_corpus(dir: &Path, seeds: &[(String, Vec<u8>, String)]) {
+    fs::create_dir_all(dir).expect("creating the corpus directory");
+    for entry in fs::read_dir(dir).expect("reading the corpus directory") {
         let path = entry.expect("a directory entry").path();
         if path.is_file() {
             fs::remove_file(&path).expect("removing an old seed");
         }
     }
-    for seed in &seeds {
-        let mut bytes = seed.header.to_bytes().to_vec();
-        bytes.extend_from_slice(&seed.frame);
-        fs::write(out_dir.join(seed.name), &bytes).expect("writing a seed");
-        println!("{:>5} B  {:<30} {:?}", bytes.len(), seed.name, seed.expect);
+    for (name, bytes, what) in seeds {
+        fs::write(dir.join(name), bytes).expect("writing a seed");
+        println!("{:>5} B  {:<40} {what}", bytes.len(), name);
     }
-    println!("{} seeds written to {}", seeds.len(), out_dir.display());
+    println!("{} seeds written to {}", seeds.len(), dir.display());
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let target = args.next().unwrap_or_else(|| "all".to_string());
+    let out_dir = args.next().map(PathBuf::from);
+    let targets: &[&str] = match target.as_str() {
+        "all" => &["classify", "ingest"],
+        "classify" => &["classify"],
+        "ingest" => &["ingest"],
+        other => {
+            eprintln!("usage: gen_corpus [classify|ingest|all [OUT_DIR]] (not '{other}')");
+            std::process::exit(2);
+        }
+    };
+    if out_dir.is_some() && targets.len() > 1 {
+        eprintln!("gen_corpus: OUT_DIR needs a single target");
+        std::process::exit(2);
+    }
+
+    // Check every seed of every target before touching a directory.
+    let mut corpora = Vec::new();
+    for &t in targets {
+        let seeds = match t {
+            "classify" => classify_corpus(),
+            _ => ingest_corpus(),
+        };
+        let Ok(seeds) = seeds else {
+            eprintln!("gen_corpus: some {t} seeds do not do what they should; nothing written");
+            std::process::exit(1);
+        };
+        corpora.push((t, seeds));
+    }
+    for (t, seeds) in corpora {
+        let dir = out_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("corpus")
+                .join(t)
+        });
+        write_corpus(&dir, &seeds);
+    }
 }

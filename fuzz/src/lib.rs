@@ -16,6 +16,11 @@
 //! `lstack::Stack` derives it. With [`flags::ADOPT_FRAME`] the MAC and IP
 //! addresses are instead taken from the frame's own destination fields, so
 //! that a mutated frame still counts as "ours" and reaches the deeper checks.
+//!
+//! The `ingest` target starts with the same header and goes on with several
+//! frames; see [`ingest`].
+
+pub mod ingest;
 
 use lstack::classify::{LocalAddrs, RxChecked};
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr, Ipv6Address};
@@ -37,8 +42,14 @@ pub mod flags {
     pub const HAS_IPV6: u8 = 1 << 4;
     /// `LocalAddrs::ipv6_link_local` is set (EUI-64 of the MAC).
     pub const HAS_IPV6_LINK_LOCAL: u8 = 1 << 5;
-    /// Take MAC / IPv4 / IPv6 from the frame's destination fields.
+    /// Take MAC / IPv4 / IPv6 from the frame's destination fields (the
+    /// `classify` target only; `ingest` has one interface for all frames).
     pub const ADOPT_FRAME: u8 = 1 << 6;
+    /// The `ingest` target only: fill in the IPv4 header and TCP / UDP /
+    /// ICMP / ICMPv6 checksums of every frame before `classify` sees it, as
+    /// a peer that means harm would, so that mutated frames reach smoltcp
+    /// (ICMP checksums have no `RxChecked` flag to let them past).
+    pub const FIX_CHECKSUMS: u8 = 1 << 7;
 }
 
 /// The decoded header.

@@ -225,6 +225,21 @@ fn set_of(epfd: c_int) -> Option<Arc<EpollSet>> {
     sets().get(usize::try_from(epfd).ok()?)?.load_full()
 }
 
+/// Takes a closed lstack descriptor out of every epoll it was added to.
+pub fn closed(fd: c_int, file: &Arc<File>) {
+    let watchers = std::mem::take(&mut *file.watchers.lock().unwrap_or_else(|e| e.into_inner()));
+    tracing::debug!(fd, watchers = watchers.len(), "closed");
+    for set in watchers.iter().filter_map(std::sync::Weak::upgrade) {
+        let mut interests = set.interests.lock().unwrap_or_else(|e| e.into_inner());
+        if interests
+            .get(&fd)
+            .is_some_and(|i| Arc::ptr_eq(&i.file, file))
+        {
+            interests.remove(&fd);
+        }
+    }
+}
+
 /// Drops the lstack side of `fd` if it was an epoll instance (on close).
 pub fn forget(fd: c_int) {
     if let Some(slot) = usize::try_from(fd).ok().and_then(|i| sets().get(i)) {
@@ -276,6 +291,13 @@ pub unsafe extern "C" fn epoll_ctl(
             unsafe { (real().epoll_ctl)(epfd, op, fd, &mut kev) };
         }
         let mut interests = set.interests.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::debug!(
+            epfd,
+            op,
+            fd,
+            known = interests.contains_key(&fd),
+            "epoll_ctl"
+        );
         match (op, ev) {
             (libc::EPOLL_CTL_ADD, Some(ev)) => {
                 if interests.contains_key(&fd) {
@@ -285,6 +307,10 @@ pub unsafe extern "C" fn epoll_ctl(
                     set: Arc::downgrade(&set),
                     fd,
                 }));
+                file.watchers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Arc::downgrade(&set));
                 interests.insert(
                     fd,
                     Interest {
@@ -303,7 +329,13 @@ pub unsafe extern "C" fn epoll_ctl(
                 i.events = ev.events;
                 i.data = ev.u64;
                 i.disabled = false;
-                i.file = file;
+                if !Arc::ptr_eq(&i.file, &file) {
+                    file.watchers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Arc::downgrade(&set));
+                    i.file = file;
+                }
             }
             (libc::EPOLL_CTL_DEL, _) => {
                 if interests.remove(&fd).is_none() {

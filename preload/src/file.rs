@@ -55,6 +55,9 @@ pub struct File {
     pub nodelay: AtomicBool,
     /// Pending error for `SO_ERROR`.
     pub so_error: AtomicI32,
+    /// epoll instances this file was added to, so `close` can take it out of
+    /// them as the kernel does.
+    pub watchers: Mutex<Vec<std::sync::Weak<crate::epoll::EpollSet>>>,
 }
 
 impl File {
@@ -65,6 +68,7 @@ impl File {
             nonblocking: AtomicBool::new(nonblocking),
             nodelay: AtomicBool::new(false),
             so_error: AtomicI32::new(0),
+            watchers: Mutex::new(Vec::new()),
         })
     }
 

@@ -745,7 +745,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if !bypassed() {
         // Dropping the last reference closes the socket (FIN, or RST with
         // unread data).
-        let _ = catch_unwind(|| table().take(fd));
+        let _ = catch_unwind(|| {
+            if let Some(f) = table().take(fd) {
+                epoll::closed(fd, &f);
+            }
+        });
         epoll::forget(fd);
     }
     // SAFETY: forwarding.

@@ -36,6 +36,14 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Result<SocketAddr, 
             }
             // SAFETY: as above, for sockaddr_in6.
             let a = unsafe { std::ptr::read_unaligned(addr.cast::<sockaddr_in6>()) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                // A v4-mapped address means IPv4 on the wire.
+                return Ok(SocketAddr::V4(SocketAddrV4::new(
+                    v4,
+                    u16::from_be(a.sin6_port),
+                )));
+            }
             Ok(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),

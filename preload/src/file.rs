@@ -34,7 +34,14 @@ pub enum Kind {
     },
     /// A listening socket; `kernel` is set when the fd's kernel socket also
     /// listens (wildcard bind), so local clients reach it too.
-    Listener { listener: TcpListener, kernel: bool },
+    Listener {
+        /// The lstack listener.
+        listener: TcpListener,
+        /// The fd's kernel socket listens too.
+        kernel: bool,
+        /// The address bound (port included).
+        bound: SocketAddr,
+    },
     /// A TCP connection.
     Stream(TcpStream),
     /// A UDP socket, with the peer of `connect` if any.
@@ -53,6 +60,11 @@ pub struct File {
     pub nonblocking: AtomicBool,
     /// `TCP_NODELAY` asked for before the connection existed.
     pub nodelay: AtomicBool,
+    /// `IPV6_V6ONLY`: an IPv6 wildcard does not take IPv4 traffic.
+    pub v6only: AtomicBool,
+    /// The application opened an IPv6 socket: IPv4 peers are shown to it as
+    /// v4-mapped IPv6 addresses.
+    pub map_v4: AtomicBool,
     /// Pending error for `SO_ERROR`.
     pub so_error: AtomicI32,
     /// epoll instances this file was added to, so `close` can take it out of
@@ -67,6 +79,8 @@ impl File {
             kind,
             nonblocking: AtomicBool::new(nonblocking),
             nodelay: AtomicBool::new(false),
+            v6only: AtomicBool::new(default_v6only()),
+            map_v4: AtomicBool::new(false),
             so_error: AtomicI32::new(0),
             watchers: Mutex::new(Vec::new()),
         })
@@ -86,6 +100,37 @@ impl File {
             Kind::Stream(s) => Some(s.poll_readiness(hook)),
             Kind::Udp { socket, .. } => Some(socket.poll_readiness(hook)),
         }
+    }
+}
+
+/// The system's `net.ipv6.bindv6only` (0 on Linux by default).
+fn default_v6only() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|s| s.trim() == "1")
+    })
+}
+
+impl File {
+    /// How to show `sa` to the application: IPv4 as v4-mapped IPv6 on an
+    /// IPv6 socket.
+    pub fn present(&self, sa: SocketAddr) -> SocketAddr {
+        match sa {
+            SocketAddr::V4(v4) if self.map_v4.load(Ordering::Relaxed) => {
+                SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        }
+    }
+
+    /// A copy of this file's socket options for a file derived from it.
+    pub fn inherit(&self, to: &File) {
+        to.nodelay
+            .store(self.nodelay.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.map_v4
+            .store(self.map_v4.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.v6only
+            .store(self.v6only.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 

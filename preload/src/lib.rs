@@ -125,7 +125,10 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
                 stream,
                 bound: Mutex::new(None),
             };
-            table().set(fd, File::new(kind, ty & libc::SOCK_NONBLOCK != 0));
+            let file = File::new(kind, ty & libc::SOCK_NONBLOCK != 0);
+            file.map_v4
+                .store(domain == libc::AF_INET6, Ordering::Relaxed);
+            table().set(fd, file);
         }
         fd
     })
@@ -164,7 +167,9 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
                         socket: u,
                         peer: Mutex::new(None),
                     };
-                    table().set(fd, File::new(kind, f.nonblocking()));
+                    let file = File::new(kind, f.nonblocking());
+                    f.inherit(&file);
+                    table().set(fd, file);
                     0
                 }
                 Err(e) => io_fail(&e),
@@ -208,7 +213,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             return fail(libc::EIO);
         };
         let backlog = usize::try_from(backlog).unwrap_or(128).max(1);
-        let listener = match st.tcp_listen(sa, backlog) {
+        let v4_too = !f.v6only.load(Ordering::Relaxed);
+        let listener = match st.tcp_listen_dual(sa, backlog, v4_too) {
             Ok(l) => l,
             Err(e) => return io_fail(&e),
         };
@@ -224,10 +230,16 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
                 (real().fcntl)(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
             }
         }
-        table().set(
-            fd,
-            File::new(Kind::Listener { listener, kernel }, f.nonblocking()),
+        let file = File::new(
+            Kind::Listener {
+                listener,
+                kernel,
+                bound: sa,
+            },
+            f.nonblocking(),
         );
+        f.inherit(&file);
+        table().set(fd, file);
         0
     })
 }
@@ -250,7 +262,10 @@ pub unsafe extern "C" fn accept4(
         return unsafe { (real().accept4)(fd, a, len, flags) };
     };
     guarded("accept4", || {
-        let Kind::Listener { listener, kernel } = &f.kind else {
+        let Kind::Listener {
+            listener, kernel, ..
+        } = &f.kind
+        else {
             return fail(libc::EINVAL);
         };
         loop {
@@ -273,12 +288,11 @@ pub unsafe extern "C" fn accept4(
                 if f.nodelay.load(Ordering::Relaxed) {
                     stream.set_nodelay(true);
                 }
-                table().set(
-                    nfd,
-                    File::new(Kind::Stream(stream), flags & libc::SOCK_NONBLOCK != 0),
-                );
+                let file = File::new(Kind::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
+                f.inherit(&file);
+                table().set(nfd, file);
                 // SAFETY: caller's buffers.
-                if let Err(e) = unsafe { addr::write(peer, a, len) } {
+                if let Err(e) = unsafe { addr::write(f.present(peer), a, len) } {
                     return fail(e);
                 }
                 return nfd;
@@ -339,6 +353,7 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                     }
                     let nonblocking = f.nonblocking();
                     let file = File::new(Kind::Stream(s), nonblocking);
+                    f.inherit(&file);
                     table().set(fd, Arc::clone(&file));
                     if nonblocking {
                         return fail(libc::EINPROGRESS);
@@ -374,7 +389,9 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                             socket: u,
                             peer: Mutex::new(Some(sa)),
                         };
-                        table().set(fd, File::new(kind, f.nonblocking()));
+                        let file = File::new(kind, f.nonblocking());
+                        f.inherit(&file);
+                        table().set(fd, file);
                         0
                     }
                     Err(e) => io_fail(&e),
@@ -409,7 +426,7 @@ fn recv_file(
             Ok((n, peer)) => {
                 if let Some((a, l)) = from {
                     // SAFETY: caller's buffers.
-                    if let Err(e) = unsafe { addr::write(peer, a, l) } {
+                    if let Err(e) = unsafe { addr::write(f.present(peer), a, l) } {
                         return fail(e);
                     }
                 }
@@ -794,7 +811,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut sock
                 // SAFETY: forwarding.
                 None => return unsafe { (real().getsockname)(fd, a, len) },
             },
-            Kind::Listener { listener, .. } => listener.local_addr(),
+            Kind::Listener { bound, .. } => *bound,
             Kind::Stream(s) => match s.local_addr() {
                 Ok(sa) => sa,
                 Err(e) => return io_fail(&e),
@@ -802,7 +819,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut sock
             Kind::Udp { socket, .. } => socket.local_addr(),
         };
         // SAFETY: caller's buffers.
-        match unsafe { addr::write(sa, a, len) } {
+        match unsafe { addr::write(f.present(sa), a, len) } {
             Ok(()) => 0,
             Err(e) => fail(e),
         }
@@ -831,7 +848,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut sock
             return fail(libc::EFAULT);
         }
         // SAFETY: caller's buffers.
-        match unsafe { addr::write(sa, a, len) } {
+        match unsafe { addr::write(f.present(sa), a, len) } {
             Ok(()) => 0,
             Err(e) => fail(e),
         }
@@ -863,6 +880,12 @@ pub unsafe extern "C" fn setsockopt(
         return unsafe { (real().setsockopt)(fd, level, name, v, len) };
     };
     guarded("setsockopt", || {
+        if level == libc::IPPROTO_IPV6 && name == libc::IPV6_V6ONLY {
+            // SAFETY: caller's option buffer.
+            if let Some(on) = unsafe { int_opt(v, len) } {
+                f.v6only.store(on != 0, Ordering::Relaxed);
+            }
+        }
         if level == libc::IPPROTO_TCP && name == libc::TCP_NODELAY {
             // SAFETY: caller's option buffer.
             let Some(on) = (unsafe { int_opt(v, len) }) else {
@@ -1093,4 +1116,61 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
         runtime::FORKED.store(true, Ordering::SeqCst);
     }
     pid
+}
+
+/// `sendfile` to an lstack socket: read a chunk of the file and send it
+/// (there is no kernel socket to splice into). Other descriptors: libc's.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    let Some(f) = lookup(out_fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: forwarding.
+        return unsafe { (real().sendfile)(out_fd, in_fd, offset, count) };
+    };
+    guarded("sendfile", || {
+        const CHUNK: usize = 256 * 1024;
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.resize(count.min(CHUNK), 0);
+            // SAFETY: reading into our scratch buffer from the caller's file,
+            // at *offset when given (pread leaves the file position alone).
+            let n = unsafe {
+                if offset.is_null() {
+                    (real().read)(in_fd, s.as_mut_ptr().cast(), s.len())
+                } else {
+                    libc::pread(in_fd, s.as_mut_ptr().cast(), s.len(), *offset)
+                }
+            };
+            if n <= 0 {
+                return n;
+            }
+            let sent = send_file(&f, &s[..n as usize], 0, None);
+            let done = sent.max(0);
+            // SAFETY: updating the caller's offset, or giving back the part of
+            // the read the socket did not take.
+            unsafe {
+                if !offset.is_null() {
+                    *offset += done as libc::off_t;
+                } else if done < n {
+                    libc::lseek(in_fd, -((n - done) as libc::off_t), libc::SEEK_CUR);
+                }
+            }
+            sent
+        })
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    // SAFETY: same contract (off_t is 64-bit on x86-64).
+    unsafe { sendfile(out_fd, in_fd, offset, count) }
 }

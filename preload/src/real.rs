@@ -77,6 +77,7 @@ real_fns! {
     dup2: fn(c_int, c_int) -> c_int;
     dup3: fn(c_int, c_int, c_int) -> c_int;
     fork: fn() -> libc::pid_t;
+    sendfile: fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t;
     eventfd: fn(c_uint, c_int) -> c_int;
 }
 

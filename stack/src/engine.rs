@@ -127,9 +127,10 @@ pub(crate) struct Accepted {
 #[derive(Debug)]
 pub(crate) struct ListenerShared {
     pub(crate) endpoint: IpListenEndpoint,
-    /// The listening socket's family: a wildcard listens on that family only
-    /// (an IPv6 socket as with IPV6_V6ONLY).
-    pub(crate) ipv6: bool,
+    /// Accepts IPv4 connections (an IPv4 socket, or a dual-stack IPv6 one).
+    pub(crate) v4: bool,
+    /// Accepts IPv6 connections.
+    pub(crate) v6: bool,
     pub(crate) backlog: usize,
     pub(crate) queue: Mutex<VecDeque<Accepted>>,
     /// Handshakes in progress, counted against the backlog.
@@ -140,8 +141,11 @@ pub(crate) struct ListenerShared {
 
 impl ListenerShared {
     fn accepts(&self, addr: &IpAddress) -> bool {
-        matches!(addr, IpAddress::Ipv6(_)) == self.ipv6
-            && self.endpoint.addr.is_none_or(|a| a == *addr)
+        let family = match addr {
+            IpAddress::Ipv4(_) => self.v4,
+            IpAddress::Ipv6(_) => self.v6,
+        };
+        family && self.endpoint.addr.is_none_or(|a| a == *addr)
     }
 }
 

@@ -55,6 +55,17 @@ impl Stack {
     /// Listens on `addr` (port 0 is refused; an unspecified IP means every
     /// address of the stack) with room for `backlog` unaccepted connections.
     pub fn tcp_listen(&self, addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+        self.tcp_listen_dual(addr, backlog, false)
+    }
+
+    /// Like [`Stack::tcp_listen`]; with `v4_too`, an IPv6 wildcard also
+    /// accepts IPv4 connections (an IPv6 socket without `IPV6_V6ONLY`).
+    pub fn tcp_listen_dual(
+        &self,
+        addr: SocketAddr,
+        backlog: usize,
+        v4_too: bool,
+    ) -> io::Result<TcpListener> {
         if addr.port() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -79,9 +90,11 @@ impl Stack {
                 port: addr.port(),
             }
         };
+        let dual = v4_too && addr.is_ipv6() && addr.ip().is_unspecified();
         let shared = Arc::new(ListenerShared {
             endpoint,
-            ipv6: addr.is_ipv6(),
+            v4: addr.is_ipv4() || dual,
+            v6: addr.is_ipv6(),
             backlog: backlog.clamp(1, 65535),
             queue: Mutex::new(Default::default()),
             pending: Default::default(),
@@ -95,7 +108,7 @@ impl Stack {
             .unwrap_or_else(|e| e.into_inner());
         let list = map.entry(addr.port()).or_default();
         let clash = list.iter().any(|l| {
-            l.ipv6 == addr.is_ipv6()
+            ((l.v4 && shared.v4) || (l.v6 && shared.v6))
                 && (l.endpoint.addr.is_none()
                     || endpoint.addr.is_none()
                     || l.endpoint.addr == endpoint.addr)

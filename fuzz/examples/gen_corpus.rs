@@ -788,8 +788,8 @@ fn parse_sent(frame: &[u8]) -> Sent {
     let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
     let (proto, l4) = match eth.ethertype() {
         EthernetProtocol::Arp => {
-            let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).expect("ARP"))
-                .expect("ARP");
+            let arp =
+                ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).expect("ARP")).expect("ARP");
             let ArpRepr::EthernetIpv4 { operation, .. } = arp else {
                 return Sent::Other;
             };
@@ -1170,7 +1170,11 @@ fn ingest_seeds() -> Vec<IngestSeed> {
         "icmpv4-echo-socket",
         records(
             &hdr,
-            &[(1, rw, link.echo_request(ingest::ICMP_IDENT, 1, b"ping lstack"))],
+            &[(
+                1,
+                rw,
+                link.echo_request(ingest::ICMP_IDENT, 1, b"ping lstack"),
+            )],
         ),
         "an echo reply",
         Box::new(|o| o.sent.contains(&Sent::Icmp(0))),
@@ -1182,7 +1186,10 @@ fn ingest_seeds() -> Vec<IngestSeed> {
     };
     add(
         "icmpv6-echo",
-        records(&hdr, &[(1, rw, link6.echo_request(0x1234, 1, b"ping6 lstack"))]),
+        records(
+            &hdr,
+            &[(1, rw, link6.echo_request(0x1234, 1, b"ping6 lstack"))],
+        ),
         "an echo reply",
         Box::new(|o| o.sent.contains(&Sent::Icmpv6(129))),
     );

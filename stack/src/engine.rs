@@ -308,7 +308,10 @@ impl StackShared {
 
     /// A new TCP socket with the configured buffers.
     pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.opts.tcp_rx_buffer]);
+        let rx = tcp::SocketBuffer::new(vec![
+            0;
+            self.opts.tcp_rx_buffer.min(crate::MAX_TCP_RX_BUFFER)
+        ]);
         let tx = tcp::SocketBuffer::new(vec![0; self.opts.tcp_tx_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(self.opts.nagle);

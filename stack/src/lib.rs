@@ -53,13 +53,25 @@ use crate::{
     engine::{StackShared, Worker},
 };
 
+/// Largest TCP receive buffer a socket gets.
+///
+/// smoltcp 0.14 stores the window it advertised in its SYN-ACK (never
+/// scaled, per RFC 7323) and then reads it back as if scaled, so until its
+/// first ACK it accepts data up to `window << scale` bytes ahead: with a
+/// buffer over 64 KiB (scale > 0) a peer that sends past the advertised
+/// window overruns the buffer and panics the stack thread (found by the
+/// `ingest` fuzz target; reproducer in `fuzz/regressions/`). Without window
+/// scaling (buffers up to 65535 bytes) the advertised window is the buffer.
+pub const MAX_TCP_RX_BUFFER: usize = 65535;
+
 /// Tunables of the stack that gazelle's `lstack.conf` does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackOptions {
     /// TCP socket shards per stack thread (see the `engine` docs). More
     /// shards: fewer sockets met per packet, more to scan for timers.
     pub tcp_shards: usize,
-    /// Receive buffer of each TCP socket, bytes.
+    /// Receive buffer of each TCP socket, bytes (at most
+    /// [`MAX_TCP_RX_BUFFER`]; larger values are capped).
     pub tcp_rx_buffer: usize,
     /// Send buffer of each TCP socket, bytes.
     pub tcp_tx_buffer: usize,
@@ -83,7 +95,7 @@ impl StackOptions {
         let per_thread = (config.tcp_conn_count as usize).div_ceil(config.num_cpus.len().max(1));
         Self {
             tcp_shards: per_thread.div_ceil(32).next_power_of_two().clamp(1, 1024),
-            tcp_rx_buffer: 64 * 1024,
+            tcp_rx_buffer: MAX_TCP_RX_BUFFER,
             tcp_tx_buffer: 64 * 1024,
             udp_packets: 256,
             udp_buffer: 256 * 1024,

@@ -1,0 +1,445 @@
+//! Unmodified Debian binaries on lstack through `LD_PRELOAD=liblstack.so`,
+//! driven by real clients in the peer namespace (and the other way round).
+//! Needs root, hugepages, and redis-server/redis-tools, nginx, curl, wrk,
+//! iperf3 and python3 (scripts/install-deps.sh installs them).
+//!
+//! Each preloaded process starts its own stack as the DPDK primary on the
+//! same veth, so the tests of this file run one at a time.
+
+// The shared test helpers name the stack crate `lstack`.
+extern crate lstack_core as lstack;
+
+#[path = "../../stack/tests/common/mod.rs"]
+mod common;
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::{Duration, Instant},
+};
+
+use netns_testbed::{require_root, AfPacketEal, ChildGuard, Topology, TopologyOptions};
+
+/// The one topology of this file, and the lock that serialises the tests.
+fn topo() -> (MutexGuard<'static, ()>, &'static Topology) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static TOPO: OnceLock<Topology> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let topo = TOPO.get_or_init(|| {
+        Topology::new(TopologyOptions {
+            name_hint: "lpa".into(),
+            ..Default::default()
+        })
+        .expect("topology")
+    });
+    (guard, topo)
+}
+
+/// liblstack.so of this build (target/<profile>/liblstack.so).
+fn liblstack() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let lib = dir.join("liblstack.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: build it with `cargo build --release -p lstack-preload`",
+        lib.display()
+    );
+    lib
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lstack-apps-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes a fresh lstack config (its own DPDK file prefix) and returns its path.
+fn conf(topo: &Topology, name: &str) -> PathBuf {
+    let cfg = common::config_for(topo, name, &AfPacketEal::default());
+    let path = scratch(name).join("lstack.toml");
+    std::fs::write(&path, cfg.to_toml_string()).unwrap();
+    path
+}
+
+/// `cmd` under LD_PRELOAD with lstack configured for `topo`.
+fn preloaded(topo: &Topology, name: &str, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("LD_PRELOAD", liblstack())
+        .env("LSTACK_CONF_PATH", conf(topo, name));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits until a kernel client in the peer can connect to `to`.
+fn wait_listening(topo: &Topology, to: SocketAddr, server: &mut ChildGuard) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = topo
+            .in_netns(|| TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok())
+            .unwrap();
+        if ok {
+            return;
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!(
+                "server exited with {status} before listening on {to}\nstdout: {}\nstderr: {}",
+                server.stdout_so_far(),
+                server.stderr_so_far()
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "nothing listens on {to} after 20 s\nstderr: {}",
+            server.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `name: N requests per second` lines of redis-benchmark -q.
+fn benchmark_rates(out: &str) -> Vec<(String, f64)> {
+    out.split(['\r', '\n'])
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(": ")?;
+            let rps = rest
+                .strip_suffix(" requests per second")
+                .or_else(|| rest.split(" requests per second").next())?;
+            Some((name.to_owned(), rps.trim().parse().ok()?))
+        })
+        .filter(|(_, r)| *r > 0.0)
+        .collect()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn redis_server_serves_redis_benchmark() {
+    let (_g, topo) = topo();
+    let port = "16379";
+    let mut cmd = preloaded(topo, "redis", "redis-server");
+    cmd.args([
+        "--port",
+        port,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]);
+    let mut server = ChildGuard::spawn(&mut cmd).unwrap();
+    let ip = topo.stack_ip4.to_string();
+    wait_listening(
+        topo,
+        SocketAddr::new(topo.stack_ip4.into(), 16379),
+        &mut server,
+    );
+
+    let out = run_ok(topo.cmd("redis-benchmark").args([
+        "-h",
+        &ip,
+        "-p",
+        port,
+        "-t",
+        "set,get,incr,lpush,lrange_100",
+        "-n",
+        "200000",
+        "-c",
+        "50",
+        "-q",
+    ]));
+    let rates = benchmark_rates(&out);
+    for t in [
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "LRANGE_100 (first 100 elements)",
+    ] {
+        assert!(
+            rates.iter().any(|(n, _)| n == t),
+            "no result for {t}: {out}"
+        );
+    }
+    assert!(
+        !out.contains("rror"),
+        "redis-benchmark reported errors: {out}"
+    );
+    let piped = run_ok(topo.cmd("redis-benchmark").args([
+        "-h", &ip, "-p", port, "-t", "set,get", "-n", "200000", "-c", "50", "-P", "16", "-q",
+    ]));
+    let prates = benchmark_rates(&piped);
+    assert!(
+        prates.iter().any(|(n, _)| n == "SET") && prates.iter().any(|(n, _)| n == "GET"),
+        "{piped}"
+    );
+    assert!(!piped.contains("rror"), "{piped}");
+    println!("redis on lstack, -c 50: {rates:?}\nredis on lstack, -c 50 -P 16: {prates:?}");
+
+    // Consistency, through lstack from the peer and through the kernel locally.
+    let cli = |args: &[&str]| {
+        run_ok(
+            topo.cmd("redis-cli")
+                .args(["-h", &ip, "-p", port])
+                .args(args),
+        )
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(cli(&["set", "lstack:check", "42"]), "OK");
+    assert!(cli(&["del", "lstack:counter"]).parse::<u32>().is_ok());
+    run_ok(topo.cmd("redis-cli").args([
+        "-h",
+        &ip,
+        "-p",
+        port,
+        "-r",
+        "100",
+        "incr",
+        "lstack:counter",
+    ]));
+    assert_eq!(cli(&["get", "lstack:counter"]), "100");
+    assert!(cli(&["dbsize"]).parse::<u64>().unwrap() >= 2);
+    let local = run_ok(Command::new("redis-cli").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "get",
+        "lstack:check",
+    ]));
+    assert_eq!(
+        local.trim(),
+        "42",
+        "the kernel side of the wildcard listener sees the same server"
+    );
+}
+
+#[test]
+fn nginx_serves_files_and_wrk() {
+    let (_g, topo) = topo();
+    let dir = scratch("nginx");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from nginx on lstack\n").unwrap();
+    for (name, size) in [("1m.bin", 1usize << 20), ("100m.bin", 100 << 20)] {
+        std::fs::write(www.join(name), common::pattern(size as u64, size)).unwrap();
+    }
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(
+        &conf_path,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log stderr warn;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; sendfile on; tcp_nodelay on;\n\
+               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               server {{ listen 18080; root {w}; }} }}\n",
+            d = dir.display(),
+            w = www.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = preloaded(topo, "nginx", "nginx");
+    cmd.args([
+        "-c",
+        conf_path.to_str().unwrap(),
+        "-p",
+        dir.to_str().unwrap(),
+    ]);
+    let mut server = ChildGuard::spawn(&mut cmd).unwrap();
+    wait_listening(
+        topo,
+        SocketAddr::new(topo.stack_ip4.into(), 18080),
+        &mut server,
+    );
+
+    for name in ["1m.bin", "100m.bin"] {
+        let got = dir.join(format!("got-{name}"));
+        let url = format!("http://{}:18080/{name}", topo.stack_ip4);
+        let w = run_ok(topo.cmd("curl").args([
+            "-sS",
+            "--fail",
+            "-o",
+            got.to_str().unwrap(),
+            "-w",
+            "%{speed_download}",
+            &url,
+        ]));
+        assert_eq!(
+            sha256(&got),
+            sha256(&www.join(name)),
+            "{name} differs after download"
+        );
+        println!(
+            "curl {name}: {:.0} Mbit/s",
+            w.trim().parse::<f64>().unwrap_or(0.0) * 8.0 / 1e6
+        );
+    }
+    let url = format!("http://{}:18080/index.html", topo.stack_ip4);
+    let out = run_ok(
+        topo.cmd("wrk")
+            .args(["-t", "2", "-c", "100", "-d", "30s", &url]),
+    );
+    println!("{out}");
+    assert!(
+        !out.contains("Socket errors"),
+        "wrk saw socket errors: {out}"
+    );
+    assert!(!out.contains("Non-2xx"), "wrk saw non-2xx answers: {out}");
+    assert!(out.contains("Requests/sec"), "{out}");
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "nginx died: {}",
+        server.stderr_so_far()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn iperf_bps(json: &str, key: &str) -> f64 {
+    // "sum_received": {... "bits_per_second": N ...} (or sum_sent); enough
+    // structure-free parsing for one number.
+    let at = json
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in iperf3 output: {json}"));
+    let rest = &json[at..];
+    let b =
+        rest.find("\"bits_per_second\":").expect("bits_per_second") + "\"bits_per_second\":".len();
+    rest[b..]
+        .trim_start()
+        .split([',', '\n', '}'])
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn iperf3_tcp_both_directions() {
+    let (_g, topo) = topo();
+    let mut cmd = preloaded(topo, "iperf3", "iperf3");
+    cmd.args(["-s", "-p", "15201"]);
+    let mut server = ChildGuard::spawn(&mut cmd).unwrap();
+    wait_listening(
+        topo,
+        SocketAddr::new(topo.stack_ip4.into(), 15201),
+        &mut server,
+    );
+    let ip = topo.stack_ip4.to_string();
+    let up = run_ok(
+        topo.cmd("iperf3")
+            .args(["-c", &ip, "-p", "15201", "-t", "10", "--json"]),
+    );
+    let down = run_ok(
+        topo.cmd("iperf3")
+            .args(["-c", &ip, "-p", "15201", "-t", "10", "-R", "--json"]),
+    );
+    let (u, d) = (
+        iperf_bps(&up, "\"sum_received\""),
+        iperf_bps(&down, "\"sum_received\""),
+    );
+    println!(
+        "iperf3 to lstack: {:.0} Mbit/s, from lstack (-R): {:.0} Mbit/s",
+        u / 1e6,
+        d / 1e6
+    );
+    assert!(u > 0.0 && d > 0.0);
+}
+
+#[test]
+fn preloaded_clients_reach_kernel_servers() {
+    let (_g, topo) = topo();
+    let dir = scratch("clients");
+    let file = dir.join("data.bin");
+    std::fs::write(&file, common::pattern(77, 3 << 20)).unwrap();
+    // A kernel HTTP server and a kernel redis in the peer namespace.
+    let mut http = topo.cmd("python3");
+    http.args([
+        "-m",
+        "http.server",
+        "18081",
+        "--bind",
+        &topo.peer_ip4.to_string(),
+        "--directory",
+        dir.to_str().unwrap(),
+    ]);
+    http.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut http = topo.spawn(&mut http).unwrap();
+    let mut redis = topo.cmd("redis-server");
+    redis.args([
+        "--port",
+        "16380",
+        "--bind",
+        &topo.peer_ip4.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]);
+    redis.stdout(Stdio::null());
+    let mut redis = topo.spawn(&mut redis).unwrap();
+    topo.wait_tcp_listening(18081, Duration::from_secs(20))
+        .unwrap();
+    topo.wait_tcp_listening(16380, Duration::from_secs(20))
+        .unwrap();
+    let _ = (&mut http, &mut redis);
+
+    let got = dir.join("got.bin");
+    let url = format!("http://{}:18081/data.bin", topo.peer_ip4);
+    let mut curl = preloaded(topo, "curl", "curl");
+    curl.args(["-sS", "--fail", "-o", got.to_str().unwrap(), &url]);
+    run_ok(&mut curl);
+    assert_eq!(
+        sha256(&got),
+        sha256(&file),
+        "curl under LD_PRELOAD downloaded different bytes"
+    );
+
+    let mut bench = preloaded(topo, "rbench", "redis-benchmark");
+    bench.args([
+        "-h",
+        &topo.peer_ip4.to_string(),
+        "-p",
+        "16380",
+        "-t",
+        "set,get",
+        "-n",
+        "50000",
+        "-c",
+        "20",
+        "-q",
+    ]);
+    let out = run_ok(&mut bench);
+    let rates = benchmark_rates(&out);
+    assert!(
+        rates.iter().any(|(n, _)| n == "SET") && rates.iter().any(|(n, _)| n == "GET"),
+        "{out}"
+    );
+    assert!(!out.contains("rror"), "{out}");
+    println!("redis-benchmark on lstack -> kernel redis: {rates:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,12 +15,16 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
+echo "==> cargo build (release: liblstack.so and the tools the tests run)"
+cargo build --workspace --release
 echo "==> cargo test (release: the stack's numbers are only meaningful optimised)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --release -- --nocapture 2>&1 | tee "$log"
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+echo "==> benchmark smoke run (lstack vs kernel, short)"
+./target/release/lstack-bench --quick
 if [[ -x scripts/fuzz.sh ]]; then
   echo "==> fuzz smoke run"
   scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -158,7 +158,11 @@ impl EpollSet {
             if i.disabled {
                 continue;
             }
-            let Some(r) = i.file.poll_readiness(&i.waker) else {
+            let interest = lstack_core::Interest {
+                read: i.events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0,
+                write: i.events & libc::EPOLLOUT as u32 != 0,
+            };
+            let Some(r) = i.file.poll_readiness(&i.waker, interest) else {
                 continue;
             };
             let mut mask = 0u32;
@@ -174,6 +178,9 @@ impl EpollSet {
             let always = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
             if r.hangup {
                 mask |= libc::EPOLLHUP as u32;
+            }
+            if r.error {
+                mask |= libc::EPOLLERR as u32;
             }
             mask &= i.events | always;
             if mask == 0 {

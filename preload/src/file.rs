@@ -14,7 +14,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use lstack_core::{Readiness, TcpListener, TcpStream, UdpSocket};
+use lstack_core::{Interest, Readiness, TcpListener, TcpStream, UdpSocket};
 
 use crate::runtime::FORKED;
 
@@ -93,12 +93,15 @@ impl File {
 
     /// Readiness, registering `hook` to be woken at the next change.
     /// `None` for a fresh socket (its kernel socket answers).
-    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Option<Readiness> {
+    pub fn poll_readiness(&self, hook: &std::task::Waker, interest: Interest) -> Option<Readiness> {
         match &self.kind {
             Kind::Fresh { .. } => None,
-            Kind::Listener { listener, .. } => Some(listener.poll_readiness(hook)),
-            Kind::Stream(s) => Some(s.poll_readiness(hook)),
-            Kind::Udp { socket, .. } => Some(socket.poll_readiness(hook)),
+            Kind::Listener { listener, .. } => Some(listener.poll_readiness(hook, interest)),
+            Kind::Stream(s) => Some(s.poll_readiness(hook, interest)),
+            Kind::Udp { socket, peer } => {
+                let peer = *peer.lock().unwrap_or_else(|e| e.into_inner());
+                Some(socket.poll_readiness_from(hook, interest, peer))
+            }
         }
     }
 }
@@ -196,6 +199,16 @@ impl Table {
     /// Whether the table has no slots (never).
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Forgets every lstack descriptor (dropping the last reference closes
+    /// each socket: FIN, or RST with unread data).
+    pub fn close_all(&self) {
+        for slot in self.slots.iter() {
+            if slot.load().is_some() {
+                slot.store(None);
+            }
+        }
     }
 
     /// Whether `fd` fits the table.

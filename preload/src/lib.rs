@@ -422,7 +422,10 @@ fn recv_file(
             Ok(n) => n as ssize_t,
             Err(e) => io_fail(&e),
         },
-        Kind::Udp { socket, .. } => match socket.recv_from_mode(buf, nonblocking) {
+        Kind::Udp {
+            socket,
+            peer: connected,
+        } => match recv_connected(socket, buf, nonblocking, connected) {
             Ok((n, peer)) => {
                 if let Some((a, l)) = from {
                     // SAFETY: caller's buffers.
@@ -438,11 +441,40 @@ fn recv_file(
     }
 }
 
+/// Receives on a UDP socket; a connected one drops datagrams from anyone but
+/// its peer, as the kernel does.
+fn recv_connected(
+    socket: &lstack_core::UdpSocket,
+    buf: &mut [u8],
+    nonblocking: bool,
+    connected: &Mutex<Option<SocketAddr>>,
+) -> io::Result<(usize, SocketAddr)> {
+    loop {
+        let (n, from) = socket.recv_from_mode(buf, nonblocking)?;
+        match *connected.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(p) if p != from => continue,
+            _ => return Ok((n, from)),
+        }
+    }
+}
+
 /// Sends `buf` on an lstack file; EPIPE raises SIGPIPE unless MSG_NOSIGNAL.
 fn send_file(f: &File, buf: &[u8], flags: c_int, to: Option<SocketAddr>) -> ssize_t {
     let nonblocking = f.nonblocking() || flags & libc::MSG_DONTWAIT != 0;
     let r = match &f.kind {
-        Kind::Stream(s) => s.send(buf, nonblocking),
+        Kind::Stream(s) if nonblocking => s.send(buf, true),
+        // A blocking write returns once everything is queued, as on Linux.
+        Kind::Stream(s) => {
+            let mut done = 0;
+            while done < buf.len() {
+                match s.send(&buf[done..], false) {
+                    Ok(n) => done += n,
+                    Err(_) if done > 0 => break,
+                    Err(e) => return send_error(e, flags),
+                }
+            }
+            Ok(done)
+        }
         Kind::Udp { socket, peer } => {
             let dest = to.or(*peer.lock().unwrap_or_else(|e| e.into_inner()));
             match dest {
@@ -454,15 +486,18 @@ fn send_file(f: &File, buf: &[u8], flags: c_int, to: Option<SocketAddr>) -> ssiz
     };
     match r {
         Ok(n) => n as ssize_t,
-        Err(e) => {
-            let code = errno_of(&e);
-            if code == libc::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
-                // SAFETY: raising a signal at ourselves, as the kernel would.
-                unsafe { libc::raise(libc::SIGPIPE) };
-            }
-            fail(code)
-        }
+        Err(e) => send_error(e, flags),
     }
+}
+
+/// A failed send: errno, and SIGPIPE for EPIPE unless MSG_NOSIGNAL.
+fn send_error(e: io::Error, flags: c_int) -> ssize_t {
+    let code = errno_of(&e);
+    if code == libc::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raising a signal at ourselves, as the kernel would.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    fail(code)
 }
 
 /// Builds a mutable slice from the caller's buffer (empty for len 0).
@@ -581,7 +616,7 @@ pub unsafe extern "C" fn sendto(
     a: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+    let Some(f) = lookup(fd) else {
         // SAFETY: forwarding.
         return unsafe { (real().sendto)(fd, p, len, flags, a, alen) };
     };
@@ -599,8 +634,44 @@ pub unsafe extern "C" fn sendto(
                 Err(e) => return fail(e),
             }
         };
+        let f = match &f.kind {
+            Kind::Fresh { .. } => match to.and_then(|to| autobind_udp(fd, &f, to)) {
+                Some(bound) => bound,
+                // SAFETY: forwarding: this socket stays on the kernel.
+                None => return unsafe { (real().sendto)(fd, p, len, flags, a, alen) },
+            },
+            _ => f,
+        };
         send_file(&f, b, flags, to)
     })
+}
+
+/// A fresh UDP socket that sends to an address on the stack's subnets gets
+/// an ephemeral lstack port first, as the kernel would autobind it.
+fn autobind_udp(fd: c_int, f: &Arc<File>, to: SocketAddr) -> Option<Arc<File>> {
+    let Kind::Fresh { stream: false, .. } = f.kind else {
+        return None;
+    };
+    let st = stack()?;
+    if to.ip().is_loopback() || !st.on_link(to.ip()) {
+        return None;
+    }
+    let any: std::net::IpAddr = if to.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = st.udp_bind(SocketAddr::new(any, 0)).ok()?;
+    let file = File::new(
+        Kind::Udp {
+            socket,
+            peer: Mutex::new(None),
+        },
+        f.nonblocking(),
+    );
+    f.inherit(&file);
+    table().set(fd, Arc::clone(&file));
+    Some(file)
 }
 
 thread_local! {
@@ -728,10 +799,22 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t {
-    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+    let Some(mut f) = lookup(fd) else {
         // SAFETY: forwarding.
         return unsafe { (real().sendmsg)(fd, msg, flags) };
     };
+    if matches!(f.kind, Kind::Fresh { .. }) {
+        // SAFETY: the caller's msghdr, read for its destination only.
+        let to = unsafe { msg.as_ref() }
+            .filter(|m| !m.msg_name.is_null())
+            // SAFETY: the msghdr's address.
+            .and_then(|m| unsafe { addr::read(m.msg_name.cast(), m.msg_namelen) }.ok());
+        match to.and_then(|to| autobind_udp(fd, &f, to)) {
+            Some(bound) => f = bound,
+            // SAFETY: forwarding: this socket stays on the kernel.
+            None => return unsafe { (real().sendmsg)(fd, msg, flags) },
+        }
+    }
     guarded("sendmsg", || {
         if msg.is_null() {
             return fail(libc::EFAULT);
@@ -816,7 +899,16 @@ pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut sock
                 Ok(sa) => sa,
                 Err(e) => return io_fail(&e),
             },
-            Kind::Udp { socket, .. } => socket.local_addr(),
+            Kind::Udp { socket, peer } => {
+                let mut sa = socket.local_addr();
+                let peer = *peer.lock().unwrap_or_else(|e| e.into_inner());
+                if let (true, Some(p), Some(st)) = (sa.ip().is_unspecified(), peer, stack()) {
+                    if let Some(ip) = st.local_ip_for(p.ip()) {
+                        sa.set_ip(ip);
+                    }
+                }
+                sa
+            }
         };
         // SAFETY: caller's buffers.
         match unsafe { addr::write(f.present(sa), a, len) } {
@@ -933,10 +1025,7 @@ pub unsafe extern "C" fn getsockopt(
                 if pending != 0 {
                     pending
                 } else if let Kind::Stream(s) = &f.kind {
-                    match s.connect_result() {
-                        Err(e) => errno_of(&e),
-                        Ok(_) => 0,
-                    }
+                    s.take_error().map_or(0, |k| errno_of(&io::Error::from(k)))
                 } else {
                     0
                 }

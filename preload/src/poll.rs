@@ -17,7 +17,11 @@ use crate::{
 };
 
 fn revents_of(f: &File, events: i16, waker: &std::task::Waker) -> Option<i16> {
-    let r = f.poll_readiness(waker)?;
+    let interest = lstack_core::Interest {
+        read: events & (libc::POLLIN | libc::POLLRDNORM | libc::POLLRDHUP | libc::POLLPRI) != 0,
+        write: events & (libc::POLLOUT | libc::POLLWRNORM) != 0,
+    };
+    let r = f.poll_readiness(waker, interest)?;
     let mut re = 0i16;
     if r.readable {
         re |= libc::POLLIN | libc::POLLRDNORM;
@@ -31,6 +35,9 @@ fn revents_of(f: &File, events: i16, waker: &std::task::Waker) -> Option<i16> {
     let mut out = re & events;
     if r.hangup {
         out |= libc::POLLHUP;
+    }
+    if r.error {
+        out |= libc::POLLERR;
     }
     Some(out)
 }

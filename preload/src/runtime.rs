@@ -49,12 +49,14 @@ pub fn stack() -> Option<&'static Stack> {
     if bypassed() {
         return None;
     }
-    STACK
+    let s = STACK
         .get_or_init(|| {
             let _guard = BypassGuard::new();
             start()
         })
-        .as_ref()
+        .as_ref();
+    let _ = STACK_FOR_EXIT.set(s);
+    s
 }
 
 fn process_name() -> String {
@@ -90,6 +92,8 @@ fn start() -> Option<Stack> {
     match Stack::start(&config, StackOptions::for_config(&config)) {
         Ok(s) => {
             tracing::info!(process = %name, "lstack started");
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(at_exit) };
             Some(s)
         }
         Err(e) => {
@@ -99,3 +103,24 @@ fn start() -> Option<Stack> {
         }
     }
 }
+
+/// At exit, close every lstack socket as the kernel closes a dying process's
+/// descriptors, and give the stack a moment to send what is still queued and
+/// the FINs: its threads die with the process.
+extern "C" fn at_exit() {
+    if FORKED.load(Ordering::Relaxed) {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let Some(Some(stack)) = STACK_FOR_EXIT.get() else {
+            return;
+        };
+        crate::file::table().close_all();
+        if !stack.flush(std::time::Duration::from_secs(2)) {
+            tracing::warn!("exiting with TCP data or FINs still unsent");
+        }
+    });
+}
+
+/// The stack, for `at_exit` (which must not start one).
+static STACK_FOR_EXIT: OnceLock<Option<&'static Stack>> = OnceLock::new();

@@ -108,7 +108,7 @@ pub fn until_ready(
     with_waiter(|w| {
         w.drain();
         for f in files {
-            if let Some(r) = f.poll_readiness(w.waker()) {
+            if let Some(r) = f.poll_readiness(w.waker(), lstack_core::Interest::BOTH) {
                 if r.readable || r.writable || r.hangup {
                     return Ok(());
                 }

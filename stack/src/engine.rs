@@ -290,6 +290,26 @@ impl StackShared {
         usize::from(port) % self.threads.len()
     }
 
+    /// Whether every socket the application closed has sent all its data and
+    /// its FIN (what a process must wait for before it exits).
+    pub(crate) fn orphans_flushed(&self) -> bool {
+        self.threads.iter().all(|t| {
+            t.shards.iter().all(|shard| {
+                let inner = shard.lock();
+                inner.orphans.iter().all(|o| {
+                    let s = inner.sockets.get::<tcp::Socket<'_>>(o.handle);
+                    s.send_queue() == 0
+                        && !matches!(
+                            s.state(),
+                            tcp::State::Established
+                                | tcp::State::CloseWait
+                                | tcp::State::SynReceived
+                        )
+                })
+            })
+        })
+    }
+
     /// TCP sockets alive over all threads.
     pub(crate) fn tcp_sockets(&self) -> usize {
         self.threads

@@ -18,8 +18,31 @@ use std::{
 pub struct Event {
     generation: Mutex<u64>,
     cond: Condvar,
-    /// One-shot wakers of other waiters (epoll, poll), woken on the next notify.
-    hooks: Mutex<Vec<Waker>>,
+    /// One-shot wakers of other waiters (epoll, poll) with the directions
+    /// ([`RX`], [`TX`]) they care about, woken by the next matching notify.
+    hooks: Mutex<Vec<(Waker, u8)>>,
+}
+
+/// Direction bit: data (or end of stream, or a connection) arrived.
+pub const RX: u8 = 1;
+/// Direction bit: room to send appeared.
+pub const TX: u8 = 2;
+
+/// A waker that notifies an [`Event`] for one direction.
+#[derive(Debug)]
+struct DirWake {
+    event: Arc<Event>,
+    dir: u8,
+}
+
+impl Wake for DirWake {
+    fn wake(self: Arc<Self>) {
+        self.event.notify_dir(self.dir);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.event.notify_dir(self.dir);
+    }
 }
 
 impl Event {
@@ -35,23 +58,53 @@ impl Event {
 
     /// Wakes every waiter, and every hook once.
     pub fn notify(&self) {
+        self.notify_dir(RX | TX);
+    }
+
+    /// Wakes every blocked waiter, and once each hook that cares about
+    /// `dir`.
+    pub fn notify_dir(&self, dir: u8) {
         let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         *g = g.wrapping_add(1);
         drop(g);
         self.cond.notify_all();
-        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(|e| e.into_inner()));
-        for h in hooks {
-            h.wake();
+        // Wake matching hooks in place: no allocation on the stack thread.
+        // Hooks never take this lock, so waking under it cannot deadlock.
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = 0;
+        while i < hooks.len() {
+            if hooks[i].1 & dir != 0 {
+                let (w, _) = hooks.swap_remove(i);
+                w.wake();
+            } else {
+                i += 1;
+            }
         }
     }
 
     /// Wakes `waker` once on the next notify (a waker that would wake the
     /// same task as one already registered is not added twice).
     pub fn add_hook(&self, waker: &Waker) {
+        self.add_hook_dir(waker, RX | TX);
+    }
+
+    /// Wakes `waker` once on the next notify for a direction in `dirs`.
+    pub fn add_hook_dir(&self, waker: &Waker, dirs: u8) {
         let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
-        if !hooks.iter().any(|h| h.will_wake(waker)) {
-            hooks.push(waker.clone());
+        if let Some(h) = hooks.iter_mut().find(|(h, _)| h.will_wake(waker)) {
+            h.1 |= dirs;
+        } else {
+            hooks.push((waker.clone(), dirs));
         }
+    }
+
+    /// A waker that notifies this event for direction `dir` only (register
+    /// it as smoltcp's receive or send waker).
+    pub fn dir_waker(self: &Arc<Self>, dir: u8) -> Waker {
+        Waker::from(Arc::new(DirWake {
+            event: Arc::clone(self),
+            dir,
+        }))
     }
 
     /// Sleeps until the generation differs from `seen` or `deadline` passes.

@@ -44,7 +44,7 @@ use smoltcp::{
         EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address,
     },
 };
-pub use socket::{Readiness, TcpListener, TcpStream, UdpSocket};
+pub use socket::{Interest, Readiness, TcpListener, TcpStream, UdpSocket};
 pub use stats::ThreadStats;
 
 use crate::{
@@ -421,6 +421,33 @@ impl Stack {
     /// Free mbufs in the stack's pool.
     pub fn mbufs_available(&self) -> u32 {
         self.runtime.pool.available()
+    }
+
+    /// Waits (at most `timeout`) until every TCP connection the application
+    /// closed has sent its remaining data and FIN. Returns whether it did.
+    /// A process calls this before it exits, since the stack's threads die
+    /// with it (the kernel would have gone on sending).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if self.shared.orphans_flushed() {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The stack's own address of `remote`'s family, as the source of a
+    /// connection or datagram to it.
+    pub fn local_ip_for(&self, remote: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        let l = &self.shared.local;
+        match remote {
+            std::net::IpAddr::V4(_) => l.ipv4.map(std::net::IpAddr::V4),
+            std::net::IpAddr::V6(_) => l.ipv6.map(std::net::IpAddr::V6),
+        }
     }
 
     /// Whether `ip` is an address of this stack.

@@ -49,6 +49,37 @@ pub struct Readiness {
     pub read_closed: bool,
     /// The connection is gone (reset, or fully closed).
     pub hangup: bool,
+    /// The connection failed (refused or reset): `POLLERR`.
+    pub error: bool,
+}
+
+/// What a readiness hook wants to be woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    /// Data, end of stream, or an incoming connection.
+    pub read: bool,
+    /// Room to send.
+    pub write: bool,
+}
+
+impl Interest {
+    /// Both directions.
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+
+    fn dirs(self) -> u8 {
+        let d = (if self.read { crate::event::RX } else { 0 })
+            | (if self.write { crate::event::TX } else { 0 });
+        // Hang-ups and errors are always reported: with no interest, any
+        // change (state changes wake both directions) is one.
+        if d == 0 {
+            crate::event::RX | crate::event::TX
+        } else {
+            d
+        }
+    }
 }
 
 impl Stack {
@@ -248,6 +279,9 @@ impl Stack {
             ephemeral: Some((port, remote_ep)),
             nonblocking: AtomicBool::new(false),
             read_shut: AtomicBool::new(false),
+            life: Default::default(),
+            reset_reported: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
         })
     }
 
@@ -394,7 +428,7 @@ impl TcpListener {
 
     /// Readable when a connection waits; `hook` is woken once when the next
     /// one arrives.
-    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
+    pub fn poll_readiness(&self, hook: &std::task::Waker, _interest: Interest) -> Readiness {
         self.shared.event.add_hook(hook);
         Readiness {
             readable: self.pending() > 0,
@@ -470,6 +504,7 @@ fn tcp_readiness(s: &tcp::Socket<'_>) -> Readiness {
         writable: s.can_send() || closed,
         read_closed: !s.may_recv() && !connecting,
         hangup: closed || state == tcp::State::TimeWait,
+        error: false,
     }
 }
 
@@ -484,7 +519,17 @@ pub struct TcpStream {
     ephemeral: Option<(u16, IpEndpoint)>,
     nonblocking: AtomicBool,
     read_shut: AtomicBool,
+    /// How far the connection got: LIFE_UP once established, LIFE_FIN once
+    /// the peer's FIN arrived (see `observe`).
+    life: std::sync::atomic::AtomicU8,
+    /// ECONNRESET was returned once; later calls see EOF / EPIPE, as on Linux.
+    reset_reported: AtomicBool,
+    /// The application shut down (or closed) the sending side: our FIN.
+    write_shut: AtomicBool,
 }
+
+const LIFE_UP: u8 = 1;
+const LIFE_FIN: u8 = 2;
 
 impl TcpStream {
     fn from_accepted(stack: &Arc<StackShared>, a: Accepted) -> Self {
@@ -497,12 +542,61 @@ impl TcpStream {
             ephemeral: None,
             nonblocking: AtomicBool::new(false),
             read_shut: AtomicBool::new(false),
+            life: Default::default(),
+            reset_reported: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
-        f(inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle))
+        let s = inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle);
+        self.observe(s.state());
+        f(s)
+    }
+
+    /// Remembers what the connection went through: smoltcp only shows
+    /// `Closed` at the end, whether the peer closed (FIN) or reset it (RST).
+    fn observe(&self, state: tcp::State) {
+        use tcp::State::*;
+        match state {
+            Established | FinWait1 | FinWait2 => self.life.fetch_max(LIFE_UP, Ordering::Relaxed),
+            CloseWait | LastAck | Closing | TimeWait => {
+                self.life.fetch_max(LIFE_FIN, Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+    }
+
+    /// Whether the connection was reset by the peer (it was up, never saw
+    /// the peer's FIN, and is now closed).
+    fn was_reset(&self, state: tcp::State) -> bool {
+        state == tcp::State::Closed && self.life.load(Ordering::Relaxed) == LIFE_UP
+    }
+
+    /// The connection's error, if it failed: refused (never established) or
+    /// reset (closed without the peer's FIN). Not consumed.
+    pub fn error(&self) -> Option<io::ErrorKind> {
+        self.with(|s| {
+            if s.state() != tcp::State::Closed {
+                return None;
+            }
+            let life = self.life.load(Ordering::Relaxed);
+            if life == 0 {
+                return Some(io::ErrorKind::ConnectionRefused);
+            }
+            // Closed while we never sent our FIN, or before the peer's FIN
+            // arrived: the peer reset it.
+            let we_closed = self.write_shut.load(Ordering::Relaxed);
+            (!we_closed || life == LIFE_UP).then_some(io::ErrorKind::ConnectionReset)
+        })
+    }
+
+    /// Takes the pending error once, as `getsockopt(SO_ERROR)` does: after
+    /// it, reads see end of stream and writes `EPIPE`.
+    pub fn take_error(&self) -> Option<io::ErrorKind> {
+        let e = self.error()?;
+        (!self.reset_reported.swap(true, Ordering::Relaxed)).then_some(e)
     }
 
     fn kick(&self) {
@@ -550,7 +644,7 @@ impl TcpStream {
     pub fn connect_result(&self) -> io::Result<bool> {
         self.with(|s| match s.state() {
             tcp::State::SynSent | tcp::State::SynReceived => Ok(false),
-            tcp::State::Closed => Err(io::Error::new(
+            tcp::State::Closed if self.life.load(Ordering::Relaxed) == 0 => Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "connection refused",
             )),
@@ -574,15 +668,22 @@ impl TcpStream {
             let waker = self.event.waker();
             let r = self.with(|s| {
                 if s.can_recv() {
-                    return Some(
+                    let r = if peek {
+                        s.peek_slice(buf)
+                    } else {
                         s.recv_slice(buf)
-                            .map_err(|e| io::Error::other(e.to_string())),
-                    );
+                    };
+                    return Some(r.map_err(|e| io::Error::other(e.to_string())));
                 }
                 if !s.may_recv() {
                     return Some(match s.state() {
                         tcp::State::SynSent | tcp::State::SynReceived => {
                             Err(io::ErrorKind::NotConnected.into())
+                        }
+                        st if self.was_reset(st)
+                            && !self.reset_reported.swap(true, Ordering::Relaxed) =>
+                        {
+                            Err(io::ErrorKind::ConnectionReset.into())
                         }
                         _ => Ok(0),
                     });
@@ -624,6 +725,11 @@ impl TcpStream {
                         tcp::State::SynSent | tcp::State::SynReceived => {
                             Err(io::ErrorKind::NotConnected.into())
                         }
+                        st if self.was_reset(st)
+                            && !self.reset_reported.swap(true, Ordering::Relaxed) =>
+                        {
+                            Err(io::ErrorKind::ConnectionReset.into())
+                        }
                         _ => Err(io::ErrorKind::BrokenPipe.into()),
                     });
                 }
@@ -660,6 +766,7 @@ impl TcpStream {
     /// Closes the sending side (FIN); `Read` stops further reads locally.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         if matches!(how, std::net::Shutdown::Write | std::net::Shutdown::Both) {
+            self.write_shut.store(true, Ordering::Relaxed);
             self.with(|s| s.close());
             self.kick();
         }
@@ -669,21 +776,34 @@ impl TcpStream {
         Ok(())
     }
 
-    /// Current readiness; `hook` is woken once on the next change (data,
-    /// room, state), whatever the readiness now. For epoll and poll.
-    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
-        self.event.add_hook(hook);
-        let waker = self.event.waker();
-        self.with(|s| {
-            s.register_recv_waker(&waker);
-            s.register_send_waker(&waker);
+    /// Current readiness; `hook` is woken once on the next change in a
+    /// direction of `interest` (data or state for reading, room or state for
+    /// writing), whatever the readiness now. For epoll and poll.
+    pub fn poll_readiness(&self, hook: &std::task::Waker, interest: Interest) -> Readiness {
+        self.event.add_hook_dir(hook, interest.dirs());
+        let (rx, tx) = (
+            self.event.dir_waker(crate::event::RX),
+            self.event.dir_waker(crate::event::TX),
+        );
+        let r = self.with(|s| {
+            s.register_recv_waker(&rx);
+            s.register_send_waker(&tx);
             tcp_readiness(s)
-        })
+        });
+        self.with_error(r)
     }
 
     /// Current readiness, without blocking.
     pub fn readiness(&self) -> Readiness {
-        self.with(|s| tcp_readiness(s))
+        let r = self.with(|s| tcp_readiness(s));
+        self.with_error(r)
+    }
+
+    fn with_error(&self, mut r: Readiness) -> Readiness {
+        if r.hangup {
+            r.error = self.error().is_some();
+        }
+        r
     }
 
     /// Makes reads and writes return `WouldBlock` instead of waiting.
@@ -864,13 +984,37 @@ impl UdpSocket {
         self.nonblocking.load(Ordering::Relaxed)
     }
 
-    /// Current readiness; `hook` is woken once on the next change.
-    pub fn poll_readiness(&self, hook: &std::task::Waker) -> Readiness {
-        self.event.add_hook(hook);
-        let waker = self.event.waker();
+    /// Current readiness; `hook` is woken once on the next change in a
+    /// direction of `interest`.
+    pub fn poll_readiness(&self, hook: &std::task::Waker, interest: Interest) -> Readiness {
+        self.poll_readiness_from(hook, interest, None)
+    }
+
+    /// Like [`UdpSocket::poll_readiness`], for a socket connected to `peer`:
+    /// datagrams from anyone else are dropped first, under the same lock.
+    pub fn poll_readiness_from(
+        &self,
+        hook: &std::task::Waker,
+        interest: Interest,
+        peer: Option<SocketAddr>,
+    ) -> Readiness {
+        self.event.add_hook_dir(hook, interest.dirs());
+        let (rx, tx) = (
+            self.event.dir_waker(crate::event::RX),
+            self.event.dir_waker(crate::event::TX),
+        );
+        let peer = peer.map(to_endpoint);
         self.with(|s| {
-            s.register_recv_waker(&waker);
-            s.register_send_waker(&waker);
+            if let Some(ep) = peer {
+                while let Ok((_, meta)) = s.peek() {
+                    if meta.endpoint == ep {
+                        break;
+                    }
+                    let _ = s.recv();
+                }
+            }
+            s.register_recv_waker(&rx);
+            s.register_send_waker(&tx);
             Readiness {
                 readable: s.can_recv(),
                 writable: s.can_send(),

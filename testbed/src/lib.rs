@@ -15,6 +15,10 @@
 //!   cleans up too; [`cleanup_stale`] removes what a crashed run left behind. Kernel
 //!   programs run in the peer through [`Topology::cmd`], [`Topology::run`] and
 //!   [`Topology::spawn`]; [`Topology::in_netns`] binds kernel sockets there directly.
+//!   With [`TopologyOptions::kernel_twin`] a topology also builds a [`KernelTwin`]: the
+//!   same network once more, all kernel, with the stack's addresses in an "app"
+//!   namespace of their own, so that a program can be run once on lstack and once on
+//!   the kernel and seen from identical peers.
 //! - [`mac`]: the [`MacAddr`] type used for the stack's and the peer's addresses.
 //! - [`process`]: running programs with errors that carry the command line and its
 //!   output ([`run_checked`]), children that are killed and reaped on drop
@@ -29,8 +33,9 @@
 //!
 //! - Only loopback and addresses inside namespaces the test created itself are ever
 //!   targeted. The default addresses (10.88.0.0/24, 10.89.0.0/24, fd00:88::/64,
-//!   fd00:89::/64) exist only inside a topology's namespace; nothing in the root
-//!   namespace gets an address, a route or a neighbour entry.
+//!   fd00:89::/64) exist only inside a topology's namespaces (its peer, and its kernel
+//!   twin's); nothing in the root namespace gets an address, a route or a neighbour
+//!   entry.
 //! - Tests that need root (namespaces, veths, hugepages) call [`require_root`] first, so
 //!   that they fail loudly when run unprivileged instead of silently passing.
 //! - Names are unique per process and per topology (prefix, pid, counter), so tests in
@@ -48,7 +53,7 @@ pub use eal::{eal_args_af_packet, AfPacketEal};
 pub use hugepages::HugeEnv;
 pub use mac::MacAddr;
 pub use process::{run_checked, wait_tcp_listening, ChildGuard};
-pub use topology::{cleanup_stale, Link, Topology, TopologyOptions};
+pub use topology::{cleanup_stale, KernelTwin, Link, Topology, TopologyOptions};
 
 /// Panics, with a message saying why, unless the process runs as root.
 ///

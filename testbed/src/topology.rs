@@ -14,6 +14,37 @@
 //! servers bound to `remote_ip4` are then "another subnet, through the gateway". The
 //! peer owns both addresses, so nothing has to be forwarded.
 //!
+//! # The kernel twin
+//!
+//! With [`TopologyOptions::kernel_twin`], the topology also builds a second, purely
+//! kernel copy of the same network ([`KernelTwin`]), for tests that compare what a
+//! program observes on lstack with what it observes on the Linux kernel:
+//!
+//! ```text
+//!   namespace `twin.app_ns`            namespace `twin.peer_ns` (a second peer host)
+//!  ┌──────────────────────────┐       ┌─────────────────────────────────────┐
+//!  │ app_if  stack_ip4/24,    │ veth  ├── peer_if  peer_ip4/24, peer_ip6/64  │
+//!  │         stack_ip6/64,    ├───────┤                                     │
+//!  │ MAC = stack_mac,         │       │   remote0 (veth)  remote_ip4/24,    │
+//!  │ default routes via peer  │       │                   remote_ip6/64     │
+//!  └──────────────────────────┘       └─────────────────────────────────────┘
+//! ```
+//!
+//! A program run with [`KernelTwin::app_cmd`] sees exactly what the stack sees (its
+//! own address `stack_ip4`/`stack_ip6` on a /24 and /64 with the peer as gateway), and
+//! a program run with [`KernelTwin::peer_cmd`] sees exactly what a program in the main
+//! peer namespace sees (same addresses, same interface names, same remote subnet).
+//!
+//! The twin's app side lives in its own namespace, not in the root namespace, on
+//! purpose: the root namespace must never carry `stack_ip4` (rule: nothing in the root
+//! namespace gets an address), and while a DPDK stack uses that address on `host_if`
+//! in the same test process, a kernel route to the same subnet in the root namespace
+//! would capture the traffic of programs that are meant to go through lstack. Both
+//! twin namespaces and their veth are separate from the main topology, so the main
+//! peer and the twin peer can run the same servers on the same addresses and ports at
+//! the same time. The twin's veth never enters the root namespace: it is created
+//! inside `app_ns` with its other end directly in `peer_ns`, and disappears with them.
+//!
 //! Every resource is registered for removal as soon as it exists, so a topology that
 //! fails half way through [`Topology::new`] cleans up as well as a finished one.
 
@@ -44,6 +75,10 @@ const DEFAULT_HINT: &str = "tb";
 const REMOTE_IF: &str = "remote0";
 /// The other end of [`REMOTE_IF`]'s veth pair, also inside the namespace.
 const REMOTE_PEER_IF: &str = "remote0p";
+/// Suffix of a kernel twin's app namespace name, after the topology's.
+const TWIN_APP_SUFFIX: &str = "-tapp";
+/// Suffix of a kernel twin's peer namespace name, after the topology's.
+const TWIN_PEER_SUFFIX: &str = "-tpeer";
 
 /// Topologies created by this process so far; part of every name.
 static TOPOLOGY_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -79,6 +114,10 @@ pub struct TopologyOptions {
     pub remote_ip6: Ipv6Addr,
     /// MTU of both veth ends. Default 1500.
     pub mtu: u32,
+    /// Also build a [`KernelTwin`]: a kernel "app" namespace holding `stack_ip4` and
+    /// `stack_ip6`, joined by its own veth to a second peer namespace set up like the
+    /// main one (see the module documentation). Default `false`.
+    pub kernel_twin: bool,
 }
 
 impl Default for TopologyOptions {
@@ -96,6 +135,7 @@ impl Default for TopologyOptions {
             prefix6: 64,
             remote_ip6: Ipv6Addr::new(0xfd00, 0x89, 0, 0, 0, 0, 0, 1),
             mtu: 1500,
+            kernel_twin: false,
         }
     }
 }
@@ -143,7 +183,76 @@ pub struct Topology {
     pub remote_ip6: Ipv6Addr,
     /// The additional veth pairs asked for with [`TopologyOptions::extra_links`].
     pub extra_links: Vec<Link>,
+    /// The kernel copy of this network, when asked for with
+    /// [`TopologyOptions::kernel_twin`].
+    pub kernel_twin: Option<KernelTwin>,
     cleanup: Cleanup,
+}
+
+/// A kernel-only copy of a topology: a namespace standing in for the stack's host
+/// (`app_ns`, holding `stack_ip4`/`stack_ip6` on `app_if`) joined by a veth pair to a
+/// second peer namespace (`peer_ns`, set up exactly like [`Topology::ns`]). Built with
+/// [`TopologyOptions::kernel_twin`]; removed with its topology.
+///
+/// The interfaces carry the same names as the main link (`app_if` is named like
+/// `host_if`, `peer_if` like the main `peer_if`, plus `remote0`): they live in other
+/// namespaces, so the names cannot collide, and a program in the twin sees the same
+/// interface names as its counterpart on the main topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelTwin {
+    /// The namespace standing in for the stack's host: `<ns>-tapp`.
+    pub app_ns: String,
+    /// The second peer host: `<ns>-tpeer`.
+    pub peer_ns: String,
+    /// The app end of the twin veth, in `app_ns`: `stack_ip4`, `stack_ip6`, MAC
+    /// `stack_mac`, default routes via the peer.
+    pub app_if: String,
+    /// The peer end of the twin veth, in `peer_ns`: `peer_ip4`, `peer_ip6`.
+    pub peer_if: String,
+}
+
+impl KernelTwin {
+    /// A command running `program` in the twin's app namespace
+    /// (`ip netns exec <app_ns> program`): where a plain kernel program stands in for
+    /// one running on lstack.
+    pub fn app_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.app_ns]).arg(program);
+        cmd
+    }
+
+    /// A command running `program` in the twin's peer namespace
+    /// (`ip netns exec <peer_ns> program`).
+    pub fn peer_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.peer_ns]).arg(program);
+        cmd
+    }
+
+    /// Runs `args` (program first) in the twin's app namespace to completion; fails,
+    /// with the command line and its output, when it exits unsuccessfully.
+    pub fn run_app<I, S>(&self, args: I) -> anyhow::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut args = args.into_iter();
+        let program = args.next().context("KernelTwin::run_app needs a program")?;
+        run_checked(self.app_cmd(program).args(args))
+    }
+
+    /// Runs `args` (program first) in the twin's peer namespace to completion.
+    pub fn run_peer<I, S>(&self, args: I) -> anyhow::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut args = args.into_iter();
+        let program = args
+            .next()
+            .context("KernelTwin::run_peer needs a program")?;
+        run_checked(self.peer_cmd(program).args(args))
+    }
 }
 
 impl Topology {
@@ -190,45 +299,16 @@ impl Topology {
             })?;
         }
 
-        let peer = main.peer_if.as_str();
-        let (p4, p6) = (opts.prefix4, opts.prefix6);
-        ip(&format!(
-            "-n {ns} addr add {}/{p4} dev {peer}",
-            opts.peer_ip4
-        ))?;
-        ip(&format!(
-            "-n {ns} addr add {}/{p6} dev {peer} nodad",
-            opts.peer_ip6
-        ))?;
+        configure_peer(&ns, &main.peer_if, &opts, stack_mac)?;
 
-        // The kernels this runs on have no `dummy` driver (and cannot load modules), so
-        // the remote addresses sit on one end of a veth pair that never leaves the
-        // namespace; with both ends up it has carrier, like a dummy.
-        ip(&format!(
-            "-n {ns} link add {REMOTE_IF} type veth peer name {REMOTE_PEER_IF}"
-        ))?;
-        ip(&format!(
-            "-n {ns} addr add {}/{p4} dev {REMOTE_IF}",
-            opts.remote_ip4
-        ))?;
-        ip(&format!(
-            "-n {ns} addr add {}/{p6} dev {REMOTE_IF} nodad",
-            opts.remote_ip6
-        ))?;
-        ip(&format!("-n {ns} link set {REMOTE_PEER_IF} up"))?;
-        ip(&format!("-n {ns} link set {REMOTE_IF} up"))?;
-
-        // Not needed (the peer owns the remote addresses itself), but it makes the peer
-        // a router in every sense, should a test add routes behind it.
-        sysctl_in(&ns, "net.ipv4.ip_forward=1")?;
-
-        if opts.static_neighbour {
-            for addr in [opts.stack_ip4.to_string(), opts.stack_ip6.to_string()] {
-                ip(&format!(
-                    "-n {ns} neigh replace {addr} lladdr {stack_mac} dev {peer} nud permanent"
-                ))?;
-            }
-        }
+        let kernel_twin = if opts.kernel_twin {
+            Some(
+                create_twin(&mut cleanup, &ns, &main, &opts, stack_mac)
+                    .context("creating the kernel twin")?,
+            )
+        } else {
+            None
+        };
 
         tracing::info!(ns = %ns, host_if = %main.host_if, peer_if = %main.peer_if, "topology up");
         Ok(Topology {
@@ -246,6 +326,7 @@ impl Topology {
             prefix6: opts.prefix6,
             remote_ip6: opts.remote_ip6,
             extra_links: extra,
+            kernel_twin,
             cleanup,
         })
     }
@@ -406,9 +487,14 @@ fn sanitize_hint(hint: &str) -> String {
 }
 
 /// The pid in a namespace name made by [`Names::netns`] with `hint`.
+/// Kernel twin namespaces (`<hint>-<pid>-<serial>-tapp`/`-tpeer`) count too.
 fn netns_owner(hint: &str, name: &str) -> Option<u32> {
     let rest = name.strip_prefix(hint)?.strip_prefix('-')?;
     let (pid, serial) = rest.split_once('-')?;
+    let serial = [TWIN_APP_SUFFIX, TWIN_PEER_SUFFIX]
+        .iter()
+        .find_map(|suffix| serial.strip_suffix(suffix))
+        .unwrap_or(serial);
     serial.parse::<u32>().ok()?;
     pid.parse().ok()
 }
@@ -529,6 +615,118 @@ fn create_link(
     // user-space stack sees neither partial checksums nor GSO super-frames fixed up.
     ethtool_off(Some(ns), peer, &["tx", "tso", "gso", "gro"])?;
     Ok(())
+}
+
+/// Gives the peer end `peer_if` in namespace `ns` the peer's addresses, adds the
+/// `remote0` interface with the remote addresses, turns on forwarding and, if asked
+/// for, the static neighbour entries for the stack's addresses.
+fn configure_peer(
+    ns: &str,
+    peer: &str,
+    opts: &TopologyOptions,
+    stack_mac: MacAddr,
+) -> anyhow::Result<()> {
+    let (p4, p6) = (opts.prefix4, opts.prefix6);
+    ip(&format!(
+        "-n {ns} addr add {}/{p4} dev {peer}",
+        opts.peer_ip4
+    ))?;
+    ip(&format!(
+        "-n {ns} addr add {}/{p6} dev {peer} nodad",
+        opts.peer_ip6
+    ))?;
+
+    // The kernels this runs on have no `dummy` driver (and cannot load modules), so
+    // the remote addresses sit on one end of a veth pair that never leaves the
+    // namespace; with both ends up it has carrier, like a dummy.
+    ip(&format!(
+        "-n {ns} link add {REMOTE_IF} type veth peer name {REMOTE_PEER_IF}"
+    ))?;
+    ip(&format!(
+        "-n {ns} addr add {}/{p4} dev {REMOTE_IF}",
+        opts.remote_ip4
+    ))?;
+    ip(&format!(
+        "-n {ns} addr add {}/{p6} dev {REMOTE_IF} nodad",
+        opts.remote_ip6
+    ))?;
+    ip(&format!("-n {ns} link set {REMOTE_PEER_IF} up"))?;
+    ip(&format!("-n {ns} link set {REMOTE_IF} up"))?;
+
+    // Not needed (the peer owns the remote addresses itself), but it makes the peer
+    // a router in every sense, should a test add routes behind it.
+    sysctl_in(ns, "net.ipv4.ip_forward=1")?;
+
+    if opts.static_neighbour {
+        for addr in [opts.stack_ip4.to_string(), opts.stack_ip6.to_string()] {
+            ip(&format!(
+                "-n {ns} neigh replace {addr} lladdr {stack_mac} dev {peer} nud permanent"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the [`KernelTwin`] of topology `ns`: namespaces `<ns>-tapp` and
+/// `<ns>-tpeer` (each registered for removal at once), a veth created inside the app
+/// namespace with its other end directly in the peer namespace (so it never touches
+/// the root namespace), the stack's addresses and MAC on the app end with default
+/// routes via the peer, and the peer end configured like the main peer.
+fn create_twin(
+    cleanup: &mut Cleanup,
+    ns: &str,
+    main: &Link,
+    opts: &TopologyOptions,
+    stack_mac: MacAddr,
+) -> anyhow::Result<KernelTwin> {
+    let twin = KernelTwin {
+        app_ns: format!("{ns}{TWIN_APP_SUFFIX}"),
+        peer_ns: format!("{ns}{TWIN_PEER_SUFFIX}"),
+        app_if: main.host_if.clone(),
+        peer_if: main.peer_if.clone(),
+    };
+    let (app_ns, peer_ns) = (twin.app_ns.as_str(), twin.peer_ns.as_str());
+    let (app, peer) = (twin.app_if.as_str(), twin.peer_if.as_str());
+    for name in [app_ns, peer_ns] {
+        remove_leftover_netns(name)?;
+        ip(&format!("netns add {name}")).with_context(|| format!("creating namespace {name}"))?;
+        cleanup.0.push(Resource::Netns(name.to_owned()));
+        ip(&format!("-n {name} link set lo up"))?;
+    }
+    ip(&format!(
+        "-n {app_ns} link add {app} type veth peer name {peer} netns {peer_ns}"
+    ))?;
+    ip(&format!("-n {app_ns} link set {app} address {stack_mac}"))?;
+    // No duplicate address detection: addresses usable at once, as on the stack.
+    sysctl_in(app_ns, &format!("net.ipv6.conf.{app}.accept_dad=0"))?;
+    sysctl_in(peer_ns, &format!("net.ipv6.conf.{peer}.accept_dad=0"))?;
+    ip(&format!("-n {app_ns} link set {app} mtu {} up", opts.mtu))?;
+    ip(&format!("-n {peer_ns} link set {peer} mtu {} up", opts.mtu))?;
+    // The same offloads off as on the main peer: the twin peer sends the same frames.
+    ethtool_off(Some(peer_ns), peer, &["tx", "tso", "gso", "gro"])?;
+
+    let (p4, p6) = (opts.prefix4, opts.prefix6);
+    ip(&format!(
+        "-n {app_ns} addr add {}/{p4} dev {app}",
+        opts.stack_ip4
+    ))?;
+    ip(&format!(
+        "-n {app_ns} addr add {}/{p6} dev {app} nodad",
+        opts.stack_ip6
+    ))?;
+    // The stack's gateway is the peer: so is the twin app's.
+    ip(&format!(
+        "-n {app_ns} route add default via {} dev {app}",
+        opts.peer_ip4
+    ))?;
+    ip(&format!(
+        "-n {app_ns} -6 route add default via {} dev {app}",
+        opts.peer_ip6
+    ))?;
+
+    configure_peer(peer_ns, peer, opts, stack_mac)?;
+    tracing::info!(app_ns, peer_ns, "kernel twin up");
+    Ok(twin)
 }
 
 /// Writes a sysctl of the root namespace; a missing file is fine when `optional`
@@ -712,6 +910,10 @@ mod tests {
         assert_eq!(link_owner("bond", &link.peer_if), Some(4_194_303));
         assert_eq!(names.netns(), "bond-4194303-4095");
         assert_eq!(netns_owner("bond", &names.netns()), Some(4_194_303));
+        for suffix in [TWIN_APP_SUFFIX, TWIN_PEER_SUFFIX] {
+            let twin = format!("{}{suffix}", names.netns());
+            assert_eq!(netns_owner("bond", &twin), Some(4_194_303), "{twin}");
+        }
     }
 
     #[test]
@@ -731,7 +933,15 @@ mod tests {
         ] {
             assert_eq!(link_owner("tb", name), None, "{name}");
         }
-        for name in ["tb", "tb-1", "tb-x-1", "tbx-1-2", "other-1-2"] {
+        for name in [
+            "tb",
+            "tb-1",
+            "tb-x-1",
+            "tbx-1-2",
+            "other-1-2",
+            "tb-1-2-tother",
+            "tb-1-tapp",
+        ] {
             assert_eq!(netns_owner("tb", name), None, "{name}");
         }
     }

@@ -345,3 +345,93 @@ fn failed_construction_leaves_nothing_behind() {
         .collect();
     assert!(leftover_links.is_empty(), "{leftover_links:?}");
 }
+
+#[test]
+fn kernel_twin_mirrors_the_stack_side_in_its_own_namespaces() {
+    require_root();
+    let topo = Topology::new(TopologyOptions {
+        name_hint: "twin".into(),
+        kernel_twin: true,
+        ..TopologyOptions::default()
+    })
+    .unwrap();
+    let twin = topo.kernel_twin.clone().expect("kernel twin asked for");
+    assert_eq!(twin.app_ns, format!("{}-tapp", topo.ns));
+    assert_eq!(twin.peer_ns, format!("{}-tpeer", topo.ns));
+    assert!(netns_exists(&twin.app_ns) && netns_exists(&twin.peer_ns));
+    let out = |o: std::process::Output| String::from_utf8(o.stdout).unwrap();
+
+    // The app end carries the stack's addresses and MAC, with the peer as gateway.
+    let app = out(twin
+        .run_app(["ip", "-o", "addr", "show", "dev", &twin.app_if])
+        .unwrap());
+    assert!(app.contains("inet 10.88.0.2/24"), "{app}");
+    assert!(app.contains("inet6 fd00:88::2/64"), "{app}");
+    let link = out(twin
+        .run_app(["ip", "-o", "link", "show", "dev", &twin.app_if])
+        .unwrap());
+    assert!(link.contains(&topo.stack_mac.to_string()), "{link}");
+    let routes = out(twin.run_app(["ip", "route"]).unwrap());
+    assert!(routes.contains("default via 10.88.0.1"), "{routes}");
+    let routes6 = out(twin.run_app(["ip", "-6", "route"]).unwrap());
+    assert!(routes6.contains("default via fd00:88::1"), "{routes6}");
+
+    // The twin peer looks like the main peer.
+    let peer = out(twin
+        .run_peer(["ip", "-o", "addr", "show", "dev", &twin.peer_if])
+        .unwrap());
+    assert!(peer.contains("inet 10.88.0.1/24"), "{peer}");
+    assert!(peer.contains("inet6 fd00:88::1/64"), "{peer}");
+    let remote = out(twin
+        .run_peer(["ip", "-o", "addr", "show", "dev", &topo.remote_if])
+        .unwrap());
+    assert!(remote.contains("inet 10.89.0.1/24"), "{remote}");
+
+    // Kernel to kernel across the twin: on-link both families, and the remote subnet
+    // through the gateway.
+    for args in [
+        vec!["ping", "-c", "1", "-W", "2", "10.88.0.1"],
+        vec!["ping", "-6", "-c", "1", "-W", "2", "fd00:88::1"],
+        vec!["ping", "-c", "1", "-W", "2", "10.89.0.1"],
+    ] {
+        twin.run_app(&args).unwrap();
+    }
+    twin.run_peer(["ping", "-c", "1", "-W", "2", "10.88.0.2"])
+        .unwrap();
+
+    // Nothing of it in the root namespace: no address, and no twin interface.
+    let root = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "addr", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!root.contains("10.88.0.2/"), "{root}");
+    assert!(!root.contains("fd00:88::2/"), "{root}");
+    // The main peer cannot reach the twin's app (the stack's address is nobody's yet).
+    assert!(topo
+        .run(["ping", "-c", "1", "-W", "1", "10.88.0.2"])
+        .is_err());
+
+    let (app_ns, peer_ns) = (twin.app_ns.clone(), twin.peer_ns.clone());
+    let mut orphan = twin.app_cmd("sleep").arg("1000").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "pids", &app_ns])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split_whitespace()
+    .any(|p| p == orphan.id().to_string())
+    {
+        assert!(Instant::now() < deadline, "sleep never entered {app_ns}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    topo.teardown().unwrap();
+    assert!(!netns_exists(&app_ns) && !netns_exists(&peer_ns));
+    assert!(!orphan.wait().unwrap().success());
+}

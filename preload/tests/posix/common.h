@@ -39,6 +39,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The command line: which side this is, the other side's addresses, and
@@ -230,8 +231,8 @@ static inline void send_str(int fd, const char *s)
     }
 }
 
-/* Receives exactly strlen(want) bytes and prints them as `got "<bytes>"`
- * (or what came before end of file or an error). */
+/* Receives exactly strlen(want) bytes and prints them as
+ * `expect "<want>" = "<got>"` (with what ended the read early, if anything). */
 static inline void expect_str(int fd, const char *want)
 {
     char buf[256];
@@ -239,16 +240,16 @@ static inline void expect_str(int fd, const char *want)
     while (got < len) {
         ssize_t n = recv(fd, buf + got, len - got, 0);
         if (n < 0) {
-            say("got \"%.*s\" then -1 %s", (int)got, buf, errname(errno));
+            say("expect \"%s\" = \"%.*s\" then -1 %s", want, (int)got, buf, errname(errno));
             return;
         }
         if (n == 0) {
-            say("got \"%.*s\" then EOF", (int)got, buf);
+            say("expect \"%s\" = \"%.*s\" then EOF", want, (int)got, buf);
             return;
         }
         got += (size_t)n;
     }
-    say("got \"%.*s\"", (int)got, buf);
+    say("expect \"%s\" = \"%.*s\"", want, (int)got, buf);
 }
 
 /* Reads until end of file (or error) and prints everything that came. */
@@ -259,7 +260,7 @@ static inline void expect_eof(int fd)
     for (;;) {
         ssize_t n = recv(fd, buf + got, sizeof buf - got, 0);
         if (n < 0) {
-            say("read until EOF: \"%.*s\" then -1 %s", (int)got, buf, errname(errno));
+            say("read until EOF = \"%.*s\" then -1 %s", (int)got, buf, errname(errno));
             return;
         }
         if (n == 0)
@@ -268,7 +269,7 @@ static inline void expect_eof(int fd)
         if (got == sizeof buf)
             break;
     }
-    say("read until EOF: \"%.*s\" then EOF", (int)got, buf);
+    say("read until EOF = \"%.*s\" then EOF", (int)got, buf);
 }
 
 /* --------------------------------------------------------- readiness masks */
@@ -314,6 +315,14 @@ static inline int show_poll1(const char *what, int fd, short events, int timeout
 
 /* ------------------------------------------------------------------ epoll */
 
+/* Milliseconds on the monotonic clock (for deadlines, never printed). */
+static inline long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000L + t.tv_nsec / 1000000;
+}
+
 /* Names of the epoll tokens used by the programs (event.data.u32). */
 __attribute__((unused)) static const char *const token_names[] = {"?", "sock", "pipe"};
 
@@ -348,7 +357,8 @@ static inline void ep_collect(int ep, unsigned want, int timeout_ms)
     uint32_t mask[3] = {0};
     unsigned seen = 0;
     char line[256];
-    for (int waited = 0; (seen & want) != want && waited < timeout_ms; waited += 50) {
+    long deadline = now_ms() + timeout_ms;
+    while ((seen & want) != want && now_ms() < deadline) {
         struct epoll_event ev[8];
         int n = epoll_wait(ep, ev, 8, 50);
         for (int i = 0; i < n; i++)
@@ -357,7 +367,7 @@ static inline void ep_collect(int ep, unsigned want, int timeout_ms)
                 seen |= 1u << ev[i].data.u32;
             }
     }
-    int len = snprintf(line, sizeof line, "epoll_wait until all ready:");
+    int len = snprintf(line, sizeof line, "epoll_wait until all ready =");
     for (int t = 1; t < 3; t++)
         len += snprintf(line + len, sizeof line - len, " %s=%s", token_names[t],
                         epoll_mask(mask[t]));

@@ -71,8 +71,11 @@ fn run(args: Args) -> Result<()> {
         signal_flag(sig, s);
     }
 
-    let any = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.port);
-    let listener = stack.tcp_listen(any, 4096).context("listening")?;
+    // [::] without V6ONLY: IPv4 and IPv6 alike.
+    let any = SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), args.port);
+    let listener = stack
+        .tcp_listen_dual(any, 4096, true)
+        .context("listening")?;
     let udp = stack.udp_bind(any).context("binding UDP")?;
     println!(
         "lstack-echo: echoing TCP and UDP on port {} at {} (and {}); Ctrl-C stops",

@@ -137,8 +137,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Starts an echo server on the stack: one thread per connection.
 pub fn spawn_stack_echo(stack: &Stack, port: u16) {
+    // [::] without V6ONLY: IPv4 and IPv6 clients alike.
+    let any6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
     let listener = stack
-        .tcp_listen(SocketAddr::from(([0, 0, 0, 0], port)), 1024)
+        .tcp_listen_dual(any6, 1024, true)
         .expect("listening on the stack");
     std::thread::spawn(move || {
         while let Ok((conn, _)) = listener.accept() {

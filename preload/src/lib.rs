@@ -397,9 +397,30 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                     Err(e) => io_fail(&e),
                 }
             }
-            Kind::Udp { peer, .. } => {
-                *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(sa);
-                0
+            Kind::Udp { socket, peer } => {
+                // A bound socket connects: from now on it gets only its
+                // peer's datagrams, and its port's other traffic can go to a
+                // new unconnected socket (iperf3's UDP server does this).
+                let port = socket.local_addr().port();
+                match st.udp_connect(port, sa) {
+                    Ok(connected) => {
+                        let file = File::new(
+                            Kind::Udp {
+                                socket: connected,
+                                peer: Mutex::new(Some(sa)),
+                            },
+                            f.nonblocking(),
+                        );
+                        f.inherit(&file);
+                        table().set(fd, file);
+                        0
+                    }
+                    // Already connected to this peer elsewhere: filter instead.
+                    Err(_) => {
+                        *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(sa);
+                        0
+                    }
+                }
             }
             Kind::Stream(_) => fail(libc::EISCONN),
             Kind::Listener { .. } => fail(libc::EINVAL),

@@ -337,7 +337,7 @@ fn iperf_bps(json: &str, key: &str) -> f64 {
 }
 
 #[test]
-fn iperf3_tcp_both_directions() {
+fn iperf3_tcp_both_directions_and_udp() {
     let (_g, topo) = topo();
     let mut cmd = preloaded(topo, "iperf3", "iperf3");
     cmd.args(["-s", "-p", "15201"]);
@@ -366,6 +366,37 @@ fn iperf3_tcp_both_directions() {
         d / 1e6
     );
     assert!(u > 0.0 && d > 0.0);
+
+    // UDP: the server connects its socket to the client and binds a new one
+    // on the same port; the datagrams must reach the connected one.
+    let udp = run_ok(topo.cmd("iperf3").args([
+        "-c", &ip, "-p", "15201", "-u", "-b", "50M", "-t", "5", "--json",
+    ]));
+    let at = udp.rfind("\"sum\"").expect("iperf3 UDP summary");
+    let field = |k: &str| -> f64 {
+        let rest = &udp[at..];
+        let key = format!("\"{k}\":");
+        let b = rest.find(&key).unwrap_or_else(|| panic!("no {k}: {udp}")) + key.len();
+        rest[b..]
+            .trim_start()
+            .split([',', '\n', '}'])
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (packets, lost) = (field("packets"), field("lost_packets"));
+    println!("iperf3 UDP to lstack at 50 Mbit/s: {packets} datagrams, {lost} lost");
+    assert!(
+        packets > 0.0 && lost < packets,
+        "no UDP datagram reached the server: {udp}"
+    );
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "iperf3 server died: {}",
+        server.stderr_so_far()
+    );
 }
 
 #[test]

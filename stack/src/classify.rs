@@ -365,6 +365,44 @@ fn classify_udp(bytes: &[u8], src: IpAddress, dst: IpAddress, checked: RxChecked
     }
 }
 
+/// The flow of a UDP datagram `classify` accepted (`Verdict::Udp`), for
+/// delivering it to a connected socket. `None` for anything else.
+pub fn udp_flow(frame: &[u8]) -> Option<FlowKey> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, dst, payload) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Udp {
+                return None;
+            }
+            (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+                ip.payload(),
+            )
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Udp {
+                return None;
+            }
+            (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+                ip.payload(),
+            )
+        }
+        _ => return None,
+    };
+    let udp = UdpPacket::new_checked(payload).ok()?;
+    Some(FlowKey {
+        local_addr: dst,
+        local_port: udp.dst_port(),
+        remote_addr: src,
+        remote_port: udp.src_port(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use smoltcp::wire::{

@@ -252,6 +252,10 @@ pub(crate) struct StackShared {
     pub(crate) shutdown: AtomicBool,
     /// Most TCP connections at once (`tcp_conn_count`).
     pub(crate) conn_limit: usize,
+    /// Connected UDP sockets: flow -> shard of the port's thread. Looked at
+    /// only while `connected_udp_count` is non-zero.
+    pub(crate) connected_udp: RwLock<HashMap<FlowKey, usize>>,
+    pub(crate) connected_udp_count: AtomicUsize,
 }
 
 impl StackShared {
@@ -272,6 +276,8 @@ impl StackShared {
             local,
             shutdown: AtomicBool::new(false),
             conn_limit,
+            connected_udp: RwLock::new(HashMap::new()),
+            connected_udp_count: AtomicUsize::new(0),
         }
     }
 
@@ -627,7 +633,19 @@ impl Worker {
             }
             Verdict::Udp { port } => {
                 let t = shared.udp_thread(port);
-                (t, shared.threads[t].control_shard())
+                let mut shard = shared.threads[t].control_shard();
+                if shared.connected_udp_count.load(Ordering::Relaxed) > 0 {
+                    if let Some(flow) = crate::classify::udp_flow(m.data()) {
+                        let map = shared
+                            .connected_udp
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if let Some(s) = map.get(&flow) {
+                            shard = *s;
+                        }
+                    }
+                }
+                (t, shard)
             }
             Verdict::Control { broadcast } => {
                 if broadcast && shared.threads.len() > 1 {

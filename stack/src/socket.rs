@@ -353,6 +353,70 @@ impl Stack {
             handle,
             event: Event::new(),
             nonblocking: AtomicBool::new(false),
+            connected: None,
+        })
+    }
+
+    /// A UDP socket on local `port` connected to `remote`: it gets the
+    /// datagrams of that peer only, while an unconnected socket may take the
+    /// port's other traffic (what iperf3's UDP server does). The caller
+    /// frees the port first if it held it unconnected.
+    pub fn udp_connect(&self, port: u16, remote: SocketAddr) -> io::Result<UdpSocket> {
+        let shared = &self.shared;
+        let local_ip = self.local_ip_for(remote.ip()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no local address for {remote}"),
+            )
+        })?;
+        let flow = FlowKey {
+            local_addr: IpAddress::from(local_ip),
+            local_port: port,
+            remote_addr: IpAddress::from(remote.ip()),
+            remote_port: remote.port(),
+        };
+        let packets = shared.opts.udp_packets;
+        let bytes = shared.opts.udp_buffer;
+        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        let mut sock = udp::Socket::new(rx, tx);
+        sock.bind(IpListenEndpoint {
+            addr: Some(flow.local_addr),
+            port,
+        })
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bind port {port}: {e}"),
+            )
+        })?;
+        // The port's thread, and a shard of it chosen by the flow.
+        let thread = shared.udp_thread(port);
+        let shard = shared.place(&flow).1;
+        let mut map = shared
+            .connected_udp
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&flow) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("UDP port {port} is already connected to {remote}"),
+            ));
+        }
+        let handle = shared.threads[thread].shards[shard]
+            .lock()
+            .sockets
+            .add(sock);
+        map.insert(flow, shard);
+        shared.connected_udp_count.fetch_add(1, Ordering::Relaxed);
+        Ok(UdpSocket {
+            stack: Arc::clone(shared),
+            thread,
+            shard,
+            handle,
+            event: Event::new(),
+            nonblocking: AtomicBool::new(false),
+            connected: Some(flow),
         })
     }
 
@@ -882,6 +946,8 @@ pub struct UdpSocket {
     handle: SocketHandle,
     event: Arc<Event>,
     nonblocking: AtomicBool,
+    /// The flow of a connected socket (see [`Stack::udp_connect`]).
+    connected: Option<FlowKey>,
 }
 
 impl UdpSocket {
@@ -1036,6 +1102,17 @@ impl UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
+        if let Some(flow) = self.connected {
+            let mut map = self
+                .stack
+                .connected_udp
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            map.remove(&flow);
+            self.stack
+                .connected_udp_count
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
         inner.sockets.remove(self.handle);
     }

@@ -1219,7 +1219,9 @@ impl Harness {
                     break;
                 };
                 if echo {
-                    let _ = u.send_slice(&buf[..n], meta);
+                    // As lstack does: the peer only, the stack picks the source address
+                    // (echoing from the address a broadcast came to would be wrong).
+                    let _ = u.send_slice(&buf[..n], meta.endpoint);
                 }
             }
             let i = self.control.get_mut::<icmp::Socket<'_>>(self.icmp);

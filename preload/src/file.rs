@@ -62,6 +62,12 @@ pub struct File {
     pub nodelay: AtomicBool,
     /// `IPV6_V6ONLY`: an IPv6 wildcard does not take IPv4 traffic.
     pub v6only: AtomicBool,
+    /// `SO_KEEPALIVE`.
+    pub keepalive: AtomicBool,
+    /// `TCP_KEEPIDLE`, seconds (Linux's default 7200).
+    pub keepidle: std::sync::atomic::AtomicU32,
+    /// `SO_LINGER` on with a zero timeout: close resets.
+    pub linger_zero: AtomicBool,
     /// The application opened an IPv6 socket: IPv4 peers are shown to it as
     /// v4-mapped IPv6 addresses.
     pub map_v4: AtomicBool,
@@ -80,6 +86,9 @@ impl File {
             nonblocking: AtomicBool::new(nonblocking),
             nodelay: AtomicBool::new(false),
             v6only: AtomicBool::new(default_v6only()),
+            keepalive: AtomicBool::new(false),
+            keepidle: std::sync::atomic::AtomicU32::new(7200),
+            linger_zero: AtomicBool::new(false),
             map_v4: AtomicBool::new(false),
             so_error: AtomicI32::new(0),
             watchers: Mutex::new(Vec::new()),
@@ -126,8 +135,27 @@ impl File {
         }
     }
 
+    /// Applies the TCP options recorded on this file to its connection.
+    pub fn apply_stream_options(&self) {
+        let Kind::Stream(s) = &self.kind else { return };
+        s.set_nodelay(self.nodelay.load(Ordering::Relaxed));
+        let idle = u64::from(self.keepidle.load(Ordering::Relaxed));
+        s.set_keep_alive(
+            self.keepalive
+                .load(Ordering::Relaxed)
+                .then(|| std::time::Duration::from_secs(idle)),
+        );
+        s.set_abort_on_close(self.linger_zero.load(Ordering::Relaxed));
+    }
+
     /// A copy of this file's socket options for a file derived from it.
     pub fn inherit(&self, to: &File) {
+        to.keepalive
+            .store(self.keepalive.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.keepidle
+            .store(self.keepidle.load(Ordering::Relaxed), Ordering::Relaxed);
+        to.linger_zero
+            .store(self.linger_zero.load(Ordering::Relaxed), Ordering::Relaxed);
         to.nodelay
             .store(self.nodelay.load(Ordering::Relaxed), Ordering::Relaxed);
         to.map_v4

@@ -290,6 +290,7 @@ pub unsafe extern "C" fn accept4(
                 }
                 let file = File::new(Kind::Stream(stream), flags & libc::SOCK_NONBLOCK != 0);
                 f.inherit(&file);
+                file.apply_stream_options();
                 table().set(nfd, file);
                 // SAFETY: caller's buffers.
                 if let Err(e) = unsafe { addr::write(f.present(peer), a, len) } {
@@ -354,6 +355,7 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                     let nonblocking = f.nonblocking();
                     let file = File::new(Kind::Stream(s), nonblocking);
                     f.inherit(&file);
+                    file.apply_stream_options();
                     table().set(fd, Arc::clone(&file));
                     if nonblocking {
                         return fail(libc::EINPROGRESS);
@@ -999,6 +1001,38 @@ pub unsafe extern "C" fn setsockopt(
                 f.v6only.store(on != 0, Ordering::Relaxed);
             }
         }
+        match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+                // SAFETY: caller's option buffer.
+                let Some(on) = (unsafe { int_opt(v, len) }) else {
+                    return fail(libc::EINVAL);
+                };
+                f.keepalive.store(on != 0, Ordering::Relaxed);
+                f.apply_stream_options();
+            }
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => {
+                // SAFETY: caller's option buffer.
+                let Some(secs) = (unsafe { int_opt(v, len) }) else {
+                    return fail(libc::EINVAL);
+                };
+                if !(1..=32767).contains(&secs) {
+                    return fail(libc::EINVAL);
+                }
+                f.keepidle.store(secs as u32, Ordering::Relaxed);
+                f.apply_stream_options();
+            }
+            (libc::SOL_SOCKET, libc::SO_LINGER) => {
+                if v.is_null() || (len as usize) < std::mem::size_of::<libc::linger>() {
+                    return fail(libc::EINVAL);
+                }
+                // SAFETY: a struct linger, checked above.
+                let l = unsafe { std::ptr::read_unaligned(v.cast::<libc::linger>()) };
+                f.linger_zero
+                    .store(l.l_onoff != 0 && l.l_linger == 0, Ordering::Relaxed);
+                f.apply_stream_options();
+            }
+            _ => {}
+        }
         if level == libc::IPPROTO_TCP && name == libc::TCP_NODELAY {
             // SAFETY: caller's option buffer.
             let Some(on) = (unsafe { int_opt(v, len) }) else {
@@ -1061,6 +1095,10 @@ pub unsafe extern "C" fn getsockopt(
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 c_int::from(f.nodelay.load(Ordering::Relaxed))
             }
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+                c_int::from(f.keepalive.load(Ordering::Relaxed))
+            }
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => f.keepidle.load(Ordering::Relaxed) as c_int,
             (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => 64 * 1024,
             // SAFETY: forwarding to the reservation descriptor's kernel socket when it is one.
             _ => return unsafe { (real().getsockopt)(fd, level, name, v, len) },

@@ -282,6 +282,7 @@ impl Stack {
             life: Default::default(),
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
+            abort_on_close: AtomicBool::new(false),
         })
     }
 
@@ -590,6 +591,8 @@ pub struct TcpStream {
     reset_reported: AtomicBool,
     /// The application shut down (or closed) the sending side: our FIN.
     write_shut: AtomicBool,
+    /// `SO_LINGER` with a zero timeout: close with RST.
+    abort_on_close: AtomicBool,
 }
 
 const LIFE_UP: u8 = 1;
@@ -609,6 +612,7 @@ impl TcpStream {
             life: Default::default(),
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
+            abort_on_close: AtomicBool::new(false),
         }
     }
 
@@ -885,6 +889,19 @@ impl TcpStream {
         self.with(|s| s.set_nagle_enabled(!nodelay));
     }
 
+    /// Sends keep-alive probes after `idle` without traffic (`None`: off),
+    /// as `SO_KEEPALIVE` with `TCP_KEEPIDLE`.
+    pub fn set_keep_alive(&self, idle: Option<Duration>) {
+        let idle = idle.map(|d| smoltcp::time::Duration::from_millis(d.as_millis() as u64));
+        self.with(|s| s.set_keep_alive(idle));
+    }
+
+    /// With `true`, closing resets the connection (RST) instead of a
+    /// graceful FIN: `SO_LINGER` with a zero timeout.
+    pub fn set_abort_on_close(&self, abort: bool) {
+        self.abort_on_close.store(abort, Ordering::Relaxed);
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.with(|s| s.remote_endpoint())
@@ -925,8 +942,8 @@ impl Drop for TcpStream {
         {
             let mut inner = me.shards[self.shard].lock();
             let s = inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle);
-            if s.recv_queue() > 0 {
-                // Unread data on close: reset, as a kernel does.
+            if s.recv_queue() > 0 || self.abort_on_close.load(Ordering::Relaxed) {
+                // Unread data (or SO_LINGER 0) on close: reset, as a kernel does.
                 s.abort();
             } else {
                 s.close();

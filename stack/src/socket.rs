@@ -422,11 +422,7 @@ impl Stack {
     }
 
     fn owns(&self, ip: &IpAddress) -> bool {
-        let l = &self.shared.local;
-        match ip {
-            IpAddress::Ipv4(a) => l.ipv4 == Some(*a),
-            IpAddress::Ipv6(a) => l.ipv6 == Some(*a) || l.ipv6_link_local == Some(*a),
-        }
+        self.owns_addr((*ip).into())
     }
 }
 

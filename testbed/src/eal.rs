@@ -112,6 +112,35 @@ pub fn eal_args_af_packet(topo: &Topology, huge: &HugeEnv, file_prefix: &str) ->
     AfPacketEal::default().args(topo, huge, file_prefix)
 }
 
+/// The lstack configuration for a stack on `topo.host_if` driven through
+/// `eal`'s `net_af_packet` settings: the topology's stack addresses and MAC,
+/// the peer as gateway, the stack thread on CPU 1 (EAL's main lcore is 0),
+/// and DPDK arguments with the file prefix `prefix` (the program name left
+/// out: the stack adds its own).
+pub fn lstack_config(
+    topo: &Topology,
+    huge: &HugeEnv,
+    eal: &AfPacketEal,
+    prefix: &str,
+) -> anyhow::Result<gazelle_config::LstackConfig> {
+    let mut args = eal.args(topo, huge, prefix);
+    args.remove(0);
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(topo.prefix4))
+        .unwrap_or(0);
+    let mut cfg = gazelle_config::LstackConfig::new(
+        topo.stack_ip4,
+        mask.into(),
+        topo.stack_mac.to_string().parse()?,
+    );
+    cfg.gateway_addr = Some(topo.peer_ip4);
+    cfg.host_addr6 = Some(gazelle_config::Ipv6Cidr::new(topo.stack_ip6, topo.prefix6)?);
+    cfg.dpdk_args = args;
+    cfg.num_cpus = "1".parse()?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

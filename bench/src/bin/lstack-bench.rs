@@ -20,7 +20,6 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use gazelle_config::{Ipv6Cidr, LstackConfig};
 use netns_testbed::{hugepages, AfPacketEal, ChildGuard, KernelTwin, Topology, TopologyOptions};
 
 /// Benchmark lstack against the Linux kernel stack, side by side.
@@ -79,15 +78,8 @@ impl Bench<'_> {
     /// DPDK primary and needs its own file prefix).
     fn conf(&self) -> Result<PathBuf> {
         let prefix = hugepages::dpdk_file_prefix("bench");
-        let mut args = AfPacketEal::default().args(self.topo, &self.huge, &prefix);
-        args.remove(0);
-        let t = self.topo;
-        let mask = u32::MAX << (32 - u32::from(t.prefix4));
-        let mut cfg = LstackConfig::new(t.stack_ip4, mask.into(), t.stack_mac.to_string().parse()?);
-        cfg.gateway_addr = Some(t.peer_ip4);
-        cfg.host_addr6 = Some(Ipv6Cidr::new(t.stack_ip6, t.prefix6)?);
-        cfg.dpdk_args = args;
-        cfg.num_cpus = "1".parse()?;
+        let cfg =
+            netns_testbed::lstack_config(self.topo, &self.huge, &AfPacketEal::default(), &prefix)?;
         let path =
             std::env::temp_dir().join(format!("lstack-bench-{}-{prefix}.toml", std::process::id()));
         std::fs::write(&path, cfg.to_toml_string())?;

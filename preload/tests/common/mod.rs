@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use gazelle_config::{Ipv6Cidr, LstackConfig, MacAddr};
+use gazelle_config::LstackConfig;
 use netns_testbed::{hugepages, AfPacketEal, Topology};
 
 /// `liblstack.so` of the profile this test binary was built in: the test binary is
@@ -41,17 +41,8 @@ pub fn liblstack() -> PathBuf {
 pub fn config_for(topo: &Topology, name: &str) -> (LstackConfig, String) {
     let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
     let prefix = hugepages::dpdk_file_prefix(name);
-    let mut args = AfPacketEal::default().args(topo, &huge, &prefix);
-    args.remove(0); // program name: the stack adds its own
-    let mask = u32::MAX << (32 - u32::from(topo.prefix4));
-    let mac: MacAddr = topo.stack_mac.to_string().parse().expect("stack MAC");
-    let mut cfg = LstackConfig::new(topo.stack_ip4, mask.into(), mac);
-    cfg.gateway_addr = Some(topo.peer_ip4);
-    cfg.host_addr6 = Some(Ipv6Cidr::new(topo.stack_ip6, topo.prefix6).expect("IPv6 cidr"));
-    cfg.dpdk_args = args;
-    // CPU 1 for the stack thread: EAL's main lcore is 0 (and CI has two).
-    cfg.num_cpus = "1".parse().expect("cpu list");
-    cfg.validate().expect("the test configuration is valid");
+    let cfg = netns_testbed::lstack_config(topo, &huge, &AfPacketEal::default(), &prefix)
+        .expect("the test configuration");
     (cfg, prefix)
 }
 

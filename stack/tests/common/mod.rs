@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gazelle_config::{lstack::LstackConfig, Ipv6Cidr, MacAddr};
+use gazelle_config::lstack::LstackConfig;
 use lstack::{Stack, StackOptions};
 use netns_testbed::{hugepages, require_root, AfPacketEal, Topology, TopologyOptions};
 
@@ -25,17 +25,7 @@ pub struct Env {
 pub fn config_for(topo: &Topology, name: &str, eal: &AfPacketEal) -> LstackConfig {
     let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
     let prefix = hugepages::dpdk_file_prefix(name);
-    let mut args = eal.args(topo, &huge, &prefix);
-    args.remove(0); // program name: the stack adds its own
-    let mask = u32::MAX << (32 - u32::from(topo.prefix4));
-    let mac: MacAddr = topo.stack_mac.to_string().parse().expect("stack MAC");
-    let mut cfg = LstackConfig::new(topo.stack_ip4, mask.into(), mac);
-    cfg.gateway_addr = Some(topo.peer_ip4);
-    cfg.host_addr6 = Some(Ipv6Cidr::new(topo.stack_ip6, topo.prefix6).expect("IPv6 cidr"));
-    cfg.dpdk_args = args;
-    // CPU 1 for the stack thread: EAL's main lcore is 0 (and CI has two).
-    cfg.num_cpus = "1".parse().expect("cpu list");
-    cfg
+    netns_testbed::lstack_config(topo, &huge, eal, &prefix).expect("the test configuration")
 }
 
 /// Builds a topology and starts a stack on it.

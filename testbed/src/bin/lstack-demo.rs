@@ -15,7 +15,6 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use gazelle_config::{Ipv6Cidr, LstackConfig};
 use netns_testbed::{hugepages, AfPacketEal, Topology, TopologyOptions};
 
 /// Run the lstack echo server on a demo topology (needs root).
@@ -67,20 +66,11 @@ fn run(args: Args) -> Result<()> {
     })
     .context("creating the demo topology")?;
     let prefix = hugepages::dpdk_file_prefix("lstack_demo");
-    let mut dpdk_args = AfPacketEal {
+    let eal = AfPacketEal {
         program: "lstack".into(),
         ..Default::default()
-    }
-    .args(&topo, &huge, &prefix);
-    dpdk_args.remove(0);
-    let mut cfg = LstackConfig::new(
-        topo.stack_ip4,
-        std::net::Ipv4Addr::from(u32::MAX << (32 - u32::from(topo.prefix4))),
-        topo.stack_mac.to_string().parse().context("stack MAC")?,
-    );
-    cfg.gateway_addr = Some(topo.peer_ip4);
-    cfg.host_addr6 = Some(Ipv6Cidr::new(topo.stack_ip6, topo.prefix6)?);
-    cfg.dpdk_args = dpdk_args;
+    };
+    let mut cfg = netns_testbed::lstack_config(&topo, &huge, &eal, &prefix)?;
     cfg.num_cpus = args.num_cpus.parse().context("--num-cpus")?;
     cfg.validate()?;
     let conf: PathBuf =

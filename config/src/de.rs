@@ -6,15 +6,18 @@
 //! is on, so a type error deep inside a value still comes out as
 //! `key = value: what was wrong`, and unknown or missing keys become
 //! [`ConfigError::UnknownKey`] / [`ConfigError::MissingKey`] instead of serde's
-//! generic text. The helpers at the bottom ([`flag`], [`mac_list`]) accept
+//! generic text. The helpers at the bottom ([`flag`], [`separated_list`]) accept
 //! gazelle's spellings of values next to the natural TOML ones.
 
 use std::fmt::{self, Display};
+use std::marker::PhantomData;
+use std::str::FromStr;
 
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess,
     Unexpected, Visitor,
 };
+use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::error::ConfigError;
@@ -154,24 +157,39 @@ pub(crate) fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D
     deserializer.deserialize_any(FlagVisitor)
 }
 
-/// A list of MAC addresses written either as a list of strings or, as gazelle
-/// does, one string of addresses separated by `;`.
-pub(crate) fn mac_list<'de, D: Deserializer<'de>>(
+/// A list written either as a list or, as gazelle does, as one string whose
+/// items are separated by characters for which `is_separator` is true. Items
+/// are trimmed and empty ones skipped, so `"a; b;"` is `["a", "b"]`.
+/// `expecting` describes both forms for error messages.
+pub(crate) fn separated_list<'de, D, T>(
     deserializer: D,
-) -> Result<Vec<MacAddr>, D::Error> {
-    struct MacListVisitor;
+    is_separator: fn(char) -> bool,
+    expecting: &'static str,
+) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    struct ListVisitor<T> {
+        is_separator: fn(char) -> bool,
+        expecting: &'static str,
+        item: PhantomData<T>,
+    }
 
-    impl<'de> Visitor<'de> for MacListVisitor {
-        type Value = Vec<MacAddr>;
+    impl<'de, T> Visitor<'de> for ListVisitor<T>
+    where
+        T: Deserialize<'de> + FromStr,
+        T::Err: Display,
+    {
+        type Value = Vec<T>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(
-                "a list of MAC address strings, or one string of MAC addresses separated by ';'",
-            )
+            f.write_str(self.expecting)
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            text.split(';')
+            text.split(self.is_separator)
                 .map(str::trim)
                 .filter(|part| !part.is_empty())
                 .map(|part| part.parse().map_err(E::custom))
@@ -179,15 +197,31 @@ pub(crate) fn mac_list<'de, D: Deserializer<'de>>(
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut macs = Vec::new();
-            while let Some(mac) = seq.next_element::<MacAddr>()? {
-                macs.push(mac);
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<T>()? {
+                items.push(item);
             }
-            Ok(macs)
+            Ok(items)
         }
     }
 
-    deserializer.deserialize_any(MacListVisitor)
+    deserializer.deserialize_any(ListVisitor {
+        is_separator,
+        expecting,
+        item: PhantomData,
+    })
+}
+
+/// MAC addresses as a list of strings or, as gazelle's `lstack.conf` writes
+/// them, one string separated by `;`.
+pub(crate) fn mac_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<MacAddr>, D::Error> {
+    separated_list(
+        deserializer,
+        |c| c == ';',
+        "a list of MAC address strings, or one string of MAC addresses separated by ';'",
+    )
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //!
 //! Whatever the syntax, a file is first parsed into a [`toml::Table`]; the
 //! config types are deserialized from that table only, so ranges and types are
-//! checked in one place for both syntaxes.
+//! checked in one place for both syntaxes. The methods every config type has
+//! for this (`from_toml_str`, `from_gazelle_str`, `load`, `load_from_env`,
+//! `to_toml_string`, ...) are written once, by a crate-internal macro here.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use toml::Table;
 
@@ -85,6 +88,92 @@ pub(crate) fn read_table(path: &Path) -> Result<Table, ConfigError> {
         .map_err(|e| e.in_file(path))
 }
 
+/// The file a configuration type's `path_from_env` names: the environment
+/// variable's value if it is set and not empty, else `default`.
+pub(crate) fn conf_path(env_value: Option<OsString>, default: &str) -> PathBuf {
+    match env_value {
+        Some(value) if !value.is_empty() => PathBuf::from(value),
+        _ => PathBuf::from(default),
+    }
+}
+
+/// Writes, once for every configuration type, the methods that read it from
+/// text, a table or a file and write it back as TOML.
+///
+/// The type must implement serde's `Deserialize` and `Serialize` and have
+/// `fn validate(&self) -> Result<(), ConfigError>`; `env` and `default_path`
+/// name its `&str` constants for the environment variable and the default
+/// file, and `gazelle_file` is gazelle's name for the file (`"lstack.conf"`).
+/// Every method goes through [`Format::parse`] and the type's `validate()`,
+/// so both syntaxes are checked in one place.
+macro_rules! config_file_api {
+    (
+        type = $ty:ident,
+        gazelle_file = $file:literal,
+        env = $env:ident,
+        default_path = $default:ident $(,)?
+    ) => {
+        impl $ty {
+            /// Parses and validates a TOML document.
+            pub fn from_toml_str(text: &str) -> Result<Self, $crate::ConfigError> {
+                Self::from_table($crate::Format::Toml.parse(text)?)
+            }
+
+            #[doc = concat!("Parses and validates text in gazelle's `", $file, "` syntax.")]
+            pub fn from_gazelle_str(text: &str) -> Result<Self, $crate::ConfigError> {
+                Self::from_table($crate::Format::Gazelle.parse(text)?)
+            }
+
+            /// Builds and validates a configuration from already-parsed keys
+            /// and values (what [`Format::parse`](crate::Format::parse)
+            /// returns).
+            pub fn from_table(table: ::toml::Table) -> Result<Self, $crate::ConfigError> {
+                let config: Self = $crate::de::from_table(table)?;
+                config.validate()?;
+                Ok(config)
+            }
+
+            /// Reads, parses and validates a file: `.conf` files in gazelle
+            /// syntax, anything else as TOML. Errors name the file.
+            pub fn load(path: impl AsRef<::std::path::Path>) -> Result<Self, $crate::ConfigError> {
+                let path = path.as_ref();
+                Self::from_table($crate::format::read_table(path)?).map_err(|e| e.in_file(path))
+            }
+
+            #[doc = concat!(
+                        "Loads the file named by the environment variable [`", stringify!($env),
+                        "`], or [`", stringify!($default), "`] (see [`", stringify!($ty),
+                        "::path_from_env`])."
+                    )]
+            pub fn load_from_env() -> Result<Self, $crate::ConfigError> {
+                Self::load(Self::path_from_env())
+            }
+
+            #[doc = concat!(
+                        "The file [`", stringify!($ty), "::load_from_env`] reads: the value of [`",
+                        stringify!($env), "`] if it is set and not empty, else [`",
+                        stringify!($default), "`]."
+                    )]
+            pub fn path_from_env() -> ::std::path::PathBuf {
+                $crate::format::conf_path(::std::env::var_os($env), $default)
+            }
+
+            /// The configuration as a TOML document that loads back to an
+            /// equal value.
+            pub fn to_toml_string(&self) -> String {
+                // Every field is a string, integer, boolean or array of
+                // strings, and absent options are skipped, so TOML can always
+                // represent it.
+                ::toml::to_string(self).unwrap_or_else(|e| {
+                    unreachable!("{} always serializes to TOML: {e}", stringify!($ty))
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use config_file_api;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +209,17 @@ mod tests {
         assert_eq!(err.to_string(), "line 2: the file is not valid UTF-8 text");
         assert_eq!(decode_utf8("é = 1".as_bytes()).unwrap(), "é = 1");
         assert_eq!(line_of(b"ab", 99), 1);
+    }
+
+    #[test]
+    fn env_path_falls_back_to_default() {
+        let default = "/etc/gazelle/x.toml";
+        assert_eq!(conf_path(None, default), Path::new(default));
+        assert_eq!(conf_path(Some("".into()), default), Path::new(default));
+        assert_eq!(
+            conf_path(Some("./x.conf".into()), default),
+            Path::new("./x.conf")
+        );
     }
 
     #[test]

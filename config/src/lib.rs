@@ -52,6 +52,7 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod de;
 pub mod error;
 pub mod format;

@@ -9,17 +9,14 @@
 //! checks ranges and cross-key rules; the allowed ranges are public in
 //! [`limits`].
 
-use std::ffi::OsString;
 use std::net::Ipv4Addr;
-use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use toml::Table;
 
-use crate::de::{flag, from_table, mac_list};
+use crate::check::{check_one_of, check_range, check_unix_prefix};
+use crate::de::{flag, mac_list};
 use crate::error::ConfigError;
-use crate::format::{read_table, Format};
+use crate::format::config_file_api;
 use crate::value::{CpuList, Ipv6Cidr, MacAddr};
 
 /// Where [`LstackConfig::load_from_env`] looks when [`LSTACK_CONF_ENV`] is
@@ -357,6 +354,13 @@ mod defaults {
     }
 }
 
+config_file_api!(
+    type = LstackConfig,
+    gazelle_file = "lstack.conf",
+    env = LSTACK_CONF_ENV,
+    default_path = DEFAULT_LSTACK_CONF_PATH,
+);
+
 impl LstackConfig {
     /// A configuration with the three required values and every other key
     /// at its default.
@@ -401,51 +405,6 @@ impl LstackConfig {
             process_numa: None,
             xdp_eth_name: None,
         }
-    }
-
-    /// Parses and validates a TOML document.
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        Self::from_table(Format::Toml.parse(text)?)
-    }
-
-    /// Parses and validates text in gazelle's `lstack.conf` syntax.
-    pub fn from_gazelle_str(text: &str) -> Result<Self, ConfigError> {
-        Self::from_table(Format::Gazelle.parse(text)?)
-    }
-
-    /// Builds and validates a configuration from already-parsed keys and
-    /// values (what [`Format::parse`] returns).
-    pub fn from_table(table: Table) -> Result<Self, ConfigError> {
-        let config: Self = from_table(table)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads, parses and validates a file: `.conf` files in gazelle syntax,
-    /// anything else as TOML. Errors name the file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        Self::from_table(read_table(path)?).map_err(|e| e.in_file(path))
-    }
-
-    /// Loads the file named by `$LSTACK_CONF_PATH`, or
-    /// [`DEFAULT_LSTACK_CONF_PATH`] (see [`LstackConfig::path_from_env`]).
-    pub fn load_from_env() -> Result<Self, ConfigError> {
-        Self::load(Self::path_from_env())
-    }
-
-    /// The file [`LstackConfig::load_from_env`] reads: `$LSTACK_CONF_PATH`
-    /// if it is set and not empty, else [`DEFAULT_LSTACK_CONF_PATH`].
-    pub fn path_from_env() -> PathBuf {
-        conf_path(std::env::var_os(LSTACK_CONF_ENV))
-    }
-
-    /// The configuration as a TOML document that loads back to an equal value.
-    pub fn to_toml_string(&self) -> String {
-        // Every field is a string, integer, boolean or array of strings, and
-        // absent options are skipped, so TOML can always represent it.
-        toml::to_string(self)
-            .unwrap_or_else(|e| unreachable!("LstackConfig always serializes to TOML: {e}"))
     }
 
     /// Checks value ranges and the rules between keys; loading runs it, and
@@ -543,21 +502,7 @@ impl LstackConfig {
     }
 
     fn check_names(&self) -> Result<(), ConfigError> {
-        let prefix = &self.unix_prefix;
-        if prefix.len() > limits::UNIX_PREFIX_MAX_LEN
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(ConfigError::InvalidValue {
-                field: "unix_prefix".into(),
-                value: format!("{prefix:?}"),
-                reason: format!(
-                    "use at most {} characters from A-Z a-z 0-9 _ -",
-                    limits::UNIX_PREFIX_MAX_LEN
-                ),
-            });
-        }
+        check_unix_prefix(&self.unix_prefix)?;
         if let Some(name) = &self.xdp_eth_name {
             let well_formed = !name.is_empty()
                 && name.len() <= limits::IFNAME_MAX_LEN
@@ -646,33 +591,6 @@ impl LstackConfig {
     }
 }
 
-fn conf_path(env_value: Option<OsString>) -> PathBuf {
-    match env_value {
-        Some(value) if !value.is_empty() => PathBuf::from(value),
-        _ => PathBuf::from(DEFAULT_LSTACK_CONF_PATH),
-    }
-}
-
-fn check_range<T>(
-    field: &'static str,
-    value: T,
-    range: RangeInclusive<T>,
-) -> Result<(), ConfigError>
-where
-    T: Copy + PartialOrd + Into<i64>,
-{
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange {
-            field,
-            value: value.into(),
-            min: (*range.start()).into(),
-            max: (*range.end()).into(),
-        })
-    }
-}
-
 fn check_queue_size(field: &'static str, value: u32) -> Result<(), ConfigError> {
     let range = limits::NIC_QUEUE_SIZE;
     if range.contains(&value) && value.is_power_of_two() {
@@ -687,28 +605,15 @@ fn check_queue_size(field: &'static str, value: u32) -> Result<(), ConfigError> 
     }
 }
 
-fn check_one_of(
-    field: &'static str,
-    value: i64,
-    allowed: &'static [i64],
-) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::NotOneOf {
-            field,
-            value,
-            allowed,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use rstest::rstest;
 
+    use std::path::Path;
+
     use super::*;
+    use crate::format::conf_path;
     use crate::value::strategies::{any_cpu_list, any_ipv6_cidr, any_mac};
 
     const EXAMPLE_CONF: &str = include_str!("../examples/lstack.conf");
@@ -862,14 +767,11 @@ mod tests {
 
     #[test]
     fn env_path_defaults_to_etc() {
-        assert_eq!(conf_path(None), Path::new(DEFAULT_LSTACK_CONF_PATH));
+        assert_eq!(DEFAULT_LSTACK_CONF_PATH, "/etc/gazelle/lstack.toml");
+        assert_eq!(LSTACK_CONF_ENV, "LSTACK_CONF_PATH");
         assert_eq!(
-            conf_path(Some("".into())),
+            conf_path(None, DEFAULT_LSTACK_CONF_PATH),
             Path::new(DEFAULT_LSTACK_CONF_PATH)
-        );
-        assert_eq!(
-            conf_path(Some("./lstack.conf".into())),
-            Path::new("./lstack.conf")
         );
     }
 

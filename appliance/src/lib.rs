@@ -9,3 +9,5 @@
 //! Every function that reads or writes the kernel's state takes the root of
 //! the tree it works on (`/` on a real machine), so its logic is tested
 //! against real directory trees as well as against the host itself.
+
+pub mod nic;

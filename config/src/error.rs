@@ -5,7 +5,8 @@
 //! have been accepted, so the message alone tells an operator what to change.
 //! [`ValueError`] is the narrower error of parsing one typed value
 //! ([`MacAddr`](crate::MacAddr), [`CpuList`](crate::CpuList),
-//! [`Ipv6Cidr`](crate::Ipv6Cidr)) with [`FromStr`](std::str::FromStr); when
+//! [`Ipv6Cidr`](crate::Ipv6Cidr), [`PortMask`](crate::PortMask)) with
+//! [`FromStr`](std::str::FromStr); when
 //! that happens while loading a file it is reported as
 //! [`ConfigError::InvalidValue`] naming the key.
 
@@ -288,6 +289,15 @@ pub enum ValueError {
     /// Not a CPU list in gazelle's format.
     #[error("not a CPU list like \"0,2-3\": {reason}")]
     CpuList {
+        /// The refused text.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Not a port mask in gazelle's `0x...` form, or one naming no port or a
+    /// port DPDK cannot address.
+    #[error("not a port mask like \"0x3\": {reason}")]
+    PortMask {
         /// The refused text.
         input: String,
         /// What is wrong with it.

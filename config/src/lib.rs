@@ -9,8 +9,8 @@
 //!   ([`lstack::limits`]) and cross-key validation. ltran's schema will sit
 //!   next to it as a sibling module, reusing everything below.
 //! - [`value`]: typed values gazelle writes as strings ([`MacAddr`],
-//!   [`CpuList`], [`Ipv6Cidr`]). They parse at the edge, so code holding one
-//!   never sees a malformed value.
+//!   [`CpuList`], [`Ipv6Cidr`], [`PortMask`]). They parse at the edge, so
+//!   code holding one never sees a malformed value.
 //! - [`gazelle_syntax`]: a parser for gazelle's libconfig-style syntax that
 //!   turns a file into a [`toml::Table`], so a `.conf` file and the equivalent
 //!   TOML file become the same value through the same serde code.
@@ -63,4 +63,4 @@ pub mod value;
 pub use error::{ConfigError, ValueError};
 pub use format::Format;
 pub use lstack::{LstackConfig, StackThreadMode, DEFAULT_LSTACK_CONF_PATH, LSTACK_CONF_ENV};
-pub use value::{CpuList, Ipv6Cidr, MacAddr};
+pub use value::{CpuList, Ipv6Cidr, MacAddr, PortMask};

@@ -3,7 +3,8 @@
 //! Each type parses with [`FromStr`], prints with [`Display`] in a form that
 //! parses back to the same value, and (de)serializes with serde as that
 //! string. Construction checks everything the type promises, so code holding
-//! a [`MacAddr`], [`CpuList`] or [`Ipv6Cidr`] never has to re-check it.
+//! a [`MacAddr`], [`CpuList`], [`Ipv6Cidr`] or [`PortMask`] never has to
+//! re-check it.
 
 use std::collections::BTreeSet;
 use std::fmt::{self, Display};
@@ -336,7 +337,127 @@ impl Display for Ipv6Cidr {
     }
 }
 
-/// Serde support shared by the three types: serialize the `Display` form,
+/// A set of DPDK port ids, written as gazelle's hex port mask: bit `n` set
+/// means port `n`, so `"0x1"` is port 0 and `"0x6"` ports 1 and 2.
+///
+/// Never empty, and every port id is below [`PortMask::MAX_PORTS`].
+/// [`Display`] prints the mask in lower-case hex with its `0x` prefix, the only
+/// form gazelle reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortMask(u32);
+
+impl PortMask {
+    /// How many ports DPDK can address: `RTE_MAX_ETHPORTS` of the DPDK the
+    /// appliance is built against (32, DPDK's default and Debian 12's
+    /// 22.11 build). gazelle itself stops at 8 (masks up to `0xff`).
+    pub const MAX_PORTS: u16 = 32;
+
+    /// A mask of the given port ids, in any order, duplicates ignored.
+    pub fn new(ports: impl IntoIterator<Item = u16>) -> Result<Self, ValueError> {
+        let mut bits = 0u32;
+        for port in ports {
+            if port >= Self::MAX_PORTS {
+                return Err(ValueError::PortMask {
+                    input: port.to_string(),
+                    reason: Self::too_high(),
+                });
+            }
+            bits |= 1 << port;
+        }
+        Self::from_bits(bits)
+    }
+
+    /// A mask from its bits (bit `n` is port `n`); refused if no bit is set.
+    pub fn from_bits(bits: u32) -> Result<Self, ValueError> {
+        if bits == 0 {
+            return Err(ValueError::PortMask {
+                input: "0x0".into(),
+                reason: "it names no port; set at least one bit".into(),
+            });
+        }
+        Ok(Self(bits))
+    }
+
+    /// The mask's bits: bit `n` is port `n`.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The port ids, ascending.
+    pub fn ports(self) -> impl Iterator<Item = u16> {
+        (0..Self::MAX_PORTS).filter(move |&port| self.contains(port))
+    }
+
+    /// Whether port `port` is in the mask.
+    pub fn contains(self, port: u16) -> bool {
+        port < Self::MAX_PORTS && self.0 & (1 << port) != 0
+    }
+
+    /// How many ports the mask names (at least one).
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Always `false`: an empty mask cannot be built. Present for API symmetry.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn too_high() -> String {
+        format!(
+            "DPDK has ports 0..={} only (RTE_MAX_ETHPORTS = {})",
+            Self::MAX_PORTS - 1,
+            Self::MAX_PORTS
+        )
+    }
+}
+
+// Every bit of the mask's integer is a port DPDK can address, and no more.
+const _: () = assert!(PortMask::MAX_PORTS as u32 == u32::BITS);
+
+impl FromStr for PortMask {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let refuse = |reason: String| ValueError::PortMask {
+            input: s.to_owned(),
+            reason,
+        };
+        // gazelle insists on the lower-case prefix; so do we, so that a file
+        // we accept is one gazelle reads the same way.
+        let digits = s
+            .strip_prefix("0x")
+            .ok_or_else(|| refuse("write it as 0x followed by hex digits".into()))?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refuse("write it as 0x followed by hex digits".into()));
+        }
+        let significant = digits.trim_start_matches('0');
+        if significant.len() > 8 {
+            return Err(refuse(Self::too_high()));
+        }
+        let bits = u32::from_str_radix(
+            if significant.is_empty() {
+                "0"
+            } else {
+                significant
+            },
+            16,
+        )
+        .map_err(|_| refuse(Self::too_high()))?;
+        Self::from_bits(bits).map_err(|e| match e {
+            ValueError::PortMask { reason, .. } => refuse(reason),
+            other => other,
+        })
+    }
+}
+
+impl Display for PortMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// Serde support shared by the typed values: serialize the `Display` form,
 /// deserialize from a string through `FromStr`.
 macro_rules! serde_as_string {
     ($ty:ty, $expecting:literal) => {
@@ -360,6 +481,7 @@ serde_as_string!(
 );
 serde_as_string!(CpuList, "a CPU list string such as \"0,2-3\"");
 serde_as_string!(Ipv6Cidr, "an IPv6 address string such as \"fd00::2/64\"");
+serde_as_string!(PortMask, "a port mask string such as \"0x3\"");
 
 struct FromStrVisitor<T> {
     expecting: &'static str,
@@ -394,7 +516,7 @@ pub(crate) mod strategies {
 
     use proptest::prelude::*;
 
-    use super::{CpuList, Ipv6Cidr, MacAddr};
+    use super::{CpuList, Ipv6Cidr, MacAddr, PortMask};
 
     pub(crate) fn any_mac() -> impl Strategy<Value = MacAddr> {
         any::<[u8; 6]>().prop_filter_map("unicast, non-zero", |o| MacAddr::new(o).ok())
@@ -403,6 +525,10 @@ pub(crate) mod strategies {
     pub(crate) fn any_cpu_list() -> impl Strategy<Value = CpuList> {
         prop::collection::btree_set(0..=CpuList::MAX_CPU_ID, 1..=CpuList::MAX_CPUS)
             .prop_map(|set| CpuList::new(set).unwrap())
+    }
+
+    pub(crate) fn any_port_mask() -> impl Strategy<Value = PortMask> {
+        (1..=u32::MAX).prop_map(|bits| PortMask::from_bits(bits).unwrap())
     }
 
     pub(crate) fn any_ipv6_cidr() -> impl Strategy<Value = Ipv6Cidr> {
@@ -529,6 +655,58 @@ mod tests {
         assert!(err.to_string().contains(why), "{text:?}: {err}");
     }
 
+    #[rstest]
+    #[case("0x1", &[0])]
+    #[case("0x3", &[0, 1])]
+    #[case("0x6", &[1, 2])]
+    #[case("0xaa", &[1, 3, 5, 7])]
+    #[case("0xAA", &[1, 3, 5, 7])]
+    #[case("0x0001", &[0])]
+    #[case("0x80000000", &[31])]
+    #[case("0x000000080000000", &[31])]
+    #[case("0xffffffff", &(0..32).collect::<Vec<u16>>())]
+    fn port_mask_parses(#[case] text: &str, #[case] ports: &[u16]) {
+        let mask: PortMask = text.parse().unwrap();
+        assert_eq!(mask.ports().collect::<Vec<_>>(), ports);
+        assert_eq!(mask.len(), ports.len());
+        assert!(!mask.is_empty());
+        assert!(mask.contains(ports[0]));
+        assert!(!mask.contains(PortMask::MAX_PORTS));
+        assert_eq!(PortMask::new(ports.iter().copied()).unwrap(), mask);
+        assert_eq!(mask.to_string().parse::<PortMask>().unwrap(), mask);
+    }
+
+    #[rstest]
+    #[case("", "0x followed by hex digits")]
+    #[case("3", "0x followed by hex digits")]
+    #[case("0X3", "0x followed by hex digits")]
+    #[case("0x", "0x followed by hex digits")]
+    #[case("0xg", "0x followed by hex digits")]
+    #[case("0x-1", "0x followed by hex digits")]
+    #[case("0x3 ", "0x followed by hex digits")]
+    #[case("0x1,0x2", "0x followed by hex digits")]
+    #[case("0x0", "names no port")]
+    #[case("0x00", "names no port")]
+    #[case("0x100000000", "ports 0..=31 only")]
+    #[case("0xfffffffffffffffffffff", "ports 0..=31 only")]
+    fn port_mask_refused(#[case] text: &str, #[case] why: &str) {
+        let err = text.parse::<PortMask>().unwrap_err();
+        assert!(err.to_string().contains(why), "{text:?}: {err}");
+        assert!(matches!(err, ValueError::PortMask { input, .. } if input == text));
+    }
+
+    #[test]
+    fn port_mask_from_ids() {
+        let mask = PortMask::new([3, 0, 3]).unwrap();
+        assert_eq!((mask.bits(), mask.to_string()), (0b1001, "0x9".to_owned()));
+        assert!(PortMask::new([]).is_err());
+        let err = PortMask::new([32]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not a port mask like \"0x3\": DPDK has ports 0..=31 only (RTE_MAX_ETHPORTS = 32)"
+        );
+    }
+
     #[test]
     fn serde_uses_strings() {
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -536,17 +714,20 @@ mod tests {
             mac: MacAddr,
             cpus: CpuList,
             ip6: Ipv6Cidr,
+            ports: PortMask,
         }
-        let text = "mac = \"AA:BB:CC:DD:EE:FE\"\ncpus = \"1,0\"\nip6 = \"fd00::2\"\n";
+        let text =
+            "mac = \"AA:BB:CC:DD:EE:FE\"\ncpus = \"1,0\"\nip6 = \"fd00::2\"\nports = \"0x03\"\n";
         let holder: Holder = toml::from_str(text).unwrap();
         let out = toml::to_string(&holder).unwrap();
         assert_eq!(
             out,
-            "mac = \"aa:bb:cc:dd:ee:fe\"\ncpus = \"0-1\"\nip6 = \"fd00::2/64\"\n"
+            "mac = \"aa:bb:cc:dd:ee:fe\"\ncpus = \"0-1\"\nip6 = \"fd00::2/64\"\nports = \"0x3\"\n"
         );
-        let err = toml::from_str::<Holder>("mac = 5\ncpus = \"1\"\nip6 = \"fd00::2\"")
-            .unwrap_err()
-            .to_string();
+        let err =
+            toml::from_str::<Holder>("mac = 5\ncpus = \"1\"\nip6 = \"fd00::2\"\nports = \"0x1\"")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("a MAC address string"), "{err}");
     }
 
@@ -568,7 +749,14 @@ mod tests {
         }
 
         #[test]
+        fn port_mask_round_trips(mask in any_port_mask()) {
+            prop_assert_eq!(mask.to_string().parse::<PortMask>().unwrap(), mask);
+            prop_assert_eq!(PortMask::new(mask.ports()).unwrap(), mask);
+        }
+
+        #[test]
         fn parsers_never_panic(text in "\\PC{0,40}") {
+            let _ = text.parse::<PortMask>();
             let _ = text.parse::<MacAddr>();
             let _ = text.parse::<CpuList>();
             let _ = text.parse::<Ipv6Cidr>();

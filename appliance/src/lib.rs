@@ -11,3 +11,4 @@
 //! against real directory trees as well as against the host itself.
 
 pub mod nic;
+pub mod sysctl;

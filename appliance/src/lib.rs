@@ -12,3 +12,4 @@
 
 pub mod nic;
 pub mod sysctl;
+pub mod config;

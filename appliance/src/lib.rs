@@ -13,3 +13,4 @@
 pub mod nic;
 pub mod sysctl;
 pub mod config;
+pub mod store;

@@ -5,6 +5,17 @@
 //!   (the Rust twin of `scripts/setup-hugepages.sh`: same rules, same errors);
 //! - [`hostinfo`]: host facts for the dashboard (CPUs, NUMA layout, memory,
 //!   hugepage use, load).
+//! - [`nic`]: the PCI NIC inventory (driver, interface, link, NUMA node,
+//!   IOMMU group, routes) and `dpdk-devbind`-style driver binding, planned
+//!   (printable as a dry run, refusing what would cut the operator off) apart
+//!   from performed (verified, restoring the previous driver on failure);
+//! - [`sysctl`]: the kernel settings the data path needs (rp_filter on the
+//!   exception interface), applied with their previous values recorded;
+//! - [`config`]: the appliance config (`/etc/gazelle/appliance.toml`), one
+//!   file holding or referencing the ltran and lstack configs, validated as
+//!   a whole with errors that name the field path;
+//! - [`store`]: running vs saved config, atomic saves with history, and
+//!   confirm-or-rollback for changes that can cut the operator off.
 //!
 //! Every function that reads or writes the kernel's state takes the root of
 //! the tree it works on (`/` on a real machine), so its logic is tested

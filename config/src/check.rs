@@ -47,6 +47,24 @@ pub(crate) fn check_one_of(
     }
 }
 
+/// A list must have a number of entries in `range`.
+pub(crate) fn check_count(
+    field: &'static str,
+    count: usize,
+    range: RangeInclusive<usize>,
+) -> Result<(), ConfigError> {
+    if range.contains(&count) {
+        Ok(())
+    } else {
+        Err(ConfigError::CountOutOfRange {
+            field,
+            count,
+            min: *range.start(),
+            max: *range.end(),
+        })
+    }
+}
+
 /// `unix_prefix`, which lstack, ltran and `gazellectl -u` put in front of
 /// their control sockets' names: at most [`UNIX_PREFIX_MAX_LEN`] characters
 /// from `A-Z a-z 0-9 _ -`, so it can never leave the socket directory.
@@ -71,10 +89,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn range_names_the_field() {
+    fn range_and_count_name_the_field() {
         check_range("n", 5u32, 1..=5).unwrap();
         let err = check_range("n", 6u32, 1..=5).unwrap_err();
         assert_eq!(err.to_string(), "n = 6 is out of range 1..=5");
+
+        check_count("list", 2, 1..=2).unwrap();
+        let err = check_count("list", 0, 1..=2).unwrap_err();
+        assert_eq!(err.to_string(), "list has 0 entries; 1..=2 are allowed");
+        assert_eq!(err.field(), Some("list"));
 
         check_one_of("m", 1, &[1]).unwrap();
         assert!(check_one_of("m", 2, &[1]).is_err());

@@ -1,6 +1,6 @@
 //! From a parsed file to a configuration struct, naming the key in every error.
 //!
-//! Both syntaxes (TOML and gazelle's `lstack.conf`) are first turned into a
+//! Both syntaxes (TOML and gazelle's `.conf`) are first turned into a
 //! [`toml::Table`]. [`from_table`] then runs the struct's serde `Deserialize`
 //! over that table through a small deserializer that remembers which key it
 //! is on, so a type error deep inside a value still comes out as
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::error::ConfigError;
-use crate::value::MacAddr;
+use crate::value::{MacAddr, PortMask};
 
 /// Deserializes `T` from `table`, reporting errors by key.
 pub(crate) fn from_table<T: DeserializeOwned>(table: Table) -> Result<T, ConfigError> {
@@ -224,6 +224,43 @@ pub(crate) fn mac_list<'de, D: Deserializer<'de>>(
     )
 }
 
+/// MAC addresses as a list of strings or, as gazelle's `ltran.conf` writes
+/// them, one string separated by `,`.
+pub(crate) fn comma_mac_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<MacAddr>, D::Error> {
+    separated_list(
+        deserializer,
+        |c| c == ',',
+        "a list of MAC address strings, or one string of MAC addresses separated by ','",
+    )
+}
+
+/// Port masks as a list of strings or, as gazelle's `ltran.conf` writes them,
+/// one string separated by `,`.
+pub(crate) fn port_mask_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<PortMask>, D::Error> {
+    separated_list(
+        deserializer,
+        |c| c == ',',
+        "a list of port mask strings, or one string of port masks separated by ','",
+    )
+}
+
+/// Program arguments as a list of strings or, as gazelle's
+/// `forward_kit_args` writes them, one string split at whitespace (with no
+/// quoting, as in gazelle: an argument containing a space needs the list).
+pub(crate) fn argument_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    separated_list(
+        deserializer,
+        char::is_whitespace,
+        "a list of argument strings, or one string of arguments separated by spaces",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -256,6 +293,56 @@ mod tests {
         assert_eq!(s, t);
         assert!(!load("count = 3\non = 0").unwrap().on);
         assert!(load("count = 3\nmacs = \"\"").unwrap().macs.is_empty());
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lists {
+        #[serde(default, deserialize_with = "comma_mac_list")]
+        macs: Vec<MacAddr>,
+        #[serde(default, deserialize_with = "port_mask_list")]
+        masks: Vec<PortMask>,
+        #[serde(default, deserialize_with = "argument_list")]
+        args: Vec<String>,
+    }
+
+    fn lists(text: &str) -> Result<Lists, ConfigError> {
+        from_table(text.parse::<Table>().unwrap())
+    }
+
+    #[test]
+    fn lists_in_one_string_or_as_lists() {
+        let joined = lists(
+            "macs = \"02:00:00:00:00:01, 02:00:00:00:00:02\"\n\
+             masks = \"0x3,0xc,\"\n\
+             args = \" -l 0,1\t--huge-dir  /mnt/h \"",
+        )
+        .unwrap();
+        let listed = lists(
+            "macs = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\n\
+             masks = [\"0x3\", \"0xc\"]\n\
+             args = [\"-l\", \"0,1\", \"--huge-dir\", \"/mnt/h\"]",
+        )
+        .unwrap();
+        assert_eq!(joined, listed);
+        assert_eq!(joined.masks[1].ports().collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(joined.args, ["-l", "0,1", "--huge-dir", "/mnt/h"]);
+        // Only the list form can carry an argument with a space in it.
+        let spaced = lists("args = [\"--vdev\", \"net_tap0,iface=a b\"]").unwrap();
+        assert_eq!(spaced.args[1], "net_tap0,iface=a b");
+        assert_eq!(lists("args = \"\"").unwrap().args, Vec::<String>::new());
+
+        let err = lists("masks = \"0x3;0xc\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "masks = \"0x3;0xc\": not a port mask like \"0x3\": write it as 0x followed by hex digits"
+        );
+        let err = lists("macs = \"02:00:00:00:00:01;02:00:00:00:00:02\"").unwrap_err();
+        assert_eq!(err.field(), Some("macs"));
+        let err = lists("args = [\"-l\", 1]").unwrap_err();
+        assert_eq!(err.field(), Some("args"));
+        let err = lists("args = 5").unwrap_err();
+        assert!(err.to_string().ends_with("expected a list of argument strings, or one string of arguments separated by spaces"), "{err}");
     }
 
     #[test]

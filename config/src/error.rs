@@ -43,7 +43,7 @@ pub enum ConfigError {
         source: Box<ConfigError>,
     },
 
-    /// The text is not well-formed (gazelle `lstack.conf` syntax or TOML).
+    /// The text is not well-formed (gazelle `.conf` syntax or TOML).
     #[error("line {line}: {message}")]
     Syntax {
         /// 1-based line where the problem was found.
@@ -183,6 +183,50 @@ pub enum ConfigError {
         count: usize,
     },
 
+    /// A list with too few or too many entries.
+    #[error("{field} has {count} entries; {min}..={max} are allowed")]
+    CountOutOfRange {
+        /// The key.
+        field: &'static str,
+        /// How many entries were given.
+        count: usize,
+        /// Fewest entries allowed.
+        min: usize,
+        /// Most entries allowed.
+        max: usize,
+    },
+
+    /// A list names the same thing twice where each must be unique.
+    #[error("{field} names {value} more than once")]
+    Duplicate {
+        /// The key.
+        field: &'static str,
+        /// What is repeated, for example `port 1` or a MAC address.
+        value: String,
+    },
+
+    /// ltran's `bond_macs` does not give one MAC address per bond.
+    #[error(
+        "bond_macs has {macs} entries, but bond_ports has {bonds}: give one MAC address per bond"
+    )]
+    BondMacCount {
+        /// How many port masks (bonds) `bond_ports` lists.
+        bonds: usize,
+        /// How many MAC addresses `bond_macs` lists.
+        macs: usize,
+    },
+
+    /// An lstack setting that does not fit the ltran it would register with.
+    #[error("{field} = {value} does not fit ltran's configuration: {reason}")]
+    LtranMismatch {
+        /// The lstack key.
+        field: &'static str,
+        /// Its value (strings quoted).
+        value: String,
+        /// What ltran has instead, and what to change.
+        reason: String,
+    },
+
     /// The mbuf pool asked for is larger than this crate allows.
     #[error(
         "tcp_conn_count * mbuf_count_per_conn = {tcp_conn_count} * {mbuf_count_per_conn} = {total} \
@@ -228,7 +272,11 @@ impl ConfigError {
             Self::InvalidValue { field, .. } => Some(field),
             Self::OutOfRange { field, .. }
             | Self::NotPowerOfTwo { field, .. }
-            | Self::NotOneOf { field, .. } => Some(field),
+            | Self::NotOneOf { field, .. }
+            | Self::CountOutOfRange { field, .. }
+            | Self::Duplicate { field, .. }
+            | Self::LtranMismatch { field, .. } => Some(field),
+            Self::BondMacCount { .. } => Some("bond_macs"),
             Self::BadNetmask { .. } => Some("mask_addr"),
             Self::HostAddrNotUnicast { .. } | Self::HostAddrReserved { .. } => Some("host_addr"),
             Self::GatewayOutsideSubnet { .. } | Self::GatewayIsHost { .. } => Some("gateway_addr"),

@@ -19,7 +19,7 @@ use crate::gazelle_syntax;
 pub enum Format {
     /// TOML: `key = "value"`, `true`/`false`, `[...]` arrays.
     Toml,
-    /// gazelle's libconfig-style `lstack.conf` syntax (see
+    /// gazelle's libconfig-style `lstack.conf` / `ltran.conf` syntax (see
     /// [`gazelle_syntax`]).
     Gazelle,
 }
@@ -167,6 +167,25 @@ macro_rules! config_file_api {
                 ::toml::to_string(self).unwrap_or_else(|e| {
                     unreachable!("{} always serializes to TOML: {e}", stringify!($ty))
                 })
+            }
+        }
+
+        #[cfg(test)]
+        impl $crate::test_support::Schema for $ty {
+            fn from_toml_str(text: &str) -> Result<Self, $crate::ConfigError> {
+                <$ty>::from_toml_str(text)
+            }
+            fn from_gazelle_str(text: &str) -> Result<Self, $crate::ConfigError> {
+                <$ty>::from_gazelle_str(text)
+            }
+            fn load(path: &::std::path::Path) -> Result<Self, $crate::ConfigError> {
+                <$ty>::load(path)
+            }
+            fn to_toml_string(&self) -> String {
+                <$ty>::to_toml_string(self)
+            }
+            fn validate(&self) -> Result<(), $crate::ConfigError> {
+                <$ty>::validate(self)
             }
         }
     };

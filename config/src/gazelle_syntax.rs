@@ -27,7 +27,7 @@ use toml::{Table, Value};
 
 use crate::error::ConfigError;
 
-/// Parses gazelle `lstack.conf` text into a table of keys and values.
+/// Parses gazelle `.conf` text (`lstack.conf`, `ltran.conf`) into a table of keys and values.
 ///
 /// Duplicate keys are refused (libconfig does too). The values are not
 /// interpreted: that is the config types' job.

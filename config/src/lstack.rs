@@ -614,10 +614,10 @@ mod tests {
 
     use super::*;
     use crate::format::conf_path;
+    use crate::test_support::{assert_refused, load_examples, toml_round_trip, Minimal};
     use crate::value::strategies::{any_cpu_list, any_ipv6_cidr, any_mac};
 
     const EXAMPLE_CONF: &str = include_str!("../examples/lstack.conf");
-    const EXAMPLE_TOML: &str = include_str!("../examples/lstack.toml");
 
     /// The smallest valid file, in TOML.
     const MINIMAL_TOML: &str = "host_addr = \"192.168.1.10\"\n\
@@ -627,6 +627,11 @@ mod tests {
     const MINIMAL_CONF: &str = "host_addr=\"192.168.1.10\"\n\
                                 mask_addr=\"255.255.255.0\"\n\
                                 devices=\"aa:bb:cc:dd:ee:ff\"\n";
+
+    const MINIMAL: Minimal = Minimal {
+        toml: MINIMAL_TOML,
+        conf: MINIMAL_CONF,
+    };
 
     fn minimal() -> LstackConfig {
         LstackConfig::new(
@@ -639,25 +644,11 @@ mod tests {
     /// The minimal file with `extra` lines, in TOML; for required keys, the
     /// line replaces the minimal one.
     fn toml_with(extra: &str) -> Result<LstackConfig, ConfigError> {
-        LstackConfig::from_toml_str(&with_lines(MINIMAL_TOML, extra))
+        MINIMAL.toml_with(extra)
     }
 
     fn conf_with(extra: &str) -> Result<LstackConfig, ConfigError> {
-        LstackConfig::from_gazelle_str(&with_lines(MINIMAL_CONF, extra))
-    }
-
-    fn with_lines(base: &str, extra: &str) -> String {
-        let replaced: Vec<&str> = extra
-            .lines()
-            .filter_map(|line| line.split('=').next())
-            .map(str::trim)
-            .collect();
-        let kept: String = base
-            .lines()
-            .filter(|line| !replaced.contains(&line.split('=').next().unwrap_or("").trim()))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        format!("{kept}{extra}\n")
+        MINIMAL.conf_with(extra)
     }
 
     #[test]
@@ -697,24 +688,14 @@ mod tests {
 
     #[test]
     fn example_files_are_equivalent() {
-        let from_conf = LstackConfig::from_gazelle_str(EXAMPLE_CONF).unwrap();
-        let from_toml = LstackConfig::from_toml_str(EXAMPLE_TOML).unwrap();
-        assert_eq!(from_conf, from_toml);
+        let example: LstackConfig = load_examples("lstack");
 
         // And they set (nearly) everything away from the defaults.
-        assert_eq!(from_conf.num_cpus.as_slice(), &[2, 4, 5]);
-        assert_eq!(from_conf.bond_slave_mac.len(), 2);
-        assert_eq!(from_conf.host_addr6.unwrap().prefix_len(), 64);
-        assert_eq!(from_conf.stack_thread_mode, StackThreadMode::RunToWakeup);
-        assert!(from_conf.dpdk_args.iter().any(|a| a == "--huge-dir"));
-    }
-
-    #[test]
-    fn example_files_load_by_extension() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let from_conf = LstackConfig::load(dir.join("lstack.conf")).unwrap();
-        let from_toml = LstackConfig::load(dir.join("lstack.toml")).unwrap();
-        assert_eq!(from_conf, from_toml);
+        assert_eq!(example.num_cpus.as_slice(), &[2, 4, 5]);
+        assert_eq!(example.bond_slave_mac.len(), 2);
+        assert_eq!(example.host_addr6.unwrap().prefix_len(), 64);
+        assert_eq!(example.stack_thread_mode, StackThreadMode::RunToWakeup);
+        assert!(example.dpdk_args.iter().any(|a| a == "--huge-dir"));
     }
 
     #[test]
@@ -842,19 +823,12 @@ mod tests {
     #[case("num_process", "0", "1..=32")]
     #[case("num_process", "33", "1..=32")]
     fn out_of_range(#[case] field: &str, #[case] value: &str, #[case] allowed: &str) {
-        for result in [
-            toml_with(&format!("{field} = {value}")),
-            conf_with(&format!("{field}={value}")),
-        ] {
-            let err = result.unwrap_err();
-            assert_eq!(err.field(), Some(field), "{err}");
-            let message = err.to_string();
-            assert!(
-                message.starts_with(&format!("{field} = {value} ")),
-                "{message}"
-            );
-            assert!(message.contains(allowed), "{message} lacks {allowed}");
-        }
+        assert_refused(
+            MINIMAL.with::<LstackConfig>(field, value, value),
+            field,
+            &format!("{field} = {value} "),
+            allowed,
+        );
     }
 
     #[test]
@@ -885,8 +859,9 @@ mod tests {
     #[case("bond_miimon", "1500")]
     #[case("num_process", "32")]
     fn range_edges_accepted(#[case] field: &str, #[case] value: &str) {
-        toml_with(&format!("{field} = {value}")).unwrap();
-        conf_with(&format!("{field}={value}")).unwrap();
+        for result in MINIMAL.with::<LstackConfig>(field, value, value) {
+            result.unwrap();
+        }
     }
 
     /// One bad value per key, in TOML and gazelle syntax: every error must be
@@ -961,14 +936,12 @@ mod tests {
     )]
     #[case("xdp_eth_name", "\"eth/0\"", "\"eth/0\"")]
     fn bad_value_names_its_key(#[case] field: &str, #[case] toml: &str, #[case] conf: &str) {
-        for result in [
-            toml_with(&format!("{field} = {toml}")),
-            conf_with(&format!("{field}={conf}")),
-        ] {
-            let err = result.unwrap_err();
-            assert_eq!(err.field(), Some(field), "{err}");
-            assert!(err.to_string().contains(field), "{err}");
-        }
+        assert_refused(
+            MINIMAL.with::<LstackConfig>(field, toml, conf),
+            field,
+            "",
+            field,
+        );
     }
 
     #[rstest]
@@ -976,24 +949,13 @@ mod tests {
     #[case("mask_addr")]
     #[case("devices")]
     fn missing_required_key(#[case] field: &str) {
-        let toml: String = MINIMAL_TOML
-            .lines()
-            .filter(|l| !l.starts_with(field))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let conf: String = MINIMAL_CONF
-            .lines()
-            .filter(|l| !l.starts_with(field))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        for result in [
-            LstackConfig::from_toml_str(&toml),
-            LstackConfig::from_gazelle_str(&conf),
-        ] {
-            let err = result.unwrap_err();
-            assert_eq!(err.to_string(), format!("missing required key \"{field}\""));
-            assert_eq!(err.field(), Some(field));
-        }
+        let message = format!("missing required key \"{field}\"");
+        assert_refused(
+            MINIMAL.without::<LstackConfig>(field),
+            field,
+            &message,
+            &message,
+        );
     }
 
     #[test]
@@ -1327,11 +1289,7 @@ mod tests {
     proptest! {
         #[test]
         fn config_round_trips_through_toml(config in any_config()) {
-            config.validate().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let text = config.to_toml_string();
-            let back = LstackConfig::from_toml_str(&text)
-                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            prop_assert_eq!(back, config);
+            toml_round_trip(&config)?;
         }
 
         #[test]

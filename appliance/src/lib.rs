@@ -21,7 +21,7 @@
 //! the tree it works on (`/` on a real machine), so its logic is tested
 //! against real directory trees as well as against the host itself.
 
-pub mod nic;
-pub mod sysctl;
 pub mod config;
+pub mod nic;
 pub mod store;
+pub mod sysctl;

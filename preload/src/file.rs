@@ -14,7 +14,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use lstack_core::{Interest, Readiness, TcpListener, TcpStream, UdpSocket};
+use lstack_core::{BufferRequest, Interest, Readiness, TcpListener, TcpStream, UdpSocket};
 
 use crate::runtime::FORKED;
 
@@ -71,6 +71,9 @@ pub struct File {
     /// The application opened an IPv6 socket: IPv4 peers are shown to it as
     /// v4-mapped IPv6 addresses.
     pub map_v4: AtomicBool,
+    /// `SO_RCVBUF`/`SO_SNDBUF` as asked (applied to TCP sockets created from
+    /// it: the connection of `connect`, the connections a listener accepts).
+    pub buffers: Mutex<BufferRequest>,
     /// Pending error for `SO_ERROR`.
     pub so_error: AtomicI32,
     /// epoll instances this file was added to, so `close` can take it out of
@@ -90,6 +93,7 @@ impl File {
             keepidle: std::sync::atomic::AtomicU32::new(7200),
             linger_zero: AtomicBool::new(false),
             map_v4: AtomicBool::new(false),
+            buffers: Mutex::new(BufferRequest::default()),
             so_error: AtomicI32::new(0),
             watchers: Mutex::new(Vec::new()),
         })
@@ -148,8 +152,14 @@ impl File {
         s.set_abort_on_close(self.linger_zero.load(Ordering::Relaxed));
     }
 
+    /// The buffer sizes asked for with `SO_RCVBUF`/`SO_SNDBUF`.
+    pub fn buffers(&self) -> BufferRequest {
+        *self.buffers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A copy of this file's socket options for a file derived from it.
     pub fn inherit(&self, to: &File) {
+        *to.buffers.lock().unwrap_or_else(|e| e.into_inner()) = self.buffers();
         to.keepalive
             .store(self.keepalive.load(Ordering::Relaxed), Ordering::Relaxed);
         to.keepidle

@@ -18,7 +18,8 @@
 //! Modules: [`real`] (the C library's functions), [`runtime`] (starting the
 //! stack once), [`file`] (the descriptor table), [`addr`] (sockaddr
 //! conversion), [`wait`] (sleeping on a mix of lstack and kernel
-//! descriptors), [`epoll`] and [`poll`] (readiness over mixed sets), and
+//! descriptors), [`epoll`] and [`poll`] (readiness over mixed sets),
+//! [`signal`] (flushing before a terminating signal's default action), and
 //! this file: the exported functions.
 
 #![allow(clippy::missing_safety_doc)]
@@ -29,6 +30,7 @@ pub mod file;
 pub mod poll;
 pub mod real;
 pub mod runtime;
+pub mod signal;
 pub mod wait;
 
 use std::{
@@ -218,6 +220,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             Ok(l) => l,
             Err(e) => return io_fail(&e),
         };
+        listener.set_buffers(f.buffers());
         let kernel = sa.ip().is_unspecified();
         if kernel {
             // SAFETY: forwarding; the kernel listener is polled without
@@ -345,7 +348,7 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                     return unsafe { (real().connect)(fd, a, len) };
                 }
                 if *stream {
-                    let s = match st.tcp_connect_start(sa) {
+                    let s = match st.tcp_connect_start_with(sa, f.buffers()) {
                         Ok(s) => s,
                         Err(e) => return io_fail(&e),
                     };
@@ -861,6 +864,96 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
     })
 }
 
+/// `recvmmsg` on an lstack socket: one `recvmsg` per message. Later messages
+/// never wait with `MSG_WAITFORONE`; the timeout (as the kernel's) is
+/// checked after each message received.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    vlen: libc::c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    if lookup(fd).is_none() {
+        // SAFETY: forwarding.
+        return unsafe { (real().recvmmsg)(fd, msgs, vlen, flags, timeout) };
+    }
+    if msgs.is_null() && vlen > 0 {
+        return fail(libc::EFAULT);
+    }
+    // SAFETY: the caller's timespec, if any.
+    let deadline = match unsafe { timeout.as_ref() } {
+        None => None,
+        Some(t) if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) => {
+            return fail(libc::EINVAL)
+        }
+        Some(t) => {
+            Some(std::time::Instant::now() + Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+        }
+    };
+    let vlen = vlen.min(libc::UIO_MAXIOV as libc::c_uint) as usize;
+    let mut done = 0;
+    while done < vlen {
+        let f = if done > 0 && flags & libc::MSG_WAITFORONE != 0 {
+            (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT
+        } else {
+            flags & !libc::MSG_WAITFORONE
+        };
+        // SAFETY: entry `done` of the caller's array of `vlen` entries.
+        let m = unsafe { &mut *msgs.add(done) };
+        // SAFETY: the caller's msghdr.
+        let n = unsafe { recvmsg(fd, &mut m.msg_hdr, f) };
+        if n < 0 {
+            if done == 0 {
+                return -1;
+            }
+            break;
+        }
+        m.msg_len = n as libc::c_uint;
+        done += 1;
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+    }
+    done as c_int
+}
+
+/// `sendmmsg` on an lstack socket: one `sendmsg` per message, stopping at
+/// the first that fails (its error is returned only if it was the first).
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    vlen: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if lookup(fd).is_none() {
+        // SAFETY: forwarding.
+        return unsafe { (real().sendmmsg)(fd, msgs, vlen, flags) };
+    }
+    if msgs.is_null() && vlen > 0 {
+        return fail(libc::EFAULT);
+    }
+    let vlen = vlen.min(libc::UIO_MAXIOV as libc::c_uint) as usize;
+    let mut done = 0;
+    while done < vlen {
+        // SAFETY: entry `done` of the caller's array of `vlen` entries.
+        let m = unsafe { &mut *msgs.add(done) };
+        // SAFETY: the caller's msghdr.
+        let n = unsafe { sendmsg(fd, &m.msg_hdr, flags) };
+        if n < 0 {
+            if done == 0 {
+                return -1;
+            }
+            break;
+        }
+        m.msg_len = n as libc::c_uint;
+        done += 1;
+    }
+    done as c_int
+}
+
 // ---------------------------------------------------------------- teardown
 
 #[no_mangle]
@@ -877,6 +970,49 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // SAFETY: forwarding.
     unsafe { (real().close)(fd) }
+}
+
+/// `close_range`: the lstack sockets in the range are closed as by `close`
+/// (unless only `CLOSE_RANGE_CLOEXEC` is asked), then the C library's does
+/// the rest.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if !bypassed() && first <= last && flags as libc::c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        let end = last.min(table().len().saturating_sub(1) as libc::c_uint);
+        let _ = catch_unwind(|| {
+            for fd in first..=end {
+                let fd = fd as c_int;
+                if let Some(f) = table().take(fd) {
+                    epoll::closed(fd, &f);
+                }
+                epoll::forget(fd);
+            }
+        });
+    }
+    // SAFETY: forwarding.
+    unsafe { (real().close_range)(first, last, flags) }
+}
+
+/// `sigaction`: see [`signal`](mod@signal) for the termination signals.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: the caller's arguments, as for libc's sigaction.
+    unsafe { signal::sigaction(sig, act, old) }
+}
+
+/// `signal`: see [`signal`](mod@signal) for the termination signals.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as for libc's signal.
+    unsafe { signal::signal(sig, handler) }
 }
 
 #[no_mangle]
@@ -1021,6 +1157,28 @@ pub unsafe extern "C" fn setsockopt(
                 f.keepidle.store(secs as u32, Ordering::Relaxed);
                 f.apply_stream_options();
             }
+            (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
+                // SAFETY: caller's option buffer.
+                let Some(size) = (unsafe { int_opt(v, len) }) else {
+                    return fail(libc::EINVAL);
+                };
+                // As Linux: a negative size is a huge one (then capped).
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if matches!(f.kind, Kind::Stream(_)) {
+                    // An existing connection's buffers cannot be resized:
+                    // accepted, and getsockopt keeps telling the real size.
+                    return 0;
+                }
+                let mut req = f.buffers.lock().unwrap_or_else(|e| e.into_inner());
+                if name == libc::SO_RCVBUF {
+                    req.rx = Some(size);
+                } else {
+                    req.tx = Some(size);
+                }
+                if let Kind::Listener { listener, .. } = &f.kind {
+                    listener.set_buffers(*req);
+                }
+            }
             (libc::SOL_SOCKET, libc::SO_LINGER) => {
                 if v.is_null() || (len as usize) < std::mem::size_of::<libc::linger>() {
                     return fail(libc::EINVAL);
@@ -1049,8 +1207,8 @@ pub unsafe extern "C" fn setsockopt(
             Kind::Fresh { .. } | Kind::Listener { kernel: true, .. } => unsafe {
                 (real().setsockopt)(fd, level, name, v, len)
             },
-            // Options lstack does not model (buffer sizes, keepalive,
-            // linger...) are accepted, as gazelle does.
+            // Options lstack does not model otherwise are accepted, as
+            // gazelle does.
             _ => {
                 if v.is_null() && len > 0 {
                     return fail(libc::EFAULT);
@@ -1099,7 +1257,18 @@ pub unsafe extern "C" fn getsockopt(
                 c_int::from(f.keepalive.load(Ordering::Relaxed))
             }
             (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => f.keepidle.load(Ordering::Relaxed) as c_int,
-            (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => 64 * 1024,
+            (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
+                let Some(st) = stack() else {
+                    return fail(libc::EIO);
+                };
+                // A connection's real buffers; what a listener's or a fresh
+                // socket's connections will get.
+                let (rx, tx) = match &f.kind {
+                    Kind::Stream(s) => s.buffer_capacities(),
+                    _ => st.tcp_buffer_sizes(f.buffers()),
+                };
+                (if name == libc::SO_RCVBUF { rx } else { tx }) as c_int
+            }
             // SAFETY: forwarding to the reservation descriptor's kernel socket when it is one.
             _ => return unsafe { (real().getsockopt)(fd, level, name, v, len) },
         };
@@ -1262,6 +1431,7 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     if pid == 0 {
         // The stack's threads did not come along: the child uses the kernel.
         runtime::FORKED.store(true, Ordering::SeqCst);
+        signal::after_fork_child();
     }
     pid
 }

@@ -79,6 +79,11 @@ real_fns! {
     fork: fn() -> libc::pid_t;
     sendfile: fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t;
     eventfd: fn(c_uint, c_int) -> c_int;
+    recvmmsg: fn(c_int, *mut libc::mmsghdr, c_uint, c_int, *mut libc::timespec) -> c_int;
+    sendmmsg: fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int;
+    close_range: fn(c_uint, c_uint, c_int) -> c_int;
+    sigaction: fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+    signal: fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
 }
 
 /// The C library's functions (resolved on first use).

@@ -94,6 +94,7 @@ fn start() -> Option<Stack> {
             tracing::info!(process = %name, "lstack started");
             // SAFETY: registering a plain extern "C" function.
             unsafe { libc::atexit(at_exit) };
+            crate::signal::install(flush_before_exit);
             Some(s)
         }
         Err(e) => {
@@ -111,15 +112,20 @@ extern "C" fn at_exit() {
     if FORKED.load(Ordering::Relaxed) {
         return;
     }
-    let _ = std::panic::catch_unwind(|| {
-        let Some(Some(stack)) = STACK_FOR_EXIT.get() else {
-            return;
-        };
-        crate::file::table().close_all();
-        if !stack.flush(std::time::Duration::from_secs(2)) {
-            tracing::warn!("exiting with TCP data or FINs still unsent");
-        }
-    });
+    let _ = std::panic::catch_unwind(flush_before_exit);
+}
+
+/// Closes every lstack socket and waits (up to 2 s) until what they queued
+/// and their FINs are sent: at exit, and before a terminating signal's
+/// default action.
+fn flush_before_exit() {
+    let Some(Some(stack)) = STACK_FOR_EXIT.get() else {
+        return;
+    };
+    crate::file::table().close_all();
+    if !stack.flush(std::time::Duration::from_secs(2)) {
+        tracing::warn!("exiting with TCP data or FINs still unsent");
+    }
 }
 
 /// The stack, for `at_exit` (which must not start one).

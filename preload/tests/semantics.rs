@@ -85,8 +85,16 @@ struct Side {
 }
 
 impl Side {
+    /// Whether the side ended as it meant to: exit status 0, or the end it
+    /// announced with a line `expect end: <end>` (a program killed by a
+    /// signal on purpose).
     fn ok(&self) -> bool {
-        self.end == "exit status: 0" && !self.stdout.contains("FATAL")
+        let expected = self
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("expect end: "))
+            .unwrap_or("exit status: 0");
+        self.end == expected && !self.stdout.contains("FATAL")
     }
 }
 
@@ -418,6 +426,26 @@ fn udp_connected() {
 }
 
 #[test]
+fn signal_exit() {
+    check("signal_exit", 7280, First::Peer);
+}
+
+#[test]
+fn mmsg() {
+    check("mmsg", 7290, First::App);
+}
+
+#[test]
+fn close_range() {
+    check("close_range", 7300, First::Peer);
+}
+
+#[test]
+fn bufsize() {
+    check("bufsize", 7310, First::App);
+}
+
+#[test]
 fn close_exit() {
     check("close_exit", 7270, First::Peer);
 }
@@ -445,6 +473,10 @@ fn every_program_has_a_test() {
         "udp_sendto",
         "udp_connected",
         "close_exit",
+        "signal_exit",
+        "mmsg",
+        "close_range",
+        "bufsize",
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/posix");
     let mut programs: Vec<String> = std::fs::read_dir(&dir)

@@ -137,6 +137,8 @@ pub(crate) struct ListenerShared {
     pub(crate) pending: AtomicUsize,
     pub(crate) event: Arc<Event>,
     pub(crate) closed: AtomicBool,
+    /// Buffer sizes of the connections it accepts from now on.
+    pub(crate) buffers: Mutex<crate::BufferRequest>,
 }
 
 impl ListenerShared {
@@ -296,20 +298,26 @@ impl StackShared {
         usize::from(port) % self.threads.len()
     }
 
-    /// Whether every socket the application closed has sent all its data and
-    /// its FIN (what a process must wait for before it exits).
+    /// Whether every socket the application closed has had all its data and
+    /// its FIN acknowledged (what a process must wait for before it exits).
     pub(crate) fn orphans_flushed(&self) -> bool {
         self.threads.iter().all(|t| {
             t.shards.iter().all(|shard| {
                 let inner = shard.lock();
                 inner.orphans.iter().all(|o| {
                     let s = inner.sockets.get::<tcp::Socket<'_>>(o.handle);
+                    // Flushed once the peer has acknowledged everything,
+                    // our FIN included: once the process is gone nothing
+                    // retransmits a lost segment.
                     s.send_queue() == 0
                         && !matches!(
                             s.state(),
                             tcp::State::Established
                                 | tcp::State::CloseWait
                                 | tcp::State::SynReceived
+                                | tcp::State::FinWait1
+                                | tcp::State::Closing
+                                | tcp::State::LastAck
                         )
                 })
             })
@@ -332,13 +340,26 @@ impl StackShared {
             .cloned()
     }
 
-    /// A new TCP socket with the configured buffers.
-    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![
-            0;
-            self.opts.tcp_rx_buffer.min(crate::MAX_TCP_RX_BUFFER)
-        ]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.opts.tcp_tx_buffer]);
+    /// The receive and send buffer sizes a TCP socket gets for `req`.
+    pub(crate) fn tcp_buffer_sizes(&self, req: crate::BufferRequest) -> (usize, usize) {
+        let rx = req
+            .rx
+            .map_or(self.opts.tcp_rx_buffer, |v| v.saturating_mul(2));
+        let tx = req
+            .tx
+            .map_or(self.opts.tcp_tx_buffer, |v| v.saturating_mul(2));
+        (
+            rx.clamp(crate::MIN_TCP_RX_BUFFER, crate::MAX_TCP_RX_BUFFER),
+            tx.clamp(crate::MIN_TCP_TX_BUFFER, crate::MAX_TCP_TX_BUFFER),
+        )
+    }
+
+    /// A new TCP socket with the buffers `req` asks for (or the configured
+    /// ones).
+    pub(crate) fn new_tcp_socket(&self, req: crate::BufferRequest) -> tcp::Socket<'static> {
+        let (rx, tx) = self.tcp_buffer_sizes(req);
+        let rx = tcp::SocketBuffer::new(vec![0; rx]);
+        let tx = tcp::SocketBuffer::new(vec![0; tx]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(self.opts.nagle);
         s.set_ack_delay(
@@ -818,7 +839,8 @@ fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow:
         })
     };
     if !has_spare {
-        let mut s = shared.new_tcp_socket();
+        let req = *listener.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = shared.new_tcp_socket(req);
         if s.listen(local).is_err() {
             return true;
         }

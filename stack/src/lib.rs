@@ -64,6 +64,26 @@ use crate::{
 /// scaling (buffers up to 65535 bytes) the advertised window is the buffer.
 pub const MAX_TCP_RX_BUFFER: usize = 65535;
 
+/// Smallest TCP receive and send buffers (as Linux's `SOCK_MIN_RCVBUF` and
+/// `SOCK_MIN_SNDBUF`).
+pub const MIN_TCP_RX_BUFFER: usize = 2304;
+/// See [`MIN_TCP_RX_BUFFER`].
+pub const MIN_TCP_TX_BUFFER: usize = 4608;
+/// Largest TCP send buffer a socket gets.
+pub const MAX_TCP_TX_BUFFER: usize = 4 << 20;
+
+/// Buffer sizes an application asked for with `SO_RCVBUF`/`SO_SNDBUF`
+/// (`None`: the stack's default). As Linux, the stack doubles the value asked
+/// for and keeps it between its minimum and maximum; see
+/// [`Stack::tcp_buffer_sizes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferRequest {
+    /// `SO_RCVBUF`, bytes.
+    pub rx: Option<usize>,
+    /// `SO_SNDBUF`, bytes.
+    pub tx: Option<usize>,
+}
+
 /// Tunables of the stack that gazelle's `lstack.conf` does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackOptions {
@@ -424,7 +444,8 @@ impl Stack {
     }
 
     /// Waits (at most `timeout`) until every TCP connection the application
-    /// closed has sent its remaining data and FIN. Returns whether it did.
+    /// closed has had its remaining data and FIN acknowledged. Returns
+    /// whether it did.
     /// A process calls this before it exits, since the stack's threads die
     /// with it (the kernel would have gone on sending).
     pub fn flush(&self, timeout: Duration) -> bool {

@@ -27,7 +27,7 @@ use crate::{
     classify::FlowKey,
     engine::{Accepted, Command, ConnectReply, ListenerShared, StackShared},
     event::Event,
-    Stack,
+    BufferRequest, Stack,
 };
 
 fn to_endpoint(addr: SocketAddr) -> IpEndpoint {
@@ -89,6 +89,15 @@ impl Stack {
         self.tcp_listen_dual(addr, backlog, false)
     }
 
+    /// The receive and send buffer sizes a TCP socket gets for `req`: the
+    /// value asked for doubled (as Linux reports it), kept within
+    /// [`MIN_TCP_RX_BUFFER`](crate::MIN_TCP_RX_BUFFER)..=[`MAX_TCP_RX_BUFFER`](crate::MAX_TCP_RX_BUFFER)
+    /// and [`MIN_TCP_TX_BUFFER`](crate::MIN_TCP_TX_BUFFER)..=[`MAX_TCP_TX_BUFFER`](crate::MAX_TCP_TX_BUFFER);
+    /// the stack's defaults where nothing is asked.
+    pub fn tcp_buffer_sizes(&self, req: BufferRequest) -> (usize, usize) {
+        self.shared.tcp_buffer_sizes(req)
+    }
+
     /// Like [`Stack::tcp_listen`]; with `v4_too`, an IPv6 wildcard also
     /// accepts IPv4 connections (an IPv6 socket without `IPV6_V6ONLY`).
     pub fn tcp_listen_dual(
@@ -131,6 +140,7 @@ impl Stack {
             pending: Default::default(),
             event: Event::new(),
             closed: Default::default(),
+            buffers: Default::default(),
         });
         let mut map = self
             .shared
@@ -174,6 +184,16 @@ impl Stack {
     /// Starts connecting to `remote` and returns at once (the non-blocking
     /// `connect`, `EINPROGRESS`); see [`TcpStream::connect_result`].
     pub fn tcp_connect_start(&self, remote: SocketAddr) -> io::Result<TcpStream> {
+        self.tcp_connect_start_with(remote, BufferRequest::default())
+    }
+
+    /// [`Stack::tcp_connect_start`] with the socket buffers `buffers` asks
+    /// for.
+    pub fn tcp_connect_start_with(
+        &self,
+        remote: SocketAddr,
+        buffers: BufferRequest,
+    ) -> io::Result<TcpStream> {
         let shared = &self.shared;
         let local_ip = match remote {
             SocketAddr::V4(_) => shared.local.ipv4.map(IpAddress::Ipv4),
@@ -226,7 +246,7 @@ impl Stack {
         let seen = reply.event.generation();
         let cmd = Command::Connect {
             shard,
-            socket: Box::new(shared.new_tcp_socket()),
+            socket: Box::new(shared.new_tcp_socket(buffers)),
             remote: remote_ep,
             local,
             reply: Arc::clone(&reply),
@@ -436,6 +456,17 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
+    /// Sets the buffer sizes (`SO_RCVBUF`/`SO_SNDBUF`) of the connections it
+    /// accepts from now on (as Linux, accepted sockets inherit the
+    /// listener's).
+    pub fn set_buffers(&self, buffers: BufferRequest) {
+        *self
+            .shared
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = buffers;
+    }
+
     /// Takes a waiting connection without blocking.
     pub fn try_accept(&self) -> Option<(TcpStream, SocketAddr)> {
         let a = self
@@ -915,6 +946,11 @@ impl TcpStream {
     /// Bytes received and not yet read.
     pub fn recv_queue(&self) -> usize {
         self.with(|s| s.recv_queue())
+    }
+
+    /// The sizes of its receive and send buffers, bytes.
+    pub fn buffer_capacities(&self) -> (usize, usize) {
+        self.with(|s| (s.recv_capacity(), s.send_capacity()))
     }
 
     /// The smoltcp state name (for statistics).

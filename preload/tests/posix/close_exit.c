@@ -40,28 +40,9 @@ static void peer(void)
     say("ready");
     int a = accept_one(l);
     int b = accept_one(l);
-    setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-
-    unsigned char buf[65536];
-    size_t got = 0, bad = 0;
-    ssize_t n;
-    while ((n = recv(a, buf, sizeof buf, 0)) > 0) {
-        for (ssize_t i = 0; i < n; i++)
-            bad += buf[i] != pattern(got + (size_t)i);
-        got += (size_t)n;
-    }
-    say("first connection: read until EOF = %zu bytes, %zu wrong, then %s", got, bad,
-        n == 0 ? "EOF" : errname(errno));
+    expect_pattern_until_eof(a, pattern);
     expect_eof(b);
 }
 
-int main(int argc, char **argv)
-{
-    parse_args(argc, argv);
-    if (is_app)
-        app();
-    else
-        peer();
-    return 0;
-}
+SEMANTICS_MAIN(app, peer)

@@ -381,4 +381,35 @@ static inline void ep_add(int ep, int fd, uint32_t events, uint32_t token)
         fatal("epoll_ctl ADD");
 }
 
+/* Reads until end of file (10 s receive timeout) checking every byte
+ * against pattern(offset), and prints how many came, how many were wrong
+ * and what ended the read. */
+static inline void expect_pattern_until_eof(int fd, unsigned char (*pattern)(size_t))
+{
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    unsigned char buf[65536];
+    size_t got = 0, bad = 0;
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf, 0)) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            bad += buf[i] != pattern(got + (size_t)i);
+        got += (size_t)n;
+    }
+    say("read until EOF = %zu bytes, %zu wrong, then %s", got, bad,
+        n == 0 ? "EOF" : errname(errno));
+}
+
+/* The program's entry point: the app or the peer side, per the command line. */
+#define SEMANTICS_MAIN(app, peer)                                                                  \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        parse_args(argc, argv);                                                                    \
+        if (is_app)                                                                                \
+            app();                                                                                 \
+        else                                                                                       \
+            peer();                                                                                \
+        return 0;                                                                                  \
+    }
+
 #endif

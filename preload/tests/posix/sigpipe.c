@@ -45,12 +45,4 @@ static void peer(void)
     say("closed");
 }
 
-int main(int argc, char **argv)
-{
-    parse_args(argc, argv);
-    if (is_app)
-        app();
-    else
-        peer();
-    return 0;
-}
+SEMANTICS_MAIN(app, peer)

@@ -20,7 +20,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use gazelle_config::{ConfigError, LstackConfig, MacAddr};
+use gazelle_config::{ConfigError, LstackConfig, LtranConfig, MacAddr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::nic::{DpdkDriver, NicSelector, PciAddr};
@@ -273,10 +273,15 @@ impl SubConfig {
         }
     }
 
-    fn lstack(&self) -> Result<LstackConfig, ConfigError> {
+    /// Parses (or loads) the config with its own schema, which validates it.
+    fn resolve<T>(
+        &self,
+        from_table: fn(toml::Table) -> Result<T, ConfigError>,
+        load: fn(&Path) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
         match self {
-            Self::Inline(table) => LstackConfig::from_table(table.clone()),
-            Self::Path(path) => LstackConfig::load(path),
+            Self::Inline(table) => from_table(table.clone()),
+            Self::Path(path) => load(path),
         }
     }
 }
@@ -407,9 +412,8 @@ impl Default for RestartPolicy {
 /// their own schemas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    /// ltran's config, if there is an `[ltran]` section (kept as its
-    /// validated table until ltran's schema is wired in).
-    pub ltran: Option<toml::Table>,
+    /// ltran's config, if there is an `[ltran]` section.
+    pub ltran: Option<LtranConfig>,
     /// One lstack config per instance, in the order of `instances`.
     pub lstacks: Vec<LstackConfig>,
 }
@@ -521,7 +525,7 @@ impl ApplianceConfig {
         let ltran = match &self.ltran {
             None => None,
             Some(sub) => Some(
-                sub.table()
+                sub.resolve(LtranConfig::from_table, |p: &Path| LtranConfig::load(p))
                     .map_err(|source| ApplianceConfigError::Section {
                         section: "ltran".into(),
                         source,
@@ -534,11 +538,11 @@ impl ApplianceConfig {
             let section = format!("instances[{i}].lstack");
             let lstack = instance
                 .lstack
-                .lstack()
+                .resolve(LstackConfig::from_table, |p: &Path| LstackConfig::load(p))
                 .map_err(|source| ApplianceConfigError::Section { section, source })?;
             lstacks.push(lstack);
         }
-        self.check_instances_together(&lstacks, ltran.is_some())?;
+        self.check_instances_together(&lstacks, ltran.as_ref())?;
         Ok(Resolved { ltran, lstacks })
     }
 
@@ -693,7 +697,7 @@ impl ApplianceConfig {
     fn check_instances_together(
         &self,
         lstacks: &[LstackConfig],
-        has_ltran: bool,
+        ltran: Option<&LtranConfig>,
     ) -> Result<(), ApplianceConfigError> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
@@ -705,6 +709,14 @@ impl ApplianceConfig {
             .iter()
             .map(|m| m.dir.as_path())
             .collect();
+        let mut behind_ltran = 0u32;
+        if let Some(ltran) = ltran {
+            check_huge_dir(
+                "ltran.forward_kit_args",
+                &ltran.forward_kit_args,
+                &huge_dirs,
+            )?;
+        }
         for (i, (instance, lstack)) in self.instances.iter().zip(lstacks).enumerate() {
             let name_of = |j: usize| &self.instances[j].name;
             if let Some(j) = names.insert(&instance.name, i) {
@@ -735,11 +747,30 @@ impl ApplianceConfig {
                     ));
                 }
             }
-            if lstack.use_ltran && !has_ltran {
-                return Err(invalid(
-                    format!("instances[{i}].lstack.use_ltran"),
-                    "the instance runs behind ltran but there is no [ltran] section; add one or set use_ltran = 0",
-                ));
+            if lstack.use_ltran {
+                let Some(ltran) = ltran else {
+                    return Err(invalid(
+                        format!("instances[{i}].lstack.use_ltran"),
+                        "the instance runs behind ltran but there is no [ltran] section; add one or set use_ltran = 0",
+                    ));
+                };
+                ltran
+                    .check_lstack(lstack)
+                    .map_err(|source| ApplianceConfigError::Section {
+                        section: format!("instances[{i}].lstack"),
+                        source,
+                    })?;
+                behind_ltran += 1;
+                if behind_ltran > ltran.dispatch_max_clients {
+                    return Err(invalid(
+                        format!("instances[{i}]"),
+                        format!(
+                            "{behind_ltran} instances use ltran but ltran.dispatch_max_clients = {}; \
+                             raise it (at most 32) or run fewer instances behind ltran",
+                            ltran.dispatch_max_clients
+                        ),
+                    ));
+                }
             }
             if !lstack.use_ltran {
                 if let Some(j) = standalone_macs.insert(lstack.devices, i) {
@@ -753,17 +784,11 @@ impl ApplianceConfig {
                     ));
                 }
             }
-            if let Some(dir) = huge_dir(&lstack.dpdk_args) {
-                if !huge_dirs.is_empty() && !huge_dirs.contains(&Path::new(dir)) {
-                    return Err(invalid(
-                        format!("instances[{i}].lstack.dpdk_args"),
-                        format!(
-                            "--huge-dir {dir} is not one of the hugetlbfs mounts in hugepages.mounts ({})",
-                            huge_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-            }
+            check_huge_dir(
+                &format!("instances[{i}].lstack.dpdk_args"),
+                &lstack.dpdk_args,
+                &huge_dirs,
+            )?;
         }
         Ok(())
     }
@@ -773,6 +798,29 @@ impl Default for ApplianceConfig {
     /// The image's default ([`ApplianceConfig::image_default`]).
     fn default() -> Self {
         Self::image_default()
+    }
+}
+
+/// The `--huge-dir` of EAL arguments must be one of the hugetlbfs mounts
+/// (when the file declares any).
+fn check_huge_dir(
+    field: &str,
+    args: &[String],
+    huge_dirs: &[&Path],
+) -> Result<(), ApplianceConfigError> {
+    match huge_dir(args) {
+        Some(dir) if !huge_dirs.is_empty() && !huge_dirs.contains(&Path::new(dir)) => Err(invalid(
+            field,
+            format!(
+                "--huge-dir {dir} is not one of the hugetlbfs mounts in hugepages.mounts ({})",
+                huge_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -926,7 +974,9 @@ mod tests {
             resolved.lstacks[0].host_addr,
             Ipv4Addr::new(192, 168, 100, 10)
         );
-        assert!(resolved.ltran.is_some());
+        let ltran = resolved.ltran.unwrap();
+        assert_eq!(ltran.bond_macs, [resolved.lstacks[0].devices]);
+        assert!(ltran.dispatch_contains(resolved.lstacks[0].host_addr));
         let text = config.to_toml_string();
         assert_eq!(ApplianceConfig::parse(&text).unwrap(), config, "{text}");
     }
@@ -1027,6 +1077,36 @@ mod tests {
     #[case::pages_twice(push_copy("hugepages.pages", 0, |_| ()), "hugepages.pages[1]", "2M pages are already reserved by hugepages.pages[0]")]
     #[case::pages_mixed(push_copy("hugepages.pages", 0, |p| { p.insert("node".into(), 0.into()); }), "hugepages.pages[1]", "per node in one entry and system-wide")]
     #[case::sysctl_key(|t: &mut toml::Table| { at(t, "sysctl").as_table_mut().unwrap().insert("net..x".into(), 1.into()); }, "sysctl.\"net..x\"", "malformed")]
+    #[case::outside_dispatch_subnet(
+        |t: &mut toml::Table| {
+            *at(t, "instances.0.lstack.host_addr") = s("192.168.101.10");
+            at(t, "instances.0.lstack").as_table_mut().unwrap().remove("gateway_addr");
+        },
+        "instances[0].lstack.host_addr",
+        "outside ltran's dispatch subnet 192.168.100.0/24"
+    )]
+    #[case::not_a_bond_mac(
+        set("instances.0.lstack.devices", s("52:54:00:12:34:58")),
+        "instances[0].lstack.devices",
+        "not one of ltran's bond_macs (52:54:00:12:34:57)"
+    )]
+    #[case::too_many_clients(
+        |t: &mut toml::Table| {
+            *at(t, "ltran.dispatch_max_clients") = 1.into();
+            push_copy("instances", 0, |i| {
+                i.insert("name".into(), s("redis2"));
+                *at(i, "lstack.host_addr") = s("192.168.100.11");
+            })(t);
+        },
+        "instances[1]",
+        "2 instances use ltran but ltran.dispatch_max_clients = 1"
+    )]
+    #[case::ltran_range(set("ltran.bond_mtu", 9000.into()), "ltran.bond_mtu", "out of range 68..=1500")]
+    #[case::ltran_huge_dir(
+        set("ltran.forward_kit_args", toml::Value::Array(vec![s("--huge-dir=/mnt/x")])),
+        "ltran.forward_kit_args",
+        "--huge-dir /mnt/x is not one of"
+    )]
     fn errors_name_the_field(
         #[case] edit: impl FnOnce(&mut toml::Table),
         #[case] field: &str,

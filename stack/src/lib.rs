@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod classify;
+mod control;
 pub mod device;
 mod engine;
 pub mod event;
@@ -106,6 +107,9 @@ pub struct StackOptions {
     pub ack_delay: Option<Duration>,
     /// Longest sleep of an idle stack thread; it polls flat out while busy.
     pub idle_sleep: Duration,
+    /// Where to serve `gazellectl` (see [`gazelle_ctl_proto::paths`]);
+    /// `None`: no control socket.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 impl StackOptions {
@@ -122,6 +126,11 @@ impl StackOptions {
             nagle: true,
             ack_delay: Some(Duration::from_millis(10)),
             idle_sleep: Duration::from_micros(200),
+            control_socket: Some(gazelle_ctl_proto::paths::lstack_socket(
+                &gazelle_ctl_proto::paths::run_dir(),
+                &config.unix_prefix,
+                std::net::IpAddr::V4(config.host_addr),
+            )),
         }
     }
 }
@@ -183,6 +192,9 @@ struct Runtime {
     tx_offload: bool,
     /// The stack's on-link subnets: (address, prefix length).
     subnets: Vec<(std::net::IpAddr, u8)>,
+    started: std::time::Instant,
+    /// The `gazellectl` socket, served while the stack runs.
+    control: Mutex<Option<gazelle_ctl_proto::server::Server>>,
 }
 
 impl Drop for Runtime {
@@ -404,12 +416,23 @@ impl Stack {
                 }
                 v
             },
+            started: std::time::Instant::now(),
+            control: Mutex::new(None),
         });
-        Ok(Stack { shared, runtime })
+        let stack = Stack { shared, runtime };
+        if let Some(path) = stack.shared.opts.control_socket.clone() {
+            control::serve(&stack, &path);
+        }
+        Ok(stack)
     }
 
     /// Stops the stack threads (idempotent). Sockets stop working.
     pub fn shutdown(&self) {
+        self.runtime
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         stop(&self.shared, &self.runtime.threads);
         self.runtime
             .port

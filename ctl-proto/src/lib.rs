@@ -1,0 +1,25 @@
+//! The control protocol of lstack and ltran.
+//!
+//! `gazellectl`, the web UI and the daemons speak it over UNIX stream
+//! sockets: the client sends one [`Request`] as a line of JSON, the daemon
+//! answers with one [`Response`] line and closes. Statistics are typed here
+//! so every reader (CLI tables, `--json`, the REST API, `/metrics`) shows the
+//! same numbers under the same names.
+//!
+//! - [`paths`]: where each daemon's socket lives (`unix_prefix` as gazelle);
+//! - [`client`]: one request, one answer, with errors that say whether the
+//!   daemon is not running or refused;
+//! - [`server`]: the accept loop a daemon runs on a thread of its own, checking
+//!   its peers' credentials.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod paths;
+pub mod server;
+mod types;
+
+pub use types::*;
+
+/// Version of the protocol; a daemon refuses requests of another.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,244 @@
+//! Serving control requests on a thread of the daemon.
+
+use std::{
+    fs,
+    io::{self, BufRead, BufReader, Read, Write},
+    os::unix::{
+        fs::{DirBuilderExt, PermissionsExt},
+        net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{Envelope, Request, Response, PROTOCOL_VERSION};
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// A control socket being served; dropping it stops serving and removes
+/// the socket file.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `handler` at `path` on a new thread named `name`.
+    ///
+    /// The directory is created (mode 700) if missing; the socket is mode
+    /// 600 and only root and this process's user are answered. A socket
+    /// file left by a process that exited is replaced; one that a live
+    /// process serves is an `AddrInUse` error.
+    pub fn start(
+        path: &Path,
+        name: &str,
+        handler: impl Fn(Request) -> Response + Send + 'static,
+    ) -> io::Result<Server> {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is served by another live process", path.display()),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || serve(&listener, &stop, &handler))?
+        };
+        Ok(Server {
+            path: path.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept call.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn serve(listener: &UnixListener, stop: &AtomicBool, handler: &dyn Fn(Request) -> Response) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        if !allowed(&conn) {
+            continue;
+        }
+        let _ = answer(conn, handler);
+    }
+}
+
+/// Root and this process's own user may ask.
+fn allowed(conn: &UnixStream) -> bool {
+    match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
+fn answer(conn: UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
+    let response = match serde_json::from_str::<Envelope>(&line) {
+        Ok(e) if e.version == PROTOCOL_VERSION => handler(e.request),
+        Ok(e) => Response::Error {
+            message: format!(
+                "protocol version {} is not this daemon's ({PROTOCOL_VERSION}): use the gazellectl of the same release",
+                e.version
+            ),
+        },
+        Err(e) => Response::Error {
+            message: format!("unreadable request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_string(&response).expect("responses serialise");
+    out.push('\n');
+    (&conn).write_all(out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{client, client::ClientError, LstackStats};
+
+    fn stats() -> LstackStats {
+        LstackStats {
+            pid: 42,
+            process: "redis-server".into(),
+            tcp_connections: 7,
+            ..LstackStats::default()
+        }
+    }
+
+    #[test]
+    fn answers_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/lstack-10.0.0.2.sock");
+        let server = Server::start(&path, "test-ctl", |req| match req {
+            Request::LstackStats => Response::LstackStats(stats()),
+            _ => Response::Error {
+                message: "not here".into(),
+            },
+        })
+        .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let got = client::request(
+            &path,
+            "lstack",
+            Request::LstackStats,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(got, Response::LstackStats(stats()));
+        let err = client::request(
+            &path,
+            "lstack",
+            Request::LstackConnections,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(matches!(&err, ClientError::Refused { message, .. } if message == "not here"));
+        drop(server);
+        assert!(!path.exists(), "socket file removed");
+        let err = client::request(
+            &path,
+            "lstack 10.0.0.2",
+            Request::LstackStats,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("lstack 10.0.0.2 is not running"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_live_socket_and_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sock");
+        let first = Server::start(&path, "a", |_| Response::Error {
+            message: "a".into(),
+        })
+        .unwrap();
+        let err = Server::start(&path, "b", |_| Response::Error {
+            message: "b".into(),
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // A file left behind by a dead process: bound, never served.
+        drop(first);
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let _second = Server::start(&path, "b", |_| Response::Error {
+            message: "b".into(),
+        })
+        .unwrap();
+        let err =
+            client::request(&path, "x", Request::LstackStats, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(&err, ClientError::Refused { message, .. } if message == "b"));
+    }
+
+    #[test]
+    fn refuses_other_versions_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let _s = Server::start(&path, "v", |_| Response::LstackStats(stats())).unwrap();
+        let ask = |line: &str| {
+            let mut c = UnixStream::connect(&path).unwrap();
+            c.write_all(line.as_bytes()).unwrap();
+            let mut s = String::new();
+            BufReader::new(&c).read_line(&mut s).unwrap();
+            serde_json::from_str::<Response>(&s).unwrap()
+        };
+        let r = ask("{\"version\":99,\"request\":{\"kind\":\"lstack_stats\"}}\n");
+        assert!(
+            matches!(r, Response::Error { message } if message.contains("protocol version 99"))
+        );
+        let r = ask("hello\n");
+        assert!(
+            matches!(r, Response::Error { message } if message.starts_with("unreadable request"))
+        );
+    }
+}

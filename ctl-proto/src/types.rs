@@ -1,0 +1,190 @@
+//! Requests, responses and the statistics they carry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One request, with the protocol version it was written for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the client.
+    pub version: u32,
+    /// What it asks.
+    pub request: Request,
+}
+
+/// What a client can ask a daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// Any daemon: who is there (a health check).
+    Ping,
+    /// lstack: counters of the stack, its threads and its port.
+    LstackStats,
+    /// lstack: every TCP connection and listener.
+    LstackConnections,
+}
+
+/// A daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// `lstack` or `ltran`.
+        daemon: String,
+        /// Its process id.
+        pid: u32,
+    },
+    /// Answer to [`Request::LstackStats`].
+    LstackStats(LstackStats),
+    /// Answer to [`Request::LstackConnections`].
+    LstackConnections {
+        /// One entry per socket.
+        connections: Vec<Connection>,
+    },
+    /// The request was understood and refused, or failed.
+    Error {
+        /// What went wrong, for an operator.
+        message: String,
+    },
+}
+
+/// Counters of one lstack process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LstackStats {
+    /// Process id.
+    pub pid: u32,
+    /// Process name (`/proc/self/comm`).
+    pub process: String,
+    /// The stack's IPv4 address (`host_addr`), if any.
+    pub ip: Option<String>,
+    /// The stack's IPv6 address (`host_addr6`), if any.
+    pub ip6: Option<String>,
+    /// Seconds since the stack started.
+    pub uptime_secs: u64,
+    /// TCP connections alive, closing ones included (gazelle's `conn_num`).
+    pub tcp_connections: u64,
+    /// Free mbufs in the stack's pool.
+    pub mbufs_available: u64,
+    /// The DPDK port's own counters.
+    pub port: PortCounters,
+    /// One entry per stack thread.
+    pub threads: Vec<ThreadCounters>,
+}
+
+impl LstackStats {
+    /// The threads' counters added up.
+    pub fn total(&self) -> ThreadCounters {
+        let mut t = ThreadCounters::default();
+        for c in &self.threads {
+            t.add(c);
+        }
+        t
+    }
+}
+
+/// Counters of a DPDK port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets the NIC dropped for lack of receive descriptors.
+    pub rx_missed: u64,
+    /// Erroneous packets received.
+    pub rx_errors: u64,
+    /// Failed transmissions.
+    pub tx_errors: u64,
+    /// Receive mbuf allocation failures.
+    pub rx_nombuf: u64,
+}
+
+/// Counters of one stack thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCounters {
+    /// Frames received from the NIC queue.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames handed to the NIC queue.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames dropped because the NIC queue stayed full.
+    pub tx_dropped: u64,
+    /// Transmits that found the mbuf pool empty.
+    pub tx_nombuf: u64,
+    /// Frames another thread's queue received for this one.
+    pub steered_in: u64,
+    /// Frames dropped because the owning thread's steering queue was full.
+    pub steer_dropped: u64,
+    /// Connections refused at `tcp_conn_count`.
+    pub conn_limit_refused: u64,
+    /// Connection requests dropped on a full accept queue.
+    pub accept_overflow: u64,
+    /// Connections established (accepted or connected).
+    pub tcp_established: u64,
+    /// Loop iterations with nothing to do.
+    pub idle_loops: u64,
+    /// Times the thread slept, idle.
+    pub sleeps: u64,
+    /// Panics caught and survived (each one a bug to report).
+    pub panics: u64,
+    /// Received frames dropped, by reason (malformed, not for us...).
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl ThreadCounters {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &ThreadCounters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.tx_nombuf += o.tx_nombuf;
+        self.steered_in += o.steered_in;
+        self.steer_dropped += o.steer_dropped;
+        self.conn_limit_refused += o.conn_limit_refused;
+        self.accept_overflow += o.accept_overflow;
+        self.tcp_established += o.tcp_established;
+        self.idle_loops += o.idle_loops;
+        self.sleeps += o.sleeps;
+        self.panics += o.panics;
+        for (k, v) in &o.drops {
+            *self.drops.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Every received frame dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+/// One TCP socket of an lstack process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Stack thread that owns it.
+    pub thread: usize,
+    /// TCP state, as `ss` names it (`ESTAB`, `LISTEN`, `TIME-WAIT`...).
+    pub state: String,
+    /// Local address and port.
+    pub local: String,
+    /// Remote address and port (`*` for a listener).
+    pub remote: String,
+    /// Bytes received, not yet read by the application.
+    pub recv_queue: u64,
+    /// Bytes written, not yet acknowledged by the peer.
+    pub send_queue: u64,
+    /// Receive buffer size.
+    pub recv_capacity: u64,
+    /// Send buffer size.
+    pub send_capacity: u64,
+}

@@ -1,0 +1,200 @@
+//! `gazellectl`: what lstack and ltran are doing, in gazelle's command-line
+//! form.
+//!
+//! ```text
+//! gazellectl lstack show <ip> [-r | -c] [time]
+//! gazellectl ltran show [-r | -i | -b | -l] [time]
+//! gazellectl ltran quit
+//! ```
+//!
+//! Every view has a `--json` form for scripts. With `time`, the view is
+//! printed again every `time` seconds (rates: measured over `time` seconds)
+//! until interrupted.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use gazelle_ctl_proto::{client, paths, Request, Response};
+
+mod render;
+
+/// Statistics and control of lstack and ltran.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Prefix of the control sockets (gazelle's `unix_prefix`; must match
+    /// the daemons' configs).
+    #[arg(short = 'u', long, global = true, default_value = "")]
+    unix_prefix: String,
+    /// Directory of the control sockets [default: $GAZELLE_RUN_DIR or /run/gazelle].
+    #[arg(long, global = true)]
+    run_dir: Option<PathBuf>,
+    /// Print JSON instead of tables (one document per sample).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Debug, Subcommand)]
+enum Top {
+    /// An lstack process (an application on the user-space stack).
+    Lstack {
+        #[command(subcommand)]
+        command: LstackCmd,
+    },
+    /// The ltran dispatcher.
+    Ltran {
+        #[command(subcommand)]
+        command: LtranCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LstackCmd {
+    /// Show the counters of the lstack whose address is IP.
+    Show(LstackShow),
+}
+
+#[derive(Debug, Args)]
+struct LstackShow {
+    /// The lstack's address (its `host_addr`).
+    ip: IpAddr,
+    /// Rates per second instead of totals.
+    #[arg(short = 'r', long = "rate", group = "view")]
+    rate: bool,
+    /// Connections: state, addresses, queues and buffers.
+    #[arg(short = 'c', long = "conn", group = "view")]
+    conn: bool,
+    /// Print again every TIME seconds (with -r: the rate's interval).
+    time: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LtranCmd {
+    /// Show ltran's counters.
+    Show(LtranShow),
+    /// Stop ltran.
+    Quit,
+}
+
+#[derive(Debug, Args)]
+struct LtranShow {
+    /// Rates per second.
+    #[arg(short = 'r', group = "view")]
+    rate: bool,
+    /// Registered instances.
+    #[arg(short = 'i', group = "view")]
+    instances: bool,
+    /// Burst-size histogram.
+    #[arg(short = 'b', group = "view")]
+    burst: bool,
+    /// Latency.
+    #[arg(short = 'l', group = "view")]
+    latency: bool,
+    /// Print again every TIME seconds.
+    time: Option<u64>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gazellectl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let run_dir = cli.run_dir.clone().unwrap_or_else(paths::run_dir);
+    match &cli.command {
+        Top::Lstack {
+            command: LstackCmd::Show(show),
+        } => {
+            let path = paths::lstack_socket(&run_dir, &cli.unix_prefix, show.ip);
+            let daemon = format!("lstack {}", show.ip);
+            let ask = |req: Request| -> anyhow::Result<Response> {
+                Ok(client::request(&path, &daemon, req, TIMEOUT)?)
+            };
+            if show.rate {
+                let interval = Duration::from_secs(show.time.unwrap_or(1).max(1));
+                let mut prev = stats(ask(Request::LstackStats)?)?;
+                loop {
+                    std::thread::sleep(interval);
+                    let cur = stats(ask(Request::LstackStats)?)?;
+                    let rates = render::Rates::between(&prev, &cur, interval);
+                    print(cli.json, &rates, || render::rates(&rates))?;
+                    if show.time.is_none() {
+                        return Ok(());
+                    }
+                    prev = cur;
+                }
+            }
+            repeat(show.time, || {
+                if show.conn {
+                    let Response::LstackConnections { connections } =
+                        ask(Request::LstackConnections)?
+                    else {
+                        bail!("{daemon} answered another question");
+                    };
+                    print(cli.json, &connections, || render::connections(&connections))
+                } else {
+                    let s = stats(ask(Request::LstackStats)?)?;
+                    print(cli.json, &s, || render::lstack(&s))
+                }
+            })
+        }
+        Top::Ltran { command } => {
+            let path = paths::ltran_socket(&run_dir, &cli.unix_prefix);
+            // Whatever the view, ltran must answer first.
+            match client::request(&path, "ltran", Request::Ping, TIMEOUT) {
+                Err(e @ client::ClientError::NotRunning { .. }) => Err(e.into()),
+                Err(e) => Err(e).context("ltran"),
+                Ok(_) => bail!(
+                    "this gazellectl cannot show ltran's {} yet",
+                    match command {
+                        LtranCmd::Show(_) => "statistics",
+                        LtranCmd::Quit => "quit",
+                    }
+                ),
+            }
+        }
+    }
+}
+
+fn stats(r: Response) -> anyhow::Result<gazelle_ctl_proto::LstackStats> {
+    match r {
+        Response::LstackStats(s) => Ok(s),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Runs `show` once, or every `time` seconds until interrupted.
+fn repeat(time: Option<u64>, mut show: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    show()?;
+    if let Some(t) = time {
+        loop {
+            std::thread::sleep(Duration::from_secs(t.max(1)));
+            show()?;
+        }
+    }
+    Ok(())
+}
+
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}

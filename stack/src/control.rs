@@ -1,0 +1,194 @@
+//! The stack's side of `gazellectl lstack show`: its counters and its
+//! connections, served on a control socket (see [`gazelle_ctl_proto`]).
+
+use std::{
+    path::Path,
+    sync::{Arc, Weak},
+};
+
+use gazelle_ctl_proto::{
+    server::Server, Connection, LstackStats, PortCounters, Request, Response, ThreadCounters,
+};
+use smoltcp::socket::{tcp, Socket};
+
+use crate::{stats::ThreadStats, Runtime, Stack};
+
+/// Starts serving `path` for `stack` (a failure is logged: the stack runs
+/// on without a control socket).
+pub(crate) fn serve(stack: &Stack, path: &Path) {
+    let runtime: Weak<Runtime> = Arc::downgrade(&stack.runtime);
+    let served = Server::start(path, "lstack-ctl", move |req| {
+        let Some(runtime) = runtime.upgrade() else {
+            return Response::Error {
+                message: "the stack is shutting down".into(),
+            };
+        };
+        let stack = Stack {
+            shared: Arc::clone(&runtime.shared),
+            runtime,
+        };
+        match req {
+            Request::Ping => Response::Pong {
+                daemon: "lstack".into(),
+                pid: std::process::id(),
+            },
+            Request::LstackStats => Response::LstackStats(stack.stats_snapshot()),
+            Request::LstackConnections => Response::LstackConnections {
+                connections: stack.connections(),
+            },
+        }
+    });
+    match served {
+        Ok(server) => {
+            tracing::info!(path = %path.display(), "gazellectl control socket");
+            *stack
+                .runtime
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(server);
+        }
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "no gazellectl control socket"
+        ),
+    }
+}
+
+fn thread_counters(s: &ThreadStats) -> ThreadCounters {
+    ThreadCounters {
+        rx_packets: s.rx_packets.get(),
+        rx_bytes: s.rx_bytes.get(),
+        tx_packets: s.tx_packets.get(),
+        tx_bytes: s.tx_bytes.get(),
+        tx_dropped: s.tx_dropped.get(),
+        tx_nombuf: s.tx_nombuf.get(),
+        steered_in: s.steered_in.get(),
+        steer_dropped: s.steer_dropped.get(),
+        conn_limit_refused: s.conn_limit_refused.get(),
+        accept_overflow: s.accept_overflow.get(),
+        tcp_established: s.tcp_established.get(),
+        idle_loops: s.idle_loops.get(),
+        sleeps: s.sleeps.get(),
+        panics: s.panics.get(),
+        drops: s
+            .drops()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (format!("{r:?}"), n))
+            .collect(),
+    }
+}
+
+/// The state as `ss` names it.
+fn state_name(s: tcp::State) -> &'static str {
+    match s {
+        tcp::State::Closed => "CLOSE",
+        tcp::State::Listen => "LISTEN",
+        tcp::State::SynSent => "SYN-SENT",
+        tcp::State::SynReceived => "SYN-RECV",
+        tcp::State::Established => "ESTAB",
+        tcp::State::FinWait1 => "FIN-WAIT-1",
+        tcp::State::FinWait2 => "FIN-WAIT-2",
+        tcp::State::CloseWait => "CLOSE-WAIT",
+        tcp::State::Closing => "CLOSING",
+        tcp::State::LastAck => "LAST-ACK",
+        tcp::State::TimeWait => "TIME-WAIT",
+    }
+}
+
+impl Stack {
+    /// Every counter of the stack, as `gazellectl lstack show` prints them.
+    pub fn stats_snapshot(&self) -> LstackStats {
+        let port = self
+            .port_stats()
+            .map(|p| PortCounters {
+                rx_packets: p.rx_packets,
+                tx_packets: p.tx_packets,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                rx_missed: p.rx_missed,
+                rx_errors: p.rx_errors,
+                tx_errors: p.tx_errors,
+                rx_nombuf: p.rx_nombuf,
+            })
+            .unwrap_or_default();
+        let local = &self.shared.local;
+        LstackStats {
+            pid: std::process::id(),
+            process: std::fs::read_to_string("/proc/self/comm")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            ip: local.ipv4.map(|a| a.to_string()),
+            ip6: local.ipv6.map(|a| a.to_string()),
+            uptime_secs: self.runtime.started.elapsed().as_secs(),
+            tcp_connections: self.tcp_connections() as u64,
+            mbufs_available: u64::from(self.mbufs_available()),
+            port,
+            threads: self
+                .shared
+                .threads
+                .iter()
+                .map(|t| thread_counters(&t.stats))
+                .collect(),
+        }
+    }
+
+    /// Every TCP socket of the stack: listeners (as `ss` shows them: the
+    /// accept queue as receive queue, the backlog as send queue), connections
+    /// and sockets closing.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut out = Vec::new();
+        let listeners = self
+            .shared
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for l in listeners.values().flatten() {
+            if l.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            let local = match l.endpoint.addr {
+                Some(a) => format!("{a}:{}", l.endpoint.port),
+                None if l.v6 => format!("[::]:{}", l.endpoint.port),
+                None => format!("0.0.0.0:{}", l.endpoint.port),
+            };
+            out.push(Connection {
+                thread: 0,
+                state: "LISTEN".into(),
+                local,
+                remote: "*".into(),
+                recv_queue: l.queue.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+                send_queue: l.backlog as u64,
+                recv_capacity: 0,
+                send_capacity: 0,
+            });
+        }
+        drop(listeners);
+        for (thread, t) in self.shared.threads.iter().enumerate() {
+            for shard in t.shards.iter() {
+                let inner = shard.lock();
+                for (_, socket) in inner.sockets.iter() {
+                    let Socket::Tcp(s) = socket else { continue };
+                    // Listening sockets are the pool's spares, shown above
+                    // as their listener.
+                    let Some(local) = s.local_endpoint().map(|ep| ep.to_string()) else {
+                        continue;
+                    };
+                    out.push(Connection {
+                        thread,
+                        state: state_name(s.state()).to_owned(),
+                        local,
+                        remote: s
+                            .remote_endpoint()
+                            .map_or_else(|| "*".to_owned(), |e| e.to_string()),
+                        recv_queue: s.recv_queue() as u64,
+                        send_queue: s.send_queue() as u64,
+                        recv_capacity: s.recv_capacity() as u64,
+                        send_capacity: s.send_capacity() as u64,
+                    });
+                }
+            }
+        }
+        out
+    }
+}

@@ -22,6 +22,7 @@
 //! against real directory trees as well as against the host itself.
 
 pub mod config;
+pub mod hostinfo;
 pub mod hugepages;
 pub mod nic;
 pub mod store;

@@ -11,16 +11,16 @@
 
 use std::fs;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use appliance::hugepages::{
-    self, Action, HugepageConfig, HugepageError, Nodes, PageSize, Pool, PoolSnapshot,
-};
+mod common;
+
+use common::Host;
+
+use appliance::hugepages::{self, Action, HugepageConfig, HugepageError, Nodes, PageSize, Pool};
 use rstest::rstest;
-use tempfile::TempDir;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/setup-hugepages.sh");
 fn host_root() -> &'static Path {
@@ -47,54 +47,6 @@ fn mounts_at(path: &Path) -> Vec<String> {
         .filter(|line| line.contains(&wanted))
         .map(|line| line.split(" - ").nth(1).unwrap().to_owned())
         .collect()
-}
-
-/// A test's turn on the host, the pool counts to put back and a directory
-/// for its mounts.
-struct Host {
-    start: PoolSnapshot,
-    dir: TempDir,
-    _turn: MutexGuard<'static, ()>,
-}
-
-impl Host {
-    fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests reserve real hugepages and mount hugetlbfs: run them as root"
-        );
-        static TURN: Mutex<()> = Mutex::new(());
-        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Self {
-            start: PoolSnapshot::take(host_root()).unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-            _turn: turn,
-        }
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start(&self, pool: Pool) -> u64 {
-        self.start.count(pool).unwrap()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let status = hugepages::status(host_root());
-        let ours = status.iter().flat_map(|s| &s.mounts).rev();
-        for mount in ours.filter(|m| Path::new(&m.path).starts_with(self.dir.path())) {
-            let detach = nix::mount::MntFlags::MNT_DETACH;
-            if let Err(e) = nix::mount::umount2(mount.path.as_str(), detach) {
-                eprintln!("could not unmount {}: {e}", mount.path);
-            }
-        }
-        if let Err(e) = self.start.restore() {
-            eprintln!("could not put the host's hugepage pools back: {e}");
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -174,7 +126,7 @@ fn plan_is_the_scripts_dry_run_and_changes_nothing() {
     let host = Host::new();
     let start = host.start(pool(None, PageSize::SIZE_2M));
     let node_start = host.start(pool(Some(0), PageSize::SIZE_2M));
-    let (ltran, lstack) = (host.dir("ltran"), host.dir("lstack"));
+    let (ltran, lstack) = (host.path("ltran"), host.path("lstack"));
     let args = strings(&[
         "--pages-2m",
         &(start + 8).to_string(),
@@ -226,7 +178,7 @@ fn apply_reserves_and_mounts_and_a_second_apply_changes_nothing() {
     let host = Host::new();
     let global = pool(None, PageSize::SIZE_2M);
     let start = host.start(global);
-    let (ltran, lstack) = (host.dir("ltran"), host.dir("deeper/lstack"));
+    let (ltran, lstack) = (host.path("ltran"), host.path("deeper/lstack"));
     let args = strings(&[
         "--pages-2m",
         &(start + 6).to_string(),
@@ -304,7 +256,7 @@ fn one_gigabyte_page_or_the_shortfall() {
     let host = Host::new();
     let node0 = pool(Some(0), PageSize::SIZE_1G);
     let start = host.start(node0);
-    let (ltran, lstack) = (host.dir("ltran"), host.dir("lstack"));
+    let (ltran, lstack) = (host.path("ltran"), host.path("lstack"));
     let mut config = HugepageConfig {
         nodes: Nodes::List(vec![0]),
         ltran_dir: ltran.clone(),
@@ -348,7 +300,7 @@ fn a_failed_step_puts_back_what_apply_changed() {
     let start = host.start(global);
     let mut config = HugepageConfig {
         ltran_dir: "/proc/hugepages-twin-test".into(),
-        lstack_dir: host.dir("lstack"),
+        lstack_dir: host.path("lstack"),
         ..HugepageConfig::default()
     };
     config.pages.insert(PageSize::SIZE_2M, start + 4);
@@ -361,7 +313,7 @@ fn a_failed_step_puts_back_what_apply_changed() {
         "{text}"
     );
     assert_eq!(kernel_count(global), start);
-    assert!(!host.dir("lstack").exists());
+    assert!(!host.path("lstack").exists());
 }
 
 /// The script's `--status --json` and `status()` read the same machine at

@@ -11,87 +11,19 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
-use appliance::hugepages::{self, PageSize, Pool, PoolSnapshot};
+mod common;
+
+use appliance::hugepages::{self, PageSize, Pool};
+use common::{mountinfo, mounts_below, Host};
 use tempfile::TempDir;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/setup-hugepages.sh");
 const GLOBAL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 const NODE0_2M: &str = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB";
 const NODE0_1G: &str = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB";
-
-/// A test's hold on the host: its turn (tests that change or compare pools
-/// take turns), the pool counts to put back and a directory for mounts.
-struct Host {
-    pools: PoolSnapshot,
-    dir: TempDir,
-    _turn: MutexGuard<'static, ()>,
-}
-
-impl Host {
-    fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests reserve real hugepages and mount hugetlbfs: run them as root"
-        );
-        static TURN: Mutex<()> = Mutex::new(());
-        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Self {
-            pools: PoolSnapshot::take(Path::new("/")).expect("read the host's pools"),
-            dir: tempfile::tempdir().unwrap(),
-            _turn: turn,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start(&self, node: Option<u32>, size: PageSize) -> u64 {
-        self.pools.count(Pool { node, size }).unwrap()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        for mount in mounts_below(self.dir.path()).into_iter().rev() {
-            if let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
-                eprintln!("could not unmount {}: {e}", mount.display());
-            }
-        }
-        if let Err(e) = self.pools.restore() {
-            eprintln!("could not put the host's hugepage pools back: {e}");
-        }
-    }
-}
-
-/// Mount points at or below `dir`, in mount order (an independent reading
-/// of `/proc/self/mountinfo`).
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    mountinfo()
-        .into_iter()
-        .map(|(path, _, _)| path)
-        .filter(|path| path.starts_with(dir))
-        .collect()
-}
-
-/// (mount point, filesystem type, filesystem options) of every mount.
-fn mountinfo() -> Vec<(PathBuf, String, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .map(|line| {
-            let (before, after) = line.split_once(" - ").unwrap();
-            let path = before.split(' ').nth(4).unwrap();
-            let mut after = after.split(' ');
-            let fstype = after.next().unwrap().to_owned();
-            let options = after.nth(1).unwrap_or_default().to_owned();
-            (PathBuf::from(path), fstype, options)
-        })
-        .collect()
-}
 
 /// The filesystem type and options of the mounts at `path`.
 fn mounted_at(path: &Path) -> Vec<(String, String)> {
@@ -229,13 +161,16 @@ fn dry_run_prints_every_action_and_touches_nothing() {
         !ltran.exists() && !lstack.exists(),
         "a dry run created a directory"
     );
-    assert!(mounts_below(host.dir.path()).is_empty());
+    assert!(mounts_below(host.dir()).is_empty());
 }
 
 #[test]
 fn reserves_and_mounts_then_a_second_run_changes_nothing() {
     let host = Host::new();
-    let start = host.start(None, PageSize::SIZE_2M);
+    let start = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     assert_eq!(count(GLOBAL_2M, "nr_hugepages"), start);
     let (ltran, lstack) = (host.path("ltran"), host.path("nested/lstack"));
     let want = (start + 8).to_string();
@@ -309,8 +244,14 @@ fn reserves_and_mounts_then_a_second_run_changes_nothing() {
 #[test]
 fn reserves_per_node() {
     let host = Host::new();
-    let start_node = host.start(Some(0), PageSize::SIZE_2M);
-    let start_all = host.start(None, PageSize::SIZE_2M);
+    let start_node = host.start(Pool {
+        node: Some(0),
+        size: PageSize::SIZE_2M,
+    });
+    let start_all = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     let want = (start_node + 6).to_string();
     let run = script(&["--pages-2m", &want, "--node", "0", "--no-mount"]);
     assert_eq!(run.code, 0, "{run:#?}");
@@ -329,7 +270,10 @@ fn reserves_per_node() {
 #[test]
 fn one_gigabyte_page_or_the_shortfall() {
     let host = Host::new();
-    let start = host.start(Some(0), PageSize::SIZE_1G);
+    let start = host.start(Pool {
+        node: Some(0),
+        size: PageSize::SIZE_1G,
+    });
     let (ltran, lstack) = (host.path("ltran-1G"), host.path("lstack-1G"));
     let want = (start + 1).to_string();
     let run = script(&[
@@ -360,7 +304,7 @@ fn one_gigabyte_page_or_the_shortfall() {
             ],
         );
         assert_eq!(count(NODE0_1G, "nr_hugepages"), start);
-        assert!(!ltran.exists() && mounts_below(host.dir.path()).is_empty());
+        assert!(!ltran.exists() && mounts_below(host.dir()).is_empty());
     }
 }
 
@@ -433,7 +377,10 @@ fn status_agrees_with_the_kernel() {
 #[test]
 fn not_root_is_refused_before_any_change() {
     let host = Host::new();
-    let start = host.start(None, PageSize::SIZE_2M);
+    let start = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     let want = (start + 2).to_string();
     let run = script_with(
         Command::new("setpriv")
@@ -476,7 +423,10 @@ fn unsupported_page_size_lists_the_supported_ones() {
 #[test]
 fn not_enough_memory_says_how_much_is_free_and_needed() {
     let host = Host::new();
-    let start = host.start(None, PageSize::SIZE_2M);
+    let start = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     let available = fs::read_to_string("/proc/meminfo")
         .unwrap()
         .lines()
@@ -508,7 +458,10 @@ fn not_enough_memory_says_how_much_is_free_and_needed() {
 #[test]
 fn mount_point_inside_a_hugetlbfs_mount_is_refused() {
     let host = Host::new();
-    let start = host.start(None, PageSize::SIZE_2M);
+    let start = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     let outer = host.path("outer");
     let made = script(&[
         "--ltran-dir",
@@ -646,7 +599,10 @@ fn thp_always_stops_growth_unless_allowed() {
 #[test]
 fn a_failed_step_puts_back_what_the_run_changed() {
     let host = Host::new();
-    let start = host.start(None, PageSize::SIZE_2M);
+    let start = host.start(Pool {
+        node: None,
+        size: PageSize::SIZE_2M,
+    });
     let want = (start + 4).to_string();
     // /proc refuses new directories: the mkdir fails after the reservation.
     let run = script(&[
@@ -669,5 +625,5 @@ fn a_failed_step_puts_back_what_the_run_changed() {
         .stdout
         .contains(&format!("set 2M pages machine-wide from {start} to {want}")));
     assert_eq!(count(GLOBAL_2M, "nr_hugepages"), start);
-    assert!(mounts_below(host.dir.path()).is_empty());
+    assert!(mounts_below(host.dir()).is_empty());
 }

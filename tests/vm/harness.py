@@ -1,0 +1,564 @@
+#!/usr/bin/env python3
+"""Boots the appliance image in QEMU and checks it from outside.
+
+The VM: q35, UEFI (OVMF), the image behind a qcow2 overlay (the built image
+stays clean), KVM when a smoke test shows it runs a guest, TCG otherwise.
+NICs, in this PCI order and with the MACs of the image's default config:
+
+  00:03.0  52:54:00:12:34:56  management: QEMU user networking; SSH (and the
+                              web UI's 8080) forwarded to 127.0.0.1 ports
+  00:04.0  52:54:00:12:34:57  data0: a tap in a network namespace this
+  00:05.0  52:54:00:12:34:58  data1: harness makes, where both taps sit on a
+                              bridge with 192.168.100.1/24 (the default
+                              config's gateway): the test clients live there
+
+Serial console to serial.log, QEMU monitor on monitor.sock (set_link cuts a
+data NIC's link). Everything (QEMU, taps, namespace) is torn down on exit,
+even on Ctrl-C; the run directory with the serial log is kept on failure.
+
+Only stdlib: CI needs nothing but apt packages (qemu-system-x86, ovmf,
+openssh-client, iproute2, redis-tools).
+"""
+
+import argparse
+import ctypes
+import fcntl
+import os
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MACS = {"mgmt": "52:54:00:12:34:56", "data0": "52:54:00:12:34:57", "data1": "52:54:00:12:34:58"}
+PCI = {"mgmt": "0x3", "data0": "0x4", "data1": "0x5"}
+GUEST_PCI = {"data0": "0000:00:04.0", "data1": "0000:00:05.0"}
+HOST_NS_ADDR = "192.168.100.1/24"
+REDIS_ADDR = "192.168.100.10"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+CLONE_NEWNET = 0x40000000
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+
+
+def log(msg):
+    print(f"[vm {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+# ----------------------------------------------------------------- KVM probe
+def kvm_works():
+    """True when KVM runs a guest: a 512-byte boot sector that writes 'K' to
+    the serial port and leaves through isa-debug-exit (exit code 33)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    code = bytes.fromhex("b04b" "baf803" "ee" "b010" "e6f4" "f4" "ebfd")
+    sector = code + bytes(510 - len(code)) + b"\x55\xaa"
+    with tempfile.TemporaryDirectory() as d:
+        img = Path(d, "boot.img")
+        img.write_bytes(sector)
+        try:
+            p = run(["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-nodefaults",
+                     "-display", "none", "-m", "64", "-serial", "stdio",
+                     "-drive", f"file={img},format=raw,if=ide",
+                     "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
+                    check=False, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return False
+        return p.returncode == 33 and "K" in p.stdout
+
+
+# ------------------------------------------------------- namespace and taps
+class HostNet:
+    """A network namespace with two taps (QEMU's data NICs) on a bridge."""
+
+    def __init__(self, name):
+        self.name = name
+        self.fds = {}
+        run(["ip", "netns", "add", name])
+        self.ns("ip", "link", "set", "lo", "up")
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        theirs = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(theirs, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the test namespace")
+            try:
+                for i, nic in enumerate(("data0", "data1")):
+                    fd = os.open("/dev/net/tun", os.O_RDWR)
+                    ifr = struct.pack("16sH", f"tapd{i}".encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+                    fcntl.ioctl(fd, TUNSETIFF, ifr)
+                    self.fds[nic] = fd
+            finally:
+                if libc.setns(own, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back to the host namespace")
+        finally:
+            os.close(own)
+            os.close(theirs)
+        self.ns("ip", "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        for i in range(2):
+            self.ns("ip", "link", "set", f"tapd{i}", "master", "br0", "up")
+        self.ns("ip", "addr", "add", HOST_NS_ADDR, "dev", "br0")
+        self.ns("ip", "link", "set", "br0", "up")
+
+    def ns(self, *cmd, **kw):
+        return run(["ip", "netns", "exec", self.name, *cmd], **kw)
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+        run(["ip", "netns", "del", self.name], check=False, stderr=subprocess.DEVNULL)
+
+
+# -------------------------------------------------------------------- the VM
+class VM:
+    def __init__(self, image, rundir, key, net, accel, mem, cpus):
+        self.image, self.rundir, self.key, self.net = image, rundir, key, net
+        self.accel, self.mem, self.cpus = accel, mem, cpus
+        self.serial = rundir / "serial.log"
+        self.monitor = rundir / "monitor.sock"
+        self.ssh_port = free_port()
+        self.web_port = free_port()
+        self.proc = None
+        self.overlay = rundir / "disk.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image), str(self.overlay)])
+        self.vars = rundir / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, self.vars)
+
+    def start(self):
+        fwd = f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{self.web_port}-:8080"
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+        cmd = ["qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.mem),
+               "-nodefaults", "-display", "none", "-no-user-config",
+               "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+               "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
+               "-drive", f"if=none,id=disk,file={self.overlay},format=qcow2,cache=unsafe,discard=unmap",
+               "-device", "virtio-blk-pci,drive=disk,addr=0x6",
+               "-netdev", f"user,id=mgmt,{fwd}",
+               "-device", f"virtio-net-pci,netdev=mgmt,id=mgmt,mac={MACS['mgmt']},addr={PCI['mgmt']}",
+               "-chardev", f"file,id=serial,path={self.serial},append=on",
+               "-serial", "chardev:serial",
+               "-monitor", f"unix:{self.monitor},server,nowait",
+               "-device", "virtio-rng-pci"]
+        for nic in ("data0", "data1"):
+            cmd += ["-netdev", f"tap,id={nic}net,fd={self.net.fds[nic]},vhost=off",
+                    "-device", f"virtio-net-pci,netdev={nic}net,id={nic},mac={MACS[nic]},addr={PCI[nic]}"]
+        (self.rundir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+        self.proc = subprocess.Popen(cmd, pass_fds=list(self.net.fds.values()),
+                                     stdout=open(self.rundir / "qemu.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def hmp(self, command):
+        """One QEMU monitor (HMP) command; returns its output."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.monitor))
+            buf = b""
+            while not buf.endswith(b"(qemu) "):
+                buf += s.recv(4096)
+            s.sendall(command.encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"(qemu) "):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+        return buf.decode(errors="replace")
+
+    def ssh_cmd(self, command, timeout=5):
+        return ["ssh", "-i", str(self.key), "-p", str(self.ssh_port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                "-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=5",
+                "root@127.0.0.1", command]
+
+    def ssh(self, command, timeout=120, check=True):
+        p = run(self.ssh_cmd(command), check=False, capture_output=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise CheckFailed(f"`{command}` exited {p.returncode}: {(p.stdout + p.stderr).strip()}")
+        return p
+
+    def wait_ready(self, timeout):
+        """Polls until SSH answers and systemd has finished booting; returns
+        systemd's state (running, degraded, ...)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise CheckFailed(f"QEMU exited with {self.proc.returncode} during boot")
+            try:
+                p = run(self.ssh_cmd("systemctl is-system-running --wait", timeout=5), check=False,
+                        capture_output=True, timeout=max(10, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                continue
+            state = p.stdout.strip()
+            if state in ("running", "degraded", "maintenance", "stopping"):
+                return state
+            time.sleep(2)
+        raise CheckFailed(f"not ready after {timeout} s (no SSH or systemd still starting)")
+
+    def shutdown(self, timeout=90):
+        if not self.alive():
+            return
+        try:
+            self.ssh("systemctl poweroff", timeout=15, check=False)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self):
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ checks
+class Checks:
+    """Each check_* raises CheckFailed with what is wrong. base checks always
+    run; the others run when the binary they test is in the image, and then
+    must pass."""
+
+    def __init__(self, vm, net):
+        self.vm, self.net = vm, net
+        self.results = []  # (name, status, detail)
+
+    def has(self, path):
+        return self.vm.ssh(f"test -x {path}", check=False).returncode == 0
+
+    def run(self, name, fn, needs=None):
+        absent = [p for p in needs or [] if not self.has(p)]
+        if absent:
+            why = f"{', '.join(absent)} not in the image"
+            self.results.append((name, "NOT RUN", why))
+            log(f"NOT RUN {name}: {why}")
+            return
+        t0 = time.monotonic()
+        try:
+            detail = fn() or ""
+            self.results.append((name, "PASS", detail))
+            log(f"PASS    {name} ({time.monotonic() - t0:.1f} s) {detail}")
+        except (CheckFailed, subprocess.TimeoutExpired) as e:
+            self.results.append((name, "FAIL", str(e)))
+            log(f"FAIL    {name} ({time.monotonic() - t0:.1f} s): {e}")
+
+    def failed(self):
+        return [r for r in self.results if r[1] == "FAIL"]
+
+    # --- base: what the image itself sets up
+    def system_running(self):
+        state = self.vm.ssh("systemctl is-system-running", check=False).stdout.strip()
+        failed = self.vm.ssh("systemctl list-units --failed --no-legend --plain").stdout.strip()
+        if state != "running" or failed:
+            raise CheckFailed(f"system is {state}; failed units: {failed or 'none'}")
+        return "running, no failed units"
+
+    def kernel_cmdline(self):
+        cmdline = self.vm.ssh("cat /proc/cmdline").stdout.split()
+        for want in ("console=ttyS0,115200", "systemd.firstboot=no"):
+            if want not in cmdline:
+                raise CheckFailed(f"{want} not in /proc/cmdline: {' '.join(cmdline)}")
+        root = self.vm.ssh("findmnt -no OPTIONS /").stdout
+        if "rw" not in root.split(","):
+            raise CheckFailed(f"/ is not mounted read-write: {root.strip()}")
+
+    def root_locked(self):
+        status = self.vm.ssh("passwd -S root").stdout.split()
+        if len(status) < 2 or status[1] != "L":
+            raise CheckFailed(f"root's password is not locked: {' '.join(status)}")
+        conf = self.vm.ssh("sshd -T").stdout
+        if "passwordauthentication no" not in conf:
+            raise CheckFailed("sshd allows password authentication")
+        return "root locked, SSH by key only"
+
+    def management_nic(self):
+        link = self.vm.ssh(f"ip -o link | grep -i '{MACS['mgmt']}' | cut -d: -f2", check=False).stdout.strip()
+        if not link:
+            raise CheckFailed(f"no NIC with MAC {MACS['mgmt']}")
+        addr = self.vm.ssh(f"ip -o -4 addr show dev {link}").stdout
+        if "inet " not in addr:
+            raise CheckFailed(f"management NIC {link} has no IPv4 address (DHCP)")
+        return f"{link}: {addr.split()[3]}"
+
+    def data_nics(self):
+        """Both data NICs are there: as kernel interfaces without addresses,
+        or bound to a DPDK driver."""
+        notes = []
+        for nic in ("data0", "data1"):
+            pci = GUEST_PCI[nic]
+            drv = self.vm.ssh(f"basename $(readlink /sys/bus/pci/devices/{pci}/driver) 2>/dev/null",
+                              check=False).stdout.strip()
+            if drv in ("uio_pci_generic", "vfio-pci", "igb_uio"):
+                notes.append(f"{nic} {pci} on {drv}")
+                continue
+            link = self.vm.ssh(f"ls /sys/bus/pci/devices/{pci}/virtio*/net 2>/dev/null", check=False).stdout.strip()
+            if not link:
+                raise CheckFailed(f"{nic} ({pci}, {MACS[nic]}) is missing (driver: {drv or 'none'})")
+            mac = self.vm.ssh(f"cat /sys/class/net/{link}/address").stdout.strip()
+            if mac != MACS[nic]:
+                raise CheckFailed(f"{nic} {link} has MAC {mac}, want {MACS[nic]}")
+            addrs = self.vm.ssh(f"ip -o addr show dev {link}").stdout.strip()
+            if addrs:
+                raise CheckFailed(f"data NIC {link} has kernel addresses: {addrs}")
+            notes.append(f"{nic} {link} on the kernel, no addresses")
+        return "; ".join(notes)
+
+    def hugepages(self):
+        unit = self.vm.ssh("systemctl is-active gazelle-hugepages.service", check=False).stdout.strip()
+        if unit != "active":
+            log_ = self.vm.ssh("journalctl -b -u gazelle-hugepages.service --no-pager | tail -20",
+                               check=False).stdout
+            raise CheckFailed(f"gazelle-hugepages.service is {unit}:\n{log_}")
+        total = int(self.vm.ssh("cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages").stdout)
+        if total < 1024:
+            raise CheckFailed(f"{total} 2 MiB hugepages reserved, want >= 1024")
+        mounts = self.vm.ssh("findmnt -rn -t hugetlbfs -o TARGET,OPTIONS").stdout
+        for d in ("/mnt/hugepages-ltran", "/mnt/hugepages-lstack"):
+            line = next((m for m in mounts.splitlines() if m.split()[0] == d), None)
+            if not line or "pagesize=2M" not in line:
+                raise CheckFailed(f"{d} is not a hugetlbfs mount with pagesize=2M: {mounts}")
+        return f"{total} x 2M, both mounts"
+
+    def our_binaries(self):
+        out = self.vm.ssh("ldd /usr/lib/gazelle/liblstack.so /usr/bin/gazellectl /usr/bin/lstack-echo").stdout
+        if "not found" in out:
+            raise CheckFailed(f"missing libraries:\n{out}")
+        self.vm.ssh("gazellectl --help >/dev/null && lstack-echo --help >/dev/null")
+        cfg = self.vm.ssh("cat /etc/gazelle/appliance.toml").stdout
+        if MACS["data0"] not in cfg:
+            raise CheckFailed("/etc/gazelle/appliance.toml is not the default config")
+        return "liblstack.so, gazellectl, lstack-echo load; default config present"
+
+    # --- appliance: applianced (and ltran) in the image
+    def appliance_active(self):
+        state = self.vm.ssh("systemctl is-active gazelle-appliance.service", check=False).stdout.strip()
+        if state != "active":
+            j = self.vm.ssh("journalctl -b -u gazelle-appliance.service --no-pager | tail -30", check=False).stdout
+            raise CheckFailed(f"gazelle-appliance.service is {state}:\n{j}")
+        if not self.vm.ssh("test -S /run/gazelle/appliance.sock", check=False).returncode == 0:
+            raise CheckFailed("no control socket /run/gazelle/appliance.sock")
+
+    def nics_bound(self):
+        """Both data NICs end up on a DPDK driver (the daemon binds them)."""
+        deadline = time.monotonic() + 60
+        while True:
+            drivers = {nic: self.vm.ssh(f"basename $(readlink /sys/bus/pci/devices/{pci}/driver) 2>/dev/null",
+                                        check=False).stdout.strip() for nic, pci in GUEST_PCI.items()}
+            if all(d in ("uio_pci_generic", "vfio-pci") for d in drivers.values()):
+                return ", ".join(f"{n} on {d}" for n, d in drivers.items())
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"data NICs not on a DPDK driver after 60 s: {drivers}")
+            time.sleep(2)
+
+    def ltran_up(self):
+        self.wait_for("ltran's control socket", "gazellectl ltran show >/dev/null 2>&1", 90)
+        out = self.vm.ssh("gazellectl ltran show").stdout
+        return out.strip().splitlines()[0] if out.strip() else ""
+
+    def wait_for(self, what, command, timeout):
+        deadline = time.monotonic() + timeout
+        while self.vm.ssh(command, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{what}: `{command}` still failing after {timeout} s")
+            time.sleep(2)
+
+    def redis_on_lstack(self):
+        """redis-benchmark from the host namespace against the guest's redis
+        on lstack: zero errors."""
+        self.wait_for("redis on lstack", f"gazellectl lstack show {REDIS_ADDR} >/dev/null 2>&1", 120)
+        self.net.ns("ping", "-c", "3", "-W", "2", REDIS_ADDR.split("/")[0], capture_output=True)
+        p = self.net.ns("redis-benchmark", "-h", REDIS_ADDR, "-p", "6379", "-n", "20000", "-c", "20",
+                        "-t", "set,get", "-q", capture_output=True, check=False, timeout=300)
+        out = (p.stdout + p.stderr).strip()
+        if p.returncode != 0 or "error" in out.lower() or "requests per second" not in out:
+            raise CheckFailed(f"redis-benchmark exited {p.returncode}:\n{out}")
+        return " | ".join(line.strip() for line in out.splitlines() if "requests per second" in line)
+
+    def bond_failover(self):
+        """Cut the active data NIC's link during a transfer; the transfer
+        completes over the other NIC (ltran's active-backup bond)."""
+        bench = subprocess.Popen(["ip", "netns", "exec", self.net.name, "redis-benchmark", "-h", REDIS_ADDR,
+                                  "-p", "6379", "-n", "200000", "-c", "10", "-d", "1024", "-t", "set", "-q"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(3)
+            if bench.poll() is not None:
+                raise CheckFailed(f"the transfer ended before the cut: {bench.stdout.read()}")
+            self.vm.hmp("set_link data0 off")
+            out, _ = bench.communicate(timeout=300)
+        finally:
+            self.vm.hmp("set_link data0 on")
+            if bench.poll() is None:
+                bench.kill()
+                bench.wait()
+        if bench.returncode != 0 or "error" in out.lower() or "requests per second" not in out:
+            raise CheckFailed(f"transfer across the failover failed (exit {bench.returncode}):\n{out}")
+        return out.strip().splitlines()[-1].strip()
+
+    def config_survives_reboot(self):
+        """A config change made through appliancectl is saved and is what the
+        machine runs after a reboot (here: a sysctl, which applies at once)."""
+        key, value = "net.core.somaxconn", "4321"
+        cfg = self.vm.ssh("appliancectl config get").stdout
+        if key in cfg:
+            raise CheckFailed(f"{key} already in the config")
+        new = cfg.rstrip() + "\n" if "[sysctl]" in cfg else cfg.rstrip() + "\n\n[sysctl]\n"
+        new = new.replace("[sysctl]\n", f'[sysctl]\n"{key}" = {value}\n', 1)
+        self.vm.ssh(f"cat > /tmp/new.toml <<'EOF'\n{new}EOF\nappliancectl config set /tmp/new.toml")
+        if self.vm.ssh(f"sysctl -n {key}").stdout.strip() != value:
+            raise CheckFailed(f"{key} not applied before the reboot")
+        self.vm.ssh("systemctl reboot", check=False, timeout=15)
+        time.sleep(5)
+        self.vm.wait_ready(600)
+        got = self.vm.ssh(f"sysctl -n {key}").stdout.strip()
+        if got != value:
+            raise CheckFailed(f"after the reboot {key} = {got}, want {value}")
+        if key not in self.vm.ssh("appliancectl config get").stdout:
+            raise CheckFailed("the change is not in the running config after the reboot")
+        return f"{key} = {value} after a reboot"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", type=Path, default=REPO / "build/image/gazelle-appliance.raw")
+    ap.add_argument("--key", type=Path, help="SSH private key for root (default: the build's throwaway key)")
+    ap.add_argument("--run", action="store_true", help="boot and keep running until Ctrl-C (no checks)")
+    ap.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    ap.add_argument("--mem", type=int, default=4096, help="MiB (default 4096; the config reserves 2 GiB hugepages)")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--boot-timeout", type=int, default=600)
+    args = ap.parse_args()
+
+    if os.geteuid() != 0:
+        sys.exit("vm: run as root: the harness makes a network namespace and tap devices")
+    image = args.image.resolve()
+    if not image.is_file():
+        sys.exit(f"vm: no image at {image}: build it with scripts/build-image.sh")
+    key = args.key or image.parent / "ssh/id_ed25519"
+    authorized = image.parent / "authorized_key.pub"
+    if not args.key and authorized.exists() and Path(f"{key}.pub").exists() \
+            and authorized.read_text().split()[:2] != Path(f"{key}.pub").read_text().split()[:2]:
+        sys.exit(f"vm: the image was built with APPLIANCE_SSH_KEY; pass its private key with --key")
+    if not key.exists():
+        sys.exit(f"vm: no SSH key {key}")
+
+    rundir = REPO / "build/vm" / time.strftime("%Y%m%d-%H%M%S")
+    rundir.mkdir(parents=True, exist_ok=True)
+    accel = args.accel
+    if accel == "auto":
+        t0 = time.monotonic()
+        accel = "kvm" if kvm_works() else "tcg"
+        log(f"accelerator: {accel} (KVM smoke test {time.monotonic() - t0:.1f} s)")
+
+    net = vm = None
+    ok = False
+    stop = {"sig": None}
+
+    def on_signal(signum, _frame):
+        stop["sig"] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        net = HostNet(f"gzvm-{os.getpid()}")
+        vm = VM(image, rundir, key, net, accel, args.mem, args.cpus)
+        t_boot = time.monotonic()
+        vm.start()
+        log(f"booting {image.name} ({accel}, {args.cpus} vCPUs, {args.mem} MiB); serial log: {vm.serial}")
+        state = vm.wait_ready(args.boot_timeout)
+        boot_s = time.monotonic() - t_boot
+        log(f"ready after {boot_s:.1f} s (systemd: {state})")
+
+        if args.run:
+            print(f"""
+The appliance is running ({accel}). Reach it with:
+  ssh -i {key} -p {vm.ssh_port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1
+  web UI (once it exists): http://127.0.0.1:{vm.web_port}/
+  the data network (clients, 192.168.100.1/24): ip netns exec {net.name} <command>
+  serial console log: {vm.serial}   QEMU monitor: socat - UNIX-CONNECT:{vm.monitor}
+Ctrl-C stops it and cleans up.""", flush=True)
+            while vm.alive():
+                time.sleep(1)
+            ok = True
+            return 0
+
+        c = Checks(vm, net)
+        c.run("system running, no failed units", c.system_running)
+        c.run("kernel command line, root rw", c.kernel_cmdline)
+        c.run("root password locked, SSH key only", c.root_locked)
+        c.run("management NIC has a DHCP address", c.management_nic)
+        c.run("data NICs present, no kernel addresses", c.data_nics)
+        c.run("hugepages reserved and mounted", c.hugepages)
+        c.run("our binaries load, default config", c.our_binaries)
+        c.run("gazelle-appliance.service active", c.appliance_active, needs=["/usr/sbin/applianced"])
+        c.run("data NICs bound to a DPDK driver", c.nics_bound, needs=["/usr/sbin/applianced"])
+        c.run("ltran up (gazellectl ltran show)", c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
+        c.run("redis-benchmark against redis on lstack", c.redis_on_lstack,
+              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
+        c.run("bond failover (set_link data0 off)", c.bond_failover,
+              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
+        c.run("config change survives a reboot", c.config_survives_reboot,
+              needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"])
+
+        t_down = time.monotonic()
+        vm.shutdown()
+        log(f"powered off in {time.monotonic() - t_down:.1f} s")
+        passed = sum(r[1] == "PASS" for r in c.results)
+        failed = len(c.failed())
+        skipped = sum(r[1] == "NOT RUN" for r in c.results)
+        print("\nchecks:")
+        for name, status, detail in c.results:
+            print(f"  {status:8} {name}" + (f": {detail.splitlines()[0]}" if status != "PASS" and detail else ""))
+        print(f"boot to ready: {boot_s:.1f} s ({accel})")
+        print(f"vm: {passed} passed, {failed} failed, {skipped} skipped")
+        ok = failed == 0
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        ok = stop["sig"] is None and args.run
+        return 130
+    except CheckFailed as e:
+        log(f"FAIL: {e}")
+        return 1
+    finally:
+        if vm:
+            vm.kill()
+        if net:
+            net.close()
+        if ok:
+            shutil.rmtree(rundir, ignore_errors=True)
+        else:
+            tail = vm.serial.read_text(errors="replace").splitlines()[-30:] if vm and vm.serial.exists() else []
+            if tail:
+                print("--- last lines of the serial console ---\n" + "\n".join(tail))
+            print(f"vm: kept {rundir} (serial console: {rundir / 'serial.log'}, QEMU: {rundir / 'qemu.log'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,15 +15,21 @@
 //!   file holding or referencing the ltran and lstack configs, validated as
 //!   a whole with errors that name the field path;
 //! - [`store`]: running vs saved config, atomic saves with history, and
-//!   confirm-or-rollback for changes that can cut the operator off.
+//!   confirm-or-rollback for changes that can cut the operator off;
+//! - [`supervisor`]: ltran and the lstack applications started in
+//!   dependency order, restarted with backoff, stopped in reverse order,
+//!   their output copied into `tracing`.
 //!
 //! Every function that reads or writes the kernel's state takes the root of
 //! the tree it works on (`/` on a real machine), so its logic is tested
 //! against real directory trees as well as against the host itself.
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod hostinfo;
 pub mod hugepages;
 pub mod nic;
 pub mod store;
+pub mod supervisor;
 pub mod sysctl;

@@ -475,6 +475,19 @@ devices = "52:54:00:12:34:57"
 "#;
 
 impl ApplianceConfig {
+    /// A config that asks for nothing: no pages, NICs, ltran, instances or
+    /// sysctl overrides. What the machine "runs" before the daemon applies
+    /// its config at start.
+    pub fn empty() -> Self {
+        Self {
+            hugepages: HugepagesSection::default(),
+            nics: Vec::new(),
+            ltran: None,
+            instances: Vec::new(),
+            sysctl: BTreeMap::new(),
+        }
+    }
+
     /// The image's default ([`DEFAULT_CONFIG_TOML`]).
     pub fn image_default() -> Self {
         toml::from_str(DEFAULT_CONFIG_TOML)

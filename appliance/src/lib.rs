@@ -18,7 +18,10 @@
 //!   confirm-or-rollback for changes that can cut the operator off;
 //! - [`supervisor`]: ltran and the lstack applications started in
 //!   dependency order, restarted with backoff, stopped in reverse order,
-//!   their output copied into `tracing`.
+//!   their output copied into `tracing`;
+//! - [`machine`]: the store's [`store::Applier`] for the real machine:
+//!   hugepages, NIC binding, sysctls, then the supervised processes, with
+//!   what it changed recorded so a rollback puts it back.
 //!
 //! Every function that reads or writes the kernel's state takes the root of
 //! the tree it works on (`/` on a real machine), so its logic is tested
@@ -29,6 +32,7 @@
 pub mod config;
 pub mod hostinfo;
 pub mod hugepages;
+pub mod machine;
 pub mod nic;
 pub mod store;
 pub mod supervisor;

@@ -283,6 +283,17 @@ impl<A: Applier, C: Clock> ConfigStore<A, C> {
         &self.applier
     }
 
+    /// Applies the running config to a machine that runs none of it yet
+    /// (the daemon's start): the applier goes from
+    /// [`ApplianceConfig::empty`] to the running config. Unlike a change, a
+    /// failure is not undone (there is nothing older to go back to): what
+    /// did apply stays, supervised processes keep retrying, and the error
+    /// says what did not; the operator's next change starts from the
+    /// running config as usual.
+    pub fn apply_at_start(&mut self) -> anyhow::Result<()> {
+        self.applier.apply(&ApplianceConfig::empty(), &self.running)
+    }
+
     /// Validates `new` as a whole, applies it, and saves it, or (if it can
     /// cut the operator off) leaves it pending confirmation. A failed apply
     /// is rolled back at once and the running config stays as it was.

@@ -9,13 +9,13 @@
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 use crate::hugepages::{self, HugepageError, HugepageStatus};
 
 /// Everything the dashboard shows about the machine.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostInfo {
     /// The host name.
     pub hostname: Option<String>,
@@ -43,7 +43,7 @@ pub struct HostInfo {
 }
 
 /// One NUMA node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumaNode {
     /// The node number.
     pub id: u32,
@@ -56,7 +56,7 @@ pub struct NumaNode {
 }
 
 /// Machine-wide memory, bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
     /// All RAM.
     pub total_bytes: u64,
@@ -71,7 +71,7 @@ pub struct Memory {
 }
 
 /// Run-queue load averages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadAverage {
     /// Over one minute.
     pub one: f64,

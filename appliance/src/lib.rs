@@ -21,7 +21,13 @@
 //!   their output copied into `tracing`;
 //! - [`machine`]: the store's [`store::Applier`] for the real machine:
 //!   hugepages, NIC binding, sysctls, then the supervised processes, with
-//!   what it changed recorded so a rollback puts it back.
+//!   what it changed recorded so a rollback puts it back;
+//! - [`api`]: the local control API (typed JSON-lines requests on a
+//!   root-only UNIX socket) that `appliancectl` and the web UI use.
+//!
+//! The binaries are `applianced` (the daemon: config store, machine
+//! applier, supervisor, control socket, rollback watcher) and
+//! `appliancectl` (its command line front end).
 //!
 //! Every function that reads or writes the kernel's state takes the root of
 //! the tree it works on (`/` on a real machine), so its logic is tested
@@ -29,6 +35,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod hostinfo;
 pub mod hugepages;

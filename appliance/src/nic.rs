@@ -244,7 +244,7 @@ impl fmt::Display for NicSelector {
 }
 
 /// One PCI network function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
     /// Its PCI address.
     pub pci: PciAddr,
@@ -284,7 +284,7 @@ impl Nic {
 }
 
 /// The kernel's view of a NIC it drives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetInterface {
     /// Interface name (`eth0`, `enp3s0`).
     pub name: String,
@@ -302,7 +302,7 @@ pub struct NetInterface {
 
 /// An active route out of an interface, from `/proc/net/route` or
 /// `/proc/net/ipv6_route`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// The interface it leaves through.
     pub interface: String,

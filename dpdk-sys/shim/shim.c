@@ -1,6 +1,9 @@
 /* See shim.h: forwarders for DPDK's inline API. */
 #define ALLOW_EXPERIMENTAL_API 1
 #include "shim.h"
+#include <stdio.h>
+#include <string.h>
+#include <rte_mbuf_dyn.h>
 
 /* The Rust side mirrors these flag values as constants; fail the build if
  * the system DPDK ever disagrees. */
@@ -108,3 +111,41 @@ uint64_t shim_rte_get_tsc_hz(void) { return rte_get_tsc_hz(); }
 
 int shim_rte_thread_register(void) { return rte_thread_register(); }
 void shim_rte_thread_unregister(void) { rte_thread_unregister(); }
+
+int shim_mbuf_dynfield_register(const char *name, unsigned size)
+{
+	struct rte_mbuf_dynfield desc;
+	memset(&desc, 0, sizeof(desc));
+	snprintf(desc.name, sizeof(desc.name), "%s", name);
+	desc.size = size;
+	desc.align = size;
+	return rte_mbuf_dynfield_register(&desc);
+}
+
+int shim_mbuf_dynfield_lookup(const char *name) { return rte_mbuf_dynfield_lookup(name, NULL); }
+
+void shim_rte_mbuf_reclaim(struct rte_mbuf *m)
+{
+	rte_mbuf_refcnt_set(m, 1);
+	m->next = NULL;
+	m->nb_segs = 1;
+	rte_mbuf_raw_free(m);
+}
+
+struct mbuf_iter { void (*f)(struct rte_mbuf *, void *); void *arg; };
+
+static void mbuf_iter_one(struct rte_mempool *mp, void *opaque, void *obj, unsigned idx)
+{
+	struct mbuf_iter *it = opaque;
+	(void)mp;
+	(void)idx;
+	it->f((struct rte_mbuf *)obj, it->arg);
+}
+
+unsigned shim_rte_mempool_mbuf_iter(struct rte_mempool *mp,
+                                    void (*f)(struct rte_mbuf *m, void *arg),
+                                    void *arg)
+{
+	struct mbuf_iter it = { f, arg };
+	return rte_mempool_obj_iter(mp, mbuf_iter_one, &it);
+}

@@ -61,4 +61,19 @@ void shim_rte_thread_unregister(void);
 uint64_t shim_rte_get_tsc_cycles(void);
 uint64_t shim_rte_get_tsc_hz(void);
 
+/* Dynamic mbuf field of `size` bytes (aligned to size) named `name`:
+ * registers it (primary) or finds it (secondary); returns its offset or -1. */
+int shim_mbuf_dynfield_register(const char *name, unsigned size);
+int shim_mbuf_dynfield_lookup(const char *name);
+
+/* Puts an mbuf of a dead process back into its pool: resets refcnt, chain
+ * and segment count (which the dead owner may have left in any state), then
+ * rte_mbuf_raw_free. */
+void shim_rte_mbuf_reclaim(struct rte_mbuf *m);
+
+/* rte_mempool_obj_iter over a pktmbuf pool, handing each object as an mbuf. */
+unsigned shim_rte_mempool_mbuf_iter(struct rte_mempool *mp,
+                                    void (*f)(struct rte_mbuf *m, void *arg),
+                                    void *arg);
+
 #endif

@@ -18,6 +18,7 @@ pub mod eal;
 pub mod error;
 pub mod mbuf;
 pub mod mempool;
+pub mod owner;
 pub mod port;
 pub mod ring;
 
@@ -32,4 +33,10 @@ pub use ring::Ring;
 pub fn tsc_cycles() -> u64 {
     // SAFETY: reads a CPU counter; no memory is touched.
     unsafe { dpdk_sys::shim_rte_get_tsc_cycles() }
+}
+
+/// Time-stamp counter ticks per second (measured by the EAL at init).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: reads a value the EAL computed; no memory is touched.
+    unsafe { dpdk_sys::shim_rte_get_tsc_hz() }
 }

@@ -30,6 +30,12 @@ impl Mbuf {
         Self { raw }
     }
 
+    /// The raw pointer, still owned by `self`.
+    #[inline]
+    pub(crate) fn as_raw(&self) -> *mut rte_mbuf {
+        self.raw.as_ptr()
+    }
+
     /// Gives up ownership without freeing.
     #[inline]
     pub fn into_raw(self) -> NonNull<rte_mbuf> {
@@ -147,7 +153,10 @@ impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: we own the mbuf; it is not used after this.
-        unsafe { dpdk_sys::shim_rte_pktmbuf_free(self.raw.as_ptr()) }
+        unsafe {
+            crate::owner::set_raw(self.raw.as_ptr(), 0);
+            dpdk_sys::shim_rte_pktmbuf_free(self.raw.as_ptr())
+        }
     }
 }
 
@@ -271,6 +280,11 @@ impl Drop for MbufBatch {
         if self.len > 0 {
             // SAFETY: slots[..len] are owned mbufs, freed once here.
             unsafe {
+                if crate::owner::enabled() {
+                    for &m in &self.slots[..self.len] {
+                        crate::owner::set_raw(m, 0);
+                    }
+                }
                 dpdk_sys::shim_rte_pktmbuf_free_bulk(self.slots.as_mut_ptr(), self.len as u32)
             }
         }

@@ -93,7 +93,10 @@ impl Mempool {
         // SAFETY: raw is a live pktmbuf pool.
         let m = unsafe { dpdk_sys::shim_rte_pktmbuf_alloc(self.raw.as_ptr()) };
         // SAFETY: a non-null mbuf fresh from the pool is exclusively ours.
-        NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
+        NonNull::new(m).map(|m| unsafe {
+            crate::owner::mark_allocated(m.as_ptr());
+            Mbuf::from_raw(m)
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

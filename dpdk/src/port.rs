@@ -365,6 +365,17 @@ impl Port {
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         stats_of(self.id())
     }
+
+    /// Sets the port's MAC address (a bond's slaves all take the bond's).
+    pub fn set_mac(&mut self, mac: [u8; 6]) -> Result<(), DpdkError> {
+        let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: valid port and address.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.id(), &mut addr) };
+        DpdkError::check(ret, || {
+            format!("setting the MAC address of port {}", self.id())
+        })?;
+        Ok(())
+    }
 }
 
 impl Drop for PortShared {

@@ -13,19 +13,45 @@ pub struct Ring {
     owned: bool,
 }
 
-// SAFETY: rte_ring's default mode is multi-producer/multi-consumer safe.
+// SAFETY: the handle is a pointer into shared hugepage memory; moving it
+// between threads is fine. Enqueue and dequeue take `&mut self`, so one
+// handle is never used by two threads at once, which single-producer/
+// single-consumer rings require (each side of such a ring must hold only
+// one handle).
 unsafe impl Send for Ring {}
-// SAFETY: see Send.
+// SAFETY: `&Ring` only reads counters.
 unsafe impl Sync for Ring {}
 
 impl Ring {
     /// Creates a ring of `size` slots (a power of two; usable size - 1) on
     /// NUMA `socket` (-1 for any).
-    pub fn create(_eal: &Eal, name: &str, size: u32, socket: i32) -> Result<Self, DpdkError> {
+    pub fn create(eal: &Eal, name: &str, size: u32, socket: i32) -> Result<Self, DpdkError> {
+        Self::create_with_flags(eal, name, size, socket, 0)
+    }
+
+    /// Creates a single-producer/single-consumer ring: cheaper, and safe
+    /// only when one thread enqueues and one thread dequeues.
+    pub fn create_spsc(eal: &Eal, name: &str, size: u32, socket: i32) -> Result<Self, DpdkError> {
+        Self::create_with_flags(
+            eal,
+            name,
+            size,
+            socket,
+            dpdk_sys::RING_F_SP_ENQ | dpdk_sys::RING_F_SC_DEQ,
+        )
+    }
+
+    fn create_with_flags(
+        _eal: &Eal,
+        name: &str,
+        size: u32,
+        socket: i32,
+        flags: u32,
+    ) -> Result<Self, DpdkError> {
         let c_name = CString::new(name)
             .map_err(|_| DpdkError::from_errno(format!("ring name {name:?}"), libc::EINVAL))?;
-        // SAFETY: valid C string; flags 0 = MP/MC.
-        let raw = unsafe { dpdk_sys::rte_ring_create(c_name.as_ptr(), size, socket, 0) };
+        // SAFETY: valid C string; flags are RING_F_* bits.
+        let raw = unsafe { dpdk_sys::rte_ring_create(c_name.as_ptr(), size, socket, flags) };
         let raw = NonNull::new(raw)
             .ok_or_else(|| DpdkError::last(format!("creating ring {name:?} of {size} slots")))?;
         Ok(Self {
@@ -58,7 +84,7 @@ impl Ring {
     /// Moves as many of `batch`'s mbufs into the ring as fit; returns how many.
     /// The rest stay in the batch.
     #[inline]
-    pub fn enqueue(&self, batch: &mut MbufBatch) -> usize {
+    pub fn enqueue(&mut self, batch: &mut MbufBatch) -> usize {
         let (slots, n) = batch.held_raw();
         // SAFETY: slots[..n] are owned mbufs; the ring takes ownership of the
         // first `done`, which the batch then forgets.
@@ -71,7 +97,7 @@ impl Ring {
 
     /// Moves mbufs from the ring into the free slots of `batch`.
     #[inline]
-    pub fn dequeue(&self, batch: &mut MbufBatch) -> usize {
+    pub fn dequeue(&mut self, batch: &mut MbufBatch) -> usize {
         let (slots, room) = batch.spare_raw();
         // SAFETY: slots has `room` free entries; the ring only holds mbufs put
         // there by `enqueue`, whose ownership passes to the batch.

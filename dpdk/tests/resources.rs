@@ -84,7 +84,7 @@ fn resources_behave_and_errors_say_what_failed() {
     drop(m);
 
     // Ring: order kept; a full ring leaves the rest in the batch.
-    let ring = Ring::create(&eal, "test_ring", 8, -1).unwrap();
+    let mut ring = Ring::create(&eal, "test_ring", 8, -1).unwrap();
     let mut batch = MbufBatch::new();
     for i in 0..BURST_SIZE {
         let mut m = pool.alloc().unwrap();

@@ -111,3 +111,25 @@ pub fn request(
         }),
     }
 }
+
+/// Writes one request line on an open connection (a registration session).
+pub fn send(mut conn: impl Write, request: &Request) -> io::Result<()> {
+    let mut line = serde_json::to_string(&Envelope {
+        version: PROTOCOL_VERSION,
+        request: request.clone(),
+    })
+    .expect("requests serialise");
+    line.push('\n');
+    conn.write_all(line.as_bytes())
+}
+
+/// Reads one response line from an open connection; `None` at end of file.
+pub fn receive(conn: &mut impl BufRead) -> io::Result<Option<Response>> {
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -15,10 +15,12 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod ltran;
 pub mod paths;
 pub mod server;
 mod types;
 
+pub use ltran::*;
 pub use types::*;
 
 /// Version of the protocol; a daemon refuses requests of another.

@@ -42,23 +42,7 @@ impl Server {
         name: &str,
         handler: impl Fn(Request) -> Response + Send + 'static,
     ) -> io::Result<Server> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is served by another live process", path.display()),
-                ));
-            }
-            fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        let listener = bind(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -91,6 +75,30 @@ impl Drop for Server {
     }
 }
 
+/// Binds a control socket at `path` the way [`Server::start`] does: the
+/// directory is created (mode 700) if missing, the socket is mode 600, a
+/// stale socket file is replaced and a live one is an `AddrInUse` error.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is served by another live process", path.display()),
+            ));
+        }
+        fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
 fn serve(listener: &UnixListener, stop: &AtomicBool, handler: &dyn Fn(Request) -> Response) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -105,7 +113,7 @@ fn serve(listener: &UnixListener, stop: &AtomicBool, handler: &dyn Fn(Request) -
 }
 
 /// Root and this process's own user may ask.
-fn allowed(conn: &UnixStream) -> bool {
+pub fn allowed(conn: &UnixStream) -> bool {
     match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials) {
         Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
         Err(_) => false,
@@ -117,21 +125,35 @@ fn answer(conn: UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Result
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Envelope>(&line) {
-        Ok(e) if e.version == PROTOCOL_VERSION => handler(e.request),
-        Ok(e) => Response::Error {
+    let response = match parse_request(&line) {
+        Ok(request) => handler(request),
+        Err(refusal) => *refusal,
+    };
+    write_response(&conn, &response)
+}
+
+/// Reads one request line: the request, or the error response to send back
+/// (unreadable, or another protocol version).
+pub fn parse_request(line: &str) -> Result<Request, Box<Response>> {
+    match serde_json::from_str::<Envelope>(line) {
+        Ok(e) if e.version == PROTOCOL_VERSION => Ok(e.request),
+        Ok(e) => Err(Box::new(Response::Error {
             message: format!(
                 "protocol version {} is not this daemon's ({PROTOCOL_VERSION}): use the gazellectl of the same release",
                 e.version
             ),
-        },
-        Err(e) => Response::Error {
+        })),
+        Err(e) => Err(Box::new(Response::Error {
             message: format!("unreadable request: {e}"),
-        },
-    };
-    let mut out = serde_json::to_string(&response).expect("responses serialise");
+        })),
+    }
+}
+
+/// Writes one response line.
+pub fn write_response(mut conn: impl Write, response: &Response) -> io::Result<()> {
+    let mut out = serde_json::to_string(response).expect("responses serialise");
     out.push('\n');
-    (&conn).write_all(out.as_bytes())
+    conn.write_all(out.as_bytes())
 }
 
 #[cfg(test)]

@@ -23,6 +23,18 @@ pub enum Request {
     LstackStats,
     /// lstack: every TCP connection and listener.
     LstackConnections,
+    /// ltran: how to attach to its DPDK memory.
+    Hello,
+    /// ltran: register an lstack instance (the connection stays open).
+    Register(crate::Registration),
+    /// ltran, on a registration connection: the instance listens here.
+    Listen(crate::ListenAddr),
+    /// ltran, on a registration connection: it stopped listening here.
+    Unlisten(crate::ListenAddr),
+    /// ltran: everything `gazellectl ltran show` prints.
+    LtranStats,
+    /// ltran: stop (instances then exit, see the README).
+    LtranQuit,
 }
 
 /// A daemon's answer.
@@ -43,6 +55,14 @@ pub enum Response {
         /// One entry per socket.
         connections: Vec<Connection>,
     },
+    /// Answer to [`Request::Hello`].
+    Hello(crate::LtranHello),
+    /// Answer to [`Request::Register`].
+    Registered(crate::Registered),
+    /// Answer to [`Request::LtranStats`].
+    LtranStats(crate::LtranStats),
+    /// Done (listen events, quit).
+    Ok,
     /// The request was understood and refused, or failed.
     Error {
         /// What went wrong, for an operator.

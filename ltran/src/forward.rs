@@ -1,0 +1,706 @@
+//! The dispatcher loop: the bond's ports, the instances' rings, the
+//! exception interface, all on one thread.
+//!
+//! Per loop: apply control commands, check links every `bond_miimon` ms,
+//! take a burst from the active port (frames arriving on a backup port are
+//! dropped, as active-backup bonding does), decide each frame's owner and
+//! queue it to that instance thread's ring, then move what every instance
+//! thread queued for sending onto the active port, checking that it speaks
+//! only for its own addresses. A full ring drops and counts; nothing here
+//! waits on an instance. No allocation happens per frame: the per-thread
+//! batches are made when an instance registers.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use dpdk::{Mbuf, MbufBatch, Mempool, Port, RxQueue, TxQueue};
+use gazelle_ctl_proto::{
+    BondPort, BondStatus, DepartedInstance, InstanceThread, LatencyStats, LtranStats, TableCounters,
+};
+
+use crate::{
+    bond::{self, Bond, Change},
+    packet,
+    table::{Decision, Slot, Tables, TxRefusal},
+};
+
+/// Receive-burst histogram buckets: empty, 1, 2-3, 4-7, 8-15, 16-31, 32+.
+pub const BURST_BUCKETS: usize = 7;
+
+/// How many departed instances `ltran show` remembers.
+const DEPARTED_KEPT: usize = 16;
+
+/// A port of the bond, opened.
+#[derive(Debug)]
+pub struct BondMember {
+    /// The port (kept open for its lifetime).
+    pub port: Port,
+    /// Its only receive queue.
+    pub rx: RxQueue,
+    /// Its only transmit queue.
+    pub tx: TxQueue,
+    /// The kernel interface under it (af_packet/af_xdp), for link checks.
+    pub iface: Option<String>,
+}
+
+/// The exception path to the kernel (a `net_tap` port).
+#[derive(Debug)]
+pub struct Kni {
+    /// The tap port.
+    pub port: Port,
+    /// Its receive queue (the kernel's transmissions).
+    pub rx: RxQueue,
+    /// Its transmit queue (frames for the kernel).
+    pub tx: TxQueue,
+}
+
+/// One thread's ring pair, as ltran holds it.
+#[derive(Debug)]
+pub struct ThreadRings {
+    /// ltran -> lstack.
+    pub rx: dpdk::Ring,
+    /// lstack -> ltran.
+    pub tx: dpdk::Ring,
+}
+
+/// What the control side asks the dispatcher.
+#[derive(Debug)]
+pub enum Command {
+    /// Start serving an instance.
+    Add {
+        /// Its slot.
+        slot: Slot,
+        /// Its owner tag (`dpdk::owner`).
+        tag: u32,
+        /// Its addresses.
+        ipv4: Ipv4Addr,
+        /// IPv6, if any.
+        ipv6: Option<Ipv6Addr>,
+        /// One ring pair per thread.
+        rings: Vec<ThreadRings>,
+        /// Told when the instance is served.
+        done: mpsc::Sender<()>,
+    },
+    /// Stop serving an instance and free what it had.
+    Remove {
+        /// Its slot.
+        slot: Slot,
+        /// Why (for `ltran show`).
+        reason: String,
+        /// Its pid.
+        pid: u32,
+        /// The process is known dead: put back the mbufs it held.
+        reclaim: bool,
+        /// Told what was freed.
+        done: mpsc::Sender<DepartedInstance>,
+    },
+    /// The instance listens (`on`) or stopped listening.
+    Listen {
+        /// Its slot.
+        slot: Slot,
+        /// Where.
+        addr: gazelle_ctl_proto::ListenAddr,
+        /// Listen or unlisten.
+        on: bool,
+    },
+}
+
+#[derive(Debug, Default, Clone)]
+struct ThreadCounters {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_dropped: u64,
+    tx_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Served {
+    tag: u32,
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    rings: Vec<ThreadRings>,
+    pending: Vec<MbufBatch>,
+    counters: Vec<ThreadCounters>,
+}
+
+/// Everything the dispatcher owns.
+#[derive(Debug)]
+pub struct Dispatcher {
+    /// Bond ports, in `bond_ports` order.
+    pub members: Vec<BondMember>,
+    /// The exception interface, with `kni_switch`.
+    pub kni: Option<Kni>,
+    /// Receive pool (NIC receive; instances free into it).
+    pub rx_pool: Arc<Mempool>,
+    /// Transmit pool (instances allocate from it).
+    pub tx_pool: Arc<Mempool>,
+    /// The bond MAC.
+    pub mac: [u8; 6],
+    /// `bond_miimon`.
+    pub miimon: Duration,
+    /// `tcp_conn_scan_interval`, seconds.
+    pub scan_interval: u64,
+    /// Spin instead of sleeping when idle (benchmarks).
+    pub busy_poll: bool,
+    tables: Tables,
+    bond: Bond,
+    served: Vec<Option<Served>>,
+    departed: Vec<DepartedInstance>,
+    histogram: [u64; BURST_BUCKETS],
+    announcements: u64,
+    latency: LatencyStats,
+    started: Instant,
+}
+
+/// Where the dispatcher publishes its numbers for the control thread.
+pub type Published = Arc<Mutex<LtranStats>>;
+
+impl Dispatcher {
+    /// A dispatcher over opened ports and pools.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        members: Vec<BondMember>,
+        kni: Option<Kni>,
+        rx_pool: Arc<Mempool>,
+        tx_pool: Arc<Mempool>,
+        mac: [u8; 6],
+        max_instances: usize,
+        conn_capacity: usize,
+        miimon: Duration,
+        scan_interval: u64,
+    ) -> Self {
+        let ports = members.len();
+        Self {
+            members,
+            kni,
+            rx_pool,
+            tx_pool,
+            mac,
+            miimon,
+            scan_interval,
+            busy_poll: false,
+            tables: Tables::new(mac, max_instances, conn_capacity),
+            bond: Bond::new(ports),
+            served: (0..max_instances).map(|_| None).collect(),
+            departed: Vec::new(),
+            histogram: [0; BURST_BUCKETS],
+            announcements: 0,
+            latency: LatencyStats {
+                tsc_hz: dpdk::tsc_hz(),
+                ..LatencyStats::default()
+            },
+            started: Instant::now(),
+        }
+    }
+
+    fn link_states(&self) -> Vec<bool> {
+        self.members
+            .iter()
+            .map(|m| {
+                let dpdk_up = m.port.link().up;
+                match m.iface.as_deref().and_then(bond::kernel_link_up) {
+                    Some(k) => dpdk_up && k,
+                    None => dpdk_up,
+                }
+            })
+            .collect()
+    }
+
+    fn check_links(&mut self) {
+        let links = self.link_states();
+        match self.bond.update(&links) {
+            Some(Change::Failover { from, to }) => {
+                tracing::warn!(
+                    from = ?from.map(|f| self.members[f].port.info().name.clone()),
+                    to = %self.members[to].port.info().name,
+                    "bond: traffic moves to another port; announcing with gratuitous ARP"
+                );
+                self.announce(to);
+            }
+            Some(Change::AllDown { from }) => {
+                tracing::error!(
+                    port = %self.members[from].port.info().name,
+                    "bond: no port has a link; frames are dropped until one comes back"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Gratuitous ARP (and unsolicited NA) for every served address, out of
+    /// port `to`.
+    fn announce(&mut self, to: usize) {
+        let mut batch = MbufBatch::new();
+        let addrs: Vec<(Ipv4Addr, Option<Ipv6Addr>)> = self
+            .served
+            .iter()
+            .flatten()
+            .map(|s| (s.ipv4, s.ipv6))
+            .collect();
+        for (v4, v6) in addrs {
+            for n in 0..2 {
+                let Some(mut m) = self.rx_pool.alloc() else {
+                    return;
+                };
+                let ok = match (n, v6) {
+                    (0, _) => m
+                        .append(42)
+                        .map(|b| packet::gratuitous_arp(self.mac, v4, b)),
+                    (_, Some(a)) => m.append(86).map(|b| packet::unsolicited_na(self.mac, a, b)),
+                    _ => None,
+                };
+                if ok.is_some() && batch.push(m).is_ok() {
+                    self.announcements += 1;
+                }
+                if batch.is_full() {
+                    self.members[to].tx.tx_burst(&mut batch);
+                    batch = MbufBatch::new();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.members[to].tx.tx_burst(&mut batch);
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add {
+                slot,
+                tag,
+                ipv4,
+                ipv6,
+                rings,
+                done,
+            } => {
+                let threads = rings.len();
+                self.tables.add_instance(slot, ipv4, ipv6, threads as u16);
+                self.served[slot as usize] = Some(Served {
+                    tag,
+                    ipv4,
+                    ipv6,
+                    pending: (0..threads).map(|_| MbufBatch::new()).collect(),
+                    counters: vec![ThreadCounters::default(); threads],
+                    rings,
+                });
+                // Tell the network where the new address is.
+                if let Some(a) = self.bond.active() {
+                    self.announce_one(a, ipv4);
+                }
+                let _ = done.send(());
+            }
+            Command::Remove {
+                slot,
+                reason,
+                pid,
+                reclaim,
+                done,
+            } => {
+                let connections_removed = self.tables.remove_instance(slot);
+                let mut mbufs_reclaimed = 0;
+                let mut ipv4 = String::new();
+                if let Some(s) = self.served[slot as usize].take() {
+                    ipv4 = s.ipv4.to_string();
+                    let Served {
+                        tag,
+                        mut rings,
+                        pending,
+                        ..
+                    } = s;
+                    drop(pending);
+                    // Drain both rings: what ltran queued to it and what it
+                    // queued to send. Freeing clears the owner tag.
+                    for r in &mut rings {
+                        loop {
+                            let mut b = MbufBatch::new();
+                            if r.rx.dequeue(&mut b) + r.tx.dequeue(&mut b) == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    drop(rings);
+                    if reclaim {
+                        mbufs_reclaimed = (dpdk::owner::reclaim(&self.rx_pool, tag)
+                            + dpdk::owner::reclaim(&self.tx_pool, tag))
+                            as u64;
+                    }
+                }
+                let d = DepartedInstance {
+                    pid,
+                    ipv4,
+                    reason,
+                    mbufs_reclaimed,
+                    connections_removed,
+                };
+                self.departed.push(d.clone());
+                if self.departed.len() > DEPARTED_KEPT {
+                    self.departed.remove(0);
+                }
+                let _ = done.send(d);
+            }
+            Command::Listen { slot, addr, on } => {
+                let r = if on {
+                    self.tables.listen(slot, addr.ip, addr.port)
+                } else {
+                    self.tables.unlisten(slot, addr.ip, addr.port)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(slot, %e, "listen event refused");
+                }
+            }
+        }
+    }
+
+    fn announce_one(&mut self, port: usize, ip: Ipv4Addr) {
+        if let Some(mut m) = self.rx_pool.alloc() {
+            if let Some(b) = m.append(42) {
+                packet::gratuitous_arp(self.mac, ip, b);
+                let mut batch = MbufBatch::new();
+                if batch.push(m).is_ok() {
+                    self.members[port].tx.tx_burst(&mut batch);
+                    self.announcements += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs until `quit` is set.
+    pub fn run(
+        &mut self,
+        commands: &mpsc::Receiver<Command>,
+        quit: &AtomicBool,
+        published: &Published,
+    ) {
+        let mut batch = MbufBatch::new();
+        let mut kni_out = MbufBatch::new();
+        let mut next_link = Instant::now();
+        let mut next_scan = Instant::now() + Duration::from_secs(self.scan_interval);
+        let mut next_publish = Instant::now();
+        let mut idle: u32 = 0;
+        while !quit.load(Ordering::Relaxed) {
+            while let Ok(cmd) = commands.try_recv() {
+                self.apply(cmd);
+            }
+            let now = Instant::now();
+            if now >= next_link {
+                self.check_links();
+                next_link = now + self.miimon;
+            }
+            let now_secs = now.duration_since(self.started).as_secs();
+            let mut busy = false;
+
+            // Receive.
+            if let Some(active) = self.bond.active() {
+                for (i, m) in self.members.iter_mut().enumerate() {
+                    if i != active {
+                        let mut drop_batch = MbufBatch::new();
+                        let n = m.rx.rx_burst(&mut drop_batch);
+                        self.tables.counters.backup_dropped += n as u64;
+                    }
+                }
+                let n = self.members[active].rx.rx_burst(&mut batch);
+                self.histogram[bucket(n)] += 1;
+                if n > 0 {
+                    busy = true;
+                    let t0 = dpdk::tsc_cycles();
+                    self.tables.counters.rx_frames += n as u64;
+                    for m in batch.drain() {
+                        self.dispatch(m, now_secs, &mut kni_out);
+                    }
+                    self.flush_rings();
+                    let spent = dpdk::tsc_cycles().saturating_sub(t0) / n as u64;
+                    self.latency.samples += n as u64;
+                    self.latency.dispatch_cycles_total += spent * n as u64;
+                    self.latency.dispatch_cycles_max = self.latency.dispatch_cycles_max.max(spent);
+                }
+            }
+
+            // Frames for the kernel, and what the kernel sends.
+            if let Some(kni) = self.kni.as_mut() {
+                if !kni_out.is_empty() {
+                    self.tables.counters.kni_rx += kni_out.len() as u64;
+                    kni.tx.tx_burst(&mut kni_out);
+                    kni_out = MbufBatch::new();
+                }
+                let mut from_kernel = MbufBatch::new();
+                if kni.rx.rx_burst(&mut from_kernel) > 0 {
+                    busy = true;
+                    self.tables.counters.kni_tx += from_kernel.len() as u64;
+                    if let Some(active) = self.bond.active() {
+                        self.members[active].tx.tx_burst(&mut from_kernel);
+                    }
+                    self.tables.counters.tx_dropped += from_kernel.len() as u64;
+                }
+            }
+
+            // Transmit what the instances queued.
+            busy |= self.transmit(now_secs);
+
+            if now >= next_scan {
+                let removed = self.tables.age(now_secs, self.scan_interval);
+                if removed > 0 {
+                    tracing::debug!(removed, "connection table aged");
+                }
+                next_scan = now + Duration::from_secs(self.scan_interval.max(1));
+            }
+            if now >= next_publish {
+                let snapshot = self.snapshot();
+                *published.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+                next_publish = now + Duration::from_millis(100);
+            }
+            if busy || self.busy_poll {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+                if idle > 1000 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn dispatch(&mut self, mut m: Mbuf, now_secs: u64, kni_out: &mut MbufBatch) {
+        match self.tables.rx(m.data(), now_secs) {
+            Decision::Deliver { slot, thread } => {
+                let Some(s) = self.served[slot as usize].as_mut() else {
+                    return;
+                };
+                let t = usize::from(thread).min(s.rings.len() - 1);
+                dpdk::owner::set(&mut m, s.tag);
+                let c = &mut s.counters[t];
+                c.rx_packets += 1;
+                c.rx_bytes += m.len() as u64;
+                if let Err(m) = s.pending[t].push(m) {
+                    // Batch full: hand it over now and retry once.
+                    flush_one(
+                        &mut s.rings[t].rx,
+                        &mut s.pending[t],
+                        c,
+                        &mut self.tables.counters.ring_full,
+                    );
+                    let _ = s.pending[t].push(m);
+                }
+            }
+            Decision::AllIpv6 => {
+                for s in self.served.iter_mut().flatten() {
+                    if s.ipv6.is_none() {
+                        continue;
+                    }
+                    let Some(mut copy) = self.rx_pool.alloc() else {
+                        break;
+                    };
+                    let Some(buf) = copy.append(m.len()) else {
+                        continue;
+                    };
+                    buf.copy_from_slice(m.data());
+                    dpdk::owner::set(&mut copy, s.tag);
+                    s.counters[0].rx_packets += 1;
+                    if let Err(copy) = s.pending[0].push(copy) {
+                        drop(copy);
+                        self.tables.counters.ring_full += 1;
+                    }
+                }
+            }
+            Decision::Kernel => {
+                if self.kni.is_some() {
+                    if let Err(m) = kni_out.push(m) {
+                        drop(m);
+                        self.tables.counters.tx_dropped += 1;
+                    }
+                } else {
+                    self.tables.counters.unowned_dropped += 1;
+                }
+            }
+            Decision::Drop => {}
+        }
+    }
+
+    fn flush_rings(&mut self) {
+        for s in self.served.iter_mut().flatten() {
+            for t in 0..s.rings.len() {
+                if !s.pending[t].is_empty() {
+                    flush_one(
+                        &mut s.rings[t].rx,
+                        &mut s.pending[t],
+                        &mut s.counters[t],
+                        &mut self.tables.counters.ring_full,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Moves instance transmit rings to the active port; true if any frame moved.
+    fn transmit(&mut self, now_secs: u64) -> bool {
+        let active = self.bond.active();
+        let mut out = MbufBatch::new();
+        let mut moved = false;
+        for slot in 0..self.served.len() {
+            let Some(s) = self.served[slot].as_mut() else {
+                continue;
+            };
+            for t in 0..s.rings.len() {
+                let mut got = MbufBatch::new();
+                if s.rings[t].tx.dequeue(&mut got) == 0 {
+                    continue;
+                }
+                moved = true;
+                for mut m in got.drain() {
+                    match self.tables.tx(slot as Slot, t as u16, m.data(), now_secs) {
+                        Ok(()) => {
+                            s.counters[t].tx_packets += 1;
+                            s.counters[t].tx_bytes += m.len() as u64;
+                            // The NIC frees it: it is nobody's any more.
+                            dpdk::owner::set(&mut m, 0);
+                            let _ = out.push(m);
+                        }
+                        Err(TxRefusal::Spoofed | TxRefusal::Malformed) => {
+                            s.counters[t].tx_dropped += 1;
+                            self.tables.counters.tx_spoofed += 1;
+                        }
+                    }
+                }
+                if !out.is_empty() {
+                    let n = out.len() as u64;
+                    if let Some(a) = active {
+                        for _ in 0..4 {
+                            if out.is_empty() {
+                                break;
+                            }
+                            self.members[a].tx.tx_burst(&mut out);
+                        }
+                    }
+                    let left = out.len() as u64;
+                    self.tables.counters.tx_frames += n - left;
+                    self.tables.counters.tx_dropped += left;
+                    s.counters[t].tx_dropped += left;
+                    out = MbufBatch::new();
+                }
+            }
+        }
+        moved
+    }
+
+    fn snapshot(&self) -> LtranStats {
+        let active = self.bond.active();
+        let ports = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let st = m.port.stats().unwrap_or_default();
+                BondPort {
+                    port_id: m.port.id(),
+                    name: m.port.info().name.clone(),
+                    iface: m.iface.clone(),
+                    link_up: self.bond.links().get(i).copied().unwrap_or(false),
+                    active: active == Some(i),
+                    counters: gazelle_ctl_proto::PortCounters {
+                        rx_packets: st.rx_packets,
+                        tx_packets: st.tx_packets,
+                        rx_bytes: st.rx_bytes,
+                        tx_bytes: st.tx_bytes,
+                        rx_missed: st.rx_missed,
+                        rx_errors: st.rx_errors,
+                        tx_errors: st.tx_errors,
+                        rx_nombuf: st.rx_nombuf,
+                    },
+                }
+            })
+            .collect();
+        let instances = self
+            .served
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| {
+                let s = s.as_ref()?;
+                let conns = self.tables.thread_connections(slot as Slot);
+                Some(gazelle_ctl_proto::InstanceInfo {
+                    slot: slot as u32,
+                    ipv4: s.ipv4.to_string(),
+                    ipv6: s.ipv6.map(|a| a.to_string()),
+                    threads: s
+                        .counters
+                        .iter()
+                        .enumerate()
+                        .map(|(t, c)| InstanceThread {
+                            rx_packets: c.rx_packets,
+                            rx_bytes: c.rx_bytes,
+                            tx_packets: c.tx_packets,
+                            tx_bytes: c.tx_bytes,
+                            rx_dropped: c.rx_dropped,
+                            tx_dropped: c.tx_dropped,
+                            connections: conns.get(t).copied().unwrap_or(0),
+                            rx_ring_used: s.rings[t].rx.count(),
+                            tx_ring_used: s.rings[t].tx.count(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        LtranStats {
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            bond: BondStatus {
+                mode: 1,
+                mac: crate::fmt_mac(self.mac),
+                miimon_ms: self.miimon.as_millis() as u32,
+                active,
+                failovers: self.bond.failovers,
+                announcements: self.announcements,
+                ports,
+            },
+            dispatch: self.tables.counters.clone(),
+            rx_burst_histogram: self.histogram.to_vec(),
+            tables: TableCounters {
+                connections: self.tables.connections() as u64,
+                capacity: self.tables.capacity() as u64,
+                listeners: self.tables.listeners() as u64,
+                aged_out: self.tables.aged_out,
+            },
+            instances,
+            departed: self.departed.clone(),
+            latency: self.latency.clone(),
+        }
+    }
+}
+
+#[inline]
+fn flush_one(
+    ring: &mut dpdk::Ring,
+    pending: &mut MbufBatch,
+    c: &mut ThreadCounters,
+    ring_full: &mut u64,
+) {
+    ring.enqueue(pending);
+    let left = pending.len() as u64;
+    if left > 0 {
+        c.rx_dropped += left;
+        *ring_full += left;
+        // Dropping the old batch frees what did not fit.
+        *pending = MbufBatch::new();
+    }
+}
+
+#[inline]
+fn bucket(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1 => 1,
+        2..=3 => 2,
+        4..=7 => 3,
+        8..=15 => 4,
+        16..=31 => 5,
+        _ => 6,
+    }
+}

@@ -1,0 +1,26 @@
+//! ltran: the DPDK primary process that owns the data NICs, bonds them
+//! (active-backup) and dispatches frames to up to 32 lstack processes
+//! through shared-memory rings.
+//!
+//! - [`packet`]: header parsing for dispatch, gratuitous ARP/NA frames;
+//! - [`table`]: ownership, connection and listen tables and the dispatch
+//!   decisions (no DPDK: unit-tested on byte frames);
+//! - [`bond`]: the active-backup state machine and link checks;
+//! - [`forward`]: the dispatcher loop over DPDK ports and rings;
+//! - [`control`]: the control socket (registration, `gazellectl ltran`);
+//! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig).
+
+pub mod bond;
+pub mod control;
+pub mod forward;
+pub mod packet;
+pub mod run;
+pub mod table;
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}

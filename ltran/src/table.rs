@@ -1,0 +1,760 @@
+//! The dispatcher's tables and decisions, without DPDK: who owns which
+//! address, which thread holds which TCP connection, who listens where.
+//!
+//! [`Tables::rx`] decides where a received frame goes; [`Tables::tx`]
+//! checks a frame an instance sends (it may only speak for its own
+//! addresses) and learns the connections it opens. Everything here runs on
+//! the dispatcher thread only, so there are no locks; the maps are sized at
+//! start and never grow past their capacity on the hot path.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use gazelle_ctl_proto::DispatchCounters;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::packet::{self, Net, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+/// An instance's index in ltran (0-based, below `dispatch_max_clients`).
+pub type Slot = u32;
+
+/// Where a received frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// To one thread of one instance.
+    Deliver {
+        /// The instance.
+        slot: Slot,
+        /// Its stack thread.
+        thread: u16,
+    },
+    /// A copy to every instance with an IPv6 address (multicast NDP such as
+    /// router advertisements).
+    AllIpv6,
+    /// Nobody here owns it: to the kernel's exception interface if there is
+    /// one, else dropped.
+    Kernel,
+    /// Dropped (already counted).
+    Drop,
+}
+
+/// Why a transmitted frame was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxRefusal {
+    /// Headers cannot be parsed.
+    Malformed,
+    /// Source MAC or address is not the instance's own.
+    Spoofed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnKey {
+    remote: IpAddr,
+    local: IpAddr,
+    rport: u16,
+    lport: u16,
+}
+
+const FIN_IN: u8 = 1;
+const FIN_OUT: u8 = 2;
+const RST: u8 = 4;
+const SYN_ONLY: u8 = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct ConnEntry {
+    slot: Slot,
+    thread: u16,
+    last_seen: u64,
+    flags: u8,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    /// Connections per thread.
+    conns: Vec<u64>,
+}
+
+/// The dispatcher's state.
+#[derive(Debug)]
+pub struct Tables {
+    mac: [u8; 6],
+    v4: FxHashMap<Ipv4Addr, Slot>,
+    v6: FxHashMap<Ipv6Addr, Slot>,
+    instances: Vec<Option<Instance>>,
+    conns: FxHashMap<ConnKey, ConnEntry>,
+    capacity: usize,
+    listens: FxHashSet<(IpAddr, u16)>,
+    /// Entries removed by ageing so far.
+    pub aged_out: u64,
+    /// What happened to received and sent frames.
+    pub counters: DispatchCounters,
+}
+
+fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+impl Tables {
+    /// Tables for the bond MAC `mac`, up to `max_instances` instances and
+    /// `capacity` TCP connections.
+    pub fn new(mac: [u8; 6], max_instances: usize, capacity: usize) -> Self {
+        Self {
+            mac,
+            v4: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
+            v6: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
+            instances: vec![None; max_instances],
+            conns: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            capacity,
+            listens: FxHashSet::default(),
+            aged_out: 0,
+            counters: DispatchCounters::default(),
+        }
+    }
+
+    /// Adds an instance. The registry has already checked that the slot and
+    /// addresses are free.
+    pub fn add_instance(
+        &mut self,
+        slot: Slot,
+        ipv4: Ipv4Addr,
+        ipv6: Option<Ipv6Addr>,
+        threads: u16,
+    ) {
+        self.v4.insert(ipv4, slot);
+        if let Some(a) = ipv6 {
+            self.v6.insert(a, slot);
+        }
+        self.instances[slot as usize] = Some(Instance {
+            ipv4,
+            ipv6,
+            conns: vec![0; usize::from(threads.max(1))],
+        });
+    }
+
+    /// Removes an instance with its addresses, listeners and connections;
+    /// returns how many connections were removed.
+    pub fn remove_instance(&mut self, slot: Slot) -> u64 {
+        let Some(inst) = self.instances.get_mut(slot as usize).and_then(Option::take) else {
+            return 0;
+        };
+        self.v4.remove(&inst.ipv4);
+        if let Some(a) = inst.ipv6 {
+            self.v6.remove(&a);
+        }
+        self.listens.retain(|(ip, _)| {
+            *ip != IpAddr::V4(inst.ipv4) && inst.ipv6.map(IpAddr::V6) != Some(*ip)
+        });
+        let before = self.conns.len();
+        self.conns.retain(|_, e| e.slot != slot);
+        (before - self.conns.len()) as u64
+    }
+
+    /// Records that `slot` listens on `ip:port` (an unspecified `ip` means
+    /// every address of the instance). An instance can only listen on its
+    /// own addresses: anything else is refused.
+    pub fn listen(&mut self, slot: Slot, ip: IpAddr, port: u16) -> Result<(), String> {
+        for ip in self.own_addrs(slot, ip)? {
+            self.listens.insert((ip, port));
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::listen`].
+    pub fn unlisten(&mut self, slot: Slot, ip: IpAddr, port: u16) -> Result<(), String> {
+        for ip in self.own_addrs(slot, ip)? {
+            self.listens.remove(&(ip, port));
+        }
+        Ok(())
+    }
+
+    fn own_addrs(&self, slot: Slot, ip: IpAddr) -> Result<Vec<IpAddr>, String> {
+        let inst = self
+            .instances
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("instance {slot} is not registered"))?;
+        let mine: Vec<IpAddr> = std::iter::once(IpAddr::V4(inst.ipv4))
+            .chain(inst.ipv6.map(IpAddr::V6))
+            .collect();
+        match ip {
+            IpAddr::V4(a) if a.is_unspecified() => Ok(vec![IpAddr::V4(inst.ipv4)]),
+            IpAddr::V6(a) if a.is_unspecified() => Ok(mine),
+            ip if mine.contains(&ip) => Ok(vec![ip]),
+            ip => Err(format!("{ip} is not this instance's address")),
+        }
+    }
+
+    /// Connections ltran routes to each thread of `slot`.
+    pub fn thread_connections(&self, slot: Slot) -> &[u64] {
+        self.instances
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map_or(&[], |i| i.conns.as_slice())
+    }
+
+    /// TCP connections in the table.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connection table capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Listening (address, port) pairs.
+    pub fn listeners(&self) -> usize {
+        self.listens.len()
+    }
+
+    fn owner(&self, ip: IpAddr) -> Option<Slot> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&a).copied(),
+            IpAddr::V6(a) => self.v6.get(&a).copied().or_else(|| {
+                // Every instance has the bond MAC's link-local address: the
+                // first instance with IPv6 answers for it.
+                if is_link_local(a) {
+                    self.first_v6()
+                } else {
+                    None
+                }
+            }),
+        }
+    }
+
+    fn first_v6(&self) -> Option<Slot> {
+        self.instances
+            .iter()
+            .position(|i| i.as_ref().is_some_and(|i| i.ipv6.is_some()))
+            .map(|p| p as Slot)
+    }
+
+    fn threads(&self, slot: Slot) -> u16 {
+        self.instances[slot as usize]
+            .as_ref()
+            .map_or(1, |i| i.conns.len() as u16)
+    }
+
+    /// Decides where a received frame goes, counting it. `now` is in
+    /// seconds (any monotonic origin).
+    pub fn rx(&mut self, frame: &[u8], now: u64) -> Decision {
+        let Ok(f) = packet::parse(frame) else {
+            self.counters.malformed += 1;
+            return Decision::Drop;
+        };
+        let unicast = f.dst_mac[0] & 1 == 0;
+        if unicast && f.dst_mac != self.mac {
+            self.counters.not_for_us += 1;
+            return Decision::Drop;
+        }
+        match f.net {
+            Net::Arp { target, .. } => match self.v4.get(&target) {
+                Some(&slot) => {
+                    self.counters.arp += 1;
+                    Decision::Deliver { slot, thread: 0 }
+                }
+                None => Decision::Kernel,
+            },
+            Net::Ip { src, dst, l4 } => self.rx_ip(src, dst, l4, now),
+            Net::Other(_) => Decision::Kernel,
+        }
+    }
+
+    fn rx_ip(&mut self, src: IpAddr, dst: IpAddr, l4: L4, now: u64) -> Decision {
+        let v6 = dst.is_ipv6();
+        let owner = match (dst, l4) {
+            (
+                IpAddr::V6(d),
+                L4::Icmpv6 {
+                    kind: 135,
+                    ndp_target: Some(t),
+                },
+            ) if d.is_multicast() => self.owner(IpAddr::V6(t)),
+            (IpAddr::V6(d), L4::Icmpv6 { .. }) if d.is_multicast() => {
+                return if self.first_v6().is_some() {
+                    self.counters.ipv6 += 1;
+                    Decision::AllIpv6
+                } else {
+                    Decision::Kernel
+                };
+            }
+            _ => self.owner(dst),
+        };
+        let Some(slot) = owner else {
+            return Decision::Kernel;
+        };
+        let decision = match l4 {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
+                let key = ConnKey {
+                    remote: src,
+                    local: dst,
+                    rport: sport,
+                    lport: dport,
+                };
+                match self.tcp_in(slot, key, flags, now) {
+                    Some(thread) => {
+                        if !v6 {
+                            self.counters.tcp += 1;
+                        }
+                        Decision::Deliver { slot, thread }
+                    }
+                    None => return Decision::Drop,
+                }
+            }
+            L4::Udp { dport, .. } => {
+                if !v6 {
+                    self.counters.udp += 1;
+                }
+                // The same rule lstack uses to place a UDP port.
+                let thread = dport % self.threads(slot);
+                Decision::Deliver { slot, thread }
+            }
+            L4::Icmp => {
+                self.counters.icmp += 1;
+                Decision::Deliver { slot, thread: 0 }
+            }
+            _ => Decision::Deliver { slot, thread: 0 },
+        };
+        if v6 {
+            self.counters.ipv6 += 1;
+        }
+        decision
+    }
+
+    /// Thread for a received TCP segment; `None` when dropped.
+    fn tcp_in(&mut self, slot: Slot, key: ConnKey, flags: u8, now: u64) -> Option<u16> {
+        if let Some(e) = self.conns.get_mut(&key) {
+            e.last_seen = now;
+            if flags & TCP_SYN == 0 {
+                e.flags &= !SYN_ONLY;
+            }
+            if flags & TCP_FIN != 0 {
+                e.flags |= FIN_IN;
+            }
+            if flags & TCP_RST != 0 {
+                e.flags |= RST;
+            }
+            return Some(e.thread);
+        }
+        if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+            // Not a new connection and not one we know: the owner's first
+            // thread answers it (with a reset, unless it knows better).
+            return Some(0);
+        }
+        if !self.listens.contains(&(key.local, key.lport)) {
+            self.counters.syn_no_listener += 1;
+            return Some(0);
+        }
+        if self.conns.len() >= self.capacity {
+            self.counters.conn_table_full += 1;
+            return None;
+        }
+        let inst = self.instances[slot as usize].as_mut()?;
+        let (thread, _) = inst
+            .conns
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .expect("at least one thread");
+        inst.conns[thread] += 1;
+        let thread = thread as u16;
+        self.conns.insert(
+            key,
+            ConnEntry {
+                slot,
+                thread,
+                last_seen: now,
+                flags: SYN_ONLY,
+            },
+        );
+        Some(thread)
+    }
+
+    /// Checks a frame `slot`'s `thread` sends and learns the connections it
+    /// opens. `now` as for [`Self::rx`].
+    pub fn tx(&mut self, slot: Slot, thread: u16, frame: &[u8], now: u64) -> Result<(), TxRefusal> {
+        let f = packet::parse(frame).map_err(|_| TxRefusal::Malformed)?;
+        if f.src_mac != self.mac {
+            return Err(TxRefusal::Spoofed);
+        }
+        let Some(inst) = self.instances.get(slot as usize).and_then(Option::as_ref) else {
+            return Err(TxRefusal::Spoofed);
+        };
+        match f.net {
+            Net::Arp { sender, .. } => {
+                if sender != inst.ipv4 && !sender.is_unspecified() {
+                    return Err(TxRefusal::Spoofed);
+                }
+            }
+            Net::Ip { src, dst, l4 } => {
+                let own = match src {
+                    IpAddr::V4(a) => a == inst.ipv4,
+                    IpAddr::V6(a) => Some(a) == inst.ipv6 || is_link_local(a) || a.is_unspecified(),
+                };
+                if !own {
+                    return Err(TxRefusal::Spoofed);
+                }
+                if let L4::Tcp {
+                    sport,
+                    dport,
+                    flags,
+                } = l4
+                {
+                    self.tcp_out(
+                        slot,
+                        thread,
+                        ConnKey {
+                            remote: dst,
+                            local: src,
+                            rport: dport,
+                            lport: sport,
+                        },
+                        flags,
+                        now,
+                    );
+                }
+            }
+            Net::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    fn tcp_out(&mut self, slot: Slot, thread: u16, key: ConnKey, flags: u8, now: u64) {
+        if let Some(e) = self.conns.get_mut(&key) {
+            e.last_seen = now;
+            if flags & TCP_FIN != 0 {
+                e.flags |= FIN_OUT;
+            }
+            if flags & TCP_RST != 0 {
+                e.flags |= RST;
+            }
+            return;
+        }
+        // A connection the instance opens (SYN) is learnt on the thread that
+        // sent it, so the answer comes back there.
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && self.conns.len() < self.capacity {
+            if let Some(inst) = self.instances[slot as usize].as_mut() {
+                if let Some(n) = inst.conns.get_mut(usize::from(thread)) {
+                    *n += 1;
+                    self.conns.insert(
+                        key,
+                        ConnEntry {
+                            slot,
+                            thread,
+                            last_seen: now,
+                            flags: SYN_ONLY,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes closed connections (reset, or finished both ways) and
+    /// handshakes that never completed, when they have been quiet for
+    /// `interval` seconds; returns how many. Established connections stay
+    /// however long they idle: a later segment must still find its thread.
+    pub fn age(&mut self, now: u64, interval: u64) -> u64 {
+        let instances = &mut self.instances;
+        let before = self.conns.len();
+        self.conns.retain(|_, e| {
+            let closed = e.flags & RST != 0
+                || e.flags & (FIN_IN | FIN_OUT) == FIN_IN | FIN_OUT
+                || e.flags & SYN_ONLY != 0;
+            let keep = !closed || now.saturating_sub(e.last_seen) < interval;
+            if !keep {
+                if let Some(inst) = instances[e.slot as usize].as_mut() {
+                    if let Some(n) = inst.conns.get_mut(usize::from(e.thread)) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+            keep
+        });
+        let removed = (before - self.conns.len()) as u64;
+        self.aged_out += removed;
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+    const PEER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
+
+    fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn tcp4(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Vec<u8> {
+        let src: Ipv4Addr = src.parse().unwrap();
+        let dst: Ipv4Addr = dst.parse().unwrap();
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+        tcp[12] = 0x50;
+        tcp[13] = flags;
+        ip.extend_from_slice(&tcp);
+        ip
+    }
+
+    fn udp4(src: &str, dst: &str, dport: u16) -> Vec<u8> {
+        let src: Ipv4Addr = src.parse().unwrap();
+        let dst: Ipv4Addr = dst.parse().unwrap();
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let mut udp = vec![0u8; 8];
+        udp[0..2].copy_from_slice(&5000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&udp);
+        ip
+    }
+
+    fn arp(op: u16, sender: &str, target: &str) -> Vec<u8> {
+        let sender: Ipv4Addr = sender.parse().unwrap();
+        let target: Ipv4Addr = target.parse().unwrap();
+        let mut a = vec![0, 1, 8, 0, 6, 4];
+        a.extend_from_slice(&op.to_be_bytes());
+        a.extend_from_slice(&PEER);
+        a.extend_from_slice(&sender.octets());
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&target.octets());
+        a
+    }
+
+    fn tables() -> Tables {
+        let mut t = Tables::new(MAC, 4, 8);
+        t.add_instance(0, "10.0.0.2".parse().unwrap(), None, 1);
+        t.add_instance(
+            1,
+            "10.0.0.3".parse().unwrap(),
+            Some("fd00::3".parse().unwrap()),
+            2,
+        );
+        t
+    }
+
+    fn rx_tcp(t: &mut Tables, dst: &str, sport: u16, dport: u16, flags: u8) -> Decision {
+        t.rx(
+            &frame(
+                MAC,
+                PEER,
+                0x0800,
+                &tcp4("10.0.0.100", sport, dst, dport, flags),
+            ),
+            0,
+        )
+    }
+
+    #[test]
+    fn arp_goes_to_the_owner_and_the_rest_to_the_kernel() {
+        let mut t = tables();
+        let req = frame([0xff; 6], PEER, 0x0806, &arp(1, "10.0.0.100", "10.0.0.3"));
+        assert_eq!(t.rx(&req, 0), Decision::Deliver { slot: 1, thread: 0 });
+        let reply = frame(MAC, PEER, 0x0806, &arp(2, "10.0.0.100", "10.0.0.2"));
+        assert_eq!(t.rx(&reply, 0), Decision::Deliver { slot: 0, thread: 0 });
+        let other = frame([0xff; 6], PEER, 0x0806, &arp(1, "10.0.0.100", "10.0.0.77"));
+        assert_eq!(t.rx(&other, 0), Decision::Kernel);
+        assert_eq!(t.counters.arp, 2);
+    }
+
+    #[test]
+    fn other_macs_and_garbage_are_dropped_and_counted() {
+        let mut t = tables();
+        let f = frame(
+            PEER,
+            PEER,
+            0x0800,
+            &tcp4("10.0.0.100", 1, "10.0.0.2", 80, TCP_SYN),
+        );
+        assert_eq!(t.rx(&f, 0), Decision::Drop);
+        assert_eq!(t.counters.not_for_us, 1);
+        assert_eq!(t.rx(&[1, 2, 3], 0), Decision::Drop);
+        assert_eq!(t.counters.malformed, 1);
+    }
+
+    #[test]
+    fn syns_spread_over_the_threads_with_fewest_connections() {
+        let mut t = tables();
+        t.listen(1, "0.0.0.0".parse().unwrap(), 6379).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(
+                |i| match rx_tcp(&mut t, "10.0.0.3", 40000 + i, 6379, TCP_SYN) {
+                    Decision::Deliver { slot: 1, thread } => thread,
+                    d => panic!("{d:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(threads, vec![0, 1, 0, 1]);
+        assert_eq!(t.thread_connections(1), &[2, 2]);
+        // The rest of each connection follows its SYN.
+        for i in 0..4u16 {
+            assert_eq!(
+                rx_tcp(&mut t, "10.0.0.3", 40000 + i, 6379, TCP_ACK),
+                Decision::Deliver {
+                    slot: 1,
+                    thread: threads[usize::from(i)]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn syn_without_listener_goes_to_thread_zero_and_is_not_learnt() {
+        let mut t = tables();
+        assert_eq!(
+            rx_tcp(&mut t, "10.0.0.3", 40000, 80, TCP_SYN),
+            Decision::Deliver { slot: 1, thread: 0 }
+        );
+        assert_eq!(t.counters.syn_no_listener, 1);
+        assert_eq!(t.connections(), 0);
+    }
+
+    #[test]
+    fn connections_an_instance_opens_are_learnt_on_its_thread() {
+        let mut t = tables();
+        let syn = frame(
+            PEER,
+            MAC,
+            0x0800,
+            &tcp4("10.0.0.3", 33000, "10.0.0.100", 80, TCP_SYN),
+        );
+        t.tx(1, 1, &syn, 0).unwrap();
+        let synack = frame(
+            MAC,
+            PEER,
+            0x0800,
+            &tcp4("10.0.0.100", 80, "10.0.0.3", 33000, TCP_SYN | TCP_ACK),
+        );
+        assert_eq!(t.rx(&synack, 0), Decision::Deliver { slot: 1, thread: 1 });
+    }
+
+    #[test]
+    fn an_instance_cannot_speak_for_another() {
+        let mut t = tables();
+        let spoof = frame(
+            PEER,
+            MAC,
+            0x0800,
+            &tcp4("10.0.0.2", 1, "10.0.0.100", 80, TCP_SYN),
+        );
+        assert_eq!(t.tx(1, 0, &spoof, 0), Err(TxRefusal::Spoofed));
+        let arp_spoof = frame([0xff; 6], MAC, 0x0806, &arp(2, "10.0.0.2", "10.0.0.100"));
+        assert_eq!(t.tx(1, 0, &arp_spoof, 0), Err(TxRefusal::Spoofed));
+        let other_mac = frame(
+            PEER,
+            PEER,
+            0x0800,
+            &tcp4("10.0.0.3", 1, "10.0.0.100", 80, TCP_SYN),
+        );
+        assert_eq!(t.tx(1, 0, &other_mac, 0), Err(TxRefusal::Spoofed));
+        assert!(t.listen(1, "10.0.0.2".parse().unwrap(), 80).is_err());
+        let own = frame(
+            PEER,
+            MAC,
+            0x0800,
+            &tcp4("10.0.0.3", 1, "10.0.0.100", 80, TCP_SYN),
+        );
+        assert_eq!(t.tx(1, 0, &own, 0), Ok(()));
+    }
+
+    #[test]
+    fn udp_follows_the_port_rule_of_lstack() {
+        let mut t = tables();
+        for port in [53u16, 54, 1000, 1001] {
+            let f = frame(MAC, PEER, 0x0800, &udp4("10.0.0.100", "10.0.0.3", port));
+            assert_eq!(
+                t.rx(&f, 0),
+                Decision::Deliver {
+                    slot: 1,
+                    thread: port % 2
+                }
+            );
+        }
+        let f = frame(MAC, PEER, 0x0800, &udp4("10.0.0.100", "10.0.0.9", 53));
+        assert_eq!(t.rx(&f, 0), Decision::Kernel);
+    }
+
+    #[test]
+    fn closed_connections_age_out_and_live_ones_stay() {
+        let mut t = tables();
+        t.listen(0, "10.0.0.2".parse().unwrap(), 80).unwrap();
+        rx_tcp(&mut t, "10.0.0.2", 1, 80, TCP_SYN);
+        rx_tcp(&mut t, "10.0.0.2", 1, 80, TCP_ACK);
+        rx_tcp(&mut t, "10.0.0.2", 2, 80, TCP_SYN);
+        rx_tcp(&mut t, "10.0.0.2", 2, 80, TCP_ACK);
+        rx_tcp(&mut t, "10.0.0.2", 2, 80, TCP_FIN | TCP_ACK);
+        let fin = frame(
+            PEER,
+            MAC,
+            0x0800,
+            &tcp4("10.0.0.2", 80, "10.0.0.100", 2, TCP_FIN | TCP_ACK),
+        );
+        t.tx(0, 0, &fin, 0).unwrap();
+        rx_tcp(&mut t, "10.0.0.2", 3, 80, TCP_SYN); // never completes
+        assert_eq!(t.connections(), 3);
+        assert_eq!(t.age(5, 10), 0, "too recent");
+        assert_eq!(t.age(1000, 10), 2);
+        assert_eq!(t.connections(), 1);
+        assert_eq!(t.thread_connections(0), &[1]);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_connections() {
+        let mut t = tables();
+        t.listen(0, "10.0.0.2".parse().unwrap(), 80).unwrap();
+        for p in 0..8 {
+            assert!(matches!(
+                rx_tcp(&mut t, "10.0.0.2", p, 80, TCP_SYN),
+                Decision::Deliver { .. }
+            ));
+        }
+        assert_eq!(rx_tcp(&mut t, "10.0.0.2", 99, 80, TCP_SYN), Decision::Drop);
+        assert_eq!(t.counters.conn_table_full, 1);
+    }
+
+    #[test]
+    fn removing_an_instance_forgets_everything_it_had() {
+        let mut t = tables();
+        t.listen(1, "0.0.0.0".parse().unwrap(), 6379).unwrap();
+        rx_tcp(&mut t, "10.0.0.3", 1, 6379, TCP_SYN);
+        rx_tcp(&mut t, "10.0.0.3", 2, 6379, TCP_SYN);
+        assert_eq!(t.remove_instance(1), 2);
+        assert_eq!(t.listeners(), 0);
+        assert_eq!(
+            rx_tcp(&mut t, "10.0.0.3", 1, 6379, TCP_ACK),
+            Decision::Kernel
+        );
+    }
+
+    #[test]
+    fn neighbour_solicitations_go_to_the_target_owner() {
+        let mut t = tables();
+        let target: Ipv6Addr = "fd00::3".parse().unwrap();
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 24, 58, 255];
+        ip6.extend_from_slice(&"fd00::100".parse::<Ipv6Addr>().unwrap().octets());
+        ip6.extend_from_slice(&"ff02::1:ff00:3".parse::<Ipv6Addr>().unwrap().octets());
+        let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&target.octets());
+        ip6.extend_from_slice(&icmp);
+        let f = frame([0x33, 0x33, 0xff, 0, 0, 3], PEER, 0x86dd, &ip6);
+        assert_eq!(t.rx(&f, 0), Decision::Deliver { slot: 1, thread: 0 });
+        assert_eq!(t.counters.ipv6, 1);
+    }
+}

@@ -36,6 +36,9 @@ pub(crate) fn serve(stack: &Stack, path: &Path) {
             Request::LstackConnections => Response::LstackConnections {
                 connections: stack.connections(),
             },
+            other => Response::Error {
+                message: format!("lstack does not answer {other:?} (ask ltran)"),
+            },
         }
     });
     match served {

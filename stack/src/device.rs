@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use dpdk::{Mbuf, MbufBatch, Mempool, TxQueue};
+use dpdk::{Mbuf, MbufBatch, Mempool, Ring, RxQueue, TxQueue};
 use smoltcp::{
     phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium},
     time::Instant,
@@ -20,10 +20,50 @@ pub const MAX_FRAME: usize = 1514;
 /// How many times a full NIC queue is retried before frames are dropped.
 const TX_RETRIES: usize = 8;
 
+/// Where a stack thread's frames come from: its NIC queue, or (behind
+/// ltran) its receive ring.
+#[derive(Debug)]
+pub enum RxSource {
+    /// A NIC receive queue (`use_ltran = 0`).
+    Port(RxQueue),
+    /// The ring ltran fills (`use_ltran = 1`).
+    Ring(Ring),
+}
+
+impl RxSource {
+    /// Fills `batch` with what arrived.
+    #[inline]
+    pub fn rx_burst(&mut self, batch: &mut MbufBatch) -> usize {
+        match self {
+            Self::Port(q) => q.rx_burst(batch),
+            Self::Ring(r) => r.dequeue(batch),
+        }
+    }
+}
+
+/// Where a stack thread's frames go: its NIC queue, or ltran's ring.
+#[derive(Debug)]
+pub enum TxSink {
+    /// A NIC transmit queue (`use_ltran = 0`).
+    Port(TxQueue),
+    /// The ring ltran drains (`use_ltran = 1`).
+    Ring(Ring),
+}
+
+impl TxSink {
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut MbufBatch) -> usize {
+        match self {
+            Self::Port(q) => q.tx_burst(batch),
+            Self::Ring(r) => r.enqueue(batch),
+        }
+    }
+}
+
 /// A stack thread's transmit side: its NIC queue, pool and pending burst.
 #[derive(Debug)]
 pub struct TxPath {
-    queue: TxQueue,
+    queue: TxSink,
     pool: Arc<Mempool>,
     batch: MbufBatch,
     stats: Arc<ThreadStats>,
@@ -35,8 +75,11 @@ pub struct TxPath {
 
 impl TxPath {
     /// A transmit path over `queue` with buffers from `pool`.
-    pub fn new(queue: TxQueue, pool: Arc<Mempool>, stats: Arc<ThreadStats>) -> Self {
-        let offload = queue.port_info().tx_checksum();
+    pub fn new(queue: TxSink, pool: Arc<Mempool>, stats: Arc<ThreadStats>) -> Self {
+        let offload = match &queue {
+            TxSink::Port(q) => q.port_info().tx_checksum(),
+            TxSink::Ring(_) => false,
+        };
         Self {
             queue,
             pool,
@@ -80,11 +123,6 @@ impl TxPath {
             self.stats.tx_dropped.add(left);
             self.batch = MbufBatch::new();
         }
-    }
-
-    /// The queue's port info.
-    pub fn queue(&self) -> &TxQueue {
-        &self.queue
     }
 }
 

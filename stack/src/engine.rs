@@ -34,7 +34,7 @@ use std::{
 };
 
 use crossbeam_queue::ArrayQueue;
-use dpdk::{Mbuf, MbufBatch, Mempool, RxQueue};
+use dpdk::{Mbuf, MbufBatch, Mempool};
 use smoltcp::{
     iface::{Interface, SocketHandle, SocketSet},
     socket::tcp,
@@ -258,6 +258,11 @@ pub(crate) struct StackShared {
     /// only while `connected_udp_count` is non-zero.
     pub(crate) connected_udp: RwLock<HashMap<FlowKey, usize>>,
     pub(crate) connected_udp_count: AtomicUsize,
+    /// TCP flows stay on the thread they arrive on (behind ltran, which
+    /// places them); otherwise the flow hash places them.
+    pub(crate) arrival_placement: bool,
+    /// The registration with ltran, which hears about listeners.
+    pub(crate) ltran: std::sync::OnceLock<crate::ltran::LtranLink>,
 }
 
 impl StackShared {
@@ -280,6 +285,8 @@ impl StackShared {
             conn_limit,
             connected_udp: RwLock::new(HashMap::new()),
             connected_udp_count: AtomicUsize::new(0),
+            arrival_placement: false,
+            ltran: std::sync::OnceLock::new(),
         }
     }
 
@@ -410,7 +417,7 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) shared: Arc<StackShared>,
     pub(crate) iface: Interface,
-    pub(crate) rx: RxQueue,
+    pub(crate) rx: crate::device::RxSource,
     pub(crate) tx: TxPath,
     pub(crate) pool: Arc<Mempool>,
     pub(crate) clock: std::time::Instant,
@@ -439,7 +446,7 @@ impl Worker {
         index: usize,
         shared: Arc<StackShared>,
         iface: Interface,
-        rx: RxQueue,
+        rx: crate::device::RxSource,
         tx: TxPath,
         pool: Arc<Mempool>,
         clock: std::time::Instant,
@@ -646,7 +653,12 @@ impl Worker {
                 return;
             }
             Verdict::Tcp { flow, syn } => {
-                let (thread, shard) = shared.place(&flow);
+                let (mut thread, shard) = shared.place(&flow);
+                if shared.arrival_placement {
+                    // Behind ltran, ltran chose the thread (fewest
+                    // connections, or the one that opened the flow).
+                    thread = self.index;
+                }
                 if thread == self.index && syn && !prepare_listener(shared, me, shard, &flow) {
                     return;
                 }

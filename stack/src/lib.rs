@@ -25,6 +25,7 @@ mod control;
 pub mod device;
 mod engine;
 pub mod event;
+mod ltran;
 pub mod socket;
 pub mod stats;
 
@@ -50,7 +51,7 @@ pub use stats::ThreadStats;
 
 use crate::{
     classify::LocalAddrs,
-    device::TxPath,
+    device::{RxSource, TxPath, TxSink},
     engine::{StackShared, Worker},
 };
 
@@ -144,9 +145,9 @@ pub enum StackError {
     /// A DPDK call failed.
     #[error(transparent)]
     Dpdk(#[from] dpdk::DpdkError),
-    /// `use_ltran = 1` asks for the ltran dispatcher, which is not available.
-    #[error("use_ltran = 1 needs the ltran dispatcher, which this build does not provide yet; set use_ltran = 0 to own the NIC directly")]
-    LtranUnsupported,
+    /// `use_ltran = 1` and ltran could not be reached or refused us.
+    #[error("{0}")]
+    Ltran(String),
     /// DPDK found no port at all.
     #[error("DPDK found no network port: bind a NIC to a DPDK driver or add a virtual device to dpdk_args (e.g. \"--vdev=net_af_packet0,iface=eth1\")")]
     NoPort,
@@ -173,6 +174,18 @@ pub enum StackError {
     Thread(#[source] std::io::Error),
 }
 
+/// What the stack runs on: a NIC it owns, or ltran's rings.
+struct Backend {
+    eal: Eal,
+    pool: Arc<Mempool>,
+    queues: Vec<(RxSource, TxSink)>,
+    port: Option<Port>,
+    port_id: Option<u16>,
+    tx_offload: bool,
+    mac: [u8; 6],
+    ltran: Option<ltran::LtranLink>,
+}
+
 /// A running stack: cheap to clone; the threads stop when
 /// [`Stack::shutdown`] is called or the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -187,7 +200,7 @@ struct Runtime {
     threads: Mutex<Vec<JoinHandle<()>>>,
     port: Mutex<Option<Port>>,
     pool: Arc<Mempool>,
-    port_id: u16,
+    port_id: Option<u16>,
     eal: Eal,
     tx_offload: bool,
     /// The stack's on-link subnets: (address, prefix length).
@@ -225,66 +238,21 @@ impl Stack {
     /// pinned stack thread per queue pair.
     pub fn start(config: &LstackConfig, opts: StackOptions) -> Result<Stack, StackError> {
         config.validate()?;
-        if config.use_ltran {
-            return Err(StackError::LtranUnsupported);
-        }
-        let mut args = vec!["lstack".to_owned()];
-        args.extend(config.dpdk_args.iter().cloned());
-        // EAL pins the calling thread to its main lcore; unless the config
-        // asks for that (gazelle's main_thread_affinity), give the
-        // application its CPUs back so its threads are not all on one core.
-        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
-        let eal = Eal::init(&args)?;
-        if !config.main_thread_affinity {
-            if let Some(set) = before {
-                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-            }
-        }
-
-        let port_count = Port::count(&eal);
-        if port_count == 0 {
-            return Err(StackError::NoPort);
-        }
-        let wanted = config.devices.octets();
-        let mut available = Vec::new();
-        let mut port_id = None;
-        for id in 0..port_count {
-            let mac = Port::mac_by_id(&eal, id);
-            if mac == wanted {
-                port_id = Some(id);
-            }
-            available.push(format!("{id}={}", fmt_mac(mac)));
-        }
-        let port_id = port_id.ok_or_else(|| StackError::PortNotFound {
-            wanted: config.devices.to_string(),
-            available: available.join(", "),
-        })?;
-
         let want_threads = config.num_cpus.len() as u16;
-        let rx_desc = config.nic_rxqueue_size as u16;
-        let tx_desc = config.nic_txqueue_size as u16;
-        let per_thread =
-            u32::from(rx_desc) + u32::from(tx_desc) + 2 * dpdk::BURST_SIZE as u32 + 4096;
-        let pool_size = per_thread * u32::from(want_threads) + 2048;
-        let cache = config.mem_cache_num.min(512);
-        let pool = Arc::new(Mempool::create(
-            &eal,
-            &format!("lstack_rx_{}", std::process::id()),
-            pool_size,
-            cache,
-            dpdk::mempool::DEFAULT_DATA_ROOM,
-            -1,
-        )?);
-        let port_config = PortConfig {
-            rx_queues: want_threads,
-            tx_queues: want_threads,
-            rx_desc,
-            tx_desc,
-            promiscuous: false,
-            checksum_offload: true,
+        let Backend {
+            eal,
+            pool,
+            queues,
+            port,
+            port_id,
+            tx_offload,
+            mac,
+            ltran,
+        } = if config.use_ltran {
+            Self::attach_ltran(config, want_threads)?
+        } else {
+            Self::open_port(config, want_threads)?
         };
-        let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
-        let queues = port.take_queues();
         if queues.len() < usize::from(want_threads) {
             tracing::warn!(
                 num_cpus = %config.num_cpus,
@@ -293,8 +261,7 @@ impl Stack {
                 queues.len()
             );
         }
-        let tx_offload = port.info().tx_checksum();
-        let mac = EthernetAddress(port.mac());
+        let mac = EthernetAddress(mac);
 
         let ipv4: Ipv4Address = config.host_addr;
         let prefix = config.netmask_prefix_len();
@@ -308,13 +275,19 @@ impl Stack {
         };
         let seed = random_seed();
         let opts_threads = queues.len();
-        let shared = Arc::new(StackShared::new(
+        let mut stack_shared = StackShared::new(
             opts_threads,
             opts,
             local,
             config.tcp_conn_count as usize,
             seed,
-        ));
+        );
+        stack_shared.arrival_placement = ltran.is_some();
+        if let Some(link) = ltran {
+            let _ = stack_shared.ltran.set(link);
+        }
+        let shared = Arc::new(stack_shared);
+        let is_secondary = shared.ltran.get().is_some();
         let clock = std::time::Instant::now();
         let mut handles = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
@@ -368,7 +341,10 @@ impl Stack {
                         }));
                         return;
                     }
-                    if !dpdk::eal::register_thread(&eal) {
+                    // Behind ltran the pools are shared with other
+                    // processes, whose lcore ids would collide with ours
+                    // in per-lcore caches: stay cacheless there.
+                    if !is_secondary && !dpdk::eal::register_thread(&eal) {
                         tracing::warn!(
                             thread = index,
                             "no DPDK lcore slot left: mempool caches off for this thread"
@@ -394,7 +370,7 @@ impl Stack {
             return Err(e);
         }
         tracing::info!(
-            port = port_id,
+            port = ?port_id,
             threads = opts_threads,
             mac = %fmt_mac(mac.0),
             ipv4 = %v4cidr,
@@ -404,7 +380,7 @@ impl Stack {
         let runtime = Arc::new(Runtime {
             shared: Arc::clone(&shared),
             threads,
-            port: Mutex::new(Some(port)),
+            port: Mutex::new(port),
             pool,
             port_id,
             eal,
@@ -426,6 +402,102 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Opens the NIC whose MAC is `devices` as the DPDK primary.
+    fn open_port(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+        let mut args = vec!["lstack".to_owned()];
+        args.extend(config.dpdk_args.iter().cloned());
+        // EAL pins the calling thread to its main lcore; unless the config
+        // asks for that (gazelle's main_thread_affinity), give the
+        // application its CPUs back so its threads are not all on one core.
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+        let eal = Eal::init(&args)?;
+        if !config.main_thread_affinity {
+            if let Some(set) = before {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
+        }
+
+        let port_count = Port::count(&eal);
+        if port_count == 0 {
+            return Err(StackError::NoPort);
+        }
+        let wanted = config.devices.octets();
+        let mut available = Vec::new();
+        let mut port_id = None;
+        for id in 0..port_count {
+            let mac = Port::mac_by_id(&eal, id);
+            if mac == wanted {
+                port_id = Some(id);
+            }
+            available.push(format!("{id}={}", fmt_mac(mac)));
+        }
+        let port_id = port_id.ok_or_else(|| StackError::PortNotFound {
+            wanted: config.devices.to_string(),
+            available: available.join(", "),
+        })?;
+
+        let rx_desc = config.nic_rxqueue_size as u16;
+        let tx_desc = config.nic_txqueue_size as u16;
+        let per_thread =
+            u32::from(rx_desc) + u32::from(tx_desc) + 2 * dpdk::BURST_SIZE as u32 + 4096;
+        let pool_size = per_thread * u32::from(want_threads) + 2048;
+        let cache = config.mem_cache_num.min(512);
+        let pool = Arc::new(Mempool::create(
+            &eal,
+            &format!("lstack_rx_{}", std::process::id()),
+            pool_size,
+            cache,
+            dpdk::mempool::DEFAULT_DATA_ROOM,
+            -1,
+        )?);
+        let port_config = PortConfig {
+            rx_queues: want_threads,
+            tx_queues: want_threads,
+            rx_desc,
+            tx_desc,
+            promiscuous: false,
+            checksum_offload: true,
+        };
+        let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
+        let queues = port
+            .take_queues()
+            .into_iter()
+            .map(|(rx, tx)| (RxSource::Port(rx), TxSink::Port(tx)))
+            .collect();
+        let tx_offload = port.info().tx_checksum();
+        let mac = port.mac();
+        Ok(Backend {
+            eal,
+            pool,
+            queues,
+            port: Some(port),
+            port_id: Some(port_id),
+            tx_offload,
+            mac,
+            ltran: None,
+        })
+    }
+
+    /// Attaches to ltran as a secondary and registers one ring pair per
+    /// stack thread.
+    fn attach_ltran(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+        let a = ltran::attach(config, usize::from(want_threads))?;
+        Ok(Backend {
+            eal: a.eal,
+            pool: a.pool,
+            queues: a
+                .rings
+                .into_iter()
+                .map(|(rx, tx)| (RxSource::Ring(rx), TxSink::Ring(tx)))
+                .collect(),
+            port: None,
+            port_id: None,
+            tx_offload: false,
+            mac: config.devices.octets(),
+            ltran: Some(a.link),
+        })
+    }
+
     /// Stops the stack threads (idempotent). Sockets stop working.
     pub fn shutdown(&self) {
         self.runtime
@@ -434,6 +506,9 @@ impl Stack {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         stop(&self.shared, &self.runtime.threads);
+        if let Some(link) = self.shared.ltran.get() {
+            link.leave();
+        }
         self.runtime
             .port
             .lock()
@@ -453,7 +528,10 @@ impl Stack {
 
     /// Counters of the DPDK port.
     pub fn port_stats(&self) -> Result<PortStats, dpdk::DpdkError> {
-        Port::stats_by_id(&self.runtime.eal, self.runtime.port_id)
+        match self.runtime.port_id {
+            Some(id) => Port::stats_by_id(&self.runtime.eal, id),
+            None => Ok(PortStats::default()),
+        }
     }
 
     /// TCP connections alive (including ones closing).

@@ -161,6 +161,10 @@ impl Stack {
             ));
         }
         list.push(Arc::clone(&shared));
+        drop(map);
+        if let Some(link) = self.shared.ltran.get() {
+            link.listen(&endpoint, shared.v6, true);
+        }
         Ok(TcpListener {
             stack: Arc::clone(&self.shared),
             shared,
@@ -568,6 +572,9 @@ impl Drop for TcpListener {
                     map.remove(&self.shared.endpoint.port);
                 }
             }
+        }
+        if let Some(link) = self.stack.ltran.get() {
+            link.listen(&self.shared.endpoint, self.shared.v6, false);
         }
         for t in self.stack.threads.iter() {
             let _ = t.command(Command::Unlisten(Arc::clone(&self.shared)));

@@ -168,6 +168,11 @@ pub struct ProcessSpec {
     pub readiness: Readiness,
     /// The process that must be running before this one starts.
     pub after: Option<String>,
+    /// Control sockets the process removes when it ends cleanly but leaves
+    /// behind when it dies (SIGKILL) or leaves through `exit()` (an
+    /// application that handles SIGTERM itself, under `LD_PRELOAD`):
+    /// removed once the process is gone, unless something answers on them.
+    pub leftovers: Vec<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -183,6 +188,7 @@ impl ProcessSpec {
             restart: RestartPolicy::default(),
             readiness: Readiness::Uptime,
             after: None,
+            leftovers: Vec::new(),
         }
     }
 }
@@ -414,6 +420,14 @@ pub fn specs_from_config(
         );
         // The instance's own settings win, as the config documents.
         env.extend(instance.environment.clone());
+        let instance_run_dir = env
+            .get(gazelle_ctl_proto::paths::RUN_DIR_ENV)
+            .map_or_else(|| run_dir.clone(), PathBuf::from);
+        let control_socket = gazelle_ctl_proto::paths::lstack_socket(
+            &instance_run_dir,
+            &lstack.unix_prefix,
+            lstack.host_addr.into(),
+        );
         specs.push(ProcessSpec {
             name: instance.name.clone(),
             kind: ProcessKind::Instance,
@@ -423,6 +437,7 @@ pub fn specs_from_config(
             restart: instance.restart.clone(),
             readiness: Readiness::Uptime,
             after: (lstack.use_ltran && resolved.ltran.is_some()).then(|| LTRAN.to_owned()),
+            leftovers: vec![control_socket],
         });
     }
     specs
@@ -435,6 +450,7 @@ fn ltran_spec(
     env: &BTreeMap<String, String>,
 ) -> ProcessSpec {
     let conf = paths.runtime_dir.join("ltran.toml");
+    let socket = gazelle_ctl_proto::paths::ltran_socket(run_dir, &ltran.unix_prefix);
     ProcessSpec {
         name: LTRAN.to_owned(),
         kind: ProcessKind::Ltran,
@@ -453,9 +469,10 @@ fn ltran_spec(
         )],
         restart: RestartPolicy::default(),
         readiness: Readiness::ControlSocket {
-            path: gazelle_ctl_proto::paths::ltran_socket(run_dir, &ltran.unix_prefix),
+            path: socket.clone(),
         },
         after: None,
+        leftovers: vec![socket],
     }
 }
 
@@ -1057,6 +1074,7 @@ impl Runner {
 
     fn stop(&mut self, pid: u32, generation: u64) -> Next {
         let exit = self.terminate(pid, generation);
+        self.remove_leftovers();
         tracing::info!(process = %self.spec.name, pid, exit = ?exit.as_ref().map(|e| &e.description), "stopped");
         self.shared.set(ProcessState::Stopped, |s| {
             s.pid = None;
@@ -1072,6 +1090,7 @@ impl Runner {
     /// The process ended (or never started): record it, and back off and
     /// restart, or give up, as the policy says.
     fn exited(&mut self, info: ExitInfo, started: Option<Instant>) -> Next {
+        self.remove_leftovers();
         let failure = info.is_failure();
         tracing::warn!(process = %self.spec.name, exit = %info.description, "exited");
         let stable = started.is_some_and(|s| s.elapsed() >= self.options.stable_uptime);
@@ -1146,6 +1165,23 @@ impl Runner {
         }
         self.shared.set(ProcessState::Starting, |s| s.restarts += 1);
         Next::Restart
+    }
+
+    /// Removes the control sockets the ended process left behind (nothing
+    /// answers on them any more).
+    fn remove_leftovers(&self) {
+        for path in &self.spec.leftovers {
+            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                match fs::remove_file(path) {
+                    Ok(()) => {
+                        tracing::info!(process = %self.spec.name, path = %path.display(), "removed the control socket it left behind")
+                    }
+                    Err(e) => {
+                        tracing::warn!(process = %self.spec.name, path = %path.display(), error = %e, "cannot remove the control socket it left behind")
+                    }
+                }
+            }
+        }
     }
 
     /// A process left failed or stopped: its thread waits for the stop that
@@ -1597,6 +1633,24 @@ mod tests {
     }
 
     #[test]
+    fn control_sockets_left_behind_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join("stale.sock");
+        let live = dir.path().join("live.sock");
+        // Bound and closed: the file stays, nobody answers.
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        let sup = Supervisor::new(options());
+        let mut spec = sh("dies", "exit 0", RestartPolicy::default());
+        spec.leftovers = vec![stale.clone(), live.clone()];
+        sup.apply(vec![spec]).unwrap();
+        sup.wait_for("dies", LONG, is(ProcessState::Stopped))
+            .unwrap();
+        assert!(!stale.exists());
+        assert!(live.exists(), "a socket something answers on stays");
+    }
+
+    #[test]
     fn specs_of_the_image_default() {
         let config = ApplianceConfig::image_default();
         let resolved = config.validate().unwrap();
@@ -1644,5 +1698,10 @@ mod tests {
         );
         let back = LstackConfig::from_toml_str(&redis.files[0].1).unwrap();
         assert_eq!(back, resolved.lstacks[0]);
+        assert_eq!(
+            redis.leftovers,
+            [Path::new("/run/test-gazelle/lstack-192.168.100.10.sock")]
+        );
+        assert_eq!(ltran.leftovers, [Path::new("/run/test-gazelle/ltran.sock")]);
     }
 }

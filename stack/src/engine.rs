@@ -484,8 +484,12 @@ impl Worker {
             let now = self.now_us();
             let mut busy = self.run_commands(now);
 
-            // Receive: the NIC queue, then frames other threads steered here.
+            // Receive: the NIC queue (or ltran's ring), then frames other
+            // threads steered here. A steered frame is never copied to the
+            // other threads again (they got their own copies), or two
+            // threads would bounce a broadcast between them forever.
             self.rx.rx_burst(&mut batch);
+            let from_nic = batch.len();
             while !batch.is_full() {
                 match self.me().steer.pop() {
                     Some(m) => {
@@ -497,11 +501,12 @@ impl Worker {
             }
             if !batch.is_empty() {
                 busy = true;
-                for m in batch.drain() {
+                for (i, m) in batch.drain().enumerate() {
+                    let steered = i >= from_nic;
                     // A frame that trips a bug (ours or smoltcp's) is dropped
                     // and counted; it must not take the stack thread down.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.ingress(now, m)
+                        self.ingress(now, m, steered)
                     }));
                     if r.is_err() {
                         self.survived_panic("processing a received frame");
@@ -635,7 +640,7 @@ impl Worker {
         }
     }
 
-    fn ingress(&mut self, now: u64, m: Mbuf) {
+    fn ingress(&mut self, now: u64, m: Mbuf, steered: bool) {
         let shared = &*self.shared;
         let me = &shared.threads[self.index];
         me.stats.rx_packets.incr();
@@ -681,7 +686,7 @@ impl Worker {
                 (t, shard)
             }
             Verdict::Control { broadcast } => {
-                if broadcast && shared.threads.len() > 1 {
+                if broadcast && !steered && shared.threads.len() > 1 {
                     copy_to_others(shared, self.index, &self.pool, &m);
                 }
                 (self.index, me.control_shard())

@@ -13,10 +13,11 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use gazelle_ctl_proto::{client, paths, Request, Response};
+use gazelle_ctl_proto::{client, paths, LtranStats, Request, Response};
 
+mod ltran_view;
 mod render;
 
 /// Statistics and control of lstack and ltran.
@@ -151,17 +152,52 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Top::Ltran { command } => {
             let path = paths::ltran_socket(&run_dir, &cli.unix_prefix);
-            // Whatever the view, ltran must answer first.
-            match client::request(&path, "ltran", Request::Ping, TIMEOUT) {
-                Err(e @ client::ClientError::NotRunning { .. }) => Err(e.into()),
-                Err(e) => Err(e).context("ltran"),
-                Ok(_) => bail!(
-                    "this gazellectl cannot show ltran's {} yet",
-                    match command {
-                        LtranCmd::Show(_) => "statistics",
-                        LtranCmd::Quit => "quit",
+            let ask = |req: Request| -> anyhow::Result<Response> {
+                Ok(client::request(&path, "ltran", req, TIMEOUT)?)
+            };
+            let ltran_stats = || -> anyhow::Result<LtranStats> {
+                match ask(Request::LtranStats)? {
+                    Response::LtranStats(s) => Ok(s),
+                    other => bail!("ltran answered another question: {other:?}"),
+                }
+            };
+            match command {
+                LtranCmd::Quit => {
+                    ask(Request::LtranQuit)?;
+                    if cli.json {
+                        println!("{{\"quit\": true}}");
+                    } else {
+                        println!("ltran is stopping");
                     }
-                ),
+                    Ok(())
+                }
+                LtranCmd::Show(show) if show.rate => {
+                    let interval = Duration::from_secs(show.time.unwrap_or(1).max(1));
+                    let mut prev = ltran_stats()?;
+                    loop {
+                        std::thread::sleep(interval);
+                        let cur = ltran_stats()?;
+                        let r = ltran_view::LtranRates::between(&prev, &cur, interval);
+                        print(cli.json, &r, || ltran_view::rates(&r))?;
+                        if show.time.is_none() {
+                            return Ok(());
+                        }
+                        prev = cur;
+                    }
+                }
+                LtranCmd::Show(show) => repeat(show.time, || {
+                    let s = ltran_stats()?;
+                    if show.instances {
+                        print(cli.json, &s.instances, || ltran_view::instances(&s))
+                    } else if show.burst {
+                        print(cli.json, &s.rx_burst_histogram, || ltran_view::burst(&s))
+                    } else if show.latency {
+                        let l = ltran_view::Latency::of(&s);
+                        print(cli.json, &l, || ltran_view::latency(&l))
+                    } else {
+                        print(cli.json, &s, || ltran_view::overview(&s))
+                    }
+                }),
             }
         }
     }

@@ -9,8 +9,10 @@
 //! Needs root, hugepages, redis-server/redis-tools and
 //! `target/release/liblstack.so` (`cargo build --release -p lstack-preload`).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,19 +23,9 @@ use appliance::supervisor::{
 use netns_testbed::{
     hugepages, lstack_config, require_root, AfPacketEal, Topology, TopologyOptions,
 };
+use support::liblstack;
 
 const PORT: &str = "16390";
-
-/// `liblstack.so` of the release build of this workspace.
-fn liblstack() -> PathBuf {
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblstack.so");
-    assert!(
-        lib.is_file(),
-        "{} is missing: build it with `cargo build --release -p lstack-preload`",
-        lib.display()
-    );
-    lib
-}
 
 /// `redis-cli` in the peer namespace against the stack's address.
 fn redis_cli(topo: &Topology, args: &[&str]) -> Result<String, String> {

@@ -4,97 +4,22 @@
 //! that has joined that namespace; the host's own values are checked to
 //! stay as they were. Needs root; fails loudly without it.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use appliance::sysctl::{self, Applied, SysctlError, SysctlPlan};
-use nix::sched::{setns, CloneFlags};
+use support::Netns;
 
-/// A fresh network namespace holding a veth `kni0` (peer `kni0p`), deleted
-/// on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests create network namespaces: run them as root"
-        );
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "apsys-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Self { name };
-        run(
-            "ip",
-            &[
-                "-n", &ns.name, "link", "add", "kni0", "type", "veth", "peer", "name", "kni0p",
-            ],
-        );
-        ns
-    }
-
-    /// Sets a value with sysctl(8) inside the namespace: an independent
-    /// writer for the starting state.
-    fn set(&self, key: &str, value: &str) {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.name,
-                "sysctl",
-                "-qw",
-                &format!("{key}={value}"),
-            ],
-        );
-    }
-
-    /// Reads a value with sysctl(8) inside the namespace: an independent
-    /// reader for the effects.
-    fn get(&self, key: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sysctl", "-n", key])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sysctl -n {key}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// Runs `f` on a thread that has joined the namespace, so `/proc/sys/net`
-    /// is the namespace's.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(Path::new("/run/netns").join(&self.name)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap();
-    assert!(status.success(), "{program} {args:?}: {status}");
+/// A fresh network namespace holding a veth `kni0` (peer `kni0p`),
+/// deleted on drop.
+fn namespace_with_kni() -> Netns {
+    let ns = Netns::new("apsys");
+    ns.ip(&[
+        "link", "add", "kni0", "type", "veth", "peer", "name", "kni0p",
+    ]);
+    ns
 }
 
 const HOST_KEYS: [&str; 2] = [
@@ -116,7 +41,7 @@ const DAD: &str = "net.ipv6.conf.kni0.accept_dad";
 #[test]
 fn apply_and_restore_in_a_namespace() {
     let host_before = host_values();
-    let ns = Netns::new();
+    let ns = namespace_with_kni();
     ns.set(ALL, "1");
     ns.set(KNI, "2");
     ns.set(DAD, "1");
@@ -180,7 +105,7 @@ fn apply_and_restore_in_a_namespace() {
 #[test]
 fn a_failed_write_puts_back_what_was_written() {
     let host_before = host_values();
-    let ns = Netns::new();
+    let ns = namespace_with_kni();
     ns.set(ALL, "1");
     ns.set(KNI, "2");
     let root = Path::new("/");
@@ -207,7 +132,7 @@ fn a_failed_write_puts_back_what_was_written() {
 
 #[test]
 fn a_missing_interface_is_named_before_anything_changes() {
-    let ns = Netns::new();
+    let ns = namespace_with_kni();
     ns.set(ALL, "1");
     let wanted = sysctl::required(Some("nokni0")).unwrap();
     let err = ns

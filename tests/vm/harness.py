@@ -83,7 +83,7 @@ def kvm_works():
                      "-display", "none", "-m", "64", "-serial", "stdio",
                      "-drive", f"file={img},format=raw,if=ide",
                      "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
-                    check=False, capture_output=True, timeout=10)
+                    check=False, capture_output=True, timeout=8)
         except subprocess.TimeoutExpired:
             return False
         return p.returncode == 33 and "K" in p.stdout
@@ -134,8 +134,9 @@ class HostNet:
 
 # -------------------------------------------------------------------- the VM
 class VM:
-    def __init__(self, image, rundir, key, net, accel, mem, cpus):
+    def __init__(self, image, rundir, key, net, accel, mem, cpus, viommu=False):
         self.image, self.rundir, self.key, self.net = image, rundir, key, net
+        self.viommu = viommu
         self.accel, self.mem, self.cpus = accel, mem, cpus
         self.serial = rundir / "serial.log"
         self.monitor = rundir / "monitor.sock"
@@ -150,7 +151,11 @@ class VM:
     def start(self):
         fwd = f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{self.web_port}-:8080"
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
-        cmd = ["qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.mem),
+        # A vIOMMU lets the guest use vfio-pci (Debian's kernel has no
+        # VFIO_NOIOMMU); uio_pci_generic, the default, needs none.
+        machine = "q35,kernel-irqchip=split" if self.viommu else "q35"
+        iommu = ["-device", "intel-iommu,intremap=on,caching-mode=on"] if self.viommu else []
+        cmd = ["qemu-system-x86_64", "-machine", machine, *accel, *iommu, "-smp", str(self.cpus), "-m", str(self.mem),
                "-nodefaults", "-display", "none", "-no-user-config",
                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
@@ -200,7 +205,8 @@ class VM:
     def ssh(self, command, timeout=120, check=True):
         p = run(self.ssh_cmd(command), check=False, capture_output=True, timeout=timeout)
         if check and p.returncode != 0:
-            raise CheckFailed(f"`{command}` exited {p.returncode}: {(p.stdout + p.stderr).strip()}")
+            shown = command.splitlines()[0] + (" ..." if "\n" in command else "")
+            raise CheckFailed(f"`{shown}` exited {p.returncode}: {(p.stdout + p.stderr).strip()}")
         return p
 
     def wait_ready(self, timeout):
@@ -252,12 +258,20 @@ class Checks:
     def has(self, path):
         return self.vm.ssh(f"test -x {path}", check=False).returncode == 0
 
-    def run(self, name, fn, needs=None):
-        absent = [p for p in needs or [] if not self.has(p)]
+    def run(self, name, fn, needs=(), after=()):
+        """Runs check `fn` when every file in `needs` is in the image; a
+        check whose prerequisite (a name in `after`) failed fails at once."""
+        absent = [p for p in needs if not self.has(p)]
         if absent:
             why = f"{', '.join(absent)} not in the image"
             self.results.append((name, "NOT RUN", why))
             log(f"NOT RUN {name}: {why}")
+            return
+        broken = [n for n, status, _ in self.results if n in after and status != "PASS"]
+        if broken:
+            why = f"not attempted: {'; '.join(broken)} did not pass"
+            self.results.append((name, "FAIL", why))
+            log(f"FAIL    {name}: {why}")
             return
         t0 = time.monotonic()
         try:
@@ -265,8 +279,22 @@ class Checks:
             self.results.append((name, "PASS", detail))
             log(f"PASS    {name} ({time.monotonic() - t0:.1f} s) {detail}")
         except (CheckFailed, subprocess.TimeoutExpired) as e:
-            self.results.append((name, "FAIL", str(e)))
-            log(f"FAIL    {name} ({time.monotonic() - t0:.1f} s): {e}")
+            why = str(e)
+            if "/usr/sbin/applianced" in needs:
+                why += "\n" + self.appliance_diagnostics()
+            self.results.append((name, "FAIL", why))
+            log(f"FAIL    {name} ({time.monotonic() - t0:.1f} s): {why}")
+
+    def appliance_diagnostics(self):
+        """What the daemon says about its processes, and its last warnings."""
+        try:
+            status = self.vm.ssh("appliancectl status 2>&1 || true", timeout=60, check=False).stdout.strip()
+            warn = self.vm.ssh("journalctl -b -u gazelle-appliance.service --no-pager -o cat "
+                               "| grep -E ' (WARN|ERROR) |rror|FATAL|unrecognized' | tail -8",
+                               timeout=60, check=False).stdout.strip()
+        except subprocess.TimeoutExpired:
+            return "(no diagnostics: SSH timed out)"
+        return f"appliancectl status:\n{status}\nlast warnings of gazelle-appliance.service:\n{warn}"
 
     def failed(self):
         return [r for r in self.results if r[1] == "FAIL"]
@@ -361,8 +389,11 @@ class Checks:
         if state != "active":
             j = self.vm.ssh("journalctl -b -u gazelle-appliance.service --no-pager | tail -30", check=False).stdout
             raise CheckFailed(f"gazelle-appliance.service is {state}:\n{j}")
-        if not self.vm.ssh("test -S /run/gazelle/appliance.sock", check=False).returncode == 0:
-            raise CheckFailed("no control socket /run/gazelle/appliance.sock")
+        # The daemon opens its control socket once it has applied the config.
+        self.wait_for("the control socket", "test -S /run/gazelle/appliance.sock", 120)
+        state = self.vm.ssh("systemctl is-active gazelle-appliance.service", check=False).stdout.strip()
+        if state != "active":
+            raise CheckFailed(f"gazelle-appliance.service is {state} after opening its socket")
 
     def nics_bound(self):
         """Both data NICs end up on a DPDK driver (the daemon binds them)."""
@@ -392,9 +423,11 @@ class Checks:
         """redis-benchmark from the host namespace against the guest's redis
         on lstack: zero errors."""
         self.wait_for("redis on lstack", f"gazellectl lstack show {REDIS_ADDR} >/dev/null 2>&1", 120)
-        self.net.ns("ping", "-c", "3", "-W", "2", REDIS_ADDR.split("/")[0], capture_output=True)
-        p = self.net.ns("redis-benchmark", "-h", REDIS_ADDR, "-p", "6379", "-n", "20000", "-c", "20",
-                        "-t", "set,get", "-q", capture_output=True, check=False, timeout=300)
+        ping = self.net.ns("timeout", "20", "redis-cli", "-h", REDIS_ADDR, "ping", capture_output=True, check=False)
+        if ping.stdout.strip() != "PONG":
+            raise CheckFailed(f"redis-cli -h {REDIS_ADDR} ping: {(ping.stdout + ping.stderr).strip() or 'no answer'}")
+        p = self.net.ns("timeout", "300", "redis-benchmark", "-h", REDIS_ADDR, "-p", "6379", "-n", "20000",
+                        "-c", "20", "-t", "set,get", "-q", capture_output=True, check=False)
         out = (p.stdout + p.stderr).strip()
         if p.returncode != 0 or "error" in out.lower() or "requests per second" not in out:
             raise CheckFailed(f"redis-benchmark exited {p.returncode}:\n{out}")
@@ -403,7 +436,7 @@ class Checks:
     def bond_failover(self):
         """Cut the active data NIC's link during a transfer; the transfer
         completes over the other NIC (ltran's active-backup bond)."""
-        bench = subprocess.Popen(["ip", "netns", "exec", self.net.name, "redis-benchmark", "-h", REDIS_ADDR,
+        bench = subprocess.Popen(["ip", "netns", "exec", self.net.name, "timeout", "300", "redis-benchmark", "-h", REDIS_ADDR,
                                   "-p", "6379", "-n", "200000", "-c", "10", "-d", "1024", "-t", "set", "-q"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -411,7 +444,7 @@ class Checks:
             if bench.poll() is not None:
                 raise CheckFailed(f"the transfer ended before the cut: {bench.stdout.read()}")
             self.vm.hmp("set_link data0 off")
-            out, _ = bench.communicate(timeout=300)
+            out, _ = bench.communicate(timeout=330)
         finally:
             self.vm.hmp("set_link data0 on")
             if bench.poll() is None:
@@ -431,6 +464,10 @@ class Checks:
         new = cfg.rstrip() + "\n" if "[sysctl]" in cfg else cfg.rstrip() + "\n\n[sysctl]\n"
         new = new.replace("[sysctl]\n", f'[sysctl]\n"{key}" = {value}\n', 1)
         self.vm.ssh(f"cat > /tmp/new.toml <<'EOF'\n{new}EOF\nappliancectl config set /tmp/new.toml")
+        if key not in self.vm.ssh("appliancectl config get --saved").stdout:
+            self.vm.ssh("appliancectl config confirm")  # it was pending confirmation
+        if key not in self.vm.ssh("appliancectl config get --saved").stdout:
+            raise CheckFailed("the change is not in the saved config")
         if self.vm.ssh(f"sysctl -n {key}").stdout.strip() != value:
             raise CheckFailed(f"{key} not applied before the reboot")
         self.vm.ssh("systemctl reboot", check=False, timeout=15)
@@ -453,6 +490,8 @@ def main():
     ap.add_argument("--mem", type=int, default=4096, help="MiB (default 4096; the config reserves 2 GiB hugepages)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--boot-timeout", type=int, default=600)
+    ap.add_argument("--keep-disk", action="store_true", help="on failure keep the VM's disk overlay too")
+    ap.add_argument("--viommu", action="store_true", help="add an Intel vIOMMU (for vfio-pci in the guest)")
     args = ap.parse_args()
 
     if os.geteuid() != 0:
@@ -484,10 +523,11 @@ def main():
         stop["sig"] = signum
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         net = HostNet(f"gzvm-{os.getpid()}")
-        vm = VM(image, rundir, key, net, accel, args.mem, args.cpus)
+        vm = VM(image, rundir, key, net, accel, args.mem, args.cpus, args.viommu)
         t_boot = time.monotonic()
         vm.start()
         log(f"booting {image.name} ({accel}, {args.cpus} vCPUs, {args.mem} MiB); serial log: {vm.serial}")
@@ -516,15 +556,17 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c.run("data NICs present, no kernel addresses", c.data_nics)
         c.run("hugepages reserved and mounted", c.hugepages)
         c.run("our binaries load, default config", c.our_binaries)
-        c.run("gazelle-appliance.service active", c.appliance_active, needs=["/usr/sbin/applianced"])
-        c.run("data NICs bound to a DPDK driver", c.nics_bound, needs=["/usr/sbin/applianced"])
-        c.run("ltran up (gazellectl ltran show)", c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
-        c.run("redis-benchmark against redis on lstack", c.redis_on_lstack,
-              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
+        daemon = "gazelle-appliance.service active"
+        ltran = "ltran up (gazellectl ltran show)"
+        redis = "redis-benchmark against redis on lstack"
+        c.run(daemon, c.appliance_active, needs=["/usr/sbin/applianced"])
+        c.run("data NICs bound to a DPDK driver", c.nics_bound, needs=["/usr/sbin/applianced"], after=[daemon])
+        c.run(ltran, c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[daemon])
+        c.run(redis, c.redis_on_lstack, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[ltran])
         c.run("bond failover (set_link data0 off)", c.bond_failover,
-              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"])
+              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
         c.run("config change survives a reboot", c.config_survives_reboot,
-              needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"])
+              needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"], after=[daemon])
 
         t_down = time.monotonic()
         vm.shutdown()
@@ -541,8 +583,8 @@ Ctrl-C stops it and cleans up.""", flush=True)
         return 0 if ok else 1
     except KeyboardInterrupt:
         log("interrupted")
-        ok = stop["sig"] is None and args.run
-        return 130
+        ok = args.run  # stopping a --run VM is how it ends
+        return 0 if args.run else 128 + (stop["sig"] or signal.SIGINT)
     except CheckFailed as e:
         log(f"FAIL: {e}")
         return 1
@@ -554,6 +596,8 @@ Ctrl-C stops it and cleans up.""", flush=True)
         if ok:
             shutil.rmtree(rundir, ignore_errors=True)
         else:
+            if vm and not args.keep_disk:
+                vm.overlay.unlink(missing_ok=True)
             tail = vm.serial.read_text(errors="replace").splitlines()[-30:] if vm and vm.serial.exists() else []
             if tail:
                 print("--- last lines of the serial console ---\n" + "\n".join(tail))

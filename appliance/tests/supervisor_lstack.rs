@@ -1,19 +1,23 @@
 //! The supervisor running a real application on lstack: an unmodified
-//! `redis-server` under `LD_PRELOAD=liblstack.so` (its own DPDK primary on
-//! `net_af_packet` over a veth, `use_ltran = 0`: ltran is not written yet),
-//! built from an appliance config exactly as the daemon does. A kernel
-//! `redis-cli` in the peer namespace talks to it; after a `kill -9` the
-//! supervisor restarts it and redis answers again; a stop ends it cleanly
-//! (process gone, its lstack control socket removed).
+//! `redis-server` under `LD_PRELOAD=liblstack.so`, built from an appliance
+//! config exactly as the daemon does, once as its own DPDK primary on
+//! `net_af_packet` over a veth (`use_ltran = 0`) and once behind a real
+//! ltran that owns the veth (`use_ltran = 1`, ltran started first and
+//! ready once its control socket answers). A kernel `redis-cli` in the peer
+//! namespace talks to it; after a `kill -9` the supervisor restarts it and
+//! redis answers again; a stop ends everything cleanly, last started first
+//! (processes gone, control sockets removed).
 //!
 //! Needs root, hugepages, redis-server/redis-tools and
-//! `target/release/liblstack.so` (`cargo build --release -p lstack-preload`).
+//! `target/release/{liblstack.so,ltran}` (`cargo build --release -p
+//! lstack-preload -p ltran`). The tests take turns: each runs DPDK.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use appliance::config::{ApplianceConfig, Instance, RestartMode, RestartPolicy, SubConfig};
@@ -26,6 +30,65 @@ use netns_testbed::{
 use support::liblstack;
 
 const PORT: &str = "16390";
+
+/// One DPDK test at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// The ltran binary of this workspace's release build.
+fn ltran_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ltran");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release -p ltran`",
+        bin.display()
+    );
+    bin
+}
+
+/// The redis instance of the appliance config, with `lstack` as its
+/// lstack settings.
+fn redis_instance(lstack: toml::Table) -> Instance {
+    Instance {
+        name: "redis".into(),
+        command: [
+            "redis-server",
+            "--port",
+            PORT,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+        environment: BTreeMap::new(),
+        restart: RestartPolicy {
+            mode: RestartMode::OnFailure,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 2000,
+            max_restarts: Some(5),
+        },
+        lstack: SubConfig::Inline(lstack),
+    }
+}
+
+/// Whether a connection to redis's port fails within 3 s (redis-cli would
+/// wait for the kernel's SYN retries to an address nobody answers for).
+fn nothing_listens(topo: &Topology) -> bool {
+    let to = std::net::SocketAddr::new(topo.stack_ip4.into(), PORT.parse().unwrap());
+    topo.in_netns(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_err())
+        .unwrap()
+}
+
+fn pid_gone(pid: u32) -> bool {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        None,
+    )
+    .is_err()
+}
 
 /// `redis-cli` in the peer namespace against the stack's address.
 fn redis_cli(topo: &Topology, args: &[&str]) -> Result<String, String> {
@@ -77,6 +140,7 @@ fn wait_for_file(path: &Path, timeout: Duration) -> bool {
 
 #[test]
 fn redis_on_lstack_is_supervised_restarted_and_stopped() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let topo = Topology::new(TopologyOptions {
         name_hint: "apsup".into(),
@@ -92,30 +156,7 @@ fn redis_on_lstack_is_supervised_restarted_and_stopped() {
     // lstack settings for this topology.
     let table: toml::Table = toml::from_str(&lstack.to_toml_string()).unwrap();
     let config = ApplianceConfig {
-        instances: vec![Instance {
-            name: "redis".into(),
-            command: [
-                "redis-server",
-                "--port",
-                PORT,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ]
-            .map(String::from)
-            .to_vec(),
-            environment: BTreeMap::new(),
-            restart: RestartPolicy {
-                mode: RestartMode::OnFailure,
-                initial_backoff_ms: 200,
-                max_backoff_ms: 2000,
-                max_restarts: Some(5),
-            },
-            lstack: SubConfig::Inline(table),
-        }],
+        instances: vec![redis_instance(table)],
         ..ApplianceConfig::empty()
     };
     let resolved = config.validate().unwrap();
@@ -181,11 +222,7 @@ fn redis_on_lstack_is_supervised_restarted_and_stopped() {
     sup.stop_all();
     assert!(sup.status().is_empty());
     assert!(
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(new_pid).unwrap()),
-            None
-        )
-        .is_err(),
+        pid_gone(new_pid),
         "redis (pid {new_pid}) still exists after the stop"
     );
     assert!(
@@ -193,10 +230,135 @@ fn redis_on_lstack_is_supervised_restarted_and_stopped() {
         "{} left behind after a clean stop",
         socket.display()
     );
+    assert!(nothing_listens(&topo), "something still answers");
+    hugepages::remove_dpdk_runtime_dir(&prefix).unwrap();
+    topo.teardown().unwrap();
+}
+
+#[test]
+fn ltran_first_then_redis_behind_it_restarted_and_stopped_in_reverse() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let topo = Topology::new(TopologyOptions {
+        name_hint: "apltr".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let huge = hugepages::ensure(128).unwrap();
+    let prefix = hugepages::dpdk_file_prefix("appliance-ltran");
+    let dir = tempfile::tempdir().unwrap();
+    let o = topo.stack_ip4.octets();
+    let mac = topo.stack_mac.to_string();
+    // ltran owns the veth (one port, one bond); redis runs behind it.
+    let ltran: toml::Table = toml::from_str(&format!(
+        r#"forward_kit_args = ["-l", "0", "--no-pci", "--no-telemetry", "--file-prefix={prefix}", "--huge-dir={huge}", "--socket-limit=192", "--log-level=*:notice", "--vdev=net_af_packet0,iface={iface},blocksz=4096,framesz=2048,framecnt=2048"]
+dispatch_max_clients = 4
+dispatch_subnet = "{a}.{b}.{c}.0"
+dispatch_subnet_length = 8
+bond_mode = 1
+bond_miimon = 20
+bond_ports = ["0x1"]
+bond_macs = ["{mac}"]
+rx_mbuf_pool_size = 4096
+tx_mbuf_pool_size = 4096
+"#,
+        huge = huge.huge_dir.display(),
+        iface = topo.host_if,
+        a = o[0],
+        b = o[1],
+        c = o[2],
+    ))
+    .unwrap();
+    let lstack: toml::Table = toml::from_str(&format!(
+        r#"dpdk_args = ["--no-pci", "--no-telemetry", "--log-level=*:notice"]
+use_ltran = true
+num_cpus = "1"
+host_addr = "{ip}"
+mask_addr = "255.255.255.0"
+devices = "{mac}"
+tcp_conn_count = 200
+"#,
+        ip = topo.stack_ip4
+    ))
+    .unwrap();
+    let config = ApplianceConfig {
+        ltran: Some(SubConfig::Inline(ltran)),
+        instances: vec![redis_instance(lstack)],
+        ..ApplianceConfig::empty()
+    };
+    let resolved = config.validate().unwrap_or_else(|e| panic!("{e}"));
+    let gazelle_run = dir.path().join("gazelle");
+    let paths = Paths {
+        lstack_lib: liblstack(),
+        ltran_bin: ltran_bin(),
+        runtime_dir: dir.path().join("appliance"),
+        gazelle_run_dir: Some(gazelle_run.clone()),
+    };
+    let specs = specs_from_config(&config, &resolved, &paths);
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ltran", "redis"]);
+
+    let sup = Supervisor::new(SupervisorOptions {
+        ready_uptime: Duration::from_millis(500),
+        ready_timeout: Duration::from_secs(60),
+        stop_timeout: Duration::from_secs(10),
+        ..SupervisorOptions::default()
+    });
+    sup.apply(specs).unwrap();
+    sup.wait_running(Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = sup.status();
+    let (ltran_status, redis_status) = (&status[0], &status[1]);
+    // redis was started only once ltran answered on its socket.
     assert!(
-        redis_cli(&topo, &["PING"]).is_err(),
-        "something still answers"
+        redis_status.since_unix_ms >= ltran_status.since_unix_ms,
+        "{status:#?}"
     );
+    let ltran_socket = gazelle_ctl_proto::paths::ltran_socket(&gazelle_run, "");
+    assert!(ltran_socket.exists());
+
+    wait_for_pong(&topo, &sup);
+    assert_eq!(redis_cli(&topo, &["SET", "via", "ltran"]).unwrap(), "OK");
+    assert_eq!(redis_cli(&topo, &["GET", "via"]).unwrap(), "ltran");
+
+    // kill -9 the instance: ltran stays, redis comes back behind it.
+    let pid = redis_status.pid.unwrap();
+    let ltran_pid = ltran_status.pid.unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let again = sup
+        .wait_for("redis", Duration::from_secs(60), |s| {
+            s.state == ProcessState::Running && s.restarts == 1
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(again.pid, Some(pid));
+    wait_for_pong(&topo, &sup);
+    assert_eq!(redis_cli(&topo, &["SET", "via", "again"]).unwrap(), "OK");
+    assert_eq!(redis_cli(&topo, &["GET", "via"]).unwrap(), "again");
+    let ltran_now = sup.process("ltran").unwrap();
+    assert_eq!(ltran_now.pid, Some(ltran_pid), "ltran was not restarted");
+    assert_eq!(ltran_now.restarts, 0);
+
+    // Stop: redis first, then ltran; both gone, their sockets too.
+    let redis_socket =
+        gazelle_ctl_proto::paths::lstack_socket(&gazelle_run, "", topo.stack_ip4.into());
+    sup.stop_all();
+    assert!(pid_gone(again.pid.unwrap()), "redis still exists");
+    assert!(pid_gone(ltran_pid), "ltran still exists");
+    assert!(
+        !ltran_socket.exists(),
+        "{} left behind",
+        ltran_socket.display()
+    );
+    assert!(
+        !redis_socket.exists(),
+        "{} left behind",
+        redis_socket.display()
+    );
+    assert!(nothing_listens(&topo), "something still answers");
     hugepages::remove_dpdk_runtime_dir(&prefix).unwrap();
     topo.teardown().unwrap();
 }

@@ -41,6 +41,7 @@ PCI = {"mgmt": "0x3", "data0": "0x4", "data1": "0x5"}
 GUEST_PCI = {"data0": "0000:00:04.0", "data1": "0000:00:05.0"}
 HOST_NS_ADDR = "192.168.100.1/24"
 REDIS_ADDR = "192.168.100.10"
+DISK_EXTRA = 2 << 30  # bytes the VM's disk has beyond the image
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
@@ -144,7 +145,9 @@ class VM:
         self.web_port = free_port()
         self.proc = None
         self.overlay = rundir / "disk.qcow2"
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image), str(self.overlay)])
+        # Larger than the image: the image grows its root partition at boot.
+        size = image.stat().st_size + DISK_EXTRA
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image), str(self.overlay), str(size)])
         self.vars = rundir / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, self.vars)
 
@@ -315,6 +318,15 @@ class Checks:
         root = self.vm.ssh("findmnt -no OPTIONS /").stdout
         if "rw" not in root.split(","):
             raise CheckFailed(f"/ is not mounted read-write: {root.strip()}")
+
+    def root_grown(self):
+        """The root partition and file system grew over the larger disk."""
+        disk = int(self.vm.ssh("lsblk -bdno SIZE /dev/vda").stdout)
+        root = int(self.vm.ssh("findmnt -bno SIZE /").stdout)
+        if root < disk - (1 << 30):
+            raise CheckFailed(f"/ is {root >> 20} MiB on a {disk >> 20} MiB disk: not grown "
+                              f"(systemd-repart/systemd-growfs)")
+        return f"/ {root >> 20} MiB on a {disk >> 20} MiB disk"
 
     def root_locked(self):
         status = self.vm.ssh("passwd -S root").stdout.split()
@@ -551,6 +563,7 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c = Checks(vm, net)
         c.run("system running, no failed units", c.system_running)
         c.run("kernel command line, root rw", c.kernel_cmdline)
+        c.run("root file system grown to the disk", c.root_grown)
         c.run("root password locked, SSH key only", c.root_locked)
         c.run("management NIC has a DHCP address", c.management_nic)
         c.run("data NICs present, no kernel addresses", c.data_nics)

@@ -190,6 +190,16 @@ for entry in "${STAGE[@]}"; do
 done
 install -D -m 0755 "$REPO/scripts/setup-hugepages.sh" "$staging/usr/sbin/gazelle-setup-hugepages"
 staged+=(/usr/sbin/gazelle-setup-hugepages)
+# The image's /etc/gazelle/appliance.toml is a copy of the daemon's embedded
+# default (appliance/src/config.rs, DEFAULT_CONFIG_TOML): say when they drift.
+if ! python3 - "$REPO/appliance/src/config.rs" "$REPO/image/rootfs/etc/gazelle/appliance.toml" <<'EOF'; then
+import re, sys
+m = re.search(r'pub const DEFAULT_CONFIG_TOML: &str = r#"(.*?)"#;', open(sys.argv[1]).read(), re.S)
+sys.exit(0 if m and m.group(1) == open(sys.argv[2]).read() else 1)
+EOF
+  echo "WARNING: image/rootfs/etc/gazelle/appliance.toml differs from DEFAULT_CONFIG_TOML in" \
+    "appliance/src/config.rs; copy it over unless the image should differ on purpose" >&2
+fi
 echo "staged: ${staged[*]}"
 if ((${#skipped[@]})); then
   echo "skipped (not built in $target_dir/release): ${skipped[*]}"

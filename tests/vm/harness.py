@@ -196,7 +196,14 @@ class VM:
                 if not chunk:
                     break
                 buf += chunk
-        return buf.decode(errors="replace")
+        # The monitor echoes the command line (with cursor escapes) first.
+        text = buf.decode(errors="replace")
+        return text.split("\r\n", 1)[-1].removesuffix("(qemu) ").strip()
+
+    def set_link(self, nic, up):
+        out = self.hmp(f"set_link {nic} {'on' if up else 'off'}")
+        if out:
+            raise CheckFailed(f"QEMU monitor: set_link {nic}: {out}")
 
     def ssh_cmd(self, command, timeout=5):
         return ["ssh", "-i", str(self.key), "-p", str(self.ssh_port),
@@ -229,6 +236,26 @@ class VM:
                 return state
             time.sleep(2)
         raise CheckFailed(f"not ready after {timeout} s (no SSH or systemd still starting)")
+
+    def reboot(self, timeout=600):
+        """Reboots the guest and waits until the new boot is ready."""
+        boot_id = self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+        try:
+            self.ssh("systemctl reboot", check=False, timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wait_ready(max(1, deadline - time.monotonic()))
+            try:
+                p = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=30)
+                if p.returncode == 0 and p.stdout.strip() not in ("", boot_id):
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"no new boot {timeout} s after `systemctl reboot`")
+            time.sleep(2)
 
     def shutdown(self, timeout=90):
         if not self.alive():
@@ -455,10 +482,10 @@ class Checks:
             time.sleep(3)
             if bench.poll() is not None:
                 raise CheckFailed(f"the transfer ended before the cut: {bench.stdout.read()}")
-            self.vm.hmp("set_link data0 off")
+            self.vm.set_link("data0", False)
             out, _ = bench.communicate(timeout=330)
         finally:
-            self.vm.hmp("set_link data0 on")
+            self.vm.set_link("data0", True)
             if bench.poll() is None:
                 bench.kill()
                 bench.wait()
@@ -482,9 +509,7 @@ class Checks:
             raise CheckFailed("the change is not in the saved config")
         if self.vm.ssh(f"sysctl -n {key}").stdout.strip() != value:
             raise CheckFailed(f"{key} not applied before the reboot")
-        self.vm.ssh("systemctl reboot", check=False, timeout=15)
-        time.sleep(5)
-        self.vm.wait_ready(600)
+        self.vm.reboot()
         got = self.vm.ssh(f"sysctl -n {key}").stdout.strip()
         if got != value:
             raise CheckFailed(f"after the reboot {key} = {got}, want {value}")
@@ -515,7 +540,7 @@ def main():
     authorized = image.parent / "authorized_key.pub"
     if not args.key and authorized.exists() and Path(f"{key}.pub").exists() \
             and authorized.read_text().split()[:2] != Path(f"{key}.pub").read_text().split()[:2]:
-        sys.exit(f"vm: the image was built with APPLIANCE_SSH_KEY; pass its private key with --key")
+        sys.exit("vm: the image was built with APPLIANCE_SSH_KEY; pass its private key with --key")
     if not key.exists():
         sys.exit(f"vm: no SSH key {key}")
 

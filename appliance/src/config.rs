@@ -445,7 +445,7 @@ role = "data"
 driver = "uio_pci_generic"
 
 [ltran]
-forward_kit_args = ["-l", "0,1", "--socket-mem", "512", "--huge-dir", "/mnt/hugepages-ltran", "--proc-type", "primary", "--legacy-mem", "--map-perfect"]
+forward_kit_args = ["-l", "0,1", "--socket-mem", "512", "--huge-dir", "/mnt/hugepages-ltran", "--proc-type", "primary", "--legacy-mem"]
 dispatch_max_clients = 8
 dispatch_subnet = "192.168.100.0"
 dispatch_subnet_length = 8
@@ -454,6 +454,10 @@ bond_miimon = 100
 bond_ports = ["0x3"]
 bond_macs = ["52:54:00:12:34:57"]
 bond_mtu = 1500
+# 64k receive mbufs (about 140 MiB) fit the 512 MiB of --socket-mem;
+# gazelle's default of 307200 (about 670 MiB) does not.
+rx_mbuf_pool_size = 65536
+tx_mbuf_pool_size = 16384
 
 [[instances]]
 name = "redis"

@@ -17,8 +17,7 @@
 
 use std::fs;
 use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -463,26 +462,16 @@ impl Server {
         path: &Path,
         handler: impl Fn(Request) -> Response + Send + Sync + 'static,
     ) -> io::Result<Server> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
+        let listener = gazelle_ctl_proto::server::bind(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} is served by another live process (is applianced running already?)",
-                        path.display()
-                    ),
-                ));
+                    format!("{e} (is applianced running already?)"),
+                )
+            } else {
+                e
             }
-            fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);
         let thread = {
@@ -537,22 +526,13 @@ impl Drop for Server {
     }
 }
 
-/// Root and this process's own user may ask.
+/// Root and this process's own user may ask (refusals are logged).
 fn allowed(conn: &UnixStream) -> bool {
-    match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials) {
-        Ok(cred) => {
-            let ok = cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw();
-            if !ok {
-                tracing::warn!(
-                    uid = cred.uid(),
-                    pid = cred.pid(),
-                    "control connection refused: not root"
-                );
-            }
-            ok
-        }
-        Err(_) => false,
+    let ok = gazelle_ctl_proto::server::allowed(conn);
+    if !ok {
+        tracing::warn!("control connection refused: neither root nor applianced's user");
     }
+    ok
 }
 
 fn answer(conn: &UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Result<()> {

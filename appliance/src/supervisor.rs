@@ -895,6 +895,8 @@ impl Runner {
         let mut command = Command::new(&self.spec.argv[0]);
         command
             .args(&self.spec.argv[1..])
+            // systemd's readiness socket is applianced's, not the children's.
+            .env_remove("NOTIFY_SOCKET")
             .envs(&self.spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -435,15 +435,19 @@ class Checks:
             raise CheckFailed(f"gazelle-appliance.service is {state} after opening its socket")
 
     def nics_bound(self):
-        """Both data NICs end up on a DPDK driver (the daemon binds them)."""
+        """Both data NICs end up on the DPDK driver the default config picks
+        (the daemon binds them): vfio-pci behind a vIOMMU, else
+        uio_pci_generic."""
+        want = "vfio-pci" if self.vm.viommu else "uio_pci_generic"
         deadline = time.monotonic() + 60
         while True:
             drivers = {nic: self.vm.ssh(f"basename $(readlink /sys/bus/pci/devices/{pci}/driver) 2>/dev/null",
-                                        check=False).stdout.strip() for nic, pci in GUEST_PCI.items()}
-            if all(d in ("uio_pci_generic", "vfio-pci") for d in drivers.values()):
+                                        check=False).stdout.strip() for nic, pci in GUEST_PCI.items()
+                       if nic != "mgmt"}
+            if all(d == want for d in drivers.values()):
                 return ", ".join(f"{n} on {d}" for n, d in drivers.items())
             if time.monotonic() > deadline:
-                raise CheckFailed(f"data NICs not on a DPDK driver after 60 s: {drivers}")
+                raise CheckFailed(f"data NICs not on {want} after 60 s: {drivers}")
             time.sleep(2)
 
     def ltran_up(self):
@@ -606,6 +610,17 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c.run("config change survives a reboot", c.config_survives_reboot,
               needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"], after=[daemon])
 
+        if c.failed():
+            # What the guest logged, for the failures (the serial log has
+            # only the console); every boot of this run, the last one first.
+            journal = rundir / "journal.txt"
+            try:
+                text = vm.ssh("journalctl --no-pager -b 0; journalctl --no-pager -b -1 2>/dev/null || true",
+                              check=False, timeout=120).stdout
+                journal.write_text(text)
+                log(f"guest journal saved: {journal}")
+            except (subprocess.TimeoutExpired, CheckFailed) as e:
+                log(f"could not save the guest journal: {e}")
         t_down = time.monotonic()
         vm.shutdown()
         log(f"powered off in {time.monotonic() - t_down:.1f} s")

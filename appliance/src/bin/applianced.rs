@@ -17,6 +17,7 @@ use appliance::machine::MachineApplier;
 use appliance::store::{self, ConfigStore, RollbackWatcher, StoreOptions, SystemClock};
 use appliance::supervisor::{self, Paths, Supervisor, SupervisorOptions};
 use clap::Parser;
+use sd_notify::NotifyState;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -148,11 +149,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening the config store in {}", state_dir.display()))?;
     tracing::info!(store = %state_dir.display(), "applying the config");
-    if let Err(e) = store.apply_at_start() {
-        tracing::error!(
-            "applying the config failed: {e:#}; the control socket stays up so it can be fixed (appliancectl config set)"
-        );
-    }
+    notify(&[NotifyState::Status("applying the config")]);
+    let status = match store.apply_at_start() {
+        Ok(()) => "running the config".to_owned(),
+        Err(e) => {
+            tracing::error!(
+                "applying the config failed: {e:#}; the control socket stays up so it can be fixed (appliancectl config set)"
+            );
+            format!("the config failed to apply: {e:#}")
+        }
+    };
     let store = Arc::new(Mutex::new(store));
     let watcher = RollbackWatcher::start(Arc::clone(&store), Duration::from_millis(500));
     let handler = Handler::new(
@@ -164,6 +170,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let server = api::Server::start(&args.socket, move |request| handler.handle(request))
         .with_context(|| format!("serving the control socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), "applianced ready");
+    // Under systemd (Type=notify) the unit becomes active only now, so
+    // `systemctl is-system-running --wait` means the appliance answers.
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = if signal == SIGINT {
@@ -172,11 +181,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "SIGTERM"
     };
     tracing::info!(signal = name, "stopping");
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     drop(server);
     drop(watcher);
     supervisor.stop_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd (when it started us with a notify socket) how we are; a
+/// failure only costs the readiness report, so it is logged, not fatal.
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("telling systemd our state: {e}");
+    }
 }
 
 /// Makes `config` the store's saved config (`saved`) when it is another

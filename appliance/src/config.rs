@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use gazelle_config::{ConfigError, LstackConfig, LtranConfig, MacAddr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::nic::{DpdkDriver, NicSelector, PciAddr};
+use crate::nic::{self, DpdkDriver, NicSelector, PciAddr};
 use crate::sysctl::SysctlKey;
 
 /// Where the appliance reads its config.
@@ -221,8 +221,9 @@ pub struct NicEntry {
     pub mac: Option<MacAddr>,
     /// `"management"` or `"data"`.
     pub role: NicRole,
-    /// DPDK driver of a data NIC, `"uio_pci_generic"` (default) or
-    /// `"vfio-pci"`; not allowed on the management NIC.
+    /// DPDK driver of a data NIC, `"uio_pci_generic"` or `"vfio-pci"`; when
+    /// absent, vfio-pci on a machine with an IOMMU and uio_pci_generic
+    /// otherwise. Not allowed on the management NIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<DpdkDriver>,
     /// Allow vfio-pci without an IOMMU (unsafe no-IOMMU mode). Only with
@@ -241,9 +242,10 @@ impl NicEntry {
         }
     }
 
-    /// The driver a data NIC gets.
-    pub fn dpdk_driver(&self) -> DpdkDriver {
-        self.driver.unwrap_or(DpdkDriver::UioPciGeneric)
+    /// The driver a data NIC gets on the machine whose `/sys` is under
+    /// `root`: the configured one, else [`nic::default_driver`].
+    pub fn dpdk_driver(&self, root: &Path) -> DpdkDriver {
+        self.driver.unwrap_or_else(|| nic::default_driver(root))
     }
 }
 
@@ -434,15 +436,15 @@ mounts = [
 mac = "52:54:00:12:34:56"
 role = "management"
 
+# The data NICs get vfio-pci where the machine has an IOMMU and
+# uio_pci_generic where it has none (set driver = "..." to choose).
 [[nics]]
 mac = "52:54:00:12:34:57"
 role = "data"
-driver = "uio_pci_generic"
 
 [[nics]]
 mac = "52:54:00:12:34:58"
 role = "data"
-driver = "uio_pci_generic"
 
 [ltran]
 forward_kit_args = ["-l", "0,1", "--socket-mem", "512", "--huge-dir", "/mnt/hugepages-ltran", "--proc-type", "primary", "--legacy-mem"]
@@ -688,13 +690,16 @@ impl ApplianceConfig {
                     }
                 }
                 NicRole::Data => {
-                    if nic.allow_noiommu && nic.dpdk_driver() != DpdkDriver::VfioPci {
+                    if nic.allow_noiommu && nic.driver != Some(DpdkDriver::VfioPci) {
                         return Err(invalid(
                             format!("nics[{i}].allow_noiommu"),
-                            format!(
-                                "applies only to driver = \"vfio-pci\", not \"{}\"",
-                                nic.dpdk_driver()
-                            ),
+                            match nic.driver {
+                                Some(d) => {
+                                    format!("applies only to driver = \"vfio-pci\", not \"{d}\"")
+                                }
+                                None => "applies only with driver = \"vfio-pci\" set explicitly"
+                                    .to_owned(),
+                            },
                         ));
                     }
                 }

@@ -180,7 +180,7 @@ impl MachineApplier {
             let plan = nic::plan_bind(
                 &self.root,
                 found,
-                &BindTarget::Dpdk(entry.dpdk_driver()),
+                &BindTarget::Dpdk(entry.dpdk_driver(&self.root)),
                 BindOptions {
                     force: false,
                     allow_noiommu: entry.allow_noiommu,

@@ -686,6 +686,18 @@ impl fmt::Display for BindPlan {
     }
 }
 
+/// The DPDK driver for a data NIC whose config does not name one: vfio-pci
+/// where the machine has an IOMMU (`root/sys/kernel/iommu_groups` lists a
+/// group: DMA stays confined), uio_pci_generic otherwise (it works without
+/// one, as in a VM without a vIOMMU).
+pub fn default_driver(root: &Path) -> DpdkDriver {
+    if read_dir_names(&root.join("sys/kernel/iommu_groups")).is_ok_and(|g| !g.is_empty()) {
+        DpdkDriver::VfioPci
+    } else {
+        DpdkDriver::UioPciGeneric
+    }
+}
+
 /// Where `root/sys/kernel/iommu_groups` lists no group and
 /// `enable_unsafe_noiommu_mode` is not on, vfio-pci cannot work.
 fn iommu_available(root: &Path) -> bool {

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use appliance::nic::{
-    inventory, mark_management, perform, plan_bind, plan_bind_address, BindOptions, BindPlan,
-    BindStep, BindTarget, DpdkDriver, Nic, NicError, NicSelector, PciAddr, RestoreOutcome,
+    default_driver, inventory, mark_management, perform, plan_bind, plan_bind_address, BindOptions,
+    BindPlan, BindStep, BindTarget, DpdkDriver, Nic, NicError, NicSelector, PciAddr,
+    RestoreOutcome,
 };
 
 fn require_root() {
@@ -462,6 +463,26 @@ fn vfio_needs_an_iommu_or_explicit_permission() {
     fs::create_dir(root.join("sys/kernel/iommu_groups/0")).unwrap();
     let plan = plan_bind(&root, &nics[0], &vfio, BindOptions::default()).unwrap();
     assert!(plan.warnings.is_empty(), "{plan}");
+}
+
+#[test]
+fn default_driver_follows_the_iommu() {
+    require_root();
+    let FreeNic { _dir, root, .. } = FreeNic::new(false);
+    let groups = root.join("sys/kernel/iommu_groups");
+    assert_eq!(fs::read_dir(&groups).unwrap().count(), 0);
+    assert_eq!(default_driver(&root), DpdkDriver::UioPciGeneric);
+    // The unsafe no-IOMMU mode is not an IOMMU: still uio_pci_generic.
+    let noiommu = root.join("sys/module/vfio/parameters");
+    fs::create_dir_all(&noiommu).unwrap();
+    fs::write(noiommu.join("enable_unsafe_noiommu_mode"), "Y\n").unwrap();
+    assert_eq!(default_driver(&root), DpdkDriver::UioPciGeneric);
+    fs::create_dir(groups.join("0")).unwrap();
+    assert_eq!(default_driver(&root), DpdkDriver::VfioPci);
+    // A machine whose /sys has no iommu_groups at all (IOMMU support not
+    // built in) gets uio_pci_generic too.
+    fs::remove_dir_all(&groups).unwrap();
+    assert_eq!(default_driver(&root), DpdkDriver::UioPciGeneric);
 }
 
 #[test]

@@ -170,9 +170,14 @@ class VM:
                "-serial", "chardev:serial",
                "-monitor", f"unix:{self.monitor},server,nowait",
                "-device", "virtio-rng-pci"]
+        # Behind a vIOMMU a virtio device must translate its DMA through it
+        # (iommu_platform): DPDK hands it IOVAs, not guest-physical
+        # addresses, and without translation the first control-queue command
+        # never completes and the PMD waits forever.
+        translated = ",disable-legacy=on,iommu_platform=on,ats=on" if self.viommu else ""
         for nic in ("data0", "data1"):
             cmd += ["-netdev", f"tap,id={nic}net,fd={self.net.fds[nic]},vhost=off",
-                    "-device", f"virtio-net-pci,netdev={nic}net,id={nic},mac={MACS[nic]},addr={PCI[nic]}"]
+                    "-device", f"virtio-net-pci,netdev={nic}net,id={nic},mac={MACS[nic]},addr={PCI[nic]}{translated}"]
         (self.rundir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
         self.proc = subprocess.Popen(cmd, pass_fds=list(self.net.fds.values()),
                                      stdout=open(self.rundir / "qemu.log", "ab"), stderr=subprocess.STDOUT,

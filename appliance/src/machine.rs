@@ -35,10 +35,14 @@ use anyhow::{anyhow, Context as _};
 
 use crate::config::{ApplianceConfig, HugepagesSection, NicEntry, NicRole};
 use crate::hugepages::{self, Action, HugepageRequest, MountRequest, Nodes, PoolSnapshot};
-use crate::nic::{self, BindOptions, BindPlan, BindTarget, NicSelector};
+use crate::nic::{self, BindOptions, BindPlan, BindTarget, DpdkNicLedger, NicSelector};
 use crate::store::Applier;
 use crate::supervisor::{specs_from_config, Paths, Supervisor};
 use crate::sysctl;
+
+/// The file in the runtime directory that remembers the MACs of the NICs
+/// handed to DPDK ([`DpdkNicLedger`]).
+pub const DPDK_NIC_LEDGER: &str = "dpdk-nics";
 
 /// Applies appliance configs to the machine under `root`.
 #[derive(Debug)]
@@ -143,6 +147,8 @@ impl MachineApplier {
             return Ok(());
         }
         let mut inventory = nic::inventory(&self.root)?;
+        let ledger_path = self.paths.runtime_dir.join(DPDK_NIC_LEDGER);
+        let mut ledger = DpdkNicLedger::load(&ledger_path)?;
         let management: Vec<NicSelector> = new
             .iter()
             .filter(|n| n.role == NicRole::Management)
@@ -153,7 +159,15 @@ impl MachineApplier {
             let Some(selector) = entry.selector() else {
                 continue;
             };
-            let Some(found) = inventory.iter().find(|n| selector.matches(n)) else {
+            let found = inventory.iter().find(|n| selector.matches(n)).or_else(|| {
+                // Bound to DPDK by an earlier run of the daemon: no kernel
+                // interface tells its MAC any more, the ledger does.
+                match &selector {
+                    NicSelector::Mac(mac) => ledger.find(&inventory, *mac),
+                    NicSelector::Pci(_) => None,
+                }
+            });
+            let Some(found) = found else {
                 // A data NIC already on its DPDK driver has no kernel
                 // interface and so no MAC to be found by; one that was in the
                 // previous config too is taken to be bound already.
@@ -189,6 +203,12 @@ impl MachineApplier {
             .with_context(|| format!("nics[{i}] ({selector})"))?;
             if plan.steps.is_empty() {
                 continue;
+            }
+            if let Some(mac) = found.interface.as_ref().and_then(|i| i.mac) {
+                // Noted before the bind, so that a daemon killed halfway
+                // still finds the NIC by its MAC.
+                ledger.insert(found.pci.clone(), mac);
+                ledger.save(&ledger_path)?;
             }
             nic::perform(&plan).with_context(|| format!("nics[{i}] ({selector})"))?;
             record.binds.push(plan);

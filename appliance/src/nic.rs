@@ -45,6 +45,15 @@ pub enum NicError {
         source: io::Error,
     },
 
+    /// A file applianced keeps (the DPDK NIC ledger) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+
     /// The PCI address names no network function in the inventory.
     #[error("no PCI network device {pci} (known: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
     UnknownDevice {
@@ -505,6 +514,95 @@ fn interfaces_by_pci(root: &Path) -> Result<BTreeMap<PciAddr, String>, NicError>
         }
     }
     Ok(map)
+}
+
+/// The MACs of the NICs applianced handed to a DPDK driver, by PCI address.
+///
+/// A NIC on uio_pci_generic or vfio-pci has no kernel interface, so its MAC
+/// (which the config may name it by) cannot be read back; a restarted daemon
+/// finds it here. It lives in the runtime directory: after a reboot the NICs
+/// are on their kernel drivers again and the ledger is gone with `/run`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DpdkNicLedger {
+    macs: BTreeMap<PciAddr, MacAddr>,
+}
+
+impl DpdkNicLedger {
+    /// The ledger in `path`; empty when the file does not exist. A file that
+    /// cannot be parsed is an error naming it (it is only ever written whole).
+    pub fn load(path: &Path) -> Result<Self, NicError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(NicError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let mut macs = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parsed = line
+                .split_once(char::is_whitespace)
+                .and_then(|(pci, mac)| Some((pci.parse().ok()?, mac.trim().parse().ok()?)));
+            let Some((pci, mac)) = parsed else {
+                return Err(NicError::Read {
+                    path: path.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("line {}: want `<pci address> <mac>`, got {line:?}", n + 1),
+                    ),
+                });
+            };
+            macs.insert(pci, mac);
+        }
+        Ok(Self { macs })
+    }
+
+    /// Notes that the NIC at `pci` had `mac`.
+    pub fn insert(&mut self, pci: PciAddr, mac: MacAddr) {
+        self.macs.insert(pci, mac);
+    }
+
+    /// Writes the ledger to `path` atomically (a temporary file renamed).
+    pub fn save(&self, path: &Path) -> Result<(), NicError> {
+        let mut text =
+            String::from("# NICs applianced handed to a DPDK driver: <pci address> <mac it had>\n");
+        for (pci, mac) in &self.macs {
+            text.push_str(&format!("{pci} {mac}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        let write = |p: &Path| -> std::io::Result<()> {
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            fs::write(p, &text)?;
+            fs::rename(p, path)
+        };
+        write(&tmp).map_err(|source| NicError::WriteFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The NIC of `inventory` that had `mac` and is on a DPDK driver now
+    /// (no kernel interface). A ledger entry whose device went back to a
+    /// kernel driver, or to none, does not match: its MAC is then the
+    /// kernel's to tell.
+    pub fn find<'a>(&self, inventory: &'a [Nic], mac: MacAddr) -> Option<&'a Nic> {
+        inventory.iter().find(|n| {
+            n.interface.is_none()
+                && self.macs.get(&n.pci) == Some(&mac)
+                && n.driver
+                    .as_deref()
+                    .is_some_and(|d| DpdkDriver::ALL.iter().any(|k| k.name() == d))
+        })
+    }
 }
 
 /// A driver DPDK can drive a PCI NIC through.

@@ -13,8 +13,8 @@ use std::process::Command;
 
 use appliance::nic::{
     default_driver, inventory, mark_management, perform, plan_bind, plan_bind_address, BindOptions,
-    BindPlan, BindStep, BindTarget, DpdkDriver, Nic, NicError, NicSelector, PciAddr,
-    RestoreOutcome,
+    BindPlan, BindStep, BindTarget, DpdkDriver, DpdkNicLedger, NetInterface, Nic, NicError,
+    NicSelector, PciAddr, RestoreOutcome,
 };
 
 fn require_root() {
@@ -579,4 +579,73 @@ fn restore_reports_when_the_old_driver_is_gone() {
         other => panic!("{other}"),
     }
     assert!(err.to_string().contains("RESTORE FAILED"), "{err}");
+}
+
+fn virtio(pci: &str, driver: &str, mac: Option<&str>) -> Nic {
+    Nic {
+        pci: pci.parse().unwrap(),
+        vendor: 0x1af4,
+        device: 0x1000,
+        class: 0x020000,
+        driver: Some(driver.to_owned()),
+        driver_override: None,
+        numa_node: None,
+        iommu_group: None,
+        interface: mac.map(|m| NetInterface {
+            name: "eth1".to_owned(),
+            mac: Some(m.parse().unwrap()),
+            carrier: Some(true),
+            operstate: "up".to_owned(),
+            speed_mbps: None,
+            routes: Vec::new(),
+        }),
+        management: false,
+    }
+}
+
+#[test]
+fn ledger_finds_a_dpdk_bound_nic_by_the_mac_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/dpdk-nics");
+    // No file yet: an empty ledger, not an error.
+    let empty = DpdkNicLedger::load(&path).unwrap();
+    assert_eq!(empty, DpdkNicLedger::default());
+
+    let mac = "52:54:00:12:34:57".parse().unwrap();
+    let mut ledger = DpdkNicLedger::default();
+    ledger.insert("0000:00:04.0".parse().unwrap(), mac);
+    ledger.save(&path).unwrap();
+    let loaded = DpdkNicLedger::load(&path).unwrap();
+    assert_eq!(loaded, ledger);
+
+    let bound = [
+        virtio("0000:00:03.0", "virtio-pci", Some("52:54:00:12:34:56")),
+        virtio("0000:00:04.0", "uio_pci_generic", None),
+    ];
+    assert_eq!(
+        loaded.find(&bound, mac).map(|n| n.pci.to_string()),
+        Some("0000:00:04.0".to_owned())
+    );
+    assert!(loaded
+        .find(&bound, "52:54:00:12:34:58".parse().unwrap())
+        .is_none());
+    // Back on its kernel driver (the kernel knows the MAC again) or on no
+    // driver at all: the ledger entry does not match.
+    let back = [virtio("0000:00:04.0", "virtio-pci", None)];
+    assert!(loaded.find(&back, mac).is_none());
+    let vfio = [virtio("0000:00:04.0", "vfio-pci", None)];
+    assert!(loaded.find(&vfio, mac).is_some());
+}
+
+#[test]
+fn a_damaged_ledger_is_an_error_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dpdk-nics");
+    fs::write(
+        &path,
+        "# header\n0000:00:04.0 52:54:00:12:34:57\n0000:00:05.0 nonsense\n",
+    )
+    .unwrap();
+    let err = DpdkNicLedger::load(&path).unwrap_err().to_string();
+    assert!(err.contains("dpdk-nics") && err.contains("line 3"), "{err}");
 }

@@ -502,6 +502,37 @@ class Checks:
             raise CheckFailed(f"transfer across the failover failed (exit {bench.returncode}):\n{out}")
         return out.strip().splitlines()[-1].strip()
 
+    def ordered_stop(self):
+        """`systemctl stop gazelle-appliance` stops the instances before
+        ltran (no instance sees ltran go away), leaves no process behind, and
+        a start brings redis back."""
+        cursor = self.vm.ssh("journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'").stdout.strip()
+        self.vm.ssh("systemctl stop gazelle-appliance", timeout=180)
+        log = self.vm.ssh(f"journalctl -u gazelle-appliance --no-pager -o cat --after-cursor '{cursor}'").stdout
+        lines = log.splitlines()
+
+        def first(pattern):
+            return next((i for i, line in enumerate(lines) if pattern in line), None)
+        redis_stopped, ltran_stopping = first("stopped process=redis"), first("stopping process=ltran")
+        if redis_stopped is None or ltran_stopping is None or redis_stopped > ltran_stopping:
+            raise CheckFailed(f"want redis stopped before ltran is stopped; the journal says:\n{log}")
+        if "went away" in log:
+            raise CheckFailed(f"an instance saw ltran go away during the stop:\n{log}")
+        left = self.vm.ssh("pgrep -a -x 'ltran|redis-server' || true").stdout.strip()
+        if left:
+            raise CheckFailed(f"left running after the stop: {left}")
+        self.vm.ssh("systemctl start gazelle-appliance", timeout=600)
+        self.wait_for("redis on lstack after the start", f"gazellectl lstack show {REDIS_ADDR} >/dev/null 2>&1", 120)
+        deadline = time.monotonic() + 60
+        while True:  # the stack answers gazellectl a moment before redis listens
+            ping = self.net.ns("timeout", "20", "redis-cli", "-h", REDIS_ADDR, "ping", capture_output=True, check=False)
+            if ping.stdout.strip() == "PONG":
+                break
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"redis from the host after the restart: {(ping.stdout + ping.stderr).strip() or 'no answer'}")
+            time.sleep(2)
+        return "redis stopped, then ltran; nothing left; back after a start"
+
     def config_survives_reboot(self):
         """A config change made through appliancectl is saved and is what the
         machine runs after a reboot (here: a sysctl, which applies at once)."""
@@ -611,6 +642,8 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c.run(ltran, c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[daemon])
         c.run(redis, c.redis_on_lstack, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[ltran])
         c.run("bond failover (set_link data0 off)", c.bond_failover,
+              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
+        c.run("ordered stop and start of the appliance", c.ordered_stop,
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
         c.run("config change survives a reboot", c.config_survives_reboot,
               needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"], after=[daemon])

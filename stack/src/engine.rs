@@ -23,6 +23,13 @@
 //! A flow belongs to thread `hash % threads`. When a NIC spreads flows over
 //! several queues by its own hash, a thread passes frames of flows it does
 //! not own to the owner's steering queue; ARP and NDP go to every thread.
+//!
+//! ## Counting
+//! Each frame from the port is counted in the MIB-2 counters ([`crate::mib`])
+//! by the thread that took it off its queue. TCP connection counters come
+//! from the state changes a thread sees after polling a shard: spares that
+//! took a SYN (passive opens), handshakes completed or failed, and the
+//! connections each shard watches (`ShardInner::conns`) for resets.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -40,11 +47,11 @@ use smoltcp::{
     socket::tcp,
     socket::AnySocket,
     time::Instant as SmolInstant,
-    wire::{IpAddress, IpEndpoint, IpListenEndpoint},
+    wire::{IpAddress, IpEndpoint, IpListenEndpoint, IpVersion},
 };
 
 use crate::{
-    classify::{classify, FlowKey, LocalAddrs, RxChecked, Verdict},
+    classify::{classify_seen, FlowKey, LocalAddrs, RxChecked, Verdict},
     device::{FrameDevice, TxPath},
     event::Event,
     stats::ThreadStats,
@@ -68,6 +75,7 @@ impl Shard {
                 spares: Vec::new(),
                 embryos: Vec::new(),
                 orphans: Vec::new(),
+                conns: Vec::new(),
             }),
         }
     }
@@ -88,6 +96,9 @@ pub(crate) struct ShardInner {
     embryos: Vec<(SocketHandle, Arc<ListenerShared>)>,
     /// Sockets the application closed, removed once smoltcp is done with them.
     orphans: Vec<Orphan>,
+    /// Connections (accepted, or connecting and connected) with the state
+    /// they had at the last look, for the TCP counters; dropped once closed.
+    conns: Vec<(SocketHandle, tcp::State)>,
 }
 
 impl std::fmt::Debug for ShardInner {
@@ -96,6 +107,7 @@ impl std::fmt::Debug for ShardInner {
             .field("spares", &self.spares.len())
             .field("embryos", &self.embryos.len())
             .field("orphans", &self.orphans.len())
+            .field("conns", &self.conns.len())
             .finish_non_exhaustive()
     }
 }
@@ -588,11 +600,13 @@ impl Worker {
                 } => {
                     let res = socket.connect(self.iface.context(), remote, local);
                     let res = res.map(|()| {
-                        let h = self.shared.threads[self.index].shards[shard]
-                            .lock()
-                            .sockets
-                            .add(*socket);
-                        self.me().tcp_sockets.fetch_add(1, Ordering::Relaxed);
+                        let me = &self.shared.threads[self.index];
+                        let mut inner = me.shards[shard].lock();
+                        let h = inner.sockets.add(*socket);
+                        inner.conns.push((h, tcp::State::SynSent));
+                        drop(inner);
+                        me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
+                        me.stats.mib.tcp.active_opens.incr();
                         h
                     });
                     *reply.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
@@ -634,12 +648,16 @@ impl Worker {
                 }
             });
             if removed > 0 {
+                // Handshakes cut short in SYN-RCVD.
+                me.stats.mib.tcp.attempt_fails.add(removed);
                 self.touched[i] = true;
                 self.touched_list.push(i);
             }
         }
     }
 
+    /// Takes one frame; `steered`: it came from another thread, which
+    /// counted it.
     fn ingress(&mut self, now: u64, m: Mbuf, steered: bool) {
         let shared = &*self.shared;
         let me = &shared.threads[self.index];
@@ -652,7 +670,11 @@ impl Worker {
             l4_good: flags & dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_MASK
                 == dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_GOOD,
         };
-        let (thread, shard) = match classify(m.data(), &shared.local, checked) {
+        let (verdict, seen) = classify_seen(m.data(), &shared.local, checked);
+        if !steered {
+            me.stats.mib.count_rx(&verdict, &seen);
+        }
+        let (thread, shard) = match verdict {
             Verdict::Drop(reason) => {
                 me.stats.drop_frame(reason);
                 return;
@@ -707,8 +729,17 @@ impl Worker {
                 rx: Some(m),
                 tx: &mut self.tx,
             };
-            self.iface
-                .poll_ingress_single(ts, &mut dev, &mut inner.sockets);
+            let iface = &mut self.iface;
+            let sockets = &mut inner.sockets;
+            if matches!(verdict, Verdict::Udp { .. }) {
+                me.stats
+                    .mib
+                    .deliver_udp(seen.ip == Some(IpVersion::Ipv6), || {
+                        iface.poll_ingress_single(ts, &mut dev, sockets)
+                    });
+            } else {
+                iface.poll_ingress_single(ts, &mut dev, sockets);
+            }
         }
         self.touch(shard);
     }
@@ -881,14 +912,16 @@ fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
         }
         l.pending.fetch_add(1, Ordering::Relaxed);
         me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
+        me.stats.mib.tcp.passive_opens.incr();
         embryos.push((*h, Arc::clone(l)));
         false
     });
 }
 
-/// Bookkeeping after smoltcp ran on a shard: embryos that completed go to
-/// their accept queue, failed ones back to the pool or away, and orphans
-/// smoltcp is done with are removed. Returns ephemeral ports to release.
+/// Bookkeeping after smoltcp ran on a shard: embryos that
+/// completed go to their accept queue, failed ones back to the pool or away,
+/// watched connections are counted, and orphans smoltcp is done with are
+/// removed. Returns ephemeral ports to release.
 fn settle(
     inner: &mut ShardInner,
     me: &ThreadShared,
@@ -901,7 +934,9 @@ fn settle(
         spares,
         embryos,
         orphans,
+        conns,
     } = inner;
+    let tcp_mib = &me.stats.mib.tcp;
     if !embryos.is_empty() {
         embryos.retain(|(h, l)| {
             let s = sockets.get_mut::<tcp::Socket<'_>>(*h);
@@ -909,12 +944,14 @@ fn settle(
                 tcp::State::SynReceived => true,
                 tcp::State::Listen => {
                     // The handshake was reset; the socket listens again.
+                    tcp_mib.attempt_fails.incr();
                     l.pending.fetch_sub(1, Ordering::Relaxed);
                     me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
                     spares.push((*h, Arc::clone(l)));
                     false
                 }
                 tcp::State::Closed | tcp::State::TimeWait => {
+                    tcp_mib.attempt_fails.incr();
                     l.pending.fetch_sub(1, Ordering::Relaxed);
                     orphans.push(Orphan {
                         handle: *h,
@@ -933,6 +970,7 @@ fn settle(
                         });
                         return false;
                     };
+                    conns.push((*h, s.state()));
                     l.queue
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -948,12 +986,16 @@ fn settle(
             }
         });
     }
+    if !conns.is_empty() {
+        watch_connections(conns, sockets, &me.stats);
+    }
     if !orphans.is_empty() {
         orphans.retain(|o| {
             let state = sockets.get::<tcp::Socket<'_>>(o.handle).state();
             if state != tcp::State::Closed {
                 return true;
             }
+            // Watched connections left `conns` when they closed, above.
             sockets.remove(o.handle);
             me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
             if let Some(e) = o.ephemeral {
@@ -962,4 +1004,31 @@ fn settle(
             false
         });
     }
+}
+
+/// Counts what happened to the watched connections since the last look:
+/// handshakes of `connect` that completed or failed, and connections reset
+/// (or timed out) from ESTABLISHED or CLOSE-WAIT. Closed ones stop being
+/// watched.
+fn watch_connections(
+    conns: &mut Vec<(SocketHandle, tcp::State)>,
+    sockets: &SocketSet<'_>,
+    stats: &ThreadStats,
+) {
+    use tcp::State::*;
+    conns.retain_mut(|(h, last)| {
+        let state = sockets.get::<tcp::Socket<'_>>(*h).state();
+        if state == *last {
+            return true;
+        }
+        match (*last, state) {
+            (SynSent | SynReceived, Closed) => stats.mib.tcp.attempt_fails.incr(),
+            (SynSent | SynReceived, Listen | SynSent | SynReceived) => {}
+            (SynSent | SynReceived, _) => stats.tcp_established.incr(),
+            (Established | CloseWait, Closed) => stats.mib.tcp.estab_resets.incr(),
+            _ => {}
+        }
+        *last = state;
+        state != Closed
+    });
 }

@@ -14,6 +14,9 @@
 //!   [`UdpSocket`]) that application threads call and the POSIX layer
 //!   (`liblstack.so`) builds on.
 //! - [`stats`]: per-thread counters for `gazellectl`.
+//! - [`mib`]: MIB-2 counters (IP, ICMP, TCP, UDP), counted from the
+//!   classifier's verdicts on ingress and from the frames the stack writes on
+//!   egress, since smoltcp keeps none.
 //!
 //! [`Stack::start`] wires it together from an [`LstackConfig`]: EAL, port,
 //! mempool, interfaces, threads.
@@ -26,6 +29,7 @@ pub mod device;
 mod engine;
 pub mod event;
 mod ltran;
+pub mod mib;
 pub mod socket;
 pub mod stats;
 

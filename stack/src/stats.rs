@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::classify::DropReason;
+use crate::{classify::DropReason, mib::Mib};
 
 /// Counters of one stack thread.
 #[derive(Debug, Default)]
@@ -37,6 +37,8 @@ pub struct ThreadStats {
     pub sleeps: Counter,
     /// Panics the thread caught and survived (each one is a bug to report).
     pub panics: Counter,
+    /// MIB-2 counters (`gazellectl lstack show -s`).
+    pub mib: Mib,
     drops: [Counter; DropReason::COUNT],
 }
 

@@ -1,6 +1,6 @@
 //! The stack's side of `gazellectl lstack show`: its counters, MIB-2
-//! counters and connections, served on a control socket (see
-//! [`gazelle_ctl_proto`]).
+//! counters, receive latency and connections, served on a control socket
+//! (see [`gazelle_ctl_proto`]).
 
 use std::{
     path::Path,
@@ -8,8 +8,8 @@ use std::{
 };
 
 use gazelle_ctl_proto::{
-    server::Server, Connection, IcmpMib, IpMib, LstackSnmp, LstackStats, PortCounters, Request,
-    Response, Snmp, TcpExt, TcpMib, ThreadCounters, UdpMib,
+    server::Server, Connection, IcmpMib, IpMib, LstackLatency, LstackSnmp, LstackStats,
+    PortCounters, Request, Response, Snmp, TcpExt, TcpMib, ThreadCounters, UdpMib,
 };
 use smoltcp::socket::{tcp, Socket};
 
@@ -44,6 +44,7 @@ pub(crate) fn serve(stack: &Stack, path: &Path) {
                 connections: stack.connections(),
             },
             Request::LstackSnmp => Response::LstackSnmp(stack.snmp_snapshot()),
+            Request::LstackLatency => Response::LstackLatency(stack.latency_snapshot()),
             other => Response::Error {
                 message: format!("lstack does not answer {other:?} (ask ltran)"),
             },
@@ -235,6 +236,24 @@ impl Stack {
             ip: self.shared.local.ipv4.map(|a| a.to_string()),
             threads: self.shared.threads.iter().map(thread_snmp).collect(),
             total: Snmp::default(),
+        }
+        .with_total()
+    }
+
+    /// How long received data waited for the application's reads, per
+    /// thread and in all, as `gazellectl lstack show -l` prints it.
+    pub fn latency_snapshot(&self) -> LstackLatency {
+        LstackLatency {
+            pid: std::process::id(),
+            process: process_name(),
+            ip: self.shared.local.ipv4.map(|a| a.to_string()),
+            threads: self
+                .shared
+                .threads
+                .iter()
+                .map(|t| t.stats.rx_latency.snapshot())
+                .collect(),
+            total: Default::default(),
         }
         .with_total()
     }

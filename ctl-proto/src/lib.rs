@@ -4,7 +4,8 @@
 //! sockets: the client sends one [`Request`] as a line of JSON, the daemon
 //! answers with one [`Response`] line and closes. Statistics are typed here
 //! so every reader (CLI tables, `--json`, the REST API, `/metrics`) shows the
-//! same numbers under the same names.
+//! same numbers under the same names: the stack's counters here, its MIB-2
+//! counters in [`Snmp`] and its receive latency in [`RxLatency`].
 //!
 //! - [`paths`]: where each daemon's socket lives (`unix_prefix` as gazelle);
 //! - [`client`]: one request, one answer, with errors that say whether the
@@ -15,12 +16,16 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod latency;
 mod ltran;
+mod mib;
 pub mod paths;
 pub mod server;
 mod types;
 
+pub use latency::*;
 pub use ltran::*;
+pub use mib::*;
 pub use types::*;
 
 /// Version of the protocol; a daemon refuses requests of another.

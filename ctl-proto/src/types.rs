@@ -23,6 +23,10 @@ pub enum Request {
     LstackStats,
     /// lstack: every TCP connection and listener.
     LstackConnections,
+    /// lstack: MIB-2 counters (IP, ICMP, TCP, UDP and their IPv6 groups).
+    LstackSnmp,
+    /// lstack: receive-to-application latency.
+    LstackLatency,
     /// ltran: how to attach to its DPDK memory.
     Hello,
     /// ltran: register an lstack instance (the connection stays open).
@@ -55,6 +59,10 @@ pub enum Response {
         /// One entry per socket.
         connections: Vec<Connection>,
     },
+    /// Answer to [`Request::LstackSnmp`].
+    LstackSnmp(crate::LstackSnmp),
+    /// Answer to [`Request::LstackLatency`].
+    LstackLatency(crate::LstackLatency),
     /// Answer to [`Request::Hello`].
     Hello(crate::LtranHello),
     /// Answer to [`Request::Register`].

@@ -2,7 +2,7 @@
 //! form.
 //!
 //! ```text
-//! gazellectl lstack show <ip> [-r | -c] [time]
+//! gazellectl lstack show <ip> [-r | -s | -c | -l] [time]
 //! gazellectl ltran show [-r | -i | -b | -l] [time]
 //! gazellectl ltran quit
 //! ```
@@ -65,9 +65,15 @@ struct LstackShow {
     /// Rates per second instead of totals.
     #[arg(short = 'r', long = "rate", group = "view")]
     rate: bool,
+    /// MIB-2 counters: IP, ICMP, TCP, UDP (and IPv6), per thread and total.
+    #[arg(short = 's', long = "snmp", group = "view")]
+    snmp: bool,
     /// Connections: state, addresses, queues and buffers.
     #[arg(short = 'c', long = "conn", group = "view")]
     conn: bool,
+    /// Receive latency: from a frame's arrival to the application's read.
+    #[arg(short = 'l', long = "latency", group = "view")]
+    latency: bool,
     /// Print again every TIME seconds (with -r: the rate's interval).
     time: Option<u64>,
 }
@@ -144,6 +150,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                         bail!("{daemon} answered another question");
                     };
                     print(cli.json, &connections, || render::connections(&connections))
+                } else if show.snmp {
+                    let Response::LstackSnmp(s) = ask(Request::LstackSnmp)? else {
+                        bail!("{daemon} answered another question");
+                    };
+                    print(cli.json, &s, || render::snmp(&s))
+                } else if show.latency {
+                    let Response::LstackLatency(l) = ask(Request::LstackLatency)? else {
+                        bail!("{daemon} answered another question");
+                    };
+                    print(cli.json, &l, || render::latency(&l))
                 } else {
                     let s = stats(ask(Request::LstackStats)?)?;
                     print(cli.json, &s, || render::lstack(&s))

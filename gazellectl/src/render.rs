@@ -2,7 +2,9 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use gazelle_ctl_proto::{Connection, LstackStats, ThreadCounters};
+use gazelle_ctl_proto::{
+    bucket_bounds, Connection, LstackLatency, LstackSnmp, LstackStats, RxLatency, ThreadCounters,
+};
 use serde::Serialize;
 
 /// Per-second rates between two samples of an lstack's counters.
@@ -149,6 +151,113 @@ pub fn rates(r: &Rates) -> String {
     )
 }
 
+/// The first line of a view: which lstack.
+fn heading(ip: Option<&str>, pid: u32, process: &str, what: &str) -> String {
+    format!(
+        "lstack {} (pid {pid} {process}): {what}\n",
+        ip.unwrap_or("-")
+    )
+}
+
+/// `gazellectl lstack show <ip> -s`: one row per counter, one column per
+/// thread (and the total when there are several), grouped as in
+/// `/proc/net/snmp`.
+pub fn snmp(s: &LstackSnmp) -> String {
+    let mut o = heading(s.ip.as_deref(), s.pid, &s.process, "MIB-2 counters");
+    let mut columns: Vec<_> = s.threads.iter().map(|t| t.sections()).collect();
+    let mut names: Vec<String> = (0..s.threads.len()).map(|i| i.to_string()).collect();
+    if s.threads.len() != 1 {
+        columns.push(s.total.sections());
+        names.push("total".into());
+    }
+    let _ = write!(o, "{:<20}", "counter");
+    for n in &names {
+        let _ = write!(o, "{n:>14}");
+    }
+    o.push('\n');
+    for (i, (group, entries)) in s.total.sections().iter().enumerate() {
+        let _ = writeln!(o, "{group}:");
+        for (j, (name, _)) in entries.iter().enumerate() {
+            let _ = write!(o, "  {name:<18}");
+            for c in &columns {
+                let _ = write!(o, "{:>14}", c[i].1[j].1);
+            }
+            o.push('\n');
+        }
+    }
+    o
+}
+
+/// A duration in nanoseconds, in the unit that suits it.
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns} ns"),
+        1_000..=999_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+/// `gazellectl lstack show <ip> -l`: per thread and in all, how long data
+/// waited between its frame's arrival and the read that returned it, and
+/// the histogram of all threads' reads.
+pub fn latency(l: &LstackLatency) -> String {
+    let mut o = heading(
+        l.ip.as_deref(),
+        l.pid,
+        &l.process,
+        "receive latency, frame arrival to the application's read",
+    );
+    let _ = writeln!(
+        o,
+        "{:<7}{:>12}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "thread", "reads", "mean", "min", "p50", "p90", "p99", "max"
+    );
+    let row = |o: &mut String, name: &str, r: &RxLatency| {
+        let _ = writeln!(
+            o,
+            "{:<7}{:>12}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+            name,
+            r.count,
+            fmt_ns(r.mean_ns),
+            fmt_ns(r.min_ns),
+            fmt_ns(r.p50_ns),
+            fmt_ns(r.p90_ns),
+            fmt_ns(r.p99_ns),
+            fmt_ns(r.max_ns)
+        );
+    };
+    for (i, t) in l.threads.iter().enumerate() {
+        row(&mut o, &i.to_string(), t);
+    }
+    if l.threads.len() != 1 {
+        row(&mut o, "total", &l.total);
+    }
+    let total: u64 = l.total.buckets.iter().sum();
+    if total > 0 {
+        let _ = writeln!(
+            o,
+            "reads by latency, from .. below (percentiles are estimated from these):"
+        );
+        for (i, &n) in l.total.buckets.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let (lo, hi) = bucket_bounds(i);
+            let hi = hi.saturating_add(1);
+            let bar = "#".repeat(((n * 40).div_ceil(total)) as usize);
+            let _ = writeln!(
+                o,
+                "  {:>10} .. {:<10}{:>12}  {bar}",
+                fmt_ns(lo),
+                fmt_ns(hi),
+                n
+            );
+        }
+    }
+    o
+}
+
 /// `gazellectl lstack show <ip> -c`.
 pub fn connections(c: &[Connection]) -> String {
     let mut o = String::new();
@@ -218,6 +327,87 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(r.rx_pps, 20.0);
+    }
+
+    #[test]
+    fn snmp_table_has_a_column_per_thread_and_the_total() {
+        let mut a = gazelle_ctl_proto::Snmp::default();
+        a.ip.in_receives = 5;
+        a.icmp.in_echos = 2;
+        let mut b = a;
+        b.ip.in_receives = 7;
+        let s = LstackSnmp {
+            pid: 9,
+            process: "echo".into(),
+            ip: Some("10.0.0.2".into()),
+            threads: vec![a, b],
+            ..Default::default()
+        }
+        .with_total();
+        let t = snmp(&s);
+        assert!(
+            t.starts_with("lstack 10.0.0.2 (pid 9 echo): MIB-2 counters"),
+            "{t}"
+        );
+        let words = |prefix: &str| -> Vec<String> {
+            let line = t
+                .lines()
+                .find(|l| l.trim_start().starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {t}"));
+            line.split_whitespace().map(str::to_owned).collect()
+        };
+        assert_eq!(words("counter"), ["counter", "0", "1", "total"]);
+        assert_eq!(words("InReceives"), ["InReceives", "5", "7", "12"]);
+        assert_eq!(words("InEchos"), ["InEchos", "2", "2", "4"]);
+        for group in [
+            "Ip:", "Icmp:", "Tcp:", "Udp:", "Ip6:", "Icmp6:", "Udp6:", "TcpExt:",
+        ] {
+            assert!(t.lines().any(|l| l == group), "{group} missing: {t}");
+        }
+        // One thread: no total column.
+        let one = LstackSnmp {
+            threads: vec![a],
+            ..Default::default()
+        }
+        .with_total();
+        assert!(!snmp(&one).contains("total"));
+    }
+
+    #[test]
+    fn latency_table_summarises_and_draws_the_histogram() {
+        let mut buckets = vec![0; 12];
+        buckets[gazelle_ctl_proto::latency_bucket(1_500)] = 3;
+        buckets[gazelle_ctl_proto::latency_bucket(900)] = 1;
+        let t0 = RxLatency::new(4, 900 + 3 * 1_500, 900, 1_500, buckets);
+        let l = LstackLatency {
+            pid: 9,
+            process: "echo".into(),
+            ip: Some("10.0.0.2".into()),
+            threads: vec![t0, RxLatency::default()],
+            ..Default::default()
+        }
+        .with_total();
+        let t = latency(&l);
+        assert!(t.contains("receive latency"), "{t}");
+        let total = t.lines().find(|l| l.starts_with("total")).unwrap();
+        let words: Vec<&str> = total.split_whitespace().collect();
+        // total, reads, then value/unit pairs: mean min p50 p90 p99 max.
+        assert_eq!(words[1], "4");
+        assert_eq!(&words[2..4], ["1.4", "µs"]);
+        assert_eq!(&words[4..6], ["900", "ns"]);
+        assert_eq!(&words[12..14], ["1.5", "µs"]);
+        assert!(
+            t.lines()
+                .any(|l| l.contains("512 ns .. 1.0 µs") && l.contains(" 1  ###")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.contains("1.0 µs .. 2.0 µs") && l.contains(" 3  ###")),
+            "{t}"
+        );
+        assert_eq!(fmt_ns(2_500_000), "2.50 ms");
+        assert_eq!(fmt_ns(3_000_000_000), "3.00 s");
     }
 
     #[test]

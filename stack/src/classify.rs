@@ -8,10 +8,15 @@
 //! local port, everything else (ARP, ICMP, NDP, fragments) to the control
 //! shard. Nothing here allocates or panics on any input; a fuzz target
 //! (`fuzz/fuzz_targets/classify.rs`) holds it to that.
+//!
+//! [`classify_seen`] also reports what it saw on the way ([`Seen`]: IP
+//! version, ICMP type, TCP RST, data) so the MIB-2 counters
+//! ([`crate::mib`]) need not parse the frame again.
 
 use smoltcp::wire::{
     ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet,
-    IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet, TcpPacket, UdpPacket,
+    IpAddress, IpProtocol, IpVersion, Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet, TcpPacket,
+    UdpPacket,
 };
 
 /// Why a received frame was dropped before reaching the stack.
@@ -203,8 +208,45 @@ pub struct RxChecked {
     pub l4_good: bool,
 }
 
+/// What the classifier learned of a frame on the way to its verdict, for
+/// the MIB-2 counters. Fields stay at their defaults past the point where
+/// the frame was dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The frame was for us (our MAC, broadcast or multicast) and its
+    /// EtherType was IPv4 or IPv6.
+    pub ip: Option<IpVersion>,
+    /// An IPv4 fragment, or an IPv6 packet whose next header is a fragment
+    /// header: smoltcp reassembles it, so it is not delivered yet.
+    pub fragment: bool,
+    /// The type of an ICMP or ICMPv6 message long enough to have one.
+    pub icmp_type: Option<u8>,
+    /// A TCP segment with RST set.
+    pub tcp_rst: bool,
+    /// A TCP segment with payload, or a UDP datagram: something a socket may
+    /// queue for the application.
+    pub data: bool,
+}
+
 /// Classifies one received frame.
+#[inline]
 pub fn classify(frame: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdict {
+    classify_seen(frame, local, checked).0
+}
+
+/// Classifies one received frame ([`classify`]) and says what it saw.
+pub fn classify_seen(frame: &[u8], local: &LocalAddrs, checked: RxChecked) -> (Verdict, Seen) {
+    let mut seen = Seen::default();
+    let verdict = classify_frame(frame, local, checked, &mut seen);
+    (verdict, seen)
+}
+
+fn classify_frame(
+    frame: &[u8],
+    local: &LocalAddrs,
+    checked: RxChecked,
+    seen: &mut Seen,
+) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::EthernetTruncated);
     };
@@ -222,13 +264,19 @@ pub fn classify(frame: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdict
             }
             Verdict::Control { broadcast: true }
         }
-        EthernetProtocol::Ipv4 => classify_ipv4(eth.payload(), local, checked),
-        EthernetProtocol::Ipv6 => classify_ipv6(eth.payload(), local, checked),
+        EthernetProtocol::Ipv4 => {
+            seen.ip = Some(IpVersion::Ipv4);
+            classify_ipv4(eth.payload(), local, checked, seen)
+        }
+        EthernetProtocol::Ipv6 => {
+            seen.ip = Some(IpVersion::Ipv6);
+            classify_ipv6(eth.payload(), local, checked, seen)
+        }
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }
 }
 
-fn classify_ipv4(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdict {
+fn classify_ipv4(bytes: &[u8], local: &LocalAddrs, checked: RxChecked, seen: &mut Seen) -> Verdict {
     let Ok(ip) = Ipv4Packet::new_checked(bytes) else {
         // new_checked fails for both a short header and a bad total length;
         // tell them apart for the counters.
@@ -257,18 +305,20 @@ fn classify_ipv4(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdic
     }
     if ip.more_frags() || ip.frag_offset() != 0 {
         // smoltcp reassembles fragments in the control shard.
+        seen.fragment = true;
         return Verdict::Control { broadcast: false };
     }
     let payload = ip.payload();
     let (src, dst) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
     match ip.next_header() {
-        IpProtocol::Tcp if ours => classify_tcp(payload, src, dst, checked),
+        IpProtocol::Tcp if ours => classify_tcp(payload, src, dst, checked, seen),
         IpProtocol::Tcp => Verdict::Drop(DropReason::Ipv4NotOurs),
-        IpProtocol::Udp => classify_udp(payload, src, dst, checked),
+        IpProtocol::Udp => classify_udp(payload, src, dst, checked, seen),
         IpProtocol::Icmp => {
             let Ok(icmp) = Icmpv4Packet::new_checked(payload) else {
                 return Verdict::Drop(DropReason::IcmpMalformed);
             };
+            seen.icmp_type = Some(icmp.msg_type().into());
             if !icmp.verify_checksum() {
                 return Verdict::Drop(DropReason::IcmpBadChecksum);
             }
@@ -279,7 +329,7 @@ fn classify_ipv4(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdic
     }
 }
 
-fn classify_ipv6(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdict {
+fn classify_ipv6(bytes: &[u8], local: &LocalAddrs, checked: RxChecked, seen: &mut Seen) -> Verdict {
     let Ok(ip) = Ipv6Packet::new_checked(bytes) else {
         return Verdict::Drop(if bytes.len() >= 40 && bytes[0] >> 4 == 6 {
             DropReason::Ipv6Truncated
@@ -304,13 +354,14 @@ fn classify_ipv6(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdic
     };
     let (src, dst) = (IpAddress::Ipv6(src), IpAddress::Ipv6(dst));
     match ip.next_header() {
-        IpProtocol::Tcp if ours => classify_tcp(payload, src, dst, checked),
+        IpProtocol::Tcp if ours => classify_tcp(payload, src, dst, checked, seen),
         IpProtocol::Tcp => Verdict::Drop(DropReason::Ipv6NotOurs),
-        IpProtocol::Udp => classify_udp(payload, src, dst, checked),
+        IpProtocol::Udp => classify_udp(payload, src, dst, checked, seen),
         IpProtocol::Icmpv6 => {
             let Ok(icmp) = Icmpv6Packet::new_checked(payload) else {
                 return Verdict::Drop(DropReason::IcmpMalformed);
             };
+            seen.icmp_type = Some(icmp.msg_type().into());
             if !icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()) {
                 return Verdict::Drop(DropReason::IcmpBadChecksum);
             }
@@ -319,22 +370,33 @@ fn classify_ipv6(bytes: &[u8], local: &LocalAddrs, checked: RxChecked) -> Verdic
             Verdict::Control { broadcast: ndp }
         }
         // Extension headers (hop-by-hop for MLD, fragments): smoltcp parses them.
-        IpProtocol::HopByHop
-        | IpProtocol::Ipv6Route
-        | IpProtocol::Ipv6Frag
-        | IpProtocol::Ipv6Opts => Verdict::Control { broadcast: false },
+        IpProtocol::Ipv6Frag => {
+            seen.fragment = true;
+            Verdict::Control { broadcast: false }
+        }
+        IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {
+            Verdict::Control { broadcast: false }
+        }
         IpProtocol::Ipv6NoNxt => Verdict::Control { broadcast: false },
         _ => Verdict::Drop(DropReason::UnsupportedProtocol),
     }
 }
 
-fn classify_tcp(bytes: &[u8], src: IpAddress, dst: IpAddress, checked: RxChecked) -> Verdict {
+fn classify_tcp(
+    bytes: &[u8],
+    src: IpAddress,
+    dst: IpAddress,
+    checked: RxChecked,
+    seen: &mut Seen,
+) -> Verdict {
     let Ok(tcp) = TcpPacket::new_checked(bytes) else {
         return Verdict::Drop(DropReason::TcpMalformed);
     };
     if !checked.l4_good && !tcp.verify_checksum(&src, &dst) {
         return Verdict::Drop(DropReason::TcpBadChecksum);
     }
+    seen.tcp_rst = tcp.rst();
+    seen.data = !tcp.payload().is_empty();
     Verdict::Tcp {
         flow: FlowKey {
             local_addr: dst,
@@ -346,7 +408,13 @@ fn classify_tcp(bytes: &[u8], src: IpAddress, dst: IpAddress, checked: RxChecked
     }
 }
 
-fn classify_udp(bytes: &[u8], src: IpAddress, dst: IpAddress, checked: RxChecked) -> Verdict {
+fn classify_udp(
+    bytes: &[u8],
+    src: IpAddress,
+    dst: IpAddress,
+    checked: RxChecked,
+    seen: &mut Seen,
+) -> Verdict {
     let Ok(udp) = UdpPacket::new_checked(bytes) else {
         return Verdict::Drop(DropReason::UdpMalformed);
     };
@@ -360,6 +428,7 @@ fn classify_udp(bytes: &[u8], src: IpAddress, dst: IpAddress, checked: RxChecked
         // A zero UDP checksum is forbidden over IPv6 (RFC 8200 8.1).
         return Verdict::Drop(DropReason::UdpBadChecksum);
     }
+    seen.data = true;
     Verdict::Udp {
         port: udp.dst_port(),
     }

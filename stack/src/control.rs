@@ -1,5 +1,6 @@
-//! The stack's side of `gazellectl lstack show`: its counters and its
-//! connections, served on a control socket (see [`gazelle_ctl_proto`]).
+//! The stack's side of `gazellectl lstack show`: its counters, MIB-2
+//! counters, receive latency and connections, served on a control socket
+//! (see [`gazelle_ctl_proto`]).
 
 use std::{
     path::Path,
@@ -7,11 +8,17 @@ use std::{
 };
 
 use gazelle_ctl_proto::{
-    server::Server, Connection, LstackStats, PortCounters, Request, Response, ThreadCounters,
+    server::Server, Connection, IcmpMib, IpMib, LstackLatency, LstackSnmp, LstackStats,
+    PortCounters, Request, Response, Snmp, TcpExt, TcpMib, ThreadCounters, UdpMib,
 };
 use smoltcp::socket::{tcp, Socket};
 
-use crate::{stats::ThreadStats, Runtime, Stack};
+use crate::{
+    engine::ThreadShared,
+    mib::{IcmpCounters, IpCounters, UdpCounters},
+    stats::ThreadStats,
+    Runtime, Stack,
+};
 
 /// Starts serving `path` for `stack` (a failure is logged: the stack runs
 /// on without a control socket).
@@ -36,6 +43,8 @@ pub(crate) fn serve(stack: &Stack, path: &Path) {
             Request::LstackConnections => Response::LstackConnections {
                 connections: stack.connections(),
             },
+            Request::LstackSnmp => Response::LstackSnmp(stack.snmp_snapshot()),
+            Request::LstackLatency => Response::LstackLatency(stack.latency_snapshot()),
             other => Response::Error {
                 message: format!("lstack does not answer {other:?} (ask ltran)"),
             },
@@ -82,6 +91,90 @@ fn thread_counters(s: &ThreadStats) -> ThreadCounters {
     }
 }
 
+fn ip_mib(c: &IpCounters) -> IpMib {
+    IpMib {
+        in_receives: c.in_receives.get(),
+        in_hdr_errors: c.in_hdr_errors.get(),
+        in_addr_errors: c.in_addr_errors.get(),
+        in_unknown_protos: c.in_unknown_protos.get(),
+        in_delivers: c.in_delivers.get(),
+        out_requests: c.out_requests.get(),
+    }
+}
+
+fn icmp_mib(c: &IcmpCounters) -> IcmpMib {
+    IcmpMib {
+        in_msgs: c.in_msgs.get(),
+        in_errors: c.in_errors.get(),
+        in_dest_unreachs: c.in_dest_unreachs.get(),
+        in_echos: c.in_echos.get(),
+        in_echo_reps: c.in_echo_reps.get(),
+        out_msgs: c.out_msgs.get(),
+        out_dest_unreachs: c.out_dest_unreachs.get(),
+        out_echos: c.out_echos.get(),
+        out_echo_reps: c.out_echo_reps.get(),
+    }
+}
+
+fn udp_mib(c: &UdpCounters) -> UdpMib {
+    UdpMib {
+        in_datagrams: c.in_datagrams.get(),
+        no_ports: c.no_ports.get(),
+        in_errors: c.in_errors.get(),
+        out_datagrams: c.out_datagrams.get(),
+    }
+}
+
+/// One thread's MIB-2 counters; `CurrEstab` is read from its sockets.
+fn thread_snmp(t: &ThreadShared) -> Snmp {
+    let s = &t.stats;
+    let m = &s.mib;
+    Snmp {
+        ip: ip_mib(&m.ip),
+        icmp: icmp_mib(&m.icmp),
+        tcp: TcpMib {
+            active_opens: m.tcp.active_opens.get(),
+            passive_opens: m.tcp.passive_opens.get(),
+            attempt_fails: m.tcp.attempt_fails.get(),
+            estab_resets: m.tcp.estab_resets.get(),
+            curr_estab: curr_estab(t),
+            in_segs: m.tcp.in_segs.get(),
+            out_segs: m.tcp.out_segs.get(),
+            in_errs: m.tcp.in_errs.get(),
+            out_rsts: m.tcp.out_rsts.get(),
+        },
+        udp: udp_mib(&m.udp),
+        ip6: ip_mib(&m.ip6),
+        icmp6: icmp_mib(&m.icmp6),
+        udp6: udp_mib(&m.udp6),
+        tcp_ext: TcpExt {
+            in_rsts: m.tcp.in_rsts.get(),
+            accept_overflow: s.accept_overflow.get(),
+            conn_limit_refused: s.conn_limit_refused.get(),
+            established: s.tcp_established.get(),
+        },
+    }
+}
+
+/// Connections of thread `t` in ESTABLISHED or CLOSE-WAIT (RFC 1213's
+/// `tcpCurrEstab`), counted shard by shard.
+fn curr_estab(t: &ThreadShared) -> u64 {
+    t.shards
+        .iter()
+        .map(|shard| {
+            shard
+                .lock()
+                .sockets
+                .iter()
+                .filter(|(_, s)| {
+                    matches!(s, Socket::Tcp(s)
+                        if matches!(s.state(), tcp::State::Established | tcp::State::CloseWait))
+                })
+                .count() as u64
+        })
+        .sum()
+}
+
 /// The state as `ss` names it.
 fn state_name(s: tcp::State) -> &'static str {
     match s {
@@ -118,9 +211,7 @@ impl Stack {
         let local = &self.shared.local;
         LstackStats {
             pid: std::process::id(),
-            process: std::fs::read_to_string("/proc/self/comm")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default(),
+            process: process_name(),
             ip: local.ipv4.map(|a| a.to_string()),
             ip6: local.ipv6.map(|a| a.to_string()),
             uptime_secs: self.runtime.started.elapsed().as_secs(),
@@ -134,6 +225,37 @@ impl Stack {
                 .map(|t| thread_counters(&t.stats))
                 .collect(),
         }
+    }
+
+    /// The MIB-2 counters of every thread and their sum, as
+    /// `gazellectl lstack show -s` prints them.
+    pub fn snmp_snapshot(&self) -> LstackSnmp {
+        LstackSnmp {
+            pid: std::process::id(),
+            process: process_name(),
+            ip: self.shared.local.ipv4.map(|a| a.to_string()),
+            threads: self.shared.threads.iter().map(thread_snmp).collect(),
+            total: Snmp::default(),
+        }
+        .with_total()
+    }
+
+    /// How long received data waited for the application's reads, per
+    /// thread and in all, as `gazellectl lstack show -l` prints it.
+    pub fn latency_snapshot(&self) -> LstackLatency {
+        LstackLatency {
+            pid: std::process::id(),
+            process: process_name(),
+            ip: self.shared.local.ipv4.map(|a| a.to_string()),
+            threads: self
+                .shared
+                .threads
+                .iter()
+                .map(|t| t.stats.rx_latency.snapshot())
+                .collect(),
+            total: Default::default(),
+        }
+        .with_total()
     }
 
     /// Every TCP socket of the stack: listeners (as `ss` shows them: the
@@ -194,4 +316,11 @@ impl Stack {
         }
         out
     }
+}
+
+/// `/proc/self/comm`.
+fn process_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }

@@ -209,20 +209,28 @@ impl phy::TxToken for MbufTxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
+        // Every frame smoltcp builds is counted in the MIB, also one then
+        // dropped for want of an mbuf (as RFC 1213's OutRequests counts
+        // discarded datagrams): smoltcp considers it sent.
         let tx = self.tx;
         let Some(mut m) = tx.pool.alloc() else {
             tx.stats.tx_nombuf.incr();
             let len = len.min(MAX_FRAME);
-            return f(&mut tx.scratch[..len]);
+            let r = f(&mut tx.scratch[..len]);
+            tx.stats.mib.count_tx(&tx.scratch[..len]);
+            return r;
         };
         let Some(buf) = m.append(len) else {
             // Larger than an mbuf's data room: smoltcp never builds frames
             // over the MTU we report, so this is a bug; drop it counted.
             tx.stats.tx_dropped.incr();
             let len = len.min(MAX_FRAME);
-            return f(&mut tx.scratch[..len]);
+            let r = f(&mut tx.scratch[..len]);
+            tx.stats.mib.count_tx(&tx.scratch[..len]);
+            return r;
         };
         let r = f(buf);
+        tx.stats.mib.count_tx(m.data());
         if tx.offload {
             request_checksums(&mut m);
         }

@@ -23,6 +23,24 @@
 //! A flow belongs to thread `hash % threads`. When a NIC spreads flows over
 //! several queues by its own hash, a thread passes frames of flows it does
 //! not own to the owner's steering queue; ARP and NDP go to every thread.
+//!
+//! ## Counting
+//! Each frame from the port is counted in the MIB-2 counters ([`crate::mib`])
+//! by the thread that took it off its queue. TCP connection counters come
+//! from the state changes a thread sees after polling a shard: spares that
+//! took a SYN (passive opens), handshakes completed or failed, and the
+//! connections each shard watches (`ShardInner::conns`) for resets.
+//!
+//! ## Receive latency
+//! Every socket carries an [`RxMark`]. When a read leaves a socket's receive
+//! queue empty, the socket is *armed*: put on its shard's `armed` list.
+//! After smoltcp ingests a frame with data into the shard, the armed
+//! sockets whose queue is no longer empty get the arrival time of the burst
+//! the frame came in, and leave the list. The application's next read
+//! records how long that data waited ([`crate::stats::LatencyHistogram`]).
+//! Only data frames look at the list, and only at the entry of their flow
+//! (UDP: of their port); the application's read costs a clock read and a
+//! few atomic adds.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -37,17 +55,17 @@ use crossbeam_queue::ArrayQueue;
 use dpdk::{Mbuf, MbufBatch, Mempool};
 use smoltcp::{
     iface::{Interface, SocketHandle, SocketSet},
-    socket::tcp,
     socket::AnySocket,
+    socket::{tcp, udp},
     time::Instant as SmolInstant,
-    wire::{IpAddress, IpEndpoint, IpListenEndpoint},
+    wire::{IpAddress, IpEndpoint, IpListenEndpoint, IpVersion},
 };
 
 use crate::{
-    classify::{classify, FlowKey, LocalAddrs, RxChecked, Verdict},
+    classify::{classify_seen, FlowKey, LocalAddrs, RxChecked, Verdict},
     device::{FrameDevice, TxPath},
     event::Event,
-    stats::ThreadStats,
+    stats::{LatencyHistogram, ThreadStats},
     StackOptions,
 };
 
@@ -68,6 +86,8 @@ impl Shard {
                 spares: Vec::new(),
                 embryos: Vec::new(),
                 orphans: Vec::new(),
+                conns: Vec::new(),
+                armed: Vec::new(),
             }),
         }
     }
@@ -88,6 +108,11 @@ pub(crate) struct ShardInner {
     embryos: Vec<(SocketHandle, Arc<ListenerShared>)>,
     /// Sockets the application closed, removed once smoltcp is done with them.
     orphans: Vec<Orphan>,
+    /// Connections (accepted, or connecting and connected) with the state
+    /// they had at the last look, for the TCP counters; dropped once closed.
+    conns: Vec<(SocketHandle, tcp::State)>,
+    /// Sockets with an empty receive queue whose next data is timed.
+    pub(crate) armed: Vec<Armed>,
 }
 
 impl std::fmt::Debug for ShardInner {
@@ -96,6 +121,8 @@ impl std::fmt::Debug for ShardInner {
             .field("spares", &self.spares.len())
             .field("embryos", &self.embryos.len())
             .field("orphans", &self.orphans.len())
+            .field("conns", &self.conns.len())
+            .field("armed", &self.armed.len())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +141,131 @@ impl ShardInner {
     }
 }
 
+/// When the data waiting on a socket arrived, for the receive latency (see
+/// the module documentation). Read and written only under the socket's
+/// shard lock; an atomic only so the application's socket and its shard can
+/// share it.
+#[derive(Debug, Default)]
+pub(crate) struct RxMark(AtomicU64);
+
+impl RxMark {
+    /// Not known: data arrived before the socket was watched.
+    const UNKNOWN: u64 = 0;
+    /// The receive queue was empty; the socket is on its shard's `armed`
+    /// list. Any other value is an arrival time, ns since the stack's epoch.
+    const ARMED: u64 = u64::MAX;
+
+    /// A new mark, shared by a socket and its shard.
+    pub(crate) fn new() -> Arc<RxMark> {
+        Arc::default()
+    }
+
+    /// Watches the next data of `socket` (whose queue is empty): puts it on
+    /// its shard's `armed` list unless it is there already.
+    pub(crate) fn arm(self: &Arc<Self>, armed: &mut Vec<Armed>, socket: RxSocket) {
+        if self.0.load(Ordering::Relaxed) != Self::ARMED {
+            self.0.store(Self::ARMED, Ordering::Relaxed);
+            armed.push(Armed {
+                socket,
+                mark: Arc::clone(self),
+            });
+        }
+    }
+
+    /// Whether the socket is on its shard's `armed` list.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::ARMED
+    }
+
+    fn stamp(&self, at_ns: u64) {
+        self.0
+            .store(at_ns.clamp(1, Self::ARMED - 1), Ordering::Relaxed);
+    }
+
+    /// After the application's read took data: records how long it waited
+    /// (when known) into `latency`, and arms the socket again when the read
+    /// left its queue empty (`rearm`). With data left, the mark stays: the
+    /// next read is measured from the same arrival, an upper bound for the
+    /// data that came later.
+    pub(crate) fn took_data(
+        self: &Arc<Self>,
+        armed: &mut Vec<Armed>,
+        rearm: Option<RxSocket>,
+        now_ns: impl FnOnce() -> u64,
+        latency: &LatencyHistogram,
+    ) {
+        let mark = self.0.load(Ordering::Relaxed);
+        if mark != Self::UNKNOWN && mark != Self::ARMED {
+            latency.record(now_ns().saturating_sub(mark));
+        }
+        if let Some(socket) = rearm {
+            self.arm(armed, socket);
+        }
+    }
+}
+
+/// A socket whose next data is timed, and the traffic that can bring it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxSocket {
+    pub(crate) handle: SocketHandle,
+    /// A UDP socket (else TCP).
+    pub(crate) udp: bool,
+    /// Its local port.
+    pub(crate) port: u16,
+    /// The peer of a TCP connection (UDP sockets go by port only).
+    pub(crate) remote: Option<IpEndpoint>,
+}
+
+/// A socket whose receive queue was empty when last read.
+#[derive(Debug)]
+pub(crate) struct Armed {
+    pub(crate) socket: RxSocket,
+    mark: Arc<RxMark>,
+}
+
+/// Which sockets a received frame may have brought data to.
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    /// A segment of one TCP flow.
+    Tcp { port: u16, remote: IpEndpoint },
+    /// A datagram to a local UDP port.
+    Udp { port: u16 },
+}
+
+/// After smoltcp ingested a frame with data that arrived at `at_ns`: the
+/// armed socket it filled gets that arrival time and leaves the list.
+/// Entries are told apart by port and peer, so only the socket the frame
+/// is for is looked at (for UDP, the few sockets of its port).
+fn stamp_arrivals(inner: &mut ShardInner, at_ns: u64, arrival: Arrival) {
+    let ShardInner { sockets, armed, .. } = inner;
+    match arrival {
+        Arrival::Tcp { port, remote } => {
+            let Some(i) = armed.iter().position(|a| {
+                !a.socket.udp && a.socket.port == port && a.socket.remote == Some(remote)
+            }) else {
+                return;
+            };
+            if sockets
+                .get::<tcp::Socket<'_>>(armed[i].socket.handle)
+                .recv_queue()
+                > 0
+            {
+                armed.swap_remove(i).mark.stamp(at_ns);
+            }
+        }
+        Arrival::Udp { port } => armed.retain(|a| {
+            if !a.socket.udp || a.socket.port != port {
+                return true;
+            }
+            let ready = sockets.get::<udp::Socket<'_>>(a.socket.handle).can_recv();
+            if ready {
+                a.mark.stamp(at_ns);
+            }
+            !ready
+        }),
+    }
+}
+
 /// A connection that finished its handshake and waits in an accept queue.
 #[derive(Debug)]
 pub(crate) struct Accepted {
@@ -121,6 +273,7 @@ pub(crate) struct Accepted {
     pub(crate) shard: usize,
     pub(crate) handle: SocketHandle,
     pub(crate) remote: IpEndpoint,
+    pub(crate) rx_mark: Arc<RxMark>,
 }
 
 /// A listening port, shared by the application's listener and every thread.
@@ -160,6 +313,8 @@ pub(crate) enum Command {
         remote: IpEndpoint,
         local: IpEndpoint,
         reply: Arc<ConnectReply>,
+        /// The new socket's receive-latency mark.
+        rx_mark: Arc<RxMark>,
     },
     /// A listener closed: drop its spares and unaccepted handshakes.
     Unlisten(Arc<ListenerShared>),
@@ -263,6 +418,9 @@ pub(crate) struct StackShared {
     pub(crate) arrival_placement: bool,
     /// The registration with ltran, which hears about listeners.
     pub(crate) ltran: std::sync::OnceLock<crate::ltran::LtranLink>,
+    /// Time zero of the stack's clock: smoltcp's timestamps and the
+    /// receive-latency marks count from here.
+    pub(crate) epoch: std::time::Instant,
 }
 
 impl StackShared {
@@ -287,7 +445,14 @@ impl StackShared {
             connected_udp_count: AtomicUsize::new(0),
             arrival_placement: false,
             ltran: std::sync::OnceLock::new(),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    /// Nanoseconds since [`StackShared::epoch`].
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// (thread, shard) that own `flow`.
@@ -471,8 +636,10 @@ impl Worker {
         &self.shared.threads[self.index]
     }
 
-    fn now_us(&self) -> u64 {
-        self.clock.elapsed().as_micros() as u64
+    /// Nanoseconds since `clock` (the stack's epoch): one clock read per
+    /// loop serves smoltcp's timestamps (in µs) and the latency marks.
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
     }
 
     /// Runs until the stack shuts down.
@@ -481,7 +648,9 @@ impl Worker {
         let mut idle: u32 = 0;
         let mut batch = MbufBatch::new();
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let now = self.now_us();
+            // The arrival time of this loop's burst.
+            let now_ns = self.now_ns();
+            let now = now_ns / 1000;
             let mut busy = self.run_commands(now);
 
             // Receive: the NIC queue (or ltran's ring), then frames other
@@ -506,7 +675,7 @@ impl Worker {
                     // A frame that trips a bug (ours or smoltcp's) is dropped
                     // and counted; it must not take the stack thread down.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.ingress(now, m, steered)
+                        self.ingress(now_ns, m, steered)
                     }));
                     if r.is_err() {
                         self.survived_panic("processing a received frame");
@@ -514,7 +683,7 @@ impl Worker {
                 }
             }
 
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now_ns))) {
                 Ok(b) => busy |= b,
                 Err(_) => {
                     self.touched.fill(false);
@@ -585,14 +754,26 @@ impl Worker {
                     remote,
                     local,
                     reply,
+                    rx_mark,
                 } => {
                     let res = socket.connect(self.iface.context(), remote, local);
                     let res = res.map(|()| {
-                        let h = self.shared.threads[self.index].shards[shard]
-                            .lock()
-                            .sockets
-                            .add(*socket);
-                        self.me().tcp_sockets.fetch_add(1, Ordering::Relaxed);
+                        let me = &self.shared.threads[self.index];
+                        let mut inner = me.shards[shard].lock();
+                        let h = inner.sockets.add(*socket);
+                        inner.conns.push((h, tcp::State::SynSent));
+                        rx_mark.arm(
+                            &mut inner.armed,
+                            RxSocket {
+                                handle: h,
+                                udp: false,
+                                port: local.port,
+                                remote: Some(remote),
+                            },
+                        );
+                        drop(inner);
+                        me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
+                        me.stats.mib.tcp.active_opens.incr();
                         h
                     });
                     *reply.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
@@ -634,13 +815,17 @@ impl Worker {
                 }
             });
             if removed > 0 {
+                // Handshakes cut short in SYN-RCVD.
+                me.stats.mib.tcp.attempt_fails.add(removed);
                 self.touched[i] = true;
                 self.touched_list.push(i);
             }
         }
     }
 
-    fn ingress(&mut self, now: u64, m: Mbuf, steered: bool) {
+    /// Takes one frame that arrived in the burst of `now_ns`; `steered`: it
+    /// came from another thread, which counted it.
+    fn ingress(&mut self, now_ns: u64, m: Mbuf, steered: bool) {
         let shared = &*self.shared;
         let me = &shared.threads[self.index];
         me.stats.rx_packets.incr();
@@ -652,7 +837,11 @@ impl Worker {
             l4_good: flags & dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_MASK
                 == dpdk_sys::flags::MBUF_F_RX_L4_CKSUM_GOOD,
         };
-        let (thread, shard) = match classify(m.data(), &shared.local, checked) {
+        let (verdict, seen) = classify_seen(m.data(), &shared.local, checked);
+        if !steered {
+            me.stats.mib.count_rx(&verdict, &seen);
+        }
+        let (thread, shard) = match verdict {
             Verdict::Drop(reason) => {
                 me.stats.drop_frame(reason);
                 return;
@@ -700,21 +889,44 @@ impl Worker {
             }
             return;
         }
-        let ts = SmolInstant::from_micros(now as i64);
+        let ts = SmolInstant::from_micros((now_ns / 1000) as i64);
         {
             let mut inner = me.shards[shard].lock();
             let mut dev = FrameDevice {
                 rx: Some(m),
                 tx: &mut self.tx,
             };
-            self.iface
-                .poll_ingress_single(ts, &mut dev, &mut inner.sockets);
+            let iface = &mut self.iface;
+            let sockets = &mut inner.sockets;
+            if matches!(verdict, Verdict::Udp { .. }) {
+                me.stats
+                    .mib
+                    .deliver_udp(seen.ip == Some(IpVersion::Ipv6), || {
+                        iface.poll_ingress_single(ts, &mut dev, sockets)
+                    });
+            } else {
+                iface.poll_ingress_single(ts, &mut dev, sockets);
+            }
+            if seen.data && !inner.armed.is_empty() {
+                let arrival = match verdict {
+                    Verdict::Tcp { flow, .. } => Some(Arrival::Tcp {
+                        port: flow.local_port,
+                        remote: IpEndpoint::new(flow.remote_addr, flow.remote_port),
+                    }),
+                    Verdict::Udp { port } => Some(Arrival::Udp { port }),
+                    _ => None,
+                };
+                if let Some(arrival) = arrival {
+                    stamp_arrivals(&mut inner, now_ns, arrival);
+                }
+            }
         }
         self.touch(shard);
     }
 
     /// Polls egress on every shard that needs it; returns whether any did.
-    fn egress(&mut self, now: u64) -> bool {
+    fn egress(&mut self, now_ns: u64) -> bool {
+        let now = now_ns / 1000;
         let me = &self.shared.threads[self.index];
         for (w, word) in me.dirty.iter().enumerate() {
             let mut bits = word.swap(0, Ordering::Acquire);
@@ -749,7 +961,13 @@ impl Worker {
                 tx: &mut self.tx,
             };
             self.iface.poll_egress(ts, &mut dev, &mut inner.sockets);
-            settle(&mut inner, me, (self.index, shard), &mut self.released);
+            settle(
+                &mut inner,
+                me,
+                (self.index, shard),
+                &mut self.released,
+                now_ns,
+            );
             let next = self.iface.poll_at(ts, &inner.sockets);
             drop(inner);
             self.next_poll[shard] = next.map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
@@ -881,19 +1099,22 @@ fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
         }
         l.pending.fetch_add(1, Ordering::Relaxed);
         me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
+        me.stats.mib.tcp.passive_opens.incr();
         embryos.push((*h, Arc::clone(l)));
         false
     });
 }
 
-/// Bookkeeping after smoltcp ran on a shard: embryos that completed go to
-/// their accept queue, failed ones back to the pool or away, and orphans
-/// smoltcp is done with are removed. Returns ephemeral ports to release.
+/// Bookkeeping after smoltcp ran on a shard (at `now_ns`): embryos that
+/// completed go to their accept queue, failed ones back to the pool or away,
+/// watched connections are counted, and orphans smoltcp is done with are
+/// removed. Returns ephemeral ports to release.
 fn settle(
     inner: &mut ShardInner,
     me: &ThreadShared,
     place: (usize, usize),
     released: &mut Vec<(u16, IpEndpoint)>,
+    now_ns: u64,
 ) {
     settle_spares(inner, me);
     let ShardInner {
@@ -901,7 +1122,10 @@ fn settle(
         spares,
         embryos,
         orphans,
+        conns,
+        armed,
     } = inner;
+    let tcp_mib = &me.stats.mib.tcp;
     if !embryos.is_empty() {
         embryos.retain(|(h, l)| {
             let s = sockets.get_mut::<tcp::Socket<'_>>(*h);
@@ -909,12 +1133,14 @@ fn settle(
                 tcp::State::SynReceived => true,
                 tcp::State::Listen => {
                     // The handshake was reset; the socket listens again.
+                    tcp_mib.attempt_fails.incr();
                     l.pending.fetch_sub(1, Ordering::Relaxed);
                     me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
                     spares.push((*h, Arc::clone(l)));
                     false
                 }
                 tcp::State::Closed | tcp::State::TimeWait => {
+                    tcp_mib.attempt_fails.incr();
                     l.pending.fetch_sub(1, Ordering::Relaxed);
                     orphans.push(Orphan {
                         handle: *h,
@@ -933,6 +1159,23 @@ fn settle(
                         });
                         return false;
                     };
+                    conns.push((*h, s.state()));
+                    // Data that came with the handshake's last ACK arrived
+                    // in this loop's burst.
+                    let rx_mark = RxMark::new();
+                    if s.recv_queue() > 0 {
+                        rx_mark.stamp(now_ns);
+                    } else if let Some(local) = s.local_endpoint() {
+                        rx_mark.arm(
+                            armed,
+                            RxSocket {
+                                handle: *h,
+                                udp: false,
+                                port: local.port,
+                                remote: Some(remote),
+                            },
+                        );
+                    }
                     l.queue
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -941,6 +1184,7 @@ fn settle(
                             shard: place.1,
                             handle: *h,
                             remote,
+                            rx_mark,
                         });
                     l.event.notify();
                     false
@@ -948,11 +1192,21 @@ fn settle(
             }
         });
     }
+    if !conns.is_empty() {
+        watch_connections(conns, sockets, &me.stats);
+    }
     if !orphans.is_empty() {
         orphans.retain(|o| {
             let state = sockets.get::<tcp::Socket<'_>>(o.handle).state();
             if state != tcp::State::Closed {
                 return true;
+            }
+            // Watched connections left `conns` when they closed, above;
+            // an armed one left `armed` when the application dropped it,
+            // but a handle must never outlive its socket in either list:
+            // a new socket may get it.
+            if !armed.is_empty() {
+                armed.retain(|a| a.socket.handle != o.handle);
             }
             sockets.remove(o.handle);
             me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
@@ -962,4 +1216,31 @@ fn settle(
             false
         });
     }
+}
+
+/// Counts what happened to the watched connections since the last look:
+/// handshakes of `connect` that completed or failed, and connections reset
+/// (or timed out) from ESTABLISHED or CLOSE-WAIT. Closed ones stop being
+/// watched.
+fn watch_connections(
+    conns: &mut Vec<(SocketHandle, tcp::State)>,
+    sockets: &SocketSet<'_>,
+    stats: &ThreadStats,
+) {
+    use tcp::State::*;
+    conns.retain_mut(|(h, last)| {
+        let state = sockets.get::<tcp::Socket<'_>>(*h).state();
+        if state == *last {
+            return true;
+        }
+        match (*last, state) {
+            (SynSent | SynReceived, Closed) => stats.mib.tcp.attempt_fails.incr(),
+            (SynSent | SynReceived, Listen | SynSent | SynReceived) => {}
+            (SynSent | SynReceived, _) => stats.tcp_established.incr(),
+            (Established | CloseWait, Closed) => stats.mib.tcp.estab_resets.incr(),
+            _ => {}
+        }
+        *last = state;
+        state != Closed
+    });
 }

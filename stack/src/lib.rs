@@ -13,7 +13,11 @@
 //! - [`socket`]: the native socket API ([`TcpListener`], [`TcpStream`],
 //!   [`UdpSocket`]) that application threads call and the POSIX layer
 //!   (`liblstack.so`) builds on.
-//! - [`stats`]: per-thread counters for `gazellectl`.
+//! - [`stats`]: per-thread counters for `gazellectl`, the receive-latency
+//!   histogram among them.
+//! - [`mib`]: MIB-2 counters (IP, ICMP, TCP, UDP), counted from the
+//!   classifier's verdicts on ingress and from the frames the stack writes on
+//!   egress, since smoltcp keeps none.
 //!
 //! [`Stack::start`] wires it together from an [`LstackConfig`]: EAL, port,
 //! mempool, interfaces, threads.
@@ -26,6 +30,7 @@ pub mod device;
 mod engine;
 pub mod event;
 mod ltran;
+pub mod mib;
 pub mod socket;
 pub mod stats;
 
@@ -288,7 +293,7 @@ impl Stack {
         }
         let shared = Arc::new(stack_shared);
         let is_secondary = shared.ltran.get().is_some();
-        let clock = std::time::Instant::now();
+        let clock = shared.epoch;
         let mut handles = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {

@@ -25,7 +25,9 @@ use smoltcp::{
 
 use crate::{
     classify::FlowKey,
-    engine::{Accepted, Command, ConnectReply, ListenerShared, StackShared},
+    engine::{
+        Accepted, Armed, Command, ConnectReply, ListenerShared, RxMark, RxSocket, StackShared,
+    },
     event::Event,
     BufferRequest, Stack,
 };
@@ -248,12 +250,14 @@ impl Stack {
         let (thread, shard) = shared.place(&flow);
         let reply = Arc::new(ConnectReply::default());
         let seen = reply.event.generation();
+        let rx_mark = RxMark::new();
         let cmd = Command::Connect {
             shard,
             socket: Box::new(shared.new_tcp_socket(buffers)),
             remote: remote_ep,
             local,
             reply: Arc::clone(&reply),
+            rx_mark: Arc::clone(&rx_mark),
         };
         if shared.threads[thread].command(cmd).is_err() {
             release();
@@ -307,6 +311,7 @@ impl Stack {
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
             abort_on_close: AtomicBool::new(false),
+            rx_mark,
         })
     }
 
@@ -370,6 +375,8 @@ impl Stack {
             ));
         }
         let handle = inner.sockets.add(sock);
+        let rx_mark = RxMark::new();
+        rx_mark.arm(&mut inner.armed, udp_rx(handle, addr.port()));
         drop(inner);
         Ok(UdpSocket {
             stack: Arc::clone(shared),
@@ -379,6 +386,7 @@ impl Stack {
             event: Event::new(),
             nonblocking: AtomicBool::new(false),
             connected: None,
+            rx_mark,
         })
     }
 
@@ -428,10 +436,13 @@ impl Stack {
                 format!("UDP port {port} is already connected to {remote}"),
             ));
         }
-        let handle = shared.threads[thread].shards[shard]
-            .lock()
-            .sockets
-            .add(sock);
+        let rx_mark = RxMark::new();
+        let handle = {
+            let mut inner = shared.threads[thread].shards[shard].lock();
+            let handle = inner.sockets.add(sock);
+            rx_mark.arm(&mut inner.armed, udp_rx(handle, port));
+            handle
+        };
         map.insert(flow, shard);
         shared.connected_udp_count.fetch_add(1, Ordering::Relaxed);
         Ok(UdpSocket {
@@ -442,6 +453,7 @@ impl Stack {
             event: Event::new(),
             nonblocking: AtomicBool::new(false),
             connected: Some(flow),
+            rx_mark,
         })
     }
 
@@ -627,6 +639,8 @@ pub struct TcpStream {
     write_shut: AtomicBool,
     /// `SO_LINGER` with a zero timeout: close with RST.
     abort_on_close: AtomicBool,
+    /// When the data waiting to be read arrived (receive latency).
+    rx_mark: Arc<RxMark>,
 }
 
 const LIFE_UP: u8 = 1;
@@ -647,14 +661,21 @@ impl TcpStream {
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
             abort_on_close: AtomicBool::new(false),
+            rx_mark: a.rx_mark,
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
+        self.with_armed(|s, _| f(s))
+    }
+
+    /// [`TcpStream::with`], with the shard's armed sockets too.
+    fn with_armed<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>, &mut Vec<Armed>) -> R) -> R {
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
+        let inner = &mut *inner;
         let s = inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle);
         self.observe(s.state());
-        f(s)
+        f(s, &mut inner.armed)
     }
 
     /// Remembers what the connection went through: smoltcp only shows
@@ -768,13 +789,34 @@ impl TcpStream {
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
-            let r = self.with(|s| {
+            let r = self.with_armed(|s, armed| {
                 if s.can_recv() {
-                    let r = if peek {
-                        s.peek_slice(buf)
-                    } else {
-                        s.recv_slice(buf)
-                    };
+                    if peek {
+                        return Some(
+                            s.peek_slice(buf)
+                                .map_err(|e| io::Error::other(e.to_string())),
+                        );
+                    }
+                    let r = s.recv_slice(buf);
+                    if let Ok(n) = r {
+                        if n > 0 {
+                            let rearm = match (s.recv_queue(), s.local_endpoint()) {
+                                (0, Some(local)) => Some(RxSocket {
+                                    handle: self.handle,
+                                    udp: false,
+                                    port: local.port,
+                                    remote: s.remote_endpoint(),
+                                }),
+                                _ => None,
+                            };
+                            self.rx_mark.took_data(
+                                armed,
+                                rearm,
+                                || self.stack.now_ns(),
+                                &self.stack.threads[self.thread].stats.rx_latency,
+                            );
+                        }
+                    }
                     return Some(r.map_err(|e| io::Error::other(e.to_string())));
                 }
                 if !s.may_recv() {
@@ -980,6 +1022,9 @@ impl Drop for TcpStream {
         let me = &self.stack.threads[self.thread];
         {
             let mut inner = me.shards[self.shard].lock();
+            if self.rx_mark.is_armed() {
+                inner.armed.retain(|a| a.socket.handle != self.handle);
+            }
             let s = inner.sockets.get_mut::<tcp::Socket<'static>>(self.handle);
             if s.recv_queue() > 0 || self.abort_on_close.load(Ordering::Relaxed) {
                 // Unread data (or SO_LINGER 0) on close: reset, as a kernel does.
@@ -1004,12 +1049,23 @@ pub struct UdpSocket {
     nonblocking: AtomicBool,
     /// The flow of a connected socket (see [`Stack::udp_connect`]).
     connected: Option<FlowKey>,
+    /// When the oldest datagram waiting arrived (receive latency).
+    rx_mark: Arc<RxMark>,
 }
 
 impl UdpSocket {
     fn with<R>(&self, f: impl FnOnce(&mut udp::Socket<'static>) -> R) -> R {
+        self.with_armed(|s, _| f(s))
+    }
+
+    /// [`UdpSocket::with`], with the shard's armed sockets too.
+    fn with_armed<R>(&self, f: impl FnOnce(&mut udp::Socket<'static>, &mut Vec<Armed>) -> R) -> R {
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
-        f(inner.sockets.get_mut::<udp::Socket<'static>>(self.handle))
+        let inner = &mut *inner;
+        f(
+            inner.sockets.get_mut::<udp::Socket<'static>>(self.handle),
+            &mut inner.armed,
+        )
     }
 
     /// Receives one datagram; returns its length and sender. A datagram
@@ -1027,13 +1083,23 @@ impl UdpSocket {
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
-            let r = self.with(|s| {
+            let r = self.with_armed(|s, armed| {
                 if s.can_recv() {
-                    return Some(s.recv().map(|(data, meta)| {
+                    let r = s.recv().map(|(data, meta)| {
                         let n = data.len().min(buf.len());
                         buf[..n].copy_from_slice(&data[..n]);
                         (n, to_socket_addr(meta.endpoint))
-                    }));
+                    });
+                    if r.is_ok() {
+                        let rearm = (!s.can_recv()).then(|| udp_rx(self.handle, s.endpoint().port));
+                        self.rx_mark.took_data(
+                            armed,
+                            rearm,
+                            || self.stack.now_ns(),
+                            &self.stack.threads[self.thread].stats.rx_latency,
+                        );
+                    }
+                    return Some(r);
                 }
                 s.register_recv_waker(&waker);
                 None
@@ -1126,13 +1192,20 @@ impl UdpSocket {
             self.event.dir_waker(crate::event::TX),
         );
         let peer = peer.map(to_endpoint);
-        self.with(|s| {
+        self.with_armed(|s, armed| {
             if let Some(ep) = peer {
+                let mut discarded = false;
                 while let Ok((_, meta)) = s.peek() {
                     if meta.endpoint == ep {
                         break;
                     }
                     let _ = s.recv();
+                    discarded = true;
+                }
+                // The mark was the arrival of what was thrown away.
+                if discarded && !s.can_recv() {
+                    self.rx_mark
+                        .arm(armed, udp_rx(self.handle, s.endpoint().port));
                 }
             }
             s.register_recv_waker(&rx);
@@ -1170,6 +1243,19 @@ impl Drop for UdpSocket {
                 .fetch_sub(1, Ordering::Relaxed);
         }
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
+        if self.rx_mark.is_armed() {
+            inner.armed.retain(|a| a.socket.handle != self.handle);
+        }
         inner.sockets.remove(self.handle);
+    }
+}
+
+/// The UDP socket `handle` on `port`, as its shard's `armed` list knows it.
+fn udp_rx(handle: SocketHandle, port: u16) -> RxSocket {
+    RxSocket {
+        handle,
+        udp: true,
+        port,
+        remote: None,
     }
 }

@@ -1,10 +1,15 @@
 //! Per-thread counters: written by one stack thread with relaxed atomics (no
 //! locked instructions on x86 for plain stores of its own counters), read by
 //! anyone. These feed `gazellectl lstack show` and the web UI.
+//!
+//! The exception is [`LatencyHistogram`]: application threads record into
+//! it as they read, so it takes atomic read-modify-writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::classify::DropReason;
+use gazelle_ctl_proto::{latency_bucket, RxLatency, LATENCY_BUCKETS};
+
+use crate::{classify::DropReason, mib::Mib};
 
 /// Counters of one stack thread.
 #[derive(Debug, Default)]
@@ -37,6 +42,11 @@ pub struct ThreadStats {
     pub sleeps: Counter,
     /// Panics the thread caught and survived (each one is a bug to report).
     pub panics: Counter,
+    /// MIB-2 counters (`gazellectl lstack show -s`).
+    pub mib: Mib,
+    /// How long data received on this thread's sockets waited for the
+    /// application's read (`gazellectl lstack show -l`).
+    pub rx_latency: LatencyHistogram,
     drops: [Counter; DropReason::COUNT],
 }
 
@@ -88,5 +98,104 @@ impl Counter {
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram of latencies in nanoseconds with log2 buckets (see
+/// [`gazelle_ctl_proto::latency_bucket`]), plus count, sum, minimum and
+/// maximum. Any thread may record: each field is one atomic add (or a
+/// compare for the extremes, taken only when they move), and no lock.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    min_ns: AtomicU64,
+    max_ns: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            min_ns: AtomicU64::new(u64::MAX),
+            max_ns: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency of `ns` nanoseconds.
+    #[inline]
+    pub fn record(&self, ns: u64) {
+        self.buckets[latency_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        if ns < self.min_ns.load(Ordering::Relaxed) {
+            self.min_ns.fetch_min(ns, Ordering::Relaxed);
+        }
+        if ns > self.max_ns.load(Ordering::Relaxed) {
+            self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What it holds now, with its mean and percentiles.
+    pub fn snapshot(&self) -> RxLatency {
+        RxLatency::new(
+            self.count.load(Ordering::Relaxed),
+            self.sum_ns.load(Ordering::Relaxed),
+            self.min_ns.load(Ordering::Relaxed),
+            self.max_ns.load(Ordering::Relaxed),
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_records_what_the_summary_reports() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.snapshot(), RxLatency::default());
+        for ns in [900, 1_100, 1_000, 250_000] {
+            h.record(ns);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.sum_ns, 253_000);
+        assert_eq!((s.min_ns, s.max_ns), (900, 250_000));
+        assert_eq!(s.mean_ns, 63_250);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 4);
+        assert_eq!(s.buckets[latency_bucket(1_000)], 2);
+        assert!(s.min_ns <= s.p50_ns && s.p50_ns <= s.p99_ns && s.p99_ns <= s.max_ns);
+    }
+
+    #[test]
+    fn concurrent_readers_lose_no_sample() {
+        let h = std::sync::Arc::new(LatencyHistogram::default());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let h = std::sync::Arc::clone(&h);
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        h.record(t * 1_000 + i % 7);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 40_000);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 40_000);
+        assert_eq!((s.min_ns, s.max_ns), (0, 3_006));
     }
 }

@@ -334,6 +334,7 @@ fn malformed_frames_are_counted_and_dropped() {
     .iter()
     .map(|r| drops(env, *r))
     .collect();
+    let mib_before = env.stack.snmp_snapshot().total;
     send_raw(
         env,
         &[good.clone(), bad_ip_sum, long_ip, ethertype, short_tcp],
@@ -356,6 +357,21 @@ fn malformed_frames_are_counted_and_dropped() {
         ok,
         "drop counters did not all move: before {before:?}, now {now:?}"
     );
+    // The MIB counts the same frames: a bad IP checksum and a total length
+    // beyond the frame are header errors; a bad TCP checksum (`good` has one
+    // too) and a header cut short are TCP input errors; the four IPv4 frames
+    // were all received.
+    let mib = env.stack.snmp_snapshot().total;
+    assert!(
+        mib.ip.in_hdr_errors >= mib_before.ip.in_hdr_errors + 2,
+        "{mib_before:?} -> {mib:?}"
+    );
+    assert!(mib.tcp.in_errs >= mib_before.tcp.in_errs + 2, "{mib:?}");
+    assert!(mib.tcp.in_segs >= mib_before.tcp.in_segs + 2, "{mib:?}");
+    assert!(
+        mib.ip.in_receives >= mib_before.ip.in_receives + 4,
+        "{mib:?}"
+    );
     // The stack still works after the garbage.
     assert!(env
         .topo
@@ -368,4 +384,129 @@ fn malformed_frames_are_counted_and_dropped() {
             &env.topo.stack_ip4.to_string()
         ])
         .is_ok());
+}
+
+/// Sets `SO_LINGER` to zero on a kernel socket: closing it sends RST.
+fn linger_zero(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a linger struct of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn tcp_counters_and_read_latency_of_connections_the_stack_opens() {
+    let env = env();
+    const PORT: u16 = 9100;
+    const MESSAGES: usize = 12;
+    let before = env.stack.snmp_snapshot().total;
+    let reads_before = env.stack.latency_snapshot().total.count;
+
+    // A kernel echo server in the peer that resets the connection once it
+    // has echoed every message.
+    let server = env
+        .topo
+        .in_netns(|| KernelListener::bind(SocketAddr::new(env.topo.peer_ip4.into(), PORT)).unwrap())
+        .unwrap();
+    let (reset_now, reset_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..MESSAGES {
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        }
+        reset_rx.recv().unwrap();
+        linger_zero(&s);
+    });
+
+    let remote = SocketAddr::new(env.topo.peer_ip4.into(), PORT);
+    let conn = env
+        .stack
+        .tcp_connect(remote, Some(Duration::from_secs(10)))
+        .expect("connecting out");
+    // One message at a time: every echo is taken by at least one read.
+    let mut reads = 0;
+    for i in 0..MESSAGES {
+        conn.write_all(&[i as u8; 64]).unwrap();
+        let mut got = 0;
+        let mut buf = [0u8; 64];
+        while got < 64 {
+            let n = conn.read(&mut buf[got..]).unwrap();
+            assert!(n > 0, "EOF after {got} bytes of message {i}");
+            got += n;
+            reads += 1;
+        }
+        assert_eq!(buf, [i as u8; 64]);
+    }
+    let open = env.stack.snmp_snapshot().total;
+    assert!(open.tcp.curr_estab >= 1, "{open:?}");
+    assert!(open.tcp.active_opens > before.tcp.active_opens, "{open:?}");
+    assert!(
+        open.tcp_ext.established > before.tcp_ext.established,
+        "{open:?}"
+    );
+    assert!(
+        open.tcp.out_segs >= before.tcp.out_segs + MESSAGES as u64,
+        "{open:?}"
+    );
+    assert!(
+        open.tcp.in_segs >= before.tcp.in_segs + MESSAGES as u64,
+        "{open:?}"
+    );
+
+    // Every read that returned data was measured.
+    let lat = env.stack.latency_snapshot();
+    assert!(
+        lat.total.count >= reads_before + reads,
+        "{reads} reads, {lat:?}"
+    );
+    let t = &lat.total;
+    assert!(t.min_ns <= t.mean_ns && t.mean_ns <= t.max_ns, "{t:?}");
+    assert!(
+        t.min_ns <= t.p50_ns && t.p50_ns <= t.p99_ns && t.p99_ns <= t.max_ns,
+        "{t:?}"
+    );
+    assert_eq!(t.count, lat.threads.iter().map(|x| x.count).sum::<u64>());
+
+    // The peer resets: ESTABLISHED straight to CLOSED.
+    reset_now.send(()).unwrap();
+    peer.join().unwrap();
+    let reset = wait_until(Duration::from_secs(5), || {
+        let m = env.stack.snmp_snapshot().total;
+        m.tcp.estab_resets > before.tcp.estab_resets && m.tcp_ext.in_rsts > before.tcp_ext.in_rsts
+    });
+    assert!(reset, "{:?}", env.stack.snmp_snapshot().total);
+    drop(conn);
+
+    // A connection nobody accepts: SYN-SENT to CLOSED.
+    let err = env
+        .stack
+        .tcp_connect(
+            SocketAddr::new(env.topo.peer_ip4.into(), 9),
+            Some(Duration::from_secs(10)),
+        )
+        .expect_err("nothing listens on port 9");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    let failed = wait_until(Duration::from_secs(5), || {
+        env.stack.snmp_snapshot().total.tcp.attempt_fails > before.tcp.attempt_fails
+    });
+    let after = env.stack.snmp_snapshot().total;
+    assert!(failed, "{after:?}");
+    assert!(
+        after.tcp.active_opens >= before.tcp.active_opens + 2,
+        "{after:?}"
+    );
 }

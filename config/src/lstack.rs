@@ -52,8 +52,9 @@ pub mod limits {
     /// `bond_mode`: -1 (no bonding), 1 (active-backup), 4 (802.3ad) or 6
     /// (adaptive load balancing).
     pub const BOND_MODE: &[i64] = &[-1, 1, 4, 6];
-    /// `bond_miimon`, in milliseconds.
-    pub const BOND_MIIMON: RangeInclusive<u32> = 1..=1500;
+    /// `bond_miimon`, in milliseconds: the same range as ltran's (see
+    /// there why it stops at one minute).
+    pub const BOND_MIIMON: RangeInclusive<u32> = crate::ltran::limits::BOND_MIIMON;
     /// `num_process`: processes sharing one NIC.
     pub const NUM_PROCESS: RangeInclusive<u32> = 1..=32;
     /// Most mbufs `tcp_conn_count * mbuf_count_per_conn` may ask for (2^24,
@@ -818,8 +819,8 @@ mod tests {
     #[case("bond_mode", "0", "not one of -1, 1, 4, 6")]
     #[case("bond_mode", "2", "not one of -1, 1, 4, 6")]
     #[case("bond_mode", "5", "not one of -1, 1, 4, 6")]
-    #[case("bond_miimon", "0", "1..=1500")]
-    #[case("bond_miimon", "1501", "1..=1500")]
+    #[case("bond_miimon", "0", "1..=60000")]
+    #[case("bond_miimon", "60001", "1..=60000")]
     #[case("num_process", "0", "1..=32")]
     #[case("num_process", "33", "1..=32")]
     fn out_of_range(#[case] field: &str, #[case] value: &str, #[case] allowed: &str) {
@@ -856,7 +857,7 @@ mod tests {
     #[case("stack_num", "1")]
     #[case("nic_vlan_mode", "0")]
     #[case("nic_vlan_mode", "4094")]
-    #[case("bond_miimon", "1500")]
+    #[case("bond_miimon", "60000")]
     #[case("num_process", "32")]
     fn range_edges_accepted(#[case] field: &str, #[case] value: &str) {
         for result in MINIMAL.with::<LstackConfig>(field, value, value) {

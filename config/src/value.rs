@@ -349,7 +349,8 @@ pub struct PortMask(u32);
 impl PortMask {
     /// How many ports DPDK can address: `RTE_MAX_ETHPORTS` of the DPDK the
     /// appliance is built against (32, DPDK's default and Debian 12's
-    /// 22.11 build). gazelle itself stops at 8 (masks up to `0xff`).
+    /// 22.11 build). gazelle itself stops at 8 (masks up to `0xff`). ltran
+    /// fails to compile against a DPDK whose `RTE_MAX_ETHPORTS` differs.
     pub const MAX_PORTS: u16 = 32;
 
     /// A mask of the given port ids, in any order, duplicates ignored.

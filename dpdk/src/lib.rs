@@ -26,7 +26,7 @@ pub use eal::Eal;
 pub use error::DpdkError;
 pub use mbuf::{Mbuf, MbufBatch, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue};
+pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue, MAX_ETHPORTS};
 pub use ring::Ring;
 
 /// Reads the CPU's time-stamp counter (cheap, monotonic on constant-TSC CPUs).

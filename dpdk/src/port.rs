@@ -130,6 +130,10 @@ struct PortShared {
     _pool: Arc<Mempool>,
 }
 
+/// How many ports the linked DPDK can address (`RTE_MAX_ETHPORTS` of its
+/// build): port ids run from 0 below this.
+pub const MAX_ETHPORTS: u16 = dpdk_sys::RTE_MAX_ETHPORTS as u16;
+
 /// A configured, started ethdev port. Stopped and closed on drop once every
 /// queue handle is gone too.
 #[derive(Debug)]

@@ -9,12 +9,19 @@ use std::{
 
 use anyhow::{bail, Context};
 use dpdk::{Eal, Mempool, Port, PortConfig};
-use gazelle_config::LtranConfig;
+use gazelle_config::{LtranConfig, PortMask};
 
 use crate::{
     control::{self, Control},
     forward::{BondMember, Dispatcher, Kni},
 };
+
+// bond_ports masks are validated against PortMask::MAX_PORTS before DPDK
+// runs; they must mean the same port ids as the DPDK this is linked to.
+const _: () = assert!(
+    dpdk::MAX_ETHPORTS == PortMask::MAX_PORTS,
+    "RTE_MAX_ETHPORTS of this DPDK differs from gazelle-config's PortMask::MAX_PORTS"
+);
 
 /// Name of the exception (tap) device ltran adds with `kni_switch = 1`.
 pub const KNI_VDEV: &str = "net_tap_kni";

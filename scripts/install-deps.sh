@@ -8,6 +8,7 @@ PACKAGES=(
   dpdk dpdk-dev libdpdk-dev                       # DPDK 22.11 runtime, headers, dpdk-testpmd
   iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
   redis-server redis-tools nginx-light curl wrk iperf3 python3  # real applications under LD_PRELOAD
+  shellcheck                                      # test.sh lints our shell scripts
 )
 
 missing=()

@@ -14,6 +14,8 @@ scripts/install-deps.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> shellcheck (warnings and errors)"
+shellcheck -S warning scripts/*.sh tests/vm/run.sh .ci/run image/mkosi.postinst.chroot
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "==> cargo build (release: liblstack.so and the tools the tests run)"

@@ -81,8 +81,26 @@ fn ltran_err(message: impl Into<String>) -> StackError {
 }
 
 /// The EAL arguments of a secondary of ltran's `file_prefix`.
+///
+/// Behind ltran an lstack drives no device: it only attaches ltran's rings
+/// and pools. So unless the config chooses devices itself (`-a`/`-b`, their
+/// long forms, or `--no-pci`), it gets `--no-pci`: it does not map the NICs'
+/// registers (which would let an instance program the bond's NICs behind
+/// ltran's back) and does not probe every PCI device at start.
 pub(crate) fn secondary_args(dpdk_args: &[String], file_prefix: &str) -> Vec<String> {
     let mut args = vec!["lstack".to_owned()];
+    // `-a X`, `-aX`, `--allow X`, `--allow=X`, the same for -b/--block.
+    let chooses_devices = dpdk_args.iter().any(|a| {
+        a == "--no-pci"
+            || ["-a", "-b", "--allow", "--block"].iter().any(|opt| {
+                a.strip_prefix(opt).is_some_and(|rest| {
+                    rest.is_empty() || !opt.starts_with("--") || rest.starts_with('=')
+                })
+            })
+    });
+    if !chooses_devices {
+        args.push("--no-pci".into());
+    }
     let mut skip = false;
     for a in dpdk_args {
         if skip {
@@ -205,4 +223,59 @@ fn watch(mut reader: BufReader<UnixStream>, leaving: &AtomicBool, ltran_pid: u32
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGTERM);
     std::thread::sleep(Duration::from_secs(3));
     std::process::exit(EXIT_LTRAN_GONE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secondary_args;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        let owned: Vec<String> = a.iter().map(|s| (*s).to_owned()).collect();
+        secondary_args(&owned, "ltran")
+    }
+
+    #[test]
+    fn secondaries_replace_prefix_and_type_and_skip_pci() {
+        assert_eq!(
+            args(&[
+                "-l",
+                "2",
+                "--file-prefix",
+                "mine",
+                "--proc-type=primary",
+                "--socket-mem",
+                "512"
+            ]),
+            [
+                "lstack",
+                "--no-pci",
+                "-l",
+                "2",
+                "--socket-mem",
+                "512",
+                "--proc-type=secondary",
+                "--file-prefix=ltran"
+            ]
+        );
+    }
+
+    #[test]
+    fn devices_the_config_chooses_are_left_alone() {
+        for chosen in [
+            &["-a", "0000:00:04.0"][..],
+            &["-a0000:00:04.0"],
+            &["--allow=0000:00:04.0"],
+            &["-b", "0000:00:03.0"],
+            &["--block", "0000:00:03.0"],
+            &["--no-pci"],
+        ] {
+            let got = args(chosen);
+            assert_eq!(
+                got.iter().filter(|a| *a == "--no-pci").count(),
+                usize::from(chosen == ["--no-pci"]),
+                "{chosen:?} -> {got:?}"
+            );
+            assert!(got.iter().any(|a| a == chosen[0]), "{chosen:?} -> {got:?}");
+        }
+    }
 }

@@ -57,7 +57,7 @@ fn main() {
         .allowlist_function("rte_eal_init|rte_eal_cleanup|rte_eal_process_type|rte_strerror")
         .allowlist_function("rte_eth_dev_(configure|start|stop|close|info_get|count_avail|socket_id|get_name_by_port|get_port_by_name|set_mtu|is_valid_port|set_link_up|set_link_down|mac_addr_add|default_mac_addr_set)")
         .allowlist_function("rte_eth_(rx|tx)_queue_setup|rte_eth_macaddr_get|rte_eth_link_get_nowait|rte_eth_stats_get|rte_eth_stats_reset|rte_eth_promiscuous_(enable|disable)|rte_eth_allmulticast_enable|rte_eth_find_next_owned_by|rte_eth_dev_adjust_nb_rx_tx_desc")
-        .allowlist_function("rte_pktmbuf_pool_create|rte_mempool_(free|lookup|avail_count|in_use_count)")
+        .allowlist_function("rte_pktmbuf_pool_create|rte_pktmbuf_pool_create_by_ops|rte_mempool_(free|lookup|avail_count|in_use_count)")
         .allowlist_function("rte_ring_(create|free|lookup)")
         .allowlist_function("rte_lcore_count|rte_socket_id|rte_log_set_global_level|rte_thread_set_affinity")
         .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_ether_addr|rte_eth_link|rte_eth_rxconf|rte_eth_txconf|rte_proc_type_t")

@@ -23,29 +23,77 @@ unsafe impl Send for Mempool {}
 // SAFETY: see Send.
 unsafe impl Sync for Mempool {}
 
+/// The mempool driver whose ring uses relaxed tail sync (RTS). With the
+/// default `ring_mp_mc`, a producer preempted between claiming its slots
+/// and publishing them makes every later producer spin until it runs
+/// again; two processes freeing into one pool from the same core then
+/// lose a whole time slice each time, and can keep handing that wait back
+/// and forth. With RTS the others go on (up to a bounded distance) and the
+/// last one to finish publishes for all.
+pub const OPS_RTS: &str = "ring_mt_rts";
+
 /// Data room of one mbuf: 2 KiB of payload plus DPDK's headroom.
 pub const DEFAULT_DATA_ROOM: u16 = 2048 + 128;
 
 impl Mempool {
     /// Creates a pool of `count` mbufs with a per-lcore cache of `cache` and
-    /// `data_room` bytes each, on NUMA `socket` (-1 for any).
+    /// `data_room` bytes each, on NUMA `socket` (-1 for any), with DPDK's
+    /// default mempool driver (`ring_mp_mc`).
     pub fn create(
-        _eal: &Eal,
+        eal: &Eal,
         name: &str,
         count: u32,
         cache: u32,
         data_room: u16,
         socket: i32,
     ) -> Result<Self, DpdkError> {
+        Self::create_with_ops(eal, name, count, cache, data_room, socket, None)
+    }
+
+    /// As [`Self::create`], with the mempool driver named `ops` (for
+    /// instance [`OPS_RTS`]); `None` is DPDK's default.
+    pub fn create_with_ops(
+        _eal: &Eal,
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        socket: i32,
+        ops: Option<&str>,
+    ) -> Result<Self, DpdkError> {
         let c_name = CString::new(name)
             .map_err(|_| DpdkError::from_errno(format!("mempool name {name:?}"), libc::EINVAL))?;
-        // SAFETY: c_name is a valid C string; the EAL is initialised.
+        let c_ops = ops
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| DpdkError::from_errno(format!("mempool ops {ops:?}"), libc::EINVAL))?;
+        // SAFETY: c_name (and c_ops, when given) are valid C strings; the EAL
+        // is initialised.
         let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(c_name.as_ptr(), count, cache, 0, data_room, socket)
+            match &c_ops {
+                Some(o) => dpdk_sys::rte_pktmbuf_pool_create_by_ops(
+                    c_name.as_ptr(),
+                    count,
+                    cache,
+                    0,
+                    data_room,
+                    socket,
+                    o.as_ptr(),
+                ),
+                None => dpdk_sys::rte_pktmbuf_pool_create(
+                    c_name.as_ptr(),
+                    count,
+                    cache,
+                    0,
+                    data_room,
+                    socket,
+                ),
+            }
         };
         let raw = NonNull::new(raw).ok_or_else(|| {
             DpdkError::last(format!(
-                "creating mempool {name:?} of {count} mbufs x {data_room} B (cache {cache}, socket {socket})"
+                "creating mempool {name:?} of {count} mbufs x {data_room} B (cache {cache}, socket {socket}, ops {})",
+                ops.unwrap_or("default")
             ))
         })?;
         Ok(Self {

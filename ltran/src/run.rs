@@ -114,25 +114,30 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
     dpdk::owner::enable(&eal, 0)?;
     let mac = config.bond_macs[0].octets();
 
+    // Both pools are shared with every lstack, which allocates and frees
+    // from its own threads, possibly on ltran's core: RTS rings keep a
+    // preempted process from stalling the others (see OPS_RTS).
     let rx_pool = Arc::new(
-        Mempool::create(
+        Mempool::create_with_ops(
             &eal,
             "ltran_rx",
             config.rx_mbuf_pool_size,
             0,
             dpdk::mempool::DEFAULT_DATA_ROOM,
             -1,
+            Some(dpdk::mempool::OPS_RTS),
         )
         .context("rx_mbuf_pool_size: creating the receive pool")?,
     );
     let tx_pool = Arc::new(
-        Mempool::create(
+        Mempool::create_with_ops(
             &eal,
             "ltran_tx",
             config.tx_mbuf_pool_size,
             0,
             dpdk::mempool::DEFAULT_DATA_ROOM,
             -1,
+            Some(dpdk::mempool::OPS_RTS),
         )
         .context("tx_mbuf_pool_size: creating the transmit pool")?,
     );

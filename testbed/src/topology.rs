@@ -573,6 +573,10 @@ fn remove_leftover_netns(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Interface indexes the host end of a veth pair is given: random, above the small
+/// sequential ones the kernel hands out (see [`create_link`]).
+const IFINDEX_RANGE: std::ops::Range<u32> = 100_000..16_000_000;
+
 /// Creates one veth pair with its peer end inside `ns`, registering it for cleanup at
 /// once, and configures both ends (MTU, offloads, up; `mac` on the host end if given).
 fn create_link(
@@ -589,9 +593,28 @@ fn create_link(
     }
     // Creating the peer directly in the namespace leaves no moment where it sits,
     // unowned, in the root namespace.
-    ip(&format!(
-        "link add {host} type veth peer name {peer} netns {ns}"
-    ))?;
+    //
+    // The host end gets a random interface index. DPDK's af_packet PMD joins its
+    // sockets to the fanout group `(pid ^ ifindex) & 0xffff`, and fanout groups are
+    // per network namespace: two DPDK processes on different host ends whose pid and
+    // ifindex happen to XOR to the same group fail with EINVAL ("could not set
+    // PACKET_FANOUT"). Tests start processes and create links in step, so sequential
+    // indexes collide now and then; random low bits make it a 1 in 65536 chance.
+    let mut attempt = 0;
+    loop {
+        let index = fastrand::u32(IFINDEX_RANGE);
+        match ip(&format!(
+            "link add {host} index {index} type veth peer name {peer} netns {ns}"
+        )) {
+            Ok(_) => break,
+            // Most likely the index is taken: draw another.
+            Err(e) if attempt < 8 && !Path::new("/sys/class/net").join(host).exists() => {
+                tracing::debug!(host, index, "creating the link failed, retrying: {e:#}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     cleanup.0.push(Resource::Link(host.to_owned()));
 
     // host_if belongs to DPDK: the root namespace's kernel must stay silent on it (no

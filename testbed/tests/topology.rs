@@ -269,6 +269,20 @@ fn parallel_topologies_do_not_collide() {
     assert_ne!(a.ns, b.ns);
     assert_ne!(a.host_if, b.host_if);
     assert_ne!(a.stack_mac, b.stack_mac);
+    // Host ends get random interface indexes, far from the kernel's sequential ones, so
+    // that DPDK af_packet processes on them land in different fanout groups
+    // ((pid ^ ifindex) & 0xffff): sequential pids and indexes collided in CI.
+    let ifindex = |name: &str| -> u32 {
+        fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for topo in [&a, &b] {
+        let index = ifindex(&topo.host_if);
+        assert!(index >= 100_000, "{} has ifindex {index}", topo.host_if);
+    }
     // Same addresses, different namespaces.
     for topo in [&a, &b] {
         topo.run(["ping", "-c", "1", "-W", "2", &topo.remote_ip4.to_string()])

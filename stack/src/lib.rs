@@ -156,6 +156,9 @@ pub enum StackError {
     /// DPDK found no port at all.
     #[error("DPDK found no network port: bind a NIC to a DPDK driver or add a virtual device to dpdk_args (e.g. \"--vdev=net_af_packet0,iface=eth1\")")]
     NoPort,
+    /// dpdk_args add virtual devices, yet DPDK has no port: their probe failed.
+    #[error("DPDK opened none of the virtual devices in dpdk_args ({0}): DPDK's own messages above say why")]
+    VdevNotOpened(String),
     /// No port has the MAC address of `devices`.
     #[error("devices = {wanted}: no DPDK port has this MAC address (ports: {available})")]
     PortNotFound {
@@ -424,7 +427,7 @@ impl Stack {
 
         let port_count = Port::count(&eal);
         if port_count == 0 {
-            return Err(StackError::NoPort);
+            return Err(no_port_error(&config.dpdk_args));
         }
         let wanted = config.devices.octets();
         let mut available = Vec::new();
@@ -626,6 +629,25 @@ fn same_prefix(a: std::net::IpAddr, b: std::net::IpAddr, len: u8) -> bool {
 }
 
 /// `aa:bb:cc:dd:ee:ff`, as operators write MACs (smoltcp prints dashes).
+/// The error for an EAL without ports: which virtual devices dpdk_args asked for
+/// (`--vdev=X` or `--vdev X`), if any, since then their probe is what failed.
+fn no_port_error(dpdk_args: &[String]) -> StackError {
+    let mut vdevs = Vec::new();
+    let mut args = dpdk_args.iter();
+    while let Some(arg) = args.next() {
+        if let Some(dev) = arg.strip_prefix("--vdev=") {
+            vdevs.push(dev.to_owned());
+        } else if arg == "--vdev" {
+            vdevs.extend(args.next().cloned());
+        }
+    }
+    if vdevs.is_empty() {
+        StackError::NoPort
+    } else {
+        StackError::VdevNotOpened(vdevs.join(" "))
+    }
+}
+
 fn fmt_mac(m: [u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -658,6 +680,25 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_port_error_names_the_virtual_devices_that_failed() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(
+            no_port_error(&args(&["--no-pci", "-l", "0"])),
+            StackError::NoPort
+        ));
+        let err = no_port_error(&args(&[
+            "--vdev=net_af_packet0,iface=eth1",
+            "--vdev",
+            "net_tap0",
+        ]));
+        assert_eq!(
+            err.to_string(),
+            "DPDK opened none of the virtual devices in dpdk_args \
+             (net_af_packet0,iface=eth1 net_tap0): DPDK's own messages above say why"
+        );
+    }
 
     #[test]
     fn prefixes_match_by_length() {

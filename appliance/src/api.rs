@@ -15,15 +15,13 @@
 //! - [`request`]: one request, one answer, with errors that say whether the
 //!   daemon is not running.
 
-use std::fs;
-use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use gazelle_ctl_proto::client::{exchange, ExchangeError};
+use gazelle_ctl_proto::server::ServeOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ApplianceConfig;
@@ -445,9 +443,7 @@ impl<A: Applier, C: Clock + Clone> Handler<A, C> {
 /// the socket file.
 #[derive(Debug)]
 pub struct Server {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    inner: gazelle_ctl_proto::server::Server,
 }
 
 impl Server {
@@ -462,7 +458,18 @@ impl Server {
         path: &Path,
         handler: impl Fn(Request) -> Response + Send + Sync + 'static,
     ) -> io::Result<Server> {
-        let listener = gazelle_ctl_proto::server::bind(path).map_err(|e| {
+        let options = ServeOptions {
+            max_request: MAX_REQUEST,
+            timeout: Duration::from_secs(10),
+            thread_per_connection: true,
+        };
+        let inner = gazelle_ctl_proto::server::Server::serve_lines(
+            path,
+            "appliance-api",
+            options,
+            move |line| answer(line, &handler),
+        )
+        .map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -472,74 +479,18 @@ impl Server {
                 e
             }
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler = Arc::new(handler);
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("appliance-api".into())
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let Ok(conn) = conn else { continue };
-                        if !allowed(&conn) {
-                            continue;
-                        }
-                        let handler = Arc::clone(&handler);
-                        let spawned = std::thread::Builder::new()
-                            .name("appliance-api-conn".into())
-                            .spawn(move || {
-                                if let Err(e) = answer(&conn, &*handler) {
-                                    tracing::debug!(error = %e, "control connection");
-                                }
-                            });
-                        if let Err(e) = spawned {
-                            tracing::warn!(error = %e, "no thread for a control connection");
-                        }
-                    }
-                })?
-        };
-        Ok(Server {
-            path: path.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Server { inner })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.inner.path()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept call.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Root and this process's own user may ask (refusals are logged).
-fn allowed(conn: &UnixStream) -> bool {
-    let ok = gazelle_ctl_proto::server::allowed(conn);
-    if !ok {
-        tracing::warn!("control connection refused: neither root nor applianced's user");
-    }
-    ok
-}
-
-fn answer(conn: &UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = String::new();
-    BufReader::new(conn.take(MAX_REQUEST)).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Envelope>(&line) {
+/// The answer line to one request line.
+fn answer(line: &str, handler: &dyn Fn(Request) -> Response) -> String {
+    let response = match serde_json::from_str::<Envelope>(line) {
         Ok(e) if e.version == API_VERSION => handler(e.request),
         Ok(e) => Response::error(format!(
             "API version {} is not this daemon's ({API_VERSION}): use the appliancectl of the same release",
@@ -547,14 +498,10 @@ fn answer(conn: &UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Resul
         )),
         Err(e) => Response::error(format!("unreadable request: {e}")),
     };
-    let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
+    serde_json::to_string(&response).unwrap_or_else(|e| {
         serde_json::to_string(&Response::error(format!("answer not serialisable: {e}")))
             .unwrap_or_default()
-    });
-    out.push('\n');
-    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut writer = conn;
-    writer.write_all(out.as_bytes())
+    })
 }
 
 /// Why a request got no answer.
@@ -601,39 +548,24 @@ pub enum ClientError {
 /// [`Response::Error`] becomes [`ClientError::Refused`]. `timeout` bounds
 /// each read and write (a set that restarts processes can take a while).
 pub fn request(path: &Path, request: Request, timeout: Duration) -> Result<Response, ClientError> {
-    let io_err = |source: io::Error| ClientError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
-            path: path.to_owned(),
-        },
-        io::ErrorKind::PermissionDenied => ClientError::Denied {
-            path: path.to_owned(),
-        },
-        _ => io_err(e),
-    })?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let mut line = serde_json::to_string(&Envelope {
+    let line = serde_json::to_string(&Envelope {
         version: API_VERSION,
         request,
     })
     .map_err(|e| ClientError::Protocol {
         detail: e.to_string(),
     })?;
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_err)?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(io_err)?;
-    if answer.is_empty() {
-        return Err(ClientError::Protocol {
-            detail: "it closed the connection without answering (refused our credentials?)".into(),
-        });
-    }
+    let answer = exchange(path, &line, timeout).map_err(|e| {
+        let path = path.to_owned();
+        match e {
+            ExchangeError::NotRunning => ClientError::NotRunning { path },
+            ExchangeError::Denied => ClientError::Denied { path },
+            ExchangeError::Io(source) => ClientError::Io { path, source },
+            ExchangeError::NoAnswer => ClientError::Protocol {
+                detail: e.to_string(),
+            },
+        }
+    })?;
     match serde_json::from_str(&answer) {
         Ok(Response::Error { message, field }) => Err(ClientError::Refused { message, field }),
         Ok(r) => Ok(r),

@@ -56,6 +56,46 @@ pub enum ClientError {
     },
 }
 
+/// Why a line exchange with a daemon got no answer line.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Nothing listens at the socket's path.
+    #[error("no control socket")]
+    NotRunning,
+    /// Not allowed to connect.
+    #[error("not allowed to connect")]
+    Denied,
+    /// The conversation failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The daemon closed the connection without a word.
+    #[error("it closed the connection without answering (refused our credentials?)")]
+    NoAnswer,
+}
+
+/// Sends one request `line` (without the newline) to the daemon at `path`
+/// and returns its answer line; `timeout` bounds each read and write. Both
+/// this protocol and the appliance's API travel this way.
+pub fn exchange(path: &Path, line: &str, timeout: Duration) -> Result<String, ExchangeError> {
+    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ExchangeError::NotRunning,
+        io::ErrorKind::PermissionDenied => ExchangeError::Denied,
+        _ => ExchangeError::Io(e),
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut request = String::with_capacity(line.len() + 1);
+    request.push_str(line);
+    request.push('\n');
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(ExchangeError::NoAnswer);
+    }
+    Ok(answer)
+}
+
 /// Sends `request` to the daemon at `path` (called `daemon` in errors) and
 /// returns its answer; a [`Response::Error`] becomes [`ClientError::Refused`].
 pub fn request(
@@ -64,49 +104,37 @@ pub fn request(
     request: Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let io_err = |source: io::Error| ClientError::Io {
-        daemon: daemon.to_owned(),
-        path: path.to_owned(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
-            daemon: daemon.to_owned(),
-            path: path.to_owned(),
-        },
-        io::ErrorKind::PermissionDenied => ClientError::Denied {
-            daemon: daemon.to_owned(),
-            path: path.to_owned(),
-        },
-        _ => io_err(e),
-    })?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let mut line = serde_json::to_string(&Envelope {
+    let daemon = daemon.to_owned();
+    let path = path.to_owned();
+    let line = serde_json::to_string(&Envelope {
         version: PROTOCOL_VERSION,
         request,
     })
     .expect("requests serialise");
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_err)?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(io_err)?;
-    if answer.is_empty() {
-        return Err(ClientError::Protocol {
-            daemon: daemon.to_owned(),
-            detail: "it closed the connection without answering (refused our credentials?)".into(),
-        });
-    }
+    let answer = exchange(&path, &line, timeout).map_err(|e| match e {
+        ExchangeError::NotRunning => ClientError::NotRunning {
+            daemon: daemon.clone(),
+            path: path.clone(),
+        },
+        ExchangeError::Denied => ClientError::Denied {
+            daemon: daemon.clone(),
+            path: path.clone(),
+        },
+        ExchangeError::Io(source) => ClientError::Io {
+            daemon: daemon.clone(),
+            path: path.clone(),
+            source,
+        },
+        ExchangeError::NoAnswer => ClientError::Protocol {
+            daemon: daemon.clone(),
+            detail: e.to_string(),
+        },
+    })?;
     match serde_json::from_str(&answer) {
-        Ok(Response::Error { message }) => Err(ClientError::Refused {
-            daemon: daemon.to_owned(),
-            message,
-        }),
+        Ok(Response::Error { message }) => Err(ClientError::Refused { daemon, message }),
         Ok(r) => Ok(r),
         Err(e) => Err(ClientError::Protocol {
-            daemon: daemon.to_owned(),
+            daemon,
             detail: e.to_string(),
         }),
     }

@@ -18,8 +18,30 @@ use std::{
 
 use crate::{Envelope, Request, Response, PROTOCOL_VERSION};
 
-/// Longest request line accepted.
+/// Longest request line [`Server::start`] accepts.
 const MAX_REQUEST: u64 = 64 * 1024;
+
+/// How a [`Server`] answers its connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Longest request line read; the rest of a longer one is not.
+    pub max_request: u64,
+    /// Bound on each read and write of a connection.
+    pub timeout: Duration,
+    /// Answer each connection on a thread of its own, so a slow request does
+    /// not hold up the next one (otherwise one at a time, in order).
+    pub thread_per_connection: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_request: MAX_REQUEST,
+            timeout: Duration::from_secs(5),
+            thread_per_connection: false,
+        }
+    }
+}
 
 /// A control socket being served; dropping it stops serving and removes
 /// the socket file.
@@ -30,8 +52,12 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Answers one request line with one response line (without the newline).
+type LineHandler = dyn Fn(&str) -> String + Send + Sync;
+
 impl Server {
-    /// Serves `handler` at `path` on a new thread named `name`.
+    /// Serves `handler` at `path` on a new thread named `name`, one
+    /// connection at a time.
     ///
     /// The directory is created (mode 700) if missing; the socket is mode
     /// 600 and only root and this process's user are answered. A socket
@@ -40,15 +66,35 @@ impl Server {
     pub fn start(
         path: &Path,
         name: &str,
-        handler: impl Fn(Request) -> Response + Send + 'static,
+        handler: impl Fn(Request) -> Response + Send + Sync + 'static,
+    ) -> io::Result<Server> {
+        Server::serve_lines(path, name, ServeOptions::default(), move |line| {
+            let response = match parse_request(line) {
+                Ok(request) => handler(request),
+                Err(refusal) => *refusal,
+            };
+            response_line(&response)
+        })
+    }
+
+    /// Serves a line protocol of the caller's (the appliance's API) the way
+    /// [`Server::start`] serves this one: the same socket, credentials check
+    /// and framing, one request line in and `handler`'s line out.
+    pub fn serve_lines(
+        path: &Path,
+        name: &str,
+        options: ServeOptions,
+        handler: impl Fn(&str) -> String + Send + Sync + 'static,
     ) -> io::Result<Server> {
         let listener = bind(path)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<LineHandler> = Arc::new(handler);
         let thread = {
             let stop = Arc::clone(&stop);
+            let name = name.to_owned();
             std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(move || serve(&listener, &stop, &handler))?
+                .name(name.clone())
+                .spawn(move || serve(&listener, &stop, &name, &options, &handler))?
         };
         Ok(Server {
             path: path.to_owned(),
@@ -99,16 +145,39 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn serve(listener: &UnixListener, stop: &AtomicBool, handler: &dyn Fn(Request) -> Response) {
+fn serve(
+    listener: &UnixListener,
+    stop: &AtomicBool,
+    name: &str,
+    options: &ServeOptions,
+    handler: &Arc<LineHandler>,
+) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(conn) = conn else { continue };
         if !allowed(&conn) {
+            tracing::warn!(socket = name, "control connection refused: neither root nor our user");
             continue;
         }
-        let _ = answer(conn, handler);
+        if !options.thread_per_connection {
+            if let Err(e) = answer(&conn, options, &**handler) {
+                tracing::debug!(socket = name, error = %e, "control connection");
+            }
+            continue;
+        }
+        let (handler, options) = (Arc::clone(handler), options.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-conn"))
+            .spawn(move || {
+                if let Err(e) = answer(&conn, &options, &*handler) {
+                    tracing::debug!(error = %e, "control connection");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(socket = name, error = %e, "no thread for a control connection");
+        }
     }
 }
 
@@ -120,16 +189,15 @@ pub fn allowed(conn: &UnixStream) -> bool {
     }
 }
 
-fn answer(conn: UnixStream, handler: &dyn Fn(Request) -> Response) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+fn answer(conn: &UnixStream, options: &ServeOptions, handler: &LineHandler) -> io::Result<()> {
+    conn.set_read_timeout(Some(options.timeout))?;
+    conn.set_write_timeout(Some(options.timeout))?;
     let mut line = String::new();
-    BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
-    let response = match parse_request(&line) {
-        Ok(request) => handler(request),
-        Err(refusal) => *refusal,
-    };
-    write_response(&conn, &response)
+    BufReader::new(conn.take(options.max_request)).read_line(&mut line)?;
+    let mut out = handler(&line);
+    out.push('\n');
+    let mut writer = conn;
+    writer.write_all(out.as_bytes())
 }
 
 /// Reads one request line: the request, or the error response to send back
@@ -149,9 +217,14 @@ pub fn parse_request(line: &str) -> Result<Request, Box<Response>> {
     }
 }
 
+/// A response as its line, without the newline.
+pub fn response_line(response: &Response) -> String {
+    serde_json::to_string(response).expect("responses serialise")
+}
+
 /// Writes one response line.
 pub fn write_response(mut conn: impl Write, response: &Response) -> io::Result<()> {
-    let mut out = serde_json::to_string(response).expect("responses serialise");
+    let mut out = response_line(response);
     out.push('\n');
     conn.write_all(out.as_bytes())
 }
@@ -214,6 +287,50 @@ mod tests {
                 .starts_with("lstack 10.0.0.2 is not running"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_line_server_with_threads_answers_while_a_request_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.sock");
+        // "wait" blocks until "go" arrives: served one at a time, "go" would
+        // not be read while "wait" is pending, and "wait" would time out.
+        let (go, gone) = std::sync::mpsc::sync_channel::<()>(1);
+        let (started, waiting) = std::sync::mpsc::sync_channel::<()>(1);
+        let (gone, started) = (std::sync::Mutex::new(gone), std::sync::Mutex::new(started));
+        let options = ServeOptions {
+            thread_per_connection: true,
+            ..ServeOptions::default()
+        };
+        let _server = Server::serve_lines(&path, "lines", options, move |line| {
+            match line.trim_end() {
+                "wait" => {
+                    started.lock().unwrap().send(()).unwrap();
+                    match gone.lock().unwrap().recv_timeout(Duration::from_secs(5)) {
+                        Ok(()) => "released".into(),
+                        Err(e) => format!("never released: {e}"),
+                    }
+                }
+                "go" => {
+                    go.send(()).unwrap();
+                    "sent".into()
+                }
+                other => format!("unknown {other}"),
+            }
+        })
+        .unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || client::exchange(&path, "wait", Duration::from_secs(30)))
+        };
+        waiting.recv_timeout(Duration::from_secs(30)).unwrap();
+        let sent = client::exchange(&path, "go", Duration::from_secs(30)).unwrap();
+        assert_eq!(sent, "sent\n");
+        assert_eq!(waiter.join().unwrap().unwrap(), "released\n");
+
+        drop(_server);
+        let err = client::exchange(&path, "go", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, client::ExchangeError::NotRunning), "{err}");
     }
 
     #[test]

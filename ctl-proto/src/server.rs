@@ -158,7 +158,10 @@ fn serve(
         }
         let Ok(conn) = conn else { continue };
         if !allowed(&conn) {
-            tracing::warn!(socket = name, "control connection refused: neither root nor our user");
+            tracing::warn!(
+                socket = name,
+                "control connection refused: neither root nor our user"
+            );
             continue;
         }
         if !options.thread_per_connection {
@@ -302,8 +305,8 @@ mod tests {
             thread_per_connection: true,
             ..ServeOptions::default()
         };
-        let _server = Server::serve_lines(&path, "lines", options, move |line| {
-            match line.trim_end() {
+        let _server =
+            Server::serve_lines(&path, "lines", options, move |line| match line.trim_end() {
                 "wait" => {
                     started.lock().unwrap().send(()).unwrap();
                     match gone.lock().unwrap().recv_timeout(Duration::from_secs(5)) {
@@ -316,9 +319,8 @@ mod tests {
                     "sent".into()
                 }
                 other => format!("unknown {other}"),
-            }
-        })
-        .unwrap();
+            })
+            .unwrap();
         let waiter = {
             let path = path.clone();
             std::thread::spawn(move || client::exchange(&path, "wait", Duration::from_secs(30)))

@@ -216,6 +216,28 @@ impl MachineApplier {
         Ok(())
     }
 
+    /// The PCI addresses of the data NICs of `nics` (see
+    /// [`nic::dpdk_addresses`]), for ltran's EAL allow-list; `None` when
+    /// there are none or one cannot be told, and then ltran probes every
+    /// device on a DPDK driver, as the EAL does by default.
+    fn data_nic_addresses(&self, nics: &[NicEntry]) -> Option<Vec<String>> {
+        let selectors = nics
+            .iter()
+            .filter(|n| n.role == NicRole::Data)
+            .map(NicEntry::selector)
+            .collect::<Option<Vec<NicSelector>>>()?;
+        if selectors.is_empty() {
+            return None;
+        }
+        let inventory = nic::inventory(&self.root).ok()?;
+        let ledger = DpdkNicLedger::load(&self.paths.runtime_dir.join(DPDK_NIC_LEDGER)).ok()?;
+        let found = nic::dpdk_addresses(&inventory, &ledger, &selectors);
+        if found.is_none() {
+            tracing::info!("a data NIC is not on a DPDK driver where expected: ltran's EAL probes every DPDK device");
+        }
+        Some(found?.iter().map(ToString::to_string).collect())
+    }
+
     fn apply_sysctls(&self, new: &ApplianceConfig, record: &mut Record) -> anyhow::Result<()> {
         let overrides: BTreeMap<String, String> = new
             .sysctl
@@ -306,7 +328,8 @@ impl Applier for MachineApplier {
                 result?;
             }
         }
-        let specs = specs_from_config(new, &resolved, &self.paths);
+        let devices = self.data_nic_addresses(&new.nics);
+        let specs = specs_from_config(new, &resolved, &self.paths, devices.as_deref());
         self.supervisor
             .apply(specs)
             .context("starting the processes")?;

@@ -290,6 +290,13 @@ impl Nic {
     pub fn routes(&self) -> &[Route] {
         self.interface.as_ref().map_or(&[], |i| &i.routes)
     }
+
+    /// Whether the device is bound to one of the [`DpdkDriver`]s.
+    pub fn on_dpdk_driver(&self) -> bool {
+        self.driver
+            .as_deref()
+            .is_some_and(|d| DpdkDriver::ALL.iter().any(|k| k.name() == d))
+    }
 }
 
 /// The kernel's view of a NIC it drives.
@@ -596,13 +603,30 @@ impl DpdkNicLedger {
     /// kernel's to tell.
     pub fn find<'a>(&self, inventory: &'a [Nic], mac: MacAddr) -> Option<&'a Nic> {
         inventory.iter().find(|n| {
-            n.interface.is_none()
-                && self.macs.get(&n.pci) == Some(&mac)
-                && n.driver
-                    .as_deref()
-                    .is_some_and(|d| DpdkDriver::ALL.iter().any(|k| k.name() == d))
+            n.interface.is_none() && self.macs.get(&n.pci) == Some(&mac) && n.on_dpdk_driver()
         })
     }
+}
+
+/// The PCI address of each NIC `selectors` name, in order, all of them on a
+/// [`DpdkDriver`] now: by PCI address, or by MAC through `ledger` (a bound
+/// NIC has no kernel interface to tell its MAC). `None` if one is not found
+/// so.
+pub fn dpdk_addresses(
+    inventory: &[Nic],
+    ledger: &DpdkNicLedger,
+    selectors: &[NicSelector],
+) -> Option<Vec<PciAddr>> {
+    selectors
+        .iter()
+        .map(|selector| {
+            let found = match selector {
+                NicSelector::Pci(_) => inventory.iter().find(|n| selector.matches(n)),
+                NicSelector::Mac(mac) => ledger.find(inventory, *mac),
+            };
+            found.filter(|n| n.on_dpdk_driver()).map(|n| n.pci.clone())
+        })
+        .collect()
 }
 
 /// A driver DPDK can drive a PCI NIC through.

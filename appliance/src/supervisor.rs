@@ -393,10 +393,16 @@ pub enum SupervisorError {
 /// Builds the process list of `config` (validated, `resolved` from its
 /// [`ApplianceConfig::validate`]): ltran first if there is an `[ltran]`
 /// section, then the instances in order.
+///
+/// `ltran_devices` are the PCI addresses of the data NICs: unless its
+/// `forward_kit_args` choose devices themselves, ltran's EAL gets them as
+/// its allow-list (`-a`), so it probes and maps no other device (another
+/// NIC left on a DPDK driver for something else, say).
 pub fn specs_from_config(
     config: &ApplianceConfig,
     resolved: &Resolved,
     paths: &Paths,
+    ltran_devices: Option<&[String]>,
 ) -> Vec<ProcessSpec> {
     let run_dir = paths.gazelle_run_dir();
     let mut common_env = BTreeMap::new();
@@ -408,7 +414,13 @@ pub fn specs_from_config(
     }
     let mut specs = Vec::new();
     if let Some(ltran) = &resolved.ltran {
-        specs.push(ltran_spec(ltran, paths, &run_dir, &common_env));
+        specs.push(ltran_spec(
+            ltran,
+            ltran_devices,
+            paths,
+            &run_dir,
+            &common_env,
+        ));
     }
     for (instance, lstack) in config.instances.iter().zip(&resolved.lstacks) {
         let conf = paths.runtime_dir.join(format!("{}.toml", instance.name));
@@ -445,10 +457,22 @@ pub fn specs_from_config(
 
 fn ltran_spec(
     ltran: &LtranConfig,
+    devices: Option<&[String]>,
     paths: &Paths,
     run_dir: &Path,
     env: &BTreeMap<String, String>,
 ) -> ProcessSpec {
+    let mut ltran = ltran.clone();
+    match devices {
+        Some(devices) if !gazelle_config::eal::chooses_devices(&ltran.forward_kit_args) => {
+            for pci in devices {
+                ltran
+                    .forward_kit_args
+                    .extend(["-a".to_owned(), pci.clone()]);
+            }
+        }
+        _ => {}
+    }
     let conf = paths.runtime_dir.join("ltran.toml");
     let socket = gazelle_ctl_proto::paths::ltran_socket(run_dir, &ltran.unix_prefix);
     ProcessSpec {
@@ -1662,7 +1686,8 @@ mod tests {
             runtime_dir: "/run/test-appliance".into(),
             gazelle_run_dir: Some("/run/test-gazelle".into()),
         };
-        let specs = specs_from_config(&config, &resolved, &paths);
+        let devices = ["0000:00:04.0".to_owned(), "0000:00:05.0".to_owned()];
+        let specs = specs_from_config(&config, &resolved, &paths, Some(&devices));
         assert_eq!(specs.len(), 2);
         let ltran = &specs[0];
         assert_eq!(ltran.kind, ProcessKind::Ltran);
@@ -1680,7 +1705,29 @@ mod tests {
                 path: "/run/test-gazelle/ltran.sock".into()
             }
         );
-        let back = LtranConfig::from_toml_str(&ltran.files[0].1).unwrap();
+        // ltran's EAL gets the data NICs as its allow-list, after the config's
+        // own arguments.
+        let mut back = LtranConfig::from_toml_str(&ltran.files[0].1).unwrap();
+        let args = back
+            .forward_kit_args
+            .split_off(back.forward_kit_args.len() - 4);
+        assert_eq!(args, ["-a", "0000:00:04.0", "-a", "0000:00:05.0"]);
+        assert_eq!(Some(back), resolved.ltran);
+        // Arguments that choose devices themselves are left alone.
+        let mut own = resolved.clone();
+        let own_ltran = own.ltran.as_mut().unwrap();
+        own_ltran
+            .forward_kit_args
+            .push("--allow=0000:00:09.0".into());
+        let specs_own = specs_from_config(&config, &own, &paths, Some(&devices));
+        let back = LtranConfig::from_toml_str(&specs_own[0].files[0].1).unwrap();
+        assert_eq!(
+            back.forward_kit_args,
+            own.ltran.as_ref().unwrap().forward_kit_args
+        );
+        // Without the addresses (a data NIC that cannot be told), no list.
+        let specs_none = specs_from_config(&config, &resolved, &paths, None);
+        let back = LtranConfig::from_toml_str(&specs_none[0].files[0].1).unwrap();
         assert_eq!(Some(back), resolved.ltran);
 
         let redis = &specs[1];

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use appliance::nic::{
-    default_driver, inventory, mark_management, perform, plan_bind, plan_bind_address, BindOptions,
-    BindPlan, BindStep, BindTarget, DpdkDriver, DpdkNicLedger, NetInterface, Nic, NicError,
-    NicSelector, PciAddr, RestoreOutcome,
+    default_driver, dpdk_addresses, inventory, mark_management, perform, plan_bind,
+    plan_bind_address, BindOptions, BindPlan, BindStep, BindTarget, DpdkDriver, DpdkNicLedger,
+    NetInterface, Nic, NicError, NicSelector, PciAddr, RestoreOutcome,
 };
 
 fn require_root() {
@@ -635,6 +635,36 @@ fn ledger_finds_a_dpdk_bound_nic_by_the_mac_it_had() {
     assert!(loaded.find(&back, mac).is_none());
     let vfio = [virtio("0000:00:04.0", "vfio-pci", None)];
     assert!(loaded.find(&vfio, mac).is_some());
+}
+
+#[test]
+fn dpdk_addresses_of_bound_nics_by_pci_or_remembered_mac() {
+    let mac = "52:54:00:12:34:57".parse().unwrap();
+    let mut ledger = DpdkNicLedger::default();
+    ledger.insert("0000:00:04.0".parse().unwrap(), mac);
+    let inventory = [
+        virtio("0000:00:03.0", "virtio-pci", Some("52:54:00:12:34:56")),
+        virtio("0000:00:04.0", "uio_pci_generic", None),
+        virtio("0000:00:05.0", "vfio-pci", None),
+    ];
+    let by_mac = NicSelector::Mac(mac);
+    let by_pci = NicSelector::Pci("0000:00:05.0".parse().unwrap());
+    let found = dpdk_addresses(&inventory, &ledger, &[by_pci.clone(), by_mac.clone()]);
+    assert_eq!(
+        found
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["0000:00:05.0", "0000:00:04.0"]
+    );
+    // One on a kernel driver, or not there at all: no list.
+    let kernel = NicSelector::Pci("0000:00:03.0".parse().unwrap());
+    assert!(dpdk_addresses(&inventory, &ledger, &[by_mac.clone(), kernel]).is_none());
+    let absent = NicSelector::Pci("0000:00:09.0".parse().unwrap());
+    assert!(dpdk_addresses(&inventory, &ledger, &[absent]).is_none());
+    let unknown = NicSelector::Mac("52:54:00:12:34:99".parse().unwrap());
+    assert!(dpdk_addresses(&inventory, &ledger, &[by_pci, unknown]).is_none());
 }
 
 #[test]

@@ -167,7 +167,7 @@ fn redis_on_lstack_is_supervised_restarted_and_stopped() {
         runtime_dir: dir.path().join("appliance"),
         gazelle_run_dir: Some(gazelle_run.clone()),
     };
-    let specs = specs_from_config(&config, &resolved, &paths);
+    let specs = specs_from_config(&config, &resolved, &paths, None);
     assert_eq!(specs.len(), 1, "no [ltran] section: no ltran process");
 
     let sup = Supervisor::new(SupervisorOptions {
@@ -294,7 +294,7 @@ tcp_conn_count = 200
         runtime_dir: dir.path().join("appliance"),
         gazelle_run_dir: Some(gazelle_run.clone()),
     };
-    let specs = specs_from_config(&config, &resolved, &paths);
+    let specs = specs_from_config(&config, &resolved, &paths, None);
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ltran", "redis"]);
 

@@ -103,6 +103,7 @@
 
 mod check;
 mod de;
+pub mod eal;
 pub mod error;
 pub mod format;
 pub mod gazelle_syntax;

@@ -89,16 +89,7 @@ fn ltran_err(message: impl Into<String>) -> StackError {
 /// ltran's back) and does not probe every PCI device at start.
 pub(crate) fn secondary_args(dpdk_args: &[String], file_prefix: &str) -> Vec<String> {
     let mut args = vec!["lstack".to_owned()];
-    // `-a X`, `-aX`, `--allow X`, `--allow=X`, the same for -b/--block.
-    let chooses_devices = dpdk_args.iter().any(|a| {
-        a == "--no-pci"
-            || ["-a", "-b", "--allow", "--block"].iter().any(|opt| {
-                a.strip_prefix(opt).is_some_and(|rest| {
-                    rest.is_empty() || !opt.starts_with("--") || rest.starts_with('=')
-                })
-            })
-    });
-    if !chooses_devices {
+    if !gazelle_config::eal::chooses_devices(dpdk_args) {
         args.push("--no-pci".into());
     }
     let mut skip = false;

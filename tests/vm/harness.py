@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -456,9 +457,18 @@ class Checks:
             time.sleep(2)
 
     def ltran_up(self):
+        """ltran answers gazellectl, and its EAL was given exactly the data
+        NICs as its allow-list (so it never probes the management NIC)."""
         self.wait_for("ltran's control socket", "gazellectl ltran show >/dev/null 2>&1", 90)
         out = self.vm.ssh("gazellectl ltran show").stdout
-        return out.strip().splitlines()[0] if out.strip() else ""
+        conf = tomllib.loads(self.vm.ssh("cat /run/gazelle/appliance/ltran.toml").stdout)
+        args = conf.get("forward_kit_args", [])
+        allowed = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-a"]
+        want = [GUEST_PCI["data0"], GUEST_PCI["data1"]]
+        if allowed != want:
+            raise CheckFailed(f"ltran's EAL allow-list is {allowed}, want {want}: forward_kit_args = {args}")
+        first = out.strip().splitlines()[0] if out.strip() else ""
+        return f"{first}; EAL allow-list {' '.join(allowed)}"
 
     def wait_for(self, what, command, timeout):
         deadline = time.monotonic() + timeout

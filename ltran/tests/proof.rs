@@ -14,7 +14,7 @@
 //! gazellectl).
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -215,35 +215,10 @@ tcp_conn_count = 2000
     }
 
     fn wait_port(&self, ip: Ipv4Addr, port: u16, server: &mut ChildGuard) {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = self
-                .topo
-                .cmd("python3")
-                .args([
-                    "-c",
-                    &format!("import socket; socket.create_connection(('{ip}', {port}), 0.5)"),
-                ])
-                .output()
-                .unwrap()
-                .status
-                .success();
-            if ok {
-                return;
-            }
-            if let Ok(Some(st)) = server.try_wait() {
-                panic!(
-                    "{ip}:{port} server exited ({st}): {}",
-                    server.stderr_so_far()
-                );
-            }
-            assert!(
-                Instant::now() < end,
-                "nothing answers on {ip}:{port}: {}",
-                server.stderr_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let to = SocketAddr::from((ip, port));
+        self.topo
+            .wait_connectable(to, server, Duration::from_secs(30))
+            .unwrap();
     }
 
     fn nginx(&self, ip: Ipv4Addr) -> ChildGuard {

@@ -13,11 +13,11 @@ extern crate lstack_core as lstack;
 mod common;
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Mutex, MutexGuard, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netns_testbed::{require_root, AfPacketEal, ChildGuard, Topology, TopologyOptions};
@@ -77,32 +77,6 @@ fn preloaded(topo: &Topology, name: &str, program: &str) -> Command {
     cmd
 }
 
-/// Waits until a kernel client in the peer can connect to `to`.
-fn wait_listening(topo: &Topology, to: SocketAddr, server: &mut ChildGuard) {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = topo
-            .in_netns(|| TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok())
-            .unwrap();
-        if ok {
-            return;
-        }
-        if let Ok(Some(status)) = server.try_wait() {
-            panic!(
-                "server exited with {status} before listening on {to}\nstdout: {}\nstderr: {}",
-                server.stdout_so_far(),
-                server.stderr_so_far()
-            );
-        }
-        assert!(
-            Instant::now() < end,
-            "nothing listens on {to} after 20 s\nstderr: {}",
-            server.stderr_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -151,11 +125,12 @@ fn redis_server_serves_redis_benchmark() {
     ]);
     let mut server = ChildGuard::spawn(&mut cmd).unwrap();
     let ip = topo.stack_ip4.to_string();
-    wait_listening(
-        topo,
+    topo.wait_connectable(
         SocketAddr::new(topo.stack_ip4.into(), 16379),
         &mut server,
-    );
+        Duration::from_secs(20),
+    )
+    .unwrap();
 
     let out = run_ok(topo.cmd("redis-benchmark").args([
         "-h",
@@ -269,11 +244,12 @@ fn nginx_serves_files_and_wrk() {
         dir.to_str().unwrap(),
     ]);
     let mut server = ChildGuard::spawn(&mut cmd).unwrap();
-    wait_listening(
-        topo,
+    topo.wait_connectable(
         SocketAddr::new(topo.stack_ip4.into(), 18080),
         &mut server,
-    );
+        Duration::from_secs(20),
+    )
+    .unwrap();
 
     for name in ["1m.bin", "100m.bin"] {
         let got = dir.join(format!("got-{name}"));
@@ -342,11 +318,12 @@ fn iperf3_tcp_both_directions_and_udp() {
     let mut cmd = preloaded(topo, "iperf3", "iperf3");
     cmd.args(["-s", "-p", "15201"]);
     let mut server = ChildGuard::spawn(&mut cmd).unwrap();
-    wait_listening(
-        topo,
+    topo.wait_connectable(
         SocketAddr::new(topo.stack_ip4.into(), 15201),
         &mut server,
-    );
+        Duration::from_secs(20),
+    )
+    .unwrap();
     let ip = topo.stack_ip4.to_string();
     let up = run_ok(
         topo.cmd("iperf3")

@@ -265,6 +265,13 @@ impl ChildGuard {
         })
     }
 
+    /// Everything a child that has exited printed, (stdout, stderr): unlike
+    /// [`ChildGuard::stdout_so_far`], this waits (up to a second) for the pipes
+    /// to be drained, so its last words are there.
+    pub fn final_output(&mut self) -> (String, String) {
+        self.finish_captures(Instant::now() + Duration::from_secs(1))
+    }
+
     fn finish_captures(&mut self, deadline: Instant) -> (String, String) {
         let out = lossy(self.stdout.as_mut().map(|c| c.finish(deadline)));
         let err = lossy(self.stderr.as_mut().map(|c| c.finish(deadline)));

@@ -50,12 +50,12 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sched::CloneFlags;
@@ -401,6 +401,38 @@ impl Topology {
     /// [`wait_tcp_listening`]).
     pub fn wait_tcp_listening(&self, port: u16, timeout: Duration) -> anyhow::Result<()> {
         wait_tcp_listening(&self.ns, port, timeout)
+    }
+
+    /// Waits until a kernel client in the namespace can open a TCP connection to `to`
+    /// (and closes it at once): the way to know that `server`, a stack-side server, is
+    /// serving. Fails with the server's output if it exits first or `timeout` passes.
+    pub fn wait_connectable(
+        &self,
+        to: SocketAddr,
+        server: &mut ChildGuard,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = Duration::from_millis(300);
+            if self.in_netns(|| TcpStream::connect_timeout(&to, attempt).is_ok())? {
+                return Ok(());
+            }
+            if let Some(status) = server.try_wait()? {
+                let (stdout, stderr) = server.final_output();
+                bail!(
+                    "the server exited ({status}) before {to} accepted connections\n\
+                     stdout: {stdout}\nstderr: {stderr}"
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{to} accepted no connection within {timeout:?}\nstderr: {}",
+                    server.stderr_so_far()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Runs `f` on a new thread that has entered the namespace, and returns its result.

@@ -4,10 +4,10 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netns_testbed::{cleanup_stale, require_root, Topology, TopologyOptions};
+use netns_testbed::{cleanup_stale, require_root, ChildGuard, Topology, TopologyOptions};
 
 fn topology(hint: &str) -> Topology {
     require_root();
@@ -188,6 +188,37 @@ fn kernel_listener_in_peer_is_seen_and_absent_one_times_out() {
     assert!(
         format!("{err:#}").contains(&format!("nothing listened on TCP port {port}")),
         "{err:#}"
+    );
+}
+
+#[test]
+fn wait_connectable_sees_a_server_and_reports_one_that_died() {
+    let topo = topology("conn");
+    let remote = topo.remote_ip4;
+    let listener = topo
+        .in_netns(move || TcpListener::bind((remote, 0)))
+        .unwrap()
+        .unwrap();
+    let to = listener.local_addr().unwrap();
+    let mut server = ChildGuard::spawn(topo.cmd("sleep").arg("1000")).unwrap();
+    topo.wait_connectable(to, &mut server, Duration::from_secs(10))
+        .unwrap();
+
+    // Nothing listens any more and the "server" exits with its last words.
+    drop(listener);
+    let mut dead = ChildGuard::spawn(
+        topo.cmd("sh")
+            .args(["-c", "echo bind failed >&2; exit 3"])
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let err = topo
+        .wait_connectable(to, &mut dead, Duration::from_secs(60))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exited") && err.contains("bind failed"),
+        "{err}"
     );
 }
 

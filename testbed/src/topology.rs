@@ -605,9 +605,18 @@ fn remove_leftover_netns(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Interface indexes the host end of a veth pair is given: random, above the small
-/// sequential ones the kernel hands out (see [`create_link`]).
-const IFINDEX_RANGE: std::ops::Range<u32> = 100_000..16_000_000;
+/// An interface index for the host end of a veth pair (see [`create_link`]): above
+/// the small sequential ones the kernel hands out, with random high bits, and low 16
+/// bits that start at a random value per process and then count up, so that the links
+/// of one process never share a fanout group and those of two processes rarely do.
+fn host_ifindex() -> u32 {
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static SERIAL: AtomicU32 = AtomicU32::new(0);
+    let base = *BASE.get_or_init(|| fastrand::u32(..));
+    let low = base.wrapping_add(SERIAL.fetch_add(1, Ordering::Relaxed)) & 0xffff;
+    // 2..245 << 16: from 131072 to just under 16 million.
+    (fastrand::u32(2..245) << 16) | low
+}
 
 /// Creates one veth pair with its peer end inside `ns`, registering it for cleanup at
 /// once, and configures both ends (MTU, offloads, up; `mac` on the host end if given).
@@ -632,9 +641,9 @@ fn create_link(
     // ifindex happen to XOR to the same group fail with EINVAL ("could not set
     // PACKET_FANOUT"). Tests start processes and create links in step, so sequential
     // indexes collide now and then; random low bits make it a 1 in 65536 chance.
+    let mut index = host_ifindex();
     let mut attempt = 0;
     loop {
-        let index = fastrand::u32(IFINDEX_RANGE);
         match ip(&format!(
             "link add {host} index {index} type veth peer name {peer} netns {ns}"
         )) {
@@ -642,6 +651,8 @@ fn create_link(
             // Most likely the index is taken: draw another.
             Err(e) if attempt < 8 && !Path::new("/sys/class/net").join(host).exists() => {
                 tracing::debug!(host, index, "creating the link failed, retrying: {e:#}");
+                // Other high bits, the same low ones.
+                index = (index & 0xffff) | (fastrand::u32(2..245) << 16);
                 attempt += 1;
             }
             Err(e) => return Err(e),

@@ -314,6 +314,9 @@ fn parallel_topologies_do_not_collide() {
         let index = ifindex(&topo.host_if);
         assert!(index >= 100_000, "{} has ifindex {index}", topo.host_if);
     }
+    // One process's links never share the low 16 bits (its pid is the same for all).
+    let (ia, ib) = (ifindex(&a.host_if), ifindex(&b.host_if));
+    assert_ne!(ia & 0xffff, ib & 0xffff, "ifindexes {ia} and {ib}");
     // Same addresses, different namespaces.
     for topo in [&a, &b] {
         topo.run(["ping", "-c", "1", "-W", "2", &topo.remote_ip4.to_string()])

@@ -215,8 +215,32 @@ pub fn parse_request(line: &str) -> Result<Request, Box<Response>> {
             ),
         })),
         Err(e) => Err(Box::new(Response::Error {
-            message: format!("unreadable request: {e}"),
+            message: match unknown_kind(line) {
+                // Same version, a request this daemon's build does not have: a
+                // daemon started before an upgrade of gazellectl.
+                Some(kind) => format!(
+                    "this daemon does not know the request {kind:?}: it is older than the client; \
+                     restart it from the same release"
+                ),
+                None => format!("unreadable request: {e}"),
+            },
         })),
+    }
+}
+
+/// The `kind` of a request line of this protocol version that names a kind
+/// [`Request`] does not have.
+fn unknown_kind(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if value.get("version")?.as_u64()? != u64::from(PROTOCOL_VERSION) {
+        return None;
+    }
+    let kind = value.get("request")?.get("kind")?.as_str()?;
+    // A known kind with bad fields is unreadable, not unknown.
+    let probe = serde_json::json!({ "kind": kind });
+    match serde_json::from_value::<Request>(probe) {
+        Err(e) if e.to_string().starts_with("unknown variant") => Some(kind.to_owned()),
+        _ => None,
     }
 }
 
@@ -376,6 +400,21 @@ mod tests {
         let r = ask("{\"version\":99,\"request\":{\"kind\":\"lstack_stats\"}}\n");
         assert!(
             matches!(r, Response::Error { message } if message.contains("protocol version 99"))
+        );
+        let r = ask(&format!(
+            "{{\"version\":{PROTOCOL_VERSION},\"request\":{{\"kind\":\"lstack_teleport\"}}}}\n"
+        ));
+        assert!(
+            matches!(&r, Response::Error { message } if message.starts_with("this daemon does not know the request \"lstack_teleport\"")),
+            "{r:?}"
+        );
+        // A known kind with a missing field is unreadable, not unknown.
+        let r = ask(&format!(
+            "{{\"version\":{PROTOCOL_VERSION},\"request\":{{\"kind\":\"register\"}}}}\n"
+        ));
+        assert!(
+            matches!(&r, Response::Error { message } if message.starts_with("unreadable request")),
+            "{r:?}"
         );
         let r = ask("hello\n");
         assert!(

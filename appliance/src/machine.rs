@@ -229,8 +229,13 @@ impl MachineApplier {
         if selectors.is_empty() {
             return None;
         }
-        let inventory = nic::inventory(&self.root).ok()?;
-        let ledger = DpdkNicLedger::load(&self.paths.runtime_dir.join(DPDK_NIC_LEDGER)).ok()?;
+        let unknown = |e: &dyn std::fmt::Display| {
+            tracing::warn!("no EAL allow-list for ltran: it probes every DPDK device: {e}");
+        };
+        let inventory = nic::inventory(&self.root).map_err(|e| unknown(&e)).ok()?;
+        let ledger = DpdkNicLedger::load(&self.paths.runtime_dir.join(DPDK_NIC_LEDGER))
+            .map_err(|e| unknown(&e))
+            .ok()?;
         let found = nic::dpdk_addresses(&inventory, &ledger, &selectors);
         if found.is_none() {
             tracing::info!("a data NIC is not on a DPDK driver where expected: ltran's EAL probes every DPDK device");

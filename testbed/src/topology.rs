@@ -635,12 +635,12 @@ fn create_link(
     // Creating the peer directly in the namespace leaves no moment where it sits,
     // unowned, in the root namespace.
     //
-    // The host end gets a random interface index. DPDK's af_packet PMD joins its
+    // The host end gets an index from `host_ifindex`. DPDK's af_packet PMD joins its
     // sockets to the fanout group `(pid ^ ifindex) & 0xffff`, and fanout groups are
     // per network namespace: two DPDK processes on different host ends whose pid and
     // ifindex happen to XOR to the same group fail with EINVAL ("could not set
     // PACKET_FANOUT"). Tests start processes and create links in step, so sequential
-    // indexes collide now and then; random low bits make it a 1 in 65536 chance.
+    // indexes collided now and then; randomised low bits make it a 1 in 65536 chance.
     let mut index = host_ifindex();
     let mut attempt = 0;
     loop {

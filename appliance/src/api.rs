@@ -461,7 +461,11 @@ impl Server {
         let options = ServeOptions {
             max_request: MAX_REQUEST,
             timeout: Duration::from_secs(10),
-            thread_per_connection: true,
+            max_connections: 16,
+            busy_reply: serde_json::to_string(&Response::error(
+                "applianced is busy: answering as many requests as it takes at once; try again",
+            ))
+            .ok(),
         };
         let inner = gazelle_ctl_proto::server::Server::serve_lines(
             path,

@@ -2,18 +2,18 @@
 
 use std::{
     fs,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, Read, Write},
     os::unix::{
         fs::{DirBuilderExt, PermissionsExt},
         net::{UnixListener, UnixStream},
     },
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{Envelope, Request, Response, PROTOCOL_VERSION};
@@ -22,15 +22,26 @@ use crate::{Envelope, Request, Response, PROTOCOL_VERSION};
 const MAX_REQUEST: u64 = 64 * 1024;
 
 /// How a [`Server`] answers its connections.
+///
+/// Each connection is answered on a thread of its own, so a slow client
+/// never holds up the next one; at most `max_connections` are answered at
+/// once, and every one has `timeout` for its whole request line, however
+/// slowly it trickles in, and again for taking the answer. Nothing a client
+/// sends can make the server hold more than `max_connections` threads and
+/// `max_request` bytes each.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Longest request line read; the rest of a longer one is not.
+    /// Longest request line read; a longer one is answered as unreadable.
     pub max_request: u64,
-    /// Bound on each read and write of a connection.
+    /// Time a client has to send its whole request line, and then again to
+    /// take the answer.
     pub timeout: Duration,
-    /// Answer each connection on a thread of its own, so a slow request does
-    /// not hold up the next one (otherwise one at a time, in order).
-    pub thread_per_connection: bool,
+    /// Connections answered at once; one more gets `busy_reply` (if any) and
+    /// is closed.
+    pub max_connections: usize,
+    /// The line (without the newline) a connection over `max_connections`
+    /// gets, in the served protocol; `None`: closed without a word.
+    pub busy_reply: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -38,7 +49,8 @@ impl Default for ServeOptions {
         ServeOptions {
             max_request: MAX_REQUEST,
             timeout: Duration::from_secs(5),
-            thread_per_connection: false,
+            max_connections: 16,
+            busy_reply: None,
         }
     }
 }
@@ -56,8 +68,8 @@ pub struct Server {
 type LineHandler = dyn Fn(&str) -> String + Send + Sync;
 
 impl Server {
-    /// Serves `handler` at `path` on a new thread named `name`, one
-    /// connection at a time.
+    /// Serves `handler` at `path` on a new thread named `name` (see
+    /// [`ServeOptions`] for how connections are answered).
     ///
     /// The directory is created (mode 700) if missing; the socket is mode
     /// 600 and only root and this process's user are answered. A socket
@@ -68,7 +80,13 @@ impl Server {
         name: &str,
         handler: impl Fn(Request) -> Response + Send + Sync + 'static,
     ) -> io::Result<Server> {
-        Server::serve_lines(path, name, ServeOptions::default(), move |line| {
+        let options = ServeOptions {
+            busy_reply: Some(response_line(&Response::Error {
+                message: "busy: answering as many requests as it takes at once; try again".into(),
+            })),
+            ..ServeOptions::default()
+        };
+        Server::serve_lines(path, name, options, move |line| {
             let response = match parse_request(line) {
                 Ok(request) => handler(request),
                 Err(refusal) => *refusal,
@@ -152,6 +170,7 @@ fn serve(
     options: &ServeOptions,
     handler: &Arc<LineHandler>,
 ) {
+    let busy = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -164,21 +183,32 @@ fn serve(
             );
             continue;
         }
-        if !options.thread_per_connection {
-            if let Err(e) = answer(&conn, options, &**handler) {
-                tracing::debug!(socket = name, error = %e, "control connection");
+        if busy.fetch_add(1, Ordering::SeqCst) >= options.max_connections {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                socket = name,
+                limit = options.max_connections,
+                "control connection turned away: as many being answered as allowed"
+            );
+            if let Some(reply) = &options.busy_reply {
+                // Never wait for a client that does not read.
+                let _ = conn.set_nonblocking(true);
+                let mut writer = &conn;
+                let _ = writer.write_all(format!("{reply}\n").as_bytes());
             }
             continue;
         }
-        let (handler, options) = (Arc::clone(handler), options.clone());
+        let (handler, options, taken) = (Arc::clone(handler), options.clone(), Arc::clone(&busy));
         let spawned = std::thread::Builder::new()
             .name(format!("{name}-conn"))
             .spawn(move || {
                 if let Err(e) = answer(&conn, &options, &*handler) {
                     tracing::debug!(error = %e, "control connection");
                 }
+                taken.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
+            busy.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(socket = name, error = %e, "no thread for a control connection");
         }
     }
@@ -193,14 +223,45 @@ pub fn allowed(conn: &UnixStream) -> bool {
 }
 
 fn answer(conn: &UnixStream, options: &ServeOptions, handler: &LineHandler) -> io::Result<()> {
-    conn.set_read_timeout(Some(options.timeout))?;
-    conn.set_write_timeout(Some(options.timeout))?;
-    let mut line = String::new();
-    BufReader::new(conn.take(options.max_request)).read_line(&mut line)?;
-    let mut out = handler(&line);
+    let line = read_request(conn, options.max_request, options.timeout)?;
+    let mut out = handler(&String::from_utf8_lossy(&line));
     out.push('\n');
+    conn.set_write_timeout(Some(options.timeout))?;
     let mut writer = conn;
     writer.write_all(out.as_bytes())
+}
+
+/// Reads one request line of at most `max` bytes (a longer one is cut
+/// there, and the handler finds it unreadable) within `timeout` in all: a
+/// client that trickles bytes gets no more time than one that stalls.
+fn read_request(mut conn: &UnixStream, max: u64, timeout: Duration) -> io::Result<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while line.len() < max {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no whole request line within {timeout:?}"),
+            ));
+        }
+        conn.set_read_timeout(Some(left))?;
+        let want = chunk.len().min(max - line.len());
+        let n = match conn.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(end) = chunk[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&chunk[..=end]);
+            return Ok(line);
+        }
+        line.extend_from_slice(&chunk[..n]);
+    }
+    Ok(line)
 }
 
 /// Reads one request line: the request, or the error response to send back
@@ -258,6 +319,8 @@ pub fn write_response(mut conn: impl Write, response: &Response) -> io::Result<(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader};
+
     use super::*;
     use crate::{client, client::ClientError, LstackStats};
 
@@ -325,10 +388,7 @@ mod tests {
         let (go, gone) = std::sync::mpsc::sync_channel::<()>(1);
         let (started, waiting) = std::sync::mpsc::sync_channel::<()>(1);
         let (gone, started) = (std::sync::Mutex::new(gone), std::sync::Mutex::new(started));
-        let options = ServeOptions {
-            thread_per_connection: true,
-            ..ServeOptions::default()
-        };
+        let options = ServeOptions::default();
         let _server =
             Server::serve_lines(&path, "lines", options, move |line| match line.trim_end() {
                 "wait" => {
@@ -357,6 +417,109 @@ mod tests {
         drop(_server);
         let err = client::exchange(&path, "go", Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, client::ExchangeError::NotRunning), "{err}");
+    }
+
+    /// A client that trickles its request a byte at a time, each byte well
+    /// within a read timeout, is cut off at the request deadline, and while
+    /// it trickles another client is answered.
+    #[test]
+    fn a_trickling_client_is_cut_off_and_blocks_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let options = ServeOptions {
+            timeout: Duration::from_millis(600),
+            ..ServeOptions::default()
+        };
+        let _server = Server::serve_lines(&path, "t", options, |line| {
+            format!("got {}", line.trim_end())
+        })
+        .unwrap();
+        let mut slow = UnixStream::connect(&path).unwrap();
+        let trickler = std::thread::spawn(move || {
+            // 40 bytes, one every 100 ms: 4 s in all, never 600 ms apart.
+            for (sent, b) in b"0123456789012345678901234567890123456789"
+                .iter()
+                .enumerate()
+            {
+                if slow.write_all(&[*b]).is_err() {
+                    return sent;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = slow.write_all(b"\n");
+            let mut answer = String::new();
+            let _ = BufReader::new(&slow).read_line(&mut answer);
+            assert!(
+                answer.is_empty(),
+                "a trickled request was answered: {answer}"
+            );
+            40
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        let quick = client::exchange(&path, "quick", Duration::from_secs(30)).unwrap();
+        assert_eq!(quick, "got quick\n");
+        let sent = trickler.join().unwrap();
+        assert!(sent < 40, "the trickling client was never cut off");
+    }
+
+    #[test]
+    fn connections_over_the_limit_are_told_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.sock");
+        let _server = Server::start(&path, "b", |_| Response::LstackStats(stats())).unwrap();
+        // Sixteen connections that say nothing hold every slot.
+        let held: Vec<UnixStream> = (0..16)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let err = client::request(
+            &path,
+            "lstack",
+            Request::LstackStats,
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { message, .. } if message.starts_with("busy")),
+            "{err}"
+        );
+        // Their slots come back when they go.
+        drop(held);
+        let answered = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            client::request(
+                &path,
+                "lstack",
+                Request::LstackStats,
+                Duration::from_secs(30),
+            )
+            .is_ok()
+        });
+        assert!(answered, "slots were not given back");
+    }
+
+    #[test]
+    fn an_overlong_request_is_cut_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sock");
+        let _server = Server::start(&path, "l", |_| Response::LstackStats(stats())).unwrap();
+        let mut c = UnixStream::connect(&path).unwrap();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                // 1 MiB with no newline: the server stops reading at 64 KiB.
+                let chunk = vec![b'x'; 64 * 1024];
+                (0..16).take_while(|_| c.write_all(&chunk).is_ok()).count()
+            })
+        };
+        let mut s = String::new();
+        BufReader::new(&mut c).read_line(&mut s).unwrap();
+        let r: Response = serde_json::from_str(&s).unwrap();
+        assert!(
+            matches!(&r, Response::Error { message } if message.starts_with("unreadable request")),
+            "{r:?}"
+        );
+        drop(c);
+        assert!(writer.join().unwrap() < 16, "the server read the whole MiB");
     }
 
     #[test]

@@ -372,6 +372,22 @@ fn shows_counters_and_connections_of_a_running_lstack() {
         })
         .unwrap();
 
+    // A client that trickles its request a byte at a time holds no one up,
+    // and the stack hangs up on it (it once blocked every later request).
+    let trickler = {
+        let mut slow = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < end {
+                if slow.write_all(b" ").is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+    };
+
     let stats = json(&gazellectl(run_dir, &["--json", "lstack", "show", &ip]));
     assert_eq!(stats["ip"], serde_json::json!(ip));
     assert_eq!(stats["pid"], serde_json::json!(echo.id()));
@@ -426,6 +442,10 @@ fn shows_counters_and_connections_of_a_running_lstack() {
     assert!(rate["rx_pps"].as_f64().unwrap() >= 0.0, "{rate:#}");
     assert_eq!(rate["tcp_connections"], serde_json::json!(2), "{rate:#}");
     drop(clients);
+    assert!(
+        trickler.join().unwrap(),
+        "the stack never hung up on a client trickling its request"
+    );
 
     // Nobody serves this address.
     let out = gazellectl(run_dir, &["lstack", "show", "192.0.2.99"]);

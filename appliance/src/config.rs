@@ -266,7 +266,7 @@ impl SubConfig {
         match self {
             Self::Inline(table) => Ok(table.clone()),
             Self::Path(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = crate::store::read_text(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;

@@ -537,8 +537,20 @@ impl Drop for RollbackWatcher {
     }
 }
 
+/// Reads a config file as text: a regular file of bounded size
+/// ([`gazelle_config::format::read_file`]) holding UTF-8.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = gazelle_config::format::read_file(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 fn read_config(path: &Path) -> Result<ApplianceConfig, StoreError> {
-    let text = fs::read_to_string(path).map_err(|source| StoreError::Io {
+    let text = read_text(path).map_err(|source| StoreError::Io {
         action: "reading",
         path: path.to_owned(),
         source,

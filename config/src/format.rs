@@ -76,10 +76,66 @@ pub fn decode_utf8(bytes: &[u8]) -> Result<&str, ConfigError> {
     })
 }
 
-/// Reads `path` and parses it in the syntax its extension implies. Errors
-/// name the file.
+/// Largest configuration file read: far more than any real configuration
+/// needs, small enough that a wrong path costs nothing.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file: a regular file of at most
+/// [`MAX_FILE_BYTES`]. Anything else is refused without reading it, so a
+/// path such as `/dev/zero` or a FIFO can neither fill memory nor hang
+/// the reader (the file is opened non-blocking, which a FIFO without a
+/// writer needs, and its type checked on the open file).
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read as _};
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}; a configuration must be a regular file"),
+        ));
+    }
+    let too_big = |len: u64| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("it has {len} bytes; a configuration may have at most {MAX_FILE_BYTES} bytes"),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        // It grew while we read it.
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Reads `path` (see [`read_file`]) and parses it in the syntax its
+/// extension implies. Errors name the file.
 pub(crate) fn read_table(path: &Path) -> Result<Table, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let bytes = read_file(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -220,6 +276,47 @@ mod tests {
 
         let err = Format::Toml.parse("a = 1\na = 2\n").unwrap_err();
         assert_eq!(err.line(), Some(2), "{err}");
+    }
+
+    /// `/dev/zero` would be read until the process is out of memory and a
+    /// FIFO without a writer would block forever: both are refused at once,
+    /// as are directories and files over the limit.
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |path: &Path, says: &str| {
+            let err = read_file(path).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains(says), "{}: {err}", path.display());
+        };
+        refused(Path::new("/dev/zero"), "it is a character device");
+        refused(dir.path(), "it is a directory");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        refused(&fifo, "it is a FIFO");
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        refused(&big, &format!("at most {MAX_FILE_BYTES} bytes"));
+        let fine = dir.path().join("fine.toml");
+        std::fs::write(&fine, vec![b'#'; MAX_FILE_BYTES as usize]).unwrap();
+        assert_eq!(read_file(&fine).unwrap().len() as u64, MAX_FILE_BYTES);
+        // Through a symlink, the file it names is checked.
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        refused(&link, "it is a character device");
+        // And loading a config says which file.
+        let err = crate::LstackConfig::load(&link).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot read {}: it is a character device",
+                link.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

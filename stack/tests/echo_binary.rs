@@ -8,6 +8,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -106,5 +107,58 @@ fn refuses_a_bad_config_naming_the_field() {
         stderr.contains("tcp_conn_count") && stderr.contains("30000") && stderr.contains("20000"),
         "stderr: {stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A config path that is not a regular file is refused at once, whether it
+/// comes from `--config` or `LSTACK_CONF_PATH`: `/dev/zero` would be read
+/// until the process is killed for memory, and a FIFO nobody writes to
+/// would hang the start.
+#[test]
+fn refuses_a_config_that_is_not_a_regular_file() {
+    let dir = std::env::temp_dir().join(format!("lstack-echo-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("lstack.toml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (path, what, by_env) in [
+        (Path::new("/dev/zero"), "it is a character device", false),
+        (Path::new("/dev/zero"), "it is a character device", true),
+        (fifo.as_path(), "it is a FIFO", false),
+        (dir.as_path(), "it is a directory", true),
+    ] {
+        let mut cmd = Command::new(BIN);
+        if by_env {
+            cmd.env("LSTACK_CONF_PATH", path);
+        } else {
+            cmd.arg("--config").arg(path);
+        }
+        let mut child =
+            netns_testbed::ChildGuard::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))
+                .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lstack-echo still reading {} after 30 s",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (stdout, stderr) = child.final_output();
+        let out = format!("{stdout}{stderr}");
+        assert_eq!(status.code(), Some(1), "{}: {out}", path.display());
+        assert!(
+            out.contains(&format!("cannot read {}: {what}", path.display())),
+            "{}: {out}",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

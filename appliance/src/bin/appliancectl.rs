@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 which: if *saved { Which::Saved } else { Which::Running },
             },
             ConfigCmd::Set { file } | ConfigCmd::Validate { file } => {
-                let toml = match std::fs::read_to_string(file) {
+                let toml = match appliance::store::read_text(file) {
                     Ok(t) => t,
                     Err(e) => {
                         eprintln!("appliancectl: reading {}: {e}", file.display());

@@ -212,8 +212,8 @@ fn take_config(config: &Path, saved: &Path) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let text = appliance::store::read_text(config)
+        .with_context(|| format!("reading {}", config.display()))?;
     ApplianceConfig::from_toml_str(&text).with_context(|| format!("{}", config.display()))?;
     if std::fs::read_to_string(saved).ok().as_deref() != Some(text.as_str()) {
         if let Some(dir) = saved.parent() {

@@ -495,11 +495,27 @@ fn mount_point_inside_a_hugetlbfs_mount_is_refused() {
         "refused before reserving"
     );
     assert!(!inner.exists() && !host.path("ltran").exists());
-    // The host's own mount counts too.
+    // A hugetlbfs the script did not mount counts too (the test mounts its
+    // own: whether the host has /dev/hugepages is not the test's business).
+    let own = host.path("own");
+    fs::create_dir(&own).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "hugetlbfs",
+            "-o",
+            "pagesize=2M",
+            "none",
+            own.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount hugetlbfs on {}", own.display());
+    let nested = own.join("ltran");
     assert_fails(
-        &script(&["--dry-run", "--ltran-dir", "/dev/hugepages/ltran"]),
+        &script(&["--dry-run", "--ltran-dir", nested.to_str().unwrap()]),
         6,
-        &["is inside the hugetlbfs mount /dev/hugepages"],
+        &[&format!("is inside the hugetlbfs mount {}", own.display())],
     );
 }
 

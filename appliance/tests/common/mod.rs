@@ -51,6 +51,24 @@ impl Host {
     pub fn start(&self, pool: Pool) -> u64 {
         self.pools.count(pool).unwrap()
     }
+
+    /// Makes `pool` hold at least `pages` pages, for a test that needs some
+    /// reserved whatever the machine had (a new machine has none); put back
+    /// with the rest on drop. Returns the count it holds now.
+    pub fn reserve_at_least(&self, pool: Pool, pages: u64) -> u64 {
+        let path = pool.dir(Path::new("/")).join("nr_hugepages");
+        let count =
+            |path: &Path| -> u64 { fs::read_to_string(path).unwrap().trim().parse().unwrap() };
+        if count(&path) < pages {
+            fs::write(&path, format!("{pages}\n")).unwrap();
+        }
+        let now = count(&path);
+        assert!(
+            now >= pages,
+            "the kernel gave {pool} only {now} of the {pages} pages this test needs"
+        );
+        now
+    }
 }
 
 impl Drop for Host {

@@ -9,11 +9,14 @@
 //! - [`port`]: ethdev ports, configured and started as a whole, whose queues are
 //!   handed out once as [`RxQueue`]/[`TxQueue`] values (DPDK queues are not
 //!   thread-safe, so each is `Send` but not `Sync`);
-//! - [`ring`]: `rte_ring`s carrying mbufs between threads and processes.
+//! - [`ring`]: `rte_ring`s carrying mbufs between threads and processes;
+//! - [`af_packet`]: frames the kernel dropped at a `net_af_packet` port's
+//!   sockets, which that PMD does not count, so a port's `rx_missed` does.
 //!
 //! Failures are [`DpdkError`]s: what was being attempted, and DPDK's own
 //! `rte_strerror` text for the `rte_errno` or negative return it gave.
 
+pub mod af_packet;
 pub mod eal;
 pub mod error;
 pub mod mbuf;

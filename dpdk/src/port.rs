@@ -416,17 +416,34 @@ fn mac_of(port_id: u16) -> [u8; 6] {
     addr.addr_bytes
 }
 
+/// The port's counters. On a `net_af_packet` port, frames the kernel
+/// dropped at the PMD's full receive rings count as missed, as a NIC
+/// counts frames it had no descriptor for (the PMD itself reports none;
+/// see [`crate::af_packet`]).
 fn stats_of(port_id: u16) -> Result<PortStats, DpdkError> {
     let mut s = dpdk_sys::rte_eth_stats::default();
     // SAFETY: valid port and out-pointer.
     let ret = unsafe { dpdk_sys::rte_eth_stats_get(port_id, &mut s) };
     DpdkError::check(ret, || format!("reading stats of port {port_id}"))?;
+    let mut kernel_drops = 0;
+    let mut dev_info = dpdk_sys::rte_eth_dev_info::default();
+    // SAFETY: port_id is valid (stats were read) and dev_info a valid out-pointer.
+    if unsafe { dpdk_sys::rte_eth_dev_info_get(port_id, &mut dev_info) } == 0
+        && !dev_info.driver_name.is_null()
+        && dev_info.if_index != 0
+    {
+        // SAFETY: the driver name is a static C string of the PMD.
+        let driver = unsafe { CStr::from_ptr(dev_info.driver_name) };
+        if driver.to_bytes() == b"net_af_packet" {
+            kernel_drops = crate::af_packet::socket_drops(dev_info.if_index);
+        }
+    }
     Ok(PortStats {
         rx_packets: s.ipackets,
         tx_packets: s.opackets,
         rx_bytes: s.ibytes,
         tx_bytes: s.obytes,
-        rx_missed: s.imissed,
+        rx_missed: s.imissed + kernel_drops,
         rx_errors: s.ierrors,
         tx_errors: s.oerrors,
         rx_nombuf: s.rx_nombuf,

@@ -32,6 +32,9 @@ pub mod limits {
 
     /// `tcp_conn_count`: gazelle's documented maximum is 20000 connections.
     pub const TCP_CONN_COUNT: RangeInclusive<u32> = 1..=20_000;
+    /// `udp_conn_count` (ours): each UDP socket holds up to half a MiB of
+    /// buffers, so 65535 of them are already 32 GiB.
+    pub const UDP_CONN_COUNT: RangeInclusive<u32> = 1..=65_535;
     /// `mbuf_count_per_conn`: gazelle sets no upper bound; 4096 mbufs (8 MiB
     /// of 2 KiB buffers) per connection is far above any sensible setting.
     pub const MBUF_COUNT_PER_CONN: RangeInclusive<u32> = 1..=4096;
@@ -152,6 +155,12 @@ pub struct LstackConfig {
     /// Default 1500, range [`limits::TCP_CONN_COUNT`].
     #[serde(default = "defaults::tcp_conn_count")]
     pub tcp_conn_count: u32,
+
+    /// Most UDP sockets open at once (ours; gazelle has no bound): one
+    /// more is refused with `ENOBUFS`. Each holds up to 512 KiB of
+    /// buffers. Default 1024, range [`limits::UDP_CONN_COUNT`].
+    #[serde(default = "defaults::udp_conn_count")]
+    pub udp_conn_count: u32,
 
     /// mbufs reserved per TCP connection. Default 170, range
     /// [`limits::MBUF_COUNT_PER_CONN`]; `tcp_conn_count * mbuf_count_per_conn`
@@ -320,6 +329,9 @@ mod defaults {
     pub(super) fn tcp_conn_count() -> u32 {
         1500
     }
+    pub(super) fn udp_conn_count() -> u32 {
+        1024
+    }
     pub(super) fn mbuf_count_per_conn() -> u32 {
         170
     }
@@ -373,6 +385,7 @@ impl LstackConfig {
             flow_bifurcation: false,
             low_power_mode: false,
             tcp_conn_count: defaults::tcp_conn_count(),
+            udp_conn_count: defaults::udp_conn_count(),
             mbuf_count_per_conn: defaults::mbuf_count_per_conn(),
             mem_cache_num: defaults::mem_cache_num(),
             rpc_number: defaults::rpc_number(),
@@ -425,6 +438,11 @@ impl LstackConfig {
             "tcp_conn_count",
             self.tcp_conn_count,
             limits::TCP_CONN_COUNT,
+        )?;
+        check_range(
+            "udp_conn_count",
+            self.udp_conn_count,
+            limits::UDP_CONN_COUNT,
         )?;
         check_range(
             "mbuf_count_per_conn",
@@ -799,6 +817,8 @@ mod tests {
     #[rstest]
     #[case("tcp_conn_count", "0", "1..=20000")]
     #[case("tcp_conn_count", "20001", "1..=20000")]
+    #[case("udp_conn_count", "0", "1..=65535")]
+    #[case("udp_conn_count", "65536", "1..=65535")]
     #[case("mbuf_count_per_conn", "0", "1..=4096")]
     #[case("mbuf_count_per_conn", "4097", "1..=4096")]
     #[case("mem_cache_num", "15", "16..=1024")]

@@ -72,6 +72,8 @@ pub fn errno_of(e: &io::Error) -> i32 {
         io::ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
         io::ErrorKind::InvalidInput => libc::EINVAL,
         io::ErrorKind::Interrupted => libc::EINTR,
+        // A stack limit such as udp_conn_count: no room for the socket.
+        io::ErrorKind::OutOfMemory => libc::ENOBUFS,
         _ => libc::EIO,
     }
 }

@@ -409,6 +409,9 @@ pub(crate) struct StackShared {
     pub(crate) shutdown: AtomicBool,
     /// Most TCP connections at once (`tcp_conn_count`).
     pub(crate) conn_limit: usize,
+    /// Most UDP sockets at once (`udp_conn_count`), and how many are open.
+    pub(crate) udp_limit: usize,
+    pub(crate) udp_sockets: AtomicUsize,
     /// Connected UDP sockets: flow -> shard of the port's thread. Looked at
     /// only while `connected_udp_count` is non-zero.
     pub(crate) connected_udp: RwLock<HashMap<FlowKey, usize>>,
@@ -441,6 +444,8 @@ impl StackShared {
             local,
             shutdown: AtomicBool::new(false),
             conn_limit,
+            udp_limit: usize::MAX,
+            udp_sockets: AtomicUsize::new(0),
             connected_udp: RwLock::new(HashMap::new()),
             connected_udp_count: AtomicUsize::new(0),
             arrival_placement: false,

@@ -291,6 +291,7 @@ impl Stack {
             seed,
         );
         stack_shared.arrival_placement = ltran.is_some();
+        stack_shared.udp_limit = config.udp_conn_count as usize;
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }

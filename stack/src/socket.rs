@@ -343,6 +343,7 @@ impl Stack {
             ));
         }
         let shared = &self.shared;
+        let slot = UdpSlot::take(shared)?;
         let packets = shared.opts.udp_packets;
         let bytes = shared.opts.udp_buffer;
         let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
@@ -387,6 +388,7 @@ impl Stack {
             nonblocking: AtomicBool::new(false),
             connected: None,
             rx_mark,
+            _slot: slot,
         })
     }
 
@@ -408,6 +410,7 @@ impl Stack {
             remote_addr: IpAddress::from(remote.ip()),
             remote_port: remote.port(),
         };
+        let slot = UdpSlot::take(shared)?;
         let packets = shared.opts.udp_packets;
         let bytes = shared.opts.udp_buffer;
         let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
@@ -454,6 +457,7 @@ impl Stack {
             nonblocking: AtomicBool::new(false),
             connected: Some(flow),
             rx_mark,
+            _slot: slot,
         })
     }
 
@@ -1051,6 +1055,37 @@ pub struct UdpSocket {
     connected: Option<FlowKey>,
     /// When the oldest datagram waiting arrived (receive latency).
     rx_mark: Arc<RxMark>,
+    /// Its place under `udp_conn_count`, given back when it is dropped.
+    _slot: UdpSlot,
+}
+
+/// One of the `udp_conn_count` UDP sockets a stack may have at once.
+#[derive(Debug)]
+struct UdpSlot(Arc<StackShared>);
+
+impl UdpSlot {
+    /// Takes a slot, or fails with `ENOBUFS` (what Linux says when a
+    /// socket's memory is refused) naming the limit.
+    fn take(stack: &Arc<StackShared>) -> io::Result<UdpSlot> {
+        let open = stack.udp_sockets.fetch_add(1, Ordering::Relaxed);
+        if open >= stack.udp_limit {
+            stack.udp_sockets.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "udp_conn_count = {} UDP sockets are open already (raise udp_conn_count in the lstack configuration)",
+                    stack.udp_limit
+                ),
+            ));
+        }
+        Ok(UdpSlot(Arc::clone(stack)))
+    }
+}
+
+impl Drop for UdpSlot {
+    fn drop(&mut self) {
+        self.0.udp_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl UdpSocket {

@@ -15,8 +15,8 @@ use std::{
 };
 
 use common::{
-    connect_from_peer, echo_in_parallel, kernel_echo_roundtrip, pattern, ping, ping_from,
-    spawn_stack_echo, wait_until, Env,
+    checksum, connect_from_peer, echo_in_parallel, kernel_echo_roundtrip, pattern, ping, ping_from,
+    send_raw, spawn_stack_echo, wait_until, Env,
 };
 use lstack::DropReason;
 
@@ -214,48 +214,6 @@ fn refused_connections_both_ways() {
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
-/// Sends raw frames from the peer through an AF_PACKET socket.
-fn send_raw(env: &Env, frames: &[Vec<u8>]) {
-    let ifname = env.topo.peer_if.clone();
-    env.topo
-        .in_netns(move || {
-            // SAFETY: plain socket syscalls on a fresh fd with valid buffers.
-            unsafe {
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-                assert!(
-                    fd >= 0,
-                    "AF_PACKET socket: {}",
-                    std::io::Error::last_os_error()
-                );
-                let name = std::ffi::CString::new(ifname).unwrap();
-                let index = libc::if_nametoindex(name.as_ptr());
-                assert!(index > 0);
-                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_ifindex = index as i32;
-                addr.sll_halen = 6;
-                for f in frames {
-                    let n = libc::sendto(
-                        fd,
-                        f.as_ptr().cast(),
-                        f.len(),
-                        0,
-                        (&addr as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    );
-                    assert_eq!(
-                        n,
-                        f.len() as isize,
-                        "sendto: {}",
-                        std::io::Error::last_os_error()
-                    );
-                }
-                libc::close(fd);
-            }
-        })
-        .unwrap();
-}
-
 fn ipv4_tcp_frame(env: &Env, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&env.stack.mac());
@@ -292,17 +250,6 @@ fn ipv4_tcp_frame(env: &Env, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in b.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 #[test]
 fn malformed_frames_are_counted_and_dropped() {
     let env = env();
@@ -336,7 +283,7 @@ fn malformed_frames_are_counted_and_dropped() {
     .collect();
     let mib_before = env.stack.snmp_snapshot().total;
     send_raw(
-        env,
+        &env.topo,
         &[good.clone(), bad_ip_sum, long_ip, ethertype, short_tcp],
     );
     let reasons = [

@@ -39,13 +39,30 @@ pub fn start_with(
     eal: &AfPacketEal,
     tune: impl FnOnce(&mut LstackConfig, &mut StackOptions),
 ) -> Env {
-    require_root();
-    let topo = Topology::new(TopologyOptions {
+    let options = TopologyOptions {
         name_hint: name.to_owned(),
         ..Default::default()
-    })
-    .expect("creating the test topology");
-    let mut config = config_for(&topo, name, eal);
+    };
+    start_on(options, eal, tune)
+}
+
+/// Like [`start`], on a topology built from `options`.
+pub fn start_topology(
+    options: TopologyOptions,
+    tune: impl FnOnce(&mut LstackConfig, &mut StackOptions),
+) -> Env {
+    start_on(options, &AfPacketEal::default(), tune)
+}
+
+fn start_on(
+    options: TopologyOptions,
+    eal: &AfPacketEal,
+    tune: impl FnOnce(&mut LstackConfig, &mut StackOptions),
+) -> Env {
+    require_root();
+    let name = options.name_hint.clone();
+    let topo = Topology::new(options).expect("creating the test topology");
+    let mut config = config_for(&topo, &name, eal);
     let mut opts = StackOptions::for_config(&config);
     tune(&mut config, &mut opts);
     let stack = Stack::start(&config, opts).expect("starting lstack on the af_packet port");
@@ -54,6 +71,60 @@ pub fn start_with(
         stack,
         config,
     }
+}
+
+/// Sends raw frames from the peer's end of the veth through an AF_PACKET
+/// socket.
+pub fn send_raw(topo: &Topology, frames: &[Vec<u8>]) {
+    let ifname = topo.peer_if.clone();
+    topo.in_netns(move || {
+        // SAFETY: plain socket syscalls on a fresh fd with valid buffers.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let name = std::ffi::CString::new(ifname).unwrap();
+            let index = libc::if_nametoindex(name.as_ptr());
+            assert!(index > 0);
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            for f in frames {
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(
+                    n,
+                    f.len() as isize,
+                    "sendto: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .unwrap();
+}
+
+/// The Internet checksum of `b`.
+pub fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
 }
 
 /// Deterministic test data.

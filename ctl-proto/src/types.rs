@@ -158,6 +158,23 @@ pub struct ThreadCounters {
     pub accept_overflow: u64,
     /// Connections established (accepted or connected).
     pub tcp_established: u64,
+    /// Handshakes in progress (SYN-RECEIVED) now.
+    #[serde(default)]
+    pub half_open: u64,
+    /// Handshakes dropped to make room for newer ones (a full half-open
+    /// table: a SYN flood, or clients that never finish).
+    #[serde(default)]
+    pub half_open_evicted: u64,
+    /// Handshakes dropped because they did not complete in time.
+    #[serde(default)]
+    pub half_open_expired: u64,
+    /// SYNs answered with a challenge instead of a socket: the half-open
+    /// table was full and the source not yet proven real.
+    #[serde(default)]
+    pub syn_challenges: u64,
+    /// Challenges answered: sources proven real.
+    #[serde(default)]
+    pub syn_challenges_answered: u64,
     /// Loop iterations with nothing to do.
     pub idle_loops: u64,
     /// Times the thread slept, idle.
@@ -182,6 +199,11 @@ impl ThreadCounters {
         self.conn_limit_refused += o.conn_limit_refused;
         self.accept_overflow += o.accept_overflow;
         self.tcp_established += o.tcp_established;
+        self.half_open += o.half_open;
+        self.half_open_evicted += o.half_open_evicted;
+        self.half_open_expired += o.half_open_expired;
+        self.syn_challenges += o.syn_challenges;
+        self.syn_challenges_answered += o.syn_challenges_answered;
         self.idle_loops += o.idle_loops;
         self.sleeps += o.sleeps;
         self.panics += o.panics;

@@ -124,6 +124,16 @@ pub fn lstack(s: &LstackStats) -> String {
     if s.threads.len() > 1 {
         row(&mut o, "total", &total);
     }
+    let _ = writeln!(
+        o,
+        "half-open connections: {} now, {} evicted (table full), {} expired; \
+         SYN challenges: {} sent, {} answered",
+        total.half_open,
+        total.half_open_evicted,
+        total.half_open_expired,
+        total.syn_challenges,
+        total.syn_challenges_answered
+    );
     if !total.drops.is_empty() {
         let reasons: Vec<String> = total
             .drops

@@ -65,6 +65,7 @@ use crate::{
     classify::{classify_seen, FlowKey, LocalAddrs, RxChecked, Verdict},
     device::{FrameDevice, TxPath},
     event::Event,
+    handshake::{Challenge, End as HalfOpenEnd, HalfOpen, VerifiedSources},
     stats::{LatencyHistogram, ThreadStats},
     StackOptions,
 };
@@ -105,7 +106,7 @@ pub(crate) struct ShardInner {
     /// Listening sockets waiting for a SYN.
     spares: Vec<(SocketHandle, Arc<ListenerShared>)>,
     /// Former spares that took a SYN and are not yet established.
-    embryos: Vec<(SocketHandle, Arc<ListenerShared>)>,
+    embryos: Vec<Embryo>,
     /// Sockets the application closed, removed once smoltcp is done with them.
     orphans: Vec<Orphan>,
     /// Connections (accepted, or connecting and connected) with the state
@@ -125,6 +126,15 @@ impl std::fmt::Debug for ShardInner {
             .field("armed", &self.armed.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A handshake in progress (SYN-RECEIVED): a former spare of `listener`,
+/// with its place in the thread's [`HalfOpen`] table.
+#[derive(Debug)]
+struct Embryo {
+    handle: SocketHandle,
+    listener: Arc<ListenerShared>,
+    slot: u32,
 }
 
 #[derive(Debug)]
@@ -412,6 +422,13 @@ pub(crate) struct StackShared {
     /// Most UDP sockets at once (`udp_conn_count`), and how many are open.
     pub(crate) udp_limit: usize,
     pub(crate) udp_sockets: AtomicUsize,
+    /// SYN flood defence (see [`crate::handshake`]): the challenge key,
+    /// the sources that answered one (looked at only while there are any),
+    /// and until when (ns) RSTs may be answers to challenges sent.
+    pub(crate) challenge: Challenge,
+    verified: Mutex<VerifiedSources>,
+    verified_count: AtomicUsize,
+    challenges_until: AtomicU64,
     /// Connected UDP sockets: flow -> shard of the port's thread. Looked at
     /// only while `connected_udp_count` is non-zero.
     pub(crate) connected_udp: RwLock<HashMap<FlowKey, usize>>,
@@ -446,6 +463,10 @@ impl StackShared {
             conn_limit,
             udp_limit: usize::MAX,
             udp_sockets: AtomicUsize::new(0),
+            challenge: Challenge::new(),
+            verified: Mutex::new(VerifiedSources::default()),
+            verified_count: AtomicUsize::new(0),
+            challenges_until: AtomicU64::new(0),
             connected_udp: RwLock::new(HashMap::new()),
             connected_udp_count: AtomicUsize::new(0),
             arrival_placement: false,
@@ -467,6 +488,23 @@ impl StackShared {
         let threads = self.threads.len() as u64;
         let shards = self.opts.tcp_shards as u64;
         ((h % threads) as usize, ((h / threads) % shards) as usize)
+    }
+
+    /// Whether `addr` answered a SYN challenge recently (see
+    /// [`crate::handshake`]).
+    pub(crate) fn is_verified(&self, addr: &IpAddress, now_ns: u64) -> bool {
+        self.verified_count.load(Ordering::Relaxed) > 0
+            && self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(addr, now_ns)
+    }
+
+    fn verify(&self, addr: IpAddress, now_ns: u64) {
+        let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        v.insert(addr, now_ns);
+        self.verified_count.store(v.len(), Ordering::Relaxed);
     }
 
     /// The thread that owns UDP port `port`.
@@ -598,6 +636,8 @@ pub(crate) struct Worker {
     touched_list: Vec<usize>,
     /// Ephemeral ports freed during a settle, reused to avoid allocating.
     released: Vec<(u16, IpEndpoint)>,
+    /// This thread's handshakes in progress.
+    half_open: HalfOpen,
 }
 
 impl std::fmt::Debug for Worker {
@@ -622,6 +662,10 @@ impl Worker {
         clock: std::time::Instant,
     ) -> Self {
         let shards = shared.threads[index].shards.len();
+        // A bounded share of tcp_conn_count: a flood of handshakes never
+        // takes the room of established connections.
+        let half_open_limit = (shared.conn_limit / 4 / shared.threads.len()).max(16);
+        let half_open = HalfOpen::new(half_open_limit, shared.opts.syn_recv_lifetime);
         Self {
             index,
             shared,
@@ -634,6 +678,7 @@ impl Worker {
             touched: vec![false; shards],
             touched_list: Vec::with_capacity(shards),
             released: Vec::new(),
+            half_open,
         }
     }
 
@@ -697,6 +742,9 @@ impl Worker {
                 }
             }
             self.tx.flush();
+            if self.half_open.len() > 0 {
+                self.reap_half_open(now_ns);
+            }
 
             if busy {
                 idle = 0;
@@ -709,6 +757,64 @@ impl Worker {
             }
         }
         self.tx.flush();
+    }
+
+    /// Answers the SYN `m` of `flow` with a challenge instead of a socket
+    /// (see [`crate::handshake`]).
+    fn challenge(&mut self, m: &Mbuf, flow: &FlowKey, now_ns: u64) {
+        let shared = &*self.shared;
+        let me = &shared.threads[self.index];
+        let mut frame = [0u8; Challenge::FRAME_MAX];
+        let Some(len) =
+            shared
+                .challenge
+                .syn_ack(m.data(), flow, now_ns, shared.local.mac, &mut frame)
+        else {
+            return;
+        };
+        let Some(mut out) = self.pool.alloc() else {
+            me.stats.tx_nombuf.incr();
+            return;
+        };
+        let Some(buf) = out.append(len) else {
+            return;
+        };
+        buf.copy_from_slice(&frame[..len]);
+        me.stats.mib.count_tx(out.data());
+        me.stats.syn_challenges.incr();
+        shared.challenges_until.store(
+            now_ns + crate::handshake::CHALLENGE_PERIOD_NS * 2,
+            Ordering::Relaxed,
+        );
+        self.tx.push(out);
+    }
+
+    /// Drops the handshakes the [`HalfOpen`] table gives up on: the oldest
+    /// while it is over its limit, and any over their lifetime. Silently,
+    /// as a kernel drops a request it gave up on: nothing is sent.
+    fn reap_half_open(&mut self, now_ns: u64) {
+        let me = &self.shared.threads[self.index];
+        while let Some((slot, entry, why)) = self.half_open.victim(now_ns) {
+            let mut inner = me.shards[entry.shard as usize].lock();
+            let ShardInner {
+                sockets, embryos, ..
+            } = &mut *inner;
+            if let Some(at) = embryos.iter().position(|e| e.slot == slot) {
+                let embryo = embryos.swap_remove(at);
+                debug_assert!(embryo.handle == entry.handle);
+                sockets.remove(embryo.handle);
+                embryo.listener.pending.fetch_sub(1, Ordering::Relaxed);
+                me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
+                me.stats.mib.tcp.attempt_fails.incr();
+                match why {
+                    HalfOpenEnd::Evicted => me.stats.half_open_evicted.incr(),
+                    HalfOpenEnd::Expired => me.stats.half_open_expired.incr(),
+                }
+            }
+            drop(inner);
+            self.half_open.leave(slot);
+        }
+        me.stats.half_open.set(self.half_open.len() as u64);
     }
 
     fn survived_panic(&self, what: &str) {
@@ -806,13 +912,15 @@ impl Worker {
                     true
                 }
             });
-            inner.embryos.retain(|(h, l)| {
-                if Arc::ptr_eq(l, listener) {
-                    inner.sockets.get_mut::<tcp::Socket<'_>>(*h).abort();
+            let half_open = &mut self.half_open;
+            inner.embryos.retain(|e| {
+                if Arc::ptr_eq(&e.listener, listener) {
+                    inner.sockets.get_mut::<tcp::Socket<'_>>(e.handle).abort();
                     inner.orphans.push(Orphan {
-                        handle: *h,
+                        handle: e.handle,
                         ephemeral: None,
                     });
+                    half_open.leave(e.slot);
                     removed += 1;
                     false
                 } else {
@@ -858,7 +966,22 @@ impl Worker {
                     // connections, or the one that opened the flow).
                     thread = self.index;
                 }
-                if thread == self.index && syn && !prepare_listener(shared, me, shard, &flow) {
+                if thread == self.index && syn {
+                    match prepare_listener(shared, me, &mut self.half_open, shard, &flow, now_ns) {
+                        SynAction::Ingest => {}
+                        SynAction::Drop => return,
+                        SynAction::Challenge => {
+                            self.challenge(&m, &flow, now_ns);
+                            return;
+                        }
+                    }
+                } else if seen.tcp_rst
+                    && now_ns < shared.challenges_until.load(Ordering::Relaxed)
+                    && shared.challenge.answered(m.data(), &flow, now_ns)
+                {
+                    // A client proved it receives what we send it.
+                    shared.verify(flow.remote_addr, now_ns);
+                    me.stats.syn_challenges_answered.incr();
                     return;
                 }
                 (thread, shard)
@@ -968,7 +1091,9 @@ impl Worker {
             self.iface.poll_egress(ts, &mut dev, &mut inner.sockets);
             settle(
                 &mut inner,
+                &self.shared,
                 me,
+                &mut self.half_open,
                 (self.index, shard),
                 &mut self.released,
                 now_ns,
@@ -1015,29 +1140,53 @@ fn copy_to_others(shared: &StackShared, index: usize, pool: &Mempool, m: &Mbuf) 
     }
 }
 
-/// Makes sure `shard` has a listening socket for a SYN of `flow`. Returns
-/// false when the SYN must be dropped (backlog full or connection limit).
-fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow: &FlowKey) -> bool {
+/// What to do with a SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SynAction {
+    /// Hand it to smoltcp: a spare listens for it (or nobody does, and
+    /// smoltcp resets it).
+    Ingest,
+    /// Drop it (counted): accept queue full or connection limit.
+    Drop,
+    /// Answer it with a challenge: the half-open table is full and its
+    /// source is not proven (see [`crate::handshake`]).
+    Challenge,
+}
+
+/// Makes sure `shard` has a listening socket for a SYN of `flow` that
+/// arrived at `now_ns`, or says why not.
+///
+/// Handshakes in progress do not count against the backlog: a flood of
+/// SYNs that are never completed would fill it and lock real clients out.
+/// They are bounded by the thread's [`HalfOpen`] table instead, and while
+/// it is full only sources that answered a challenge get a socket.
+fn prepare_listener(
+    shared: &StackShared,
+    me: &ThreadShared,
+    half_open: &mut HalfOpen,
+    shard: usize,
+    flow: &FlowKey,
+    now_ns: u64,
+) -> SynAction {
     let Some(listener) = shared.find_listener(flow) else {
         // No listener: smoltcp answers with RST, as a kernel would.
-        return true;
+        return SynAction::Ingest;
     };
-    let backlog_used = listener.pending.load(Ordering::Relaxed)
-        + listener
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-    if backlog_used >= listener.backlog {
+    let unaccepted = listener
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    if unaccepted >= listener.backlog {
         me.stats.accept_overflow.incr();
-        return false;
+        return SynAction::Drop;
     }
     if shared.tcp_sockets() >= shared.conn_limit {
         me.stats.conn_limit_refused.incr();
-        return false;
+        return SynAction::Drop;
     }
     let mut inner = me.shards[shard].lock();
-    settle_spares(&mut inner, me);
+    settle_spares(&mut inner, shared, me, half_open, shard, now_ns);
     let remote = IpEndpoint::new(flow.remote_addr, flow.remote_port);
     let duplicate = inner.sockets.iter().any(|(_, s)| {
         tcp::Socket::downcast(s).is_some_and(|t| {
@@ -1061,7 +1210,10 @@ fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow:
                 true
             }
         });
-        return true;
+        return SynAction::Ingest;
+    }
+    if half_open.is_full() && !shared.is_verified(&flow.remote_addr, now_ns) {
+        return SynAction::Challenge;
     }
     // Spares listen on the exact local address, so a spare of one family's
     // wildcard never takes a SYN meant for another listener.
@@ -1082,16 +1234,23 @@ fn prepare_listener(shared: &StackShared, me: &ThreadShared, shard: usize, flow:
         let req = *listener.buffers.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = shared.new_tcp_socket(req);
         if s.listen(local).is_err() {
-            return true;
+            return SynAction::Ingest;
         }
         let h = inner.sockets.add(s);
         inner.spares.push((h, listener));
     }
-    true
+    SynAction::Ingest
 }
 
-/// Moves spares that took a SYN to the embryos.
-fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
+/// Moves spares of `shard` that took a SYN (by `now_ns`) to the embryos.
+fn settle_spares(
+    inner: &mut ShardInner,
+    shared: &StackShared,
+    me: &ThreadShared,
+    half_open: &mut HalfOpen,
+    shard: usize,
+    now_ns: u64,
+) {
     let ShardInner {
         sockets,
         spares,
@@ -1099,13 +1258,21 @@ fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
         ..
     } = inner;
     spares.retain(|(h, l)| {
-        if sockets.get::<tcp::Socket<'_>>(*h).state() == tcp::State::Listen {
+        let s = sockets.get::<tcp::Socket<'_>>(*h);
+        if s.state() == tcp::State::Listen {
             return true;
         }
+        let verified = s
+            .remote_endpoint()
+            .is_some_and(|r| shared.is_verified(&r.addr, now_ns));
         l.pending.fetch_add(1, Ordering::Relaxed);
         me.tcp_sockets.fetch_add(1, Ordering::Relaxed);
         me.stats.mib.tcp.passive_opens.incr();
-        embryos.push((*h, Arc::clone(l)));
+        embryos.push(Embryo {
+            handle: *h,
+            listener: Arc::clone(l),
+            slot: half_open.admit(shard, *h, now_ns, verified),
+        });
         false
     });
 }
@@ -1114,34 +1281,45 @@ fn settle_spares(inner: &mut ShardInner, me: &ThreadShared) {
 /// completed go to their accept queue, failed ones back to the pool or away,
 /// watched connections are counted, and orphans smoltcp is done with are
 /// removed. Returns ephemeral ports to release.
+#[allow(clippy::too_many_arguments)]
 fn settle(
     inner: &mut ShardInner,
+    shared: &StackShared,
     me: &ThreadShared,
+    half_open: &mut HalfOpen,
     place: (usize, usize),
     released: &mut Vec<(u16, IpEndpoint)>,
     now_ns: u64,
 ) {
-    settle_spares(inner, me);
+    settle_spares(inner, shared, me, half_open, place.1, now_ns);
     let ShardInner {
         sockets,
-        spares,
         embryos,
         orphans,
         conns,
         armed,
+        ..
     } = inner;
     let tcp_mib = &me.stats.mib.tcp;
     if !embryos.is_empty() {
-        embryos.retain(|(h, l)| {
+        embryos.retain(|e| {
+            let (h, l) = (&e.handle, &e.listener);
             let s = sockets.get_mut::<tcp::Socket<'_>>(*h);
-            match s.state() {
-                tcp::State::SynReceived => true,
+            let state = s.state();
+            if state == tcp::State::SynReceived {
+                return true;
+            }
+            half_open.leave(e.slot);
+            match state {
                 tcp::State::Listen => {
-                    // The handshake was reset; the socket listens again.
+                    // The handshake was reset and smoltcp went back to
+                    // LISTEN, keeping what it learnt of that peer (MSS,
+                    // window scale, timers): the socket is not reused,
+                    // a fresh spare takes the next SYN.
                     tcp_mib.attempt_fails.incr();
                     l.pending.fetch_sub(1, Ordering::Relaxed);
                     me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
-                    spares.push((*h, Arc::clone(l)));
+                    sockets.remove(*h);
                     false
                 }
                 tcp::State::Closed | tcp::State::TimeWait => {

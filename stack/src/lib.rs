@@ -10,6 +10,8 @@
 //!   with its own smoltcp `Interface`, TCP sockets sharded by flow hash so a
 //!   packet only meets the sockets of its shard, and a listener pool that
 //!   gives smoltcp's one-shot listening sockets a real backlog.
+//! - `handshake`: handshakes in progress, bounded in number and age, and
+//!   the challenge that lets real clients in while a SYN flood fills them.
 //! - [`socket`]: the native socket API ([`TcpListener`], [`TcpStream`],
 //!   [`UdpSocket`]) that application threads call and the POSIX layer
 //!   (`liblstack.so`) builds on.
@@ -29,6 +31,7 @@ mod control;
 pub mod device;
 mod engine;
 pub mod event;
+mod handshake;
 mod ltran;
 pub mod mib;
 pub mod socket;
@@ -113,6 +116,9 @@ pub struct StackOptions {
     pub ack_delay: Option<Duration>,
     /// Longest sleep of an idle stack thread; it polls flat out while busy.
     pub idle_sleep: Duration,
+    /// How long a handshake may stay in SYN-RECEIVED before the stack drops
+    /// it (a kernel gives up after its SYN-ACK retries, about a minute).
+    pub syn_recv_lifetime: Duration,
     /// Where to serve `gazellectl` (see [`gazelle_ctl_proto::paths`]);
     /// `None`: no control socket.
     pub control_socket: Option<std::path::PathBuf>,
@@ -132,6 +138,7 @@ impl StackOptions {
             nagle: true,
             ack_delay: Some(Duration::from_millis(10)),
             idle_sleep: Duration::from_micros(200),
+            syn_recv_lifetime: Duration::from_secs(60),
             control_socket: Some(gazelle_ctl_proto::paths::lstack_socket(
                 &gazelle_ctl_proto::paths::run_dir(),
                 &config.unix_prefix,

@@ -36,6 +36,18 @@ pub struct ThreadStats {
     pub accept_overflow: Counter,
     /// Connections established (accepted or connected).
     pub tcp_established: Counter,
+    /// Handshakes in progress (SYN-RECEIVED) now: a gauge.
+    pub half_open: Counter,
+    /// Handshakes dropped to make room for newer ones: the thread's
+    /// half-open table was full (a SYN flood, or clients that never finish).
+    pub half_open_evicted: Counter,
+    /// Handshakes dropped because they did not complete in time.
+    pub half_open_expired: Counter,
+    /// SYNs answered with a challenge instead of a socket (the half-open
+    /// table was full and the source not proven).
+    pub syn_challenges: Counter,
+    /// Challenges answered: sources proven real.
+    pub syn_challenges_answered: Counter,
     /// Loop iterations that found nothing to do.
     pub idle_loops: Counter,
     /// Times the thread slept because it was idle.
@@ -92,6 +104,12 @@ impl Counter {
             self.0.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
         );
+    }
+
+    /// Sets the value: for a gauge, which its one writer keeps current.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
     }
 
     /// Current value.

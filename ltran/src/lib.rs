@@ -8,7 +8,8 @@
 //! - [`bond`]: the active-backup state machine and link checks;
 //! - [`forward`]: the dispatcher loop over DPDK ports and rings;
 //! - [`control`]: the control socket (registration, `gazellectl ltran`);
-//! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig).
+//! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig),
+//!   and the checks a start (and `ltran --check`) runs before DPDK.
 
 pub mod bond;
 pub mod control;

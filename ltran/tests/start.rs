@@ -1,0 +1,97 @@
+//! Starting ltran: `--check` refuses what a start refuses, CPUs are checked
+//! before the EAL runs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const LTRAN: &str = env!("CARGO_BIN_EXE_ltran");
+
+/// A config file in `dir` with `forward_kit_args` and extra lines (small
+/// pools unless they set `rx_mbuf_pool_size`).
+fn config(dir: &Path, eal: &[&str], extra: &str) -> PathBuf {
+    let args: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
+    let text = format!(
+        "forward_kit_args = [{}]\n\
+         dispatch_subnet = \"10.99.0.0\"\n\
+         dispatch_subnet_length = 8\n\
+         tx_mbuf_pool_size = 4096\n\
+         {extra}",
+        args.join(", ")
+    );
+    let text = if extra.contains("rx_mbuf_pool_size") {
+        text
+    } else {
+        text + "rx_mbuf_pool_size = 4096\n"
+    };
+    let p = dir.join("ltran.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn ltran(config: &Path, check: bool, run_dir: &Path) -> Output {
+    let mut cmd = Command::new(LTRAN);
+    cmd.arg("--config-file")
+        .arg(config)
+        .arg("--run-dir")
+        .arg(run_dir);
+    if check {
+        cmd.arg("--check");
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const ONE_BOND: &str = "bond_ports = [\"0x1\"]\nbond_macs = [\"02:00:00:00:00:99\"]\n";
+
+#[test]
+fn check_refuses_two_bonds_as_a_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_bonds = config(
+        dir.path(),
+        &["--no-pci"],
+        "bond_ports = [\"0x1\", \"0x2\"]\nbond_macs = [\"02:00:00:00:00:99\", \"02:00:00:00:00:98\"]\n",
+    );
+    let run_dir = dir.path().join("run");
+    let checked = ltran(&two_bonds, true, &run_dir);
+    assert_eq!(checked.status.code(), Some(2), "{}", stderr(&checked));
+    assert!(
+        stderr(&checked).contains("ltran runs one bond, the config lists 2 port masks"),
+        "{}",
+        stderr(&checked)
+    );
+    // A start says the same, before the EAL prints anything.
+    let started = ltran(&two_bonds, false, &run_dir);
+    assert!(!started.status.success());
+    assert!(
+        stderr(&started).contains("ltran runs one bond") && !stderr(&started).contains("EAL"),
+        "{}",
+        stderr(&started)
+    );
+
+    let one_bond = config(dir.path(), &["--no-pci"], ONE_BOND);
+    let ok = ltran(&one_bond, true, &run_dir);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).ends_with(": ok\n"));
+}
+
+#[test]
+fn cpus_outside_the_affinity_mask_are_refused_before_the_eal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let p = config(dir.path(), &["-l", "999", "--no-pci"], ONE_BOND);
+    for check in [true, false] {
+        let o = ltran(&p, check, &run_dir);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "--check {check}: {err}");
+        assert!(
+            err.contains("forward_kit_args: -l 999 names CPU 999, but ltran may only run on CPUs "),
+            "--check {check}: {err}"
+        );
+        assert!(!err.contains("EAL"), "the EAL ran: {err}");
+    }
+}

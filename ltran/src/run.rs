@@ -12,6 +12,7 @@ use dpdk::{Eal, Mempool, Port, PortConfig};
 use gazelle_config::{LtranConfig, PortMask};
 
 use crate::{
+    cleanup,
     control::{self, Control},
     forward::{BondMember, Dispatcher, Kni},
 };
@@ -255,10 +256,37 @@ fn fmt_cpus(cpus: &[usize]) -> String {
 }
 
 /// Runs ltran until `quit` is set (SIGTERM, `gazellectl ltran quit`).
+///
+/// A start that fails after the EAL came up puts back what the EAL took:
+/// every DPDK object is dropped, `rte_eal_cleanup` runs and the prefix's
+/// runtime directory and hugepage files are removed, so a failed start
+/// leaves nothing of its `--file-prefix` behind.
 pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow::Result<()> {
     check(&config)?;
     let (args, prefix) = eal_args(&config, &opts.kni_name);
+    // Nothing is cleaned up when the EAL itself fails: the prefix may be a
+    // live primary's (that is one way to fail), and then its files are not
+    // ours to remove.
     let eal = Eal::init(&args).context("starting the DPDK EAL (forward_kit_args)")?;
+    let served = serve(eal, config, opts, quit, &args, &prefix);
+    if served.is_err() {
+        // Every DPDK object of the start is dropped by now.
+        cleanup::after_failed_start(&args, &prefix);
+    }
+    served
+}
+
+/// The part of [`run`] after the EAL is up: pools, ports, the exception
+/// interface, the control socket, then the dispatcher until `quit`. An
+/// error returns only after everything it made is dropped.
+fn serve(
+    eal: Eal,
+    config: LtranConfig,
+    opts: &Options,
+    quit: Arc<AtomicBool>,
+    args: &[String],
+    prefix: &str,
+) -> anyhow::Result<()> {
     dpdk::owner::enable(&eal, 0)?;
     let mac = config.bond_macs[0].octets();
 
@@ -314,7 +342,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
             .into_iter()
             .next()
             .context("the port gave no queue pair")?;
-        let iface = vdev_iface(&args, &port.info().name);
+        let iface = vdev_iface(args, &port.info().name);
         tracing::info!(port = id, name = %port.info().name, ?iface, "bond port up");
         members.push(BondMember {
             port,
@@ -358,7 +386,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
         eal,
         config.clone(),
         mac,
-        prefix.clone(),
+        prefix.to_owned(),
         "ltran_tx".into(),
         Arc::clone(&published),
         Arc::clone(&quit),

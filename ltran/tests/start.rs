@@ -1,10 +1,16 @@
 //! Starting ltran: `--check` refuses what a start refuses, CPUs are checked
-//! before the EAL runs.
+//! before the EAL runs, and a start that fails after the EAL came up leaves
+//! nothing of its DPDK file prefix behind (runtime directory, hugepage
+//! files).
+//!
+//! The last test needs root and hugepages (it reserves them itself).
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
+
+use netns_testbed::{hugepages, require_root};
 
 const LTRAN: &str = env!("CARGO_BIN_EXE_ltran");
 
@@ -93,5 +99,76 @@ fn cpus_outside_the_affinity_mask_are_refused_before_the_eal() {
             "--check {check}: {err}"
         );
         assert!(!err.contains("EAL"), "the EAL ran: {err}");
+    }
+}
+
+/// What of `prefix` is left in the runtime directory and the huge dir.
+fn leftovers(prefix: &str, huge_dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    let run = Path::new("/var/run/dpdk").join(prefix);
+    if run.exists() {
+        left.push(run.display().to_string());
+    }
+    for f in std::fs::read_dir(huge_dir).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{prefix}map_")) {
+            left.push(f.path().display().to_string());
+        }
+    }
+    left
+}
+
+#[test]
+fn a_start_that_fails_after_the_eal_leaves_nothing_of_its_prefix() {
+    require_root();
+    let huge = hugepages::ensure(64).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    // (what fails, extra config lines, what ltran says)
+    let cases = [
+        (
+            "a bond port that does not exist",
+            "bond_ports = [\"0x2\"]\nbond_macs = [\"02:00:00:00:00:99\"]\n".to_owned(),
+            "bond_ports: port 1 does not exist",
+        ),
+        (
+            "a receive pool larger than the memory",
+            format!("{ONE_BOND}rx_mbuf_pool_size = 4000000\n"),
+            "rx_mbuf_pool_size",
+        ),
+    ];
+    for (what, extra, says) in cases {
+        let prefix = hugepages::dpdk_file_prefix("ltran-failed-start");
+        let huge_dir = format!("--huge-dir={}", huge.huge_dir.display());
+        let file_prefix = format!("--file-prefix={prefix}");
+        let text = config(
+            dir.path(),
+            &[
+                "-l",
+                "0",
+                "--no-pci",
+                "--no-telemetry",
+                &file_prefix,
+                &huge_dir,
+                "--socket-limit=64",
+                "--vdev=net_null0",
+            ],
+            &extra,
+        );
+        let o = ltran(&text, false, &run_dir);
+        let err = stderr(&o);
+        // The EAL came up, then the start failed.
+        assert!(
+            !o.status.success() && err.contains("DPDK EAL initialised") && err.contains(says),
+            "{what}: {err}"
+        );
+        let left = leftovers(&prefix, &huge.huge_dir);
+        if !left.is_empty() {
+            let _ = hugepages::remove_dpdk_runtime_dir(&prefix);
+            for f in &left {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        assert!(left.is_empty(), "{what}: left behind {left:?}\n{err}");
     }
 }

@@ -6,35 +6,15 @@
 //! The last test needs root and hugepages (it reserves them itself).
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
 use netns_testbed::{hugepages, require_root};
 
-const LTRAN: &str = env!("CARGO_BIN_EXE_ltran");
+mod common;
 
-/// A config file in `dir` with `forward_kit_args` and extra lines (small
-/// pools unless they set `rx_mbuf_pool_size`).
-fn config(dir: &Path, eal: &[&str], extra: &str) -> PathBuf {
-    let args: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
-    let text = format!(
-        "forward_kit_args = [{}]\n\
-         dispatch_subnet = \"10.99.0.0\"\n\
-         dispatch_subnet_length = 8\n\
-         tx_mbuf_pool_size = 4096\n\
-         {extra}",
-        args.join(", ")
-    );
-    let text = if extra.contains("rx_mbuf_pool_size") {
-        text
-    } else {
-        text + "rx_mbuf_pool_size = 4096\n"
-    };
-    let p = dir.join("ltran.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{config, remove_prefix_files, LTRAN, ONE_BOND};
 
 fn ltran(config: &Path, check: bool, run_dir: &Path) -> Output {
     let mut cmd = Command::new(LTRAN);
@@ -51,8 +31,6 @@ fn ltran(config: &Path, check: bool, run_dir: &Path) -> Output {
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
-
-const ONE_BOND: &str = "bond_ports = [\"0x1\"]\nbond_macs = [\"02:00:00:00:00:99\"]\n";
 
 #[test]
 fn check_refuses_two_bonds_as_a_start_does() {
@@ -139,22 +117,9 @@ fn a_start_that_fails_after_the_eal_leaves_nothing_of_its_prefix() {
     ];
     for (what, extra, says) in cases {
         let prefix = hugepages::dpdk_file_prefix("ltran-failed-start");
-        let huge_dir = format!("--huge-dir={}", huge.huge_dir.display());
-        let file_prefix = format!("--file-prefix={prefix}");
-        let text = config(
-            dir.path(),
-            &[
-                "-l",
-                "0",
-                "--no-pci",
-                "--no-telemetry",
-                &file_prefix,
-                &huge_dir,
-                "--socket-limit=64",
-                "--vdev=net_null0",
-            ],
-            &extra,
-        );
+        let eal = common::eal_args(&prefix, &huge, 64, &["--vdev=net_null0".to_owned()]);
+        let eal: Vec<&str> = eal.iter().map(String::as_str).collect();
+        let text = config(dir.path(), &eal, &extra);
         let o = ltran(&text, false, &run_dir);
         let err = stderr(&o);
         // The EAL came up, then the start failed.
@@ -163,12 +128,7 @@ fn a_start_that_fails_after_the_eal_leaves_nothing_of_its_prefix() {
             "{what}: {err}"
         );
         let left = leftovers(&prefix, &huge.huge_dir);
-        if !left.is_empty() {
-            let _ = hugepages::remove_dpdk_runtime_dir(&prefix);
-            for f in &left {
-                let _ = std::fs::remove_file(f);
-            }
-        }
+        remove_prefix_files(&prefix, &huge.huge_dir);
         assert!(left.is_empty(), "{what}: left behind {left:?}\n{err}");
     }
 }

@@ -162,8 +162,14 @@ pub struct DispatchCounters {
     pub syn_no_listener: u64,
     /// New connections refused because the connection table was full.
     pub conn_table_full: u64,
-    /// Frames an instance sent with a source it does not own, dropped.
+    /// Frames an instance sent with a source it does not own, dropped
+    /// (also looked for inside up to two VLAN tags).
     pub tx_spoofed: u64,
+    /// Frames an instance sent that the transmit check cannot read
+    /// (truncated, more than two VLAN tags, an ethertype other than ARP,
+    /// IPv4 or IPv6), dropped.
+    #[serde(default)]
+    pub tx_malformed: u64,
     /// Frames dropped because the port would not take them.
     pub tx_dropped: u64,
 }

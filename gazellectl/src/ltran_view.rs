@@ -82,6 +82,7 @@ fn dispatch_fields(d: &DispatchCounters) -> Vec<(&'static str, u64)> {
         ("syn_no_listener", d.syn_no_listener),
         ("conn_table_full", d.conn_table_full),
         ("tx_spoofed", d.tx_spoofed),
+        ("tx_malformed", d.tx_malformed),
         ("tx_dropped", d.tx_dropped),
     ]
 }

@@ -586,9 +586,12 @@ impl Dispatcher {
                             dpdk::owner::set(&mut m, 0);
                             let _ = out.push(m);
                         }
-                        Err(TxRefusal::Spoofed | TxRefusal::Malformed) => {
+                        Err(refusal) => {
                             s.counters[t].tx_dropped += 1;
-                            self.tables.counters.tx_spoofed += 1;
+                            match refusal {
+                                TxRefusal::Spoofed => self.tables.counters.tx_spoofed += 1,
+                                TxRefusal::Malformed => self.tables.counters.tx_malformed += 1,
+                            }
                         }
                     }
                 }

@@ -40,9 +40,11 @@ pub enum Decision {
 /// Why a transmitted frame was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxRefusal {
-    /// Headers cannot be parsed.
+    /// Headers cannot be parsed, or are not ARP, IPv4 or IPv6 (inside at
+    /// most two VLAN tags): nothing the check can vouch for.
     Malformed,
-    /// Source MAC or address is not the instance's own.
+    /// Source MAC or address is not the instance's own, or an ARP or
+    /// neighbour advertisement claims another's address.
     Spoofed,
 }
 
@@ -79,6 +81,8 @@ struct Instance {
 #[derive(Debug)]
 pub struct Tables {
     mac: [u8; 6],
+    /// The link-local address of `mac`, which every instance has.
+    link_local: Ipv6Addr,
     v4: FxHashMap<Ipv4Addr, Slot>,
     v6: FxHashMap<Ipv6Addr, Slot>,
     instances: Vec<Option<Instance>>,
@@ -91,16 +95,13 @@ pub struct Tables {
     pub counters: DispatchCounters,
 }
 
-fn is_link_local(ip: Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
 impl Tables {
     /// Tables for the bond MAC `mac`, up to `max_instances` instances and
     /// `capacity` TCP connections.
     pub fn new(mac: [u8; 6], max_instances: usize, capacity: usize) -> Self {
         Self {
             mac,
+            link_local: packet::link_local(mac),
             v4: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
             v6: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
             instances: vec![None; max_instances],
@@ -214,7 +215,7 @@ impl Tables {
             IpAddr::V6(a) => self.v6.get(&a).copied().or_else(|| {
                 // Every instance has the bond MAC's link-local address: the
                 // first instance with IPv6 answers for it.
-                if is_link_local(a) {
+                if a == self.link_local {
                     self.first_v6()
                 } else {
                     None
@@ -247,6 +248,10 @@ impl Tables {
         if unicast && f.dst_mac != self.mac {
             self.counters.not_for_us += 1;
             return Decision::Drop;
+        }
+        if f.vlan_tags > 0 {
+            // lstack has no VLANs: tagged frames are the kernel's.
+            return Decision::Kernel;
         }
         match f.net {
             Net::Arp { target, .. } => match self.v4.get(&target) {
@@ -378,6 +383,7 @@ impl Tables {
     /// Checks a frame `slot`'s `thread` sends and learns the connections it
     /// opens. `now` as for [`Self::rx`].
     pub fn tx(&mut self, slot: Slot, thread: u16, frame: &[u8], now: u64) -> Result<(), TxRefusal> {
+        // Tagged or not, the same checks apply to what is inside.
         let f = packet::parse(frame).map_err(|_| TxRefusal::Malformed)?;
         if f.src_mac != self.mac {
             return Err(TxRefusal::Spoofed);
@@ -385,8 +391,11 @@ impl Tables {
         let Some(inst) = self.instances.get(slot as usize).and_then(Option::as_ref) else {
             return Err(TxRefusal::Spoofed);
         };
+        // Its own addresses, and the link-local one all instances share.
+        let own_v6 = |a: Ipv6Addr| Some(a) == inst.ipv6 || a == self.link_local;
         match f.net {
             Net::Arp { sender, .. } => {
+                // 0.0.0.0 is an address probe (RFC 5227).
                 if sender != inst.ipv4 && !sender.is_unspecified() {
                     return Err(TxRefusal::Spoofed);
                 }
@@ -394,10 +403,21 @@ impl Tables {
             Net::Ip { src, dst, l4 } => {
                 let own = match src {
                     IpAddr::V4(a) => a == inst.ipv4,
-                    IpAddr::V6(a) => Some(a) == inst.ipv6 || is_link_local(a) || a.is_unspecified(),
+                    // :: for duplicate address detection (RFC 4862).
+                    IpAddr::V6(a) => own_v6(a) || a.is_unspecified(),
                 };
                 if !own {
                     return Err(TxRefusal::Spoofed);
+                }
+                // A neighbour advertisement claims its target address.
+                if let L4::Icmpv6 {
+                    kind: 136,
+                    ndp_target: Some(t),
+                } = l4
+                {
+                    if !own_v6(t) {
+                        return Err(TxRefusal::Spoofed);
+                    }
                 }
                 if let L4::Tcp {
                     sport,
@@ -419,7 +439,7 @@ impl Tables {
                     );
                 }
             }
-            Net::Other(_) => {}
+            Net::Other(_) => return Err(TxRefusal::Malformed),
         }
         Ok(())
     }
@@ -672,6 +692,138 @@ mod tests {
             &tcp4("10.0.0.3", 1, "10.0.0.100", 80, TCP_SYN),
         );
         assert_eq!(t.tx(1, 0, &own, 0), Ok(()));
+    }
+
+    /// `payload` of `ethertype` inside VLAN tags with these TPIDs (VLAN 0).
+    fn tagged(
+        dst: [u8; 6],
+        src: [u8; 6],
+        tpids: &[u16],
+        ethertype: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut inner = Vec::new();
+        for (i, _) in tpids.iter().enumerate() {
+            inner.extend_from_slice(&[0, 0]);
+            let next = tpids.get(i + 1).copied().unwrap_or(ethertype);
+            inner.extend_from_slice(&next.to_be_bytes());
+        }
+        inner.extend_from_slice(payload);
+        frame(dst, src, tpids[0], &inner)
+    }
+
+    fn udp6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        ip6.extend_from_slice(&src.octets());
+        ip6.extend_from_slice(&dst.octets());
+        ip6.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        ip6
+    }
+
+    fn na(src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 24, 58, 255];
+        ip6.extend_from_slice(&src.octets());
+        ip6.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+        let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        icmp.extend_from_slice(&target.octets());
+        ip6.extend_from_slice(&icmp);
+        ip6
+    }
+
+    #[test]
+    fn forged_frames_inside_vlan_tags_are_refused_too() {
+        let mut t = tables();
+        for tpids in [
+            &[0x8100u16][..],
+            &[0x88a8, 0x8100],
+            &[0x9100, 0x8100],
+            &[0x9100],
+        ] {
+            // UDP from the other instance's address.
+            let udp = tagged(
+                PEER,
+                MAC,
+                tpids,
+                0x0800,
+                &udp4("10.0.0.2", "10.0.0.100", 53),
+            );
+            assert_eq!(t.tx(1, 0, &udp, 0), Err(TxRefusal::Spoofed), "{tpids:x?}");
+            // ARP claiming the peer's own address.
+            let a = tagged(
+                [0xff; 6],
+                MAC,
+                tpids,
+                0x0806,
+                &arp(2, "10.0.0.100", "10.0.0.100"),
+            );
+            assert_eq!(t.tx(1, 0, &a, 0), Err(TxRefusal::Spoofed), "{tpids:x?}");
+            // The same frames from its own address go out, tagged or not.
+            let own = tagged(
+                PEER,
+                MAC,
+                tpids,
+                0x0800,
+                &udp4("10.0.0.3", "10.0.0.100", 53),
+            );
+            assert_eq!(t.tx(1, 0, &own, 0), Ok(()), "{tpids:x?}");
+        }
+        // Three tags deep is not looked into: refused as unreadable.
+        let deep = tagged(
+            PEER,
+            MAC,
+            &[0x88a8, 0x8100, 0x8100],
+            0x0800,
+            &udp4("10.0.0.3", "10.0.0.100", 53),
+        );
+        assert_eq!(t.tx(1, 0, &deep, 0), Err(TxRefusal::Malformed));
+    }
+
+    #[test]
+    fn ethertypes_the_check_does_not_read_are_refused() {
+        let mut t = tables();
+        for ethertype in [0x88b5u16, 0x8863, 0x88cc, 0x0842] {
+            let f = frame(PEER, MAC, ethertype, &[0u8; 46]);
+            assert_eq!(
+                t.tx(1, 0, &f, 0),
+                Err(TxRefusal::Malformed),
+                "{ethertype:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_bond_macs_link_local_address_is_the_instances() {
+        let mut t = tables();
+        let own_ll = packet::link_local(MAC);
+        let peer_ll = packet::link_local(PEER);
+        let dst: Ipv6Addr = "fe80::1".parse().unwrap();
+        let ok = frame(PEER, MAC, 0x86dd, &udp6(own_ll, dst));
+        assert_eq!(t.tx(1, 0, &ok, 0), Ok(()));
+        for src in [
+            peer_ll,
+            "fe80::1234".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+        ] {
+            let f = frame(PEER, MAC, 0x86dd, &udp6(src, dst));
+            assert_eq!(t.tx(1, 0, &f, 0), Err(TxRefusal::Spoofed), "{src}");
+        }
+        // An advertisement may only claim the instance's own addresses.
+        let own: Ipv6Addr = "fd00::3".parse().unwrap();
+        for target in [own, own_ll] {
+            let f = frame([0x33, 0x33, 0, 0, 0, 1], MAC, 0x86dd, &na(own, target));
+            assert_eq!(t.tx(1, 0, &f, 0), Ok(()), "{target}");
+        }
+        for target in [peer_ll, "fd00::2".parse().unwrap()] {
+            let f = frame([0x33, 0x33, 0, 0, 0, 1], MAC, 0x86dd, &na(own, target));
+            assert_eq!(t.tx(1, 0, &f, 0), Err(TxRefusal::Spoofed), "{target}");
+        }
+        // Received, only the shared link-local address is an instance's.
+        let to = |d: Ipv6Addr| frame(MAC, PEER, 0x86dd, &udp6("fe80::9".parse().unwrap(), d));
+        assert_eq!(
+            t.rx(&to(own_ll), 0),
+            Decision::Deliver { slot: 1, thread: 1 }
+        );
+        assert_eq!(t.rx(&to(peer_ll), 0), Decision::Kernel);
     }
 
     #[test]

@@ -179,3 +179,80 @@ impl Drop for Ltran {
         remove_prefix_files(&self.prefix, &self.huge_dir);
     }
 }
+
+/// The ltran-test-instance binary (see its doc).
+pub const TEST_INSTANCE: &str = env!("CARGO_BIN_EXE_ltran-test-instance");
+
+/// A `net_af_packet` vdev on kernel interface `iface`.
+pub fn af_packet_vdev(i: usize, iface: &str) -> String {
+    format!("--vdev=net_af_packet{i},iface={iface},blocksz=4096,framesz=2048,framecnt=2048")
+}
+
+/// A registered `ltran-test-instance`, driven over its stdin.
+pub struct Instance {
+    /// The process.
+    pub child: ChildGuard,
+}
+
+impl Instance {
+    /// Registers `ip` (and `ip6`) with `ltran`, claiming the process name
+    /// `claim`; waits until it is registered.
+    pub fn start(ltran: &Ltran, ip: &str, ip6: Option<&str>, claim: &str) -> Instance {
+        let mut cmd = Command::new(TEST_INSTANCE);
+        cmd.arg("--socket")
+            .arg(&ltran.socket)
+            .args(["--ip", ip, "--claim", claim]);
+        if let Some(a) = ip6 {
+            cmd.args(["--ip6", a]);
+        }
+        cmd.args([
+            "--",
+            "-l",
+            "0",
+            "--no-pci",
+            "--no-telemetry",
+            "--log-level=*:notice",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(&mut cmd).unwrap();
+        if let Err(e) = child.wait_for_output("@@ registered", Duration::from_secs(30)) {
+            panic!(
+                "{ip} did not register: {e:#}\n{}\nltran: {}",
+                child.stderr_so_far(),
+                ltran.child.stderr_so_far()
+            );
+        }
+        Instance { child }
+    }
+
+    /// Sends a command line and waits for the answer starting with `answer`.
+    fn command(&mut self, line: &str, answer: &str) {
+        use std::io::Write;
+        let before = self.child.stdout_so_far().matches(answer).count();
+        let stdin = self.child.stdin().expect("piped stdin");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.child.stdout_so_far().matches(answer).count() == before {
+            assert!(
+                Instant::now() < end,
+                "no {answer:?} after {line:?}: {}",
+                self.child.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Puts `frame` on the instance's transmit ring.
+    pub fn send(&mut self, frame: &[u8]) {
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        self.command(&format!("send {hex}"), "@@ sent 1");
+    }
+
+    /// Tells ltran the instance listens on `ip:port`.
+    pub fn listen(&mut self, ip: &str, port: u16) {
+        self.command(&format!("listen {ip} {port}"), "@@ listening");
+    }
+}

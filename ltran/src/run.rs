@@ -373,7 +373,7 @@ fn serve(
         config.dispatch_max_clients as usize,
         CONN_CAPACITY,
         Duration::from_millis(u64::from(config.bond_miimon)),
-        u64::from(config.tcp_conn_scan_interval),
+        Duration::from_secs(u64::from(config.tcp_conn_scan_interval)),
     );
     dispatcher.busy_poll = opts.busy_poll;
 

@@ -17,11 +17,9 @@ use std::{
     time::Duration,
 };
 
-use common::{af_packet_vdev, Instance, Ltran, BOND_MAC, ONE_BOND};
+use common::{af_packet_vdev, topology, Instance, Ltran, BOND_MAC, ONE_BOND, PEER_IP};
 use ltran::packet::link_local;
-use netns_testbed::{require_root, Topology, TopologyOptions};
 
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const SENDER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
 
@@ -116,14 +114,7 @@ print("seen", " ".join(sorted(seen)), flush=True)
 
 #[test]
 fn forged_frames_do_not_leave_tagged_or_not() {
-    require_root();
-    let topo = Topology::new(TopologyOptions {
-        name_hint: "lts".into(),
-        peer_ip4: PEER_IP,
-        stack_ip4: SENDER_IP,
-        ..Default::default()
-    })
-    .unwrap();
+    let topo = topology("lts", SENDER_IP);
     let ltran = Ltran::start(
         "ltran-spoofing",
         &[af_packet_vdev(0, &topo.host_if)],

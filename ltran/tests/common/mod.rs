@@ -256,3 +256,20 @@ impl Instance {
         self.command(&format!("listen {ip} {port}"), "@@ listening");
     }
 }
+
+/// The peer's address in [`topology`]s: 10.99.0.1, in the subnet the
+/// test ltrans dispatch.
+pub const PEER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 99, 0, 1);
+
+/// A peer namespace on a veth whose root end is for ltran's port, the
+/// peer at [`PEER_IP`] (needs root).
+pub fn topology(hint: &str, stack_ip: std::net::Ipv4Addr) -> netns_testbed::Topology {
+    netns_testbed::require_root();
+    netns_testbed::Topology::new(netns_testbed::TopologyOptions {
+        name_hint: hint.into(),
+        peer_ip4: PEER_IP,
+        stack_ip4: stack_ip,
+        ..Default::default()
+    })
+    .unwrap()
+}

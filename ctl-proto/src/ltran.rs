@@ -284,3 +284,27 @@ pub struct ListenAddr {
     /// Local port.
     pub port: u16,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_an_older_ltran_still_parse() {
+        // What an ltran from before the connection-table quotas and the
+        // VLAN-aware transmit check sent: no conn_quota_full, conn_evicted,
+        // tx_malformed or half_open.
+        let mut stats = serde_json::to_value(LtranStats::default()).unwrap();
+        for (section, key) in [
+            ("dispatch", "conn_quota_full"),
+            ("dispatch", "conn_evicted"),
+            ("dispatch", "tx_malformed"),
+            ("tables", "half_open"),
+        ] {
+            let removed = stats[section].as_object_mut().unwrap().remove(key);
+            assert!(removed.is_some(), "{section}.{key}");
+        }
+        let parsed: LtranStats = serde_json::from_value(stats).unwrap();
+        assert_eq!(parsed, LtranStats::default());
+    }
+}

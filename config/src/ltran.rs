@@ -79,8 +79,9 @@ pub mod limits {
     pub const BOND_QUEUE_NUM: RangeInclusive<u32> = 1..=64;
 
     /// `tcp_conn_scan_interval`, in seconds. gazelle allows 0..=86400 (a
-    /// day); we refuse 0, which would sweep the connection and listen tables,
-    /// under their lock, on every pass of the forwarding loop.
+    /// day); we refuse 0, which in gazelle sweeps the connection and listen
+    /// tables, under their lock, on every pass of the forwarding loop (and
+    /// in ltran would forget a closed connection before its last ACK).
     pub const TCP_CONN_SCAN_INTERVAL: RangeInclusive<u32> = 1..=86_400;
 
     /// `rx_mbuf_pool_size` and `tx_mbuf_pool_size` (gazelle checks neither).
@@ -195,9 +196,11 @@ pub struct LtranConfig {
     #[serde(default = "defaults::one")]
     pub bond_tx_queue_num: u32,
 
-    /// How often, in seconds, ltran sweeps its connection and listen tables
-    /// for entries of lstack instances that have gone away. Default 600
-    /// (gazelle's; its sample file sets 10), range
+    /// How long, in seconds, a closed TCP connection (reset, or finished
+    /// both ways) keeps its entry in ltran's connection table: gazelle's
+    /// sweep interval, which ltran replaces by ageing entries a few at a
+    /// time (half-open ones leave after seconds, whatever this says).
+    /// Default 600 (gazelle's; its sample file sets 10), range
     /// [`limits::TCP_CONN_SCAN_INTERVAL`].
     #[serde(default = "defaults::tcp_conn_scan_interval")]
     pub tcp_conn_scan_interval: u32,

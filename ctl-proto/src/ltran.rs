@@ -160,10 +160,28 @@ pub struct DispatchCounters {
     pub backup_dropped: u64,
     /// TCP SYNs to a port nobody listens on (passed to the owner, which resets them).
     pub syn_no_listener: u64,
-    /// New connections refused because the connection table was full.
+    /// New connections refused because the connection table was full and
+    /// held nothing that could be evicted (every instance over its share
+    /// holds only established connections).
     pub conn_table_full: u64,
-    /// Frames an instance sent with a source it does not own, dropped.
+    /// New connections refused because their instance held its share of
+    /// the connection table in established connections.
+    #[serde(default)]
+    pub conn_quota_full: u64,
+    /// Connection-table entries (half-open or closed) evicted to make room
+    /// for a new connection: an instance's oldest half-open one when it
+    /// has its most half-open entries (a SYN flood), or one of an instance
+    /// over its share when the table is full.
+    #[serde(default)]
+    pub conn_evicted: u64,
+    /// Frames an instance sent with a source it does not own, dropped
+    /// (also looked for inside up to two VLAN tags).
     pub tx_spoofed: u64,
+    /// Frames an instance sent that the transmit check cannot read
+    /// (truncated, more than two VLAN tags, an ethertype other than ARP,
+    /// IPv4 or IPv6), dropped.
+    #[serde(default)]
+    pub tx_malformed: u64,
     /// Frames dropped because the port would not take them.
     pub tx_dropped: u64,
 }
@@ -177,8 +195,13 @@ pub struct TableCounters {
     pub capacity: u64,
     /// Listening (address, port) pairs.
     pub listeners: u64,
-    /// Entries removed by ageing (closed connections).
+    /// Entries removed by ageing (handshakes that did not complete in
+    /// seconds, closed connections after `tcp_conn_scan_interval`).
     pub aged_out: u64,
+    /// Half-open connections (SYN seen, not yet acknowledged by the
+    /// remote) in the table now.
+    #[serde(default)]
+    pub half_open: u64,
 }
 
 /// One registered lstack.
@@ -260,4 +283,28 @@ pub struct ListenAddr {
     pub ip: IpAddr,
     /// Local port.
     pub port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_an_older_ltran_still_parse() {
+        // What an ltran from before the connection-table quotas and the
+        // VLAN-aware transmit check sent: no conn_quota_full, conn_evicted,
+        // tx_malformed or half_open.
+        let mut stats = serde_json::to_value(LtranStats::default()).unwrap();
+        for (section, key) in [
+            ("dispatch", "conn_quota_full"),
+            ("dispatch", "conn_evicted"),
+            ("dispatch", "tx_malformed"),
+            ("tables", "half_open"),
+        ] {
+            let removed = stats[section].as_object_mut().unwrap().remove(key);
+            assert!(removed.is_some(), "{section}.{key}");
+        }
+        let parsed: LtranStats = serde_json::from_value(stats).unwrap();
+        assert_eq!(parsed, LtranStats::default());
+    }
 }

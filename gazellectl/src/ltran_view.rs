@@ -56,8 +56,8 @@ pub fn overview(s: &LtranStats) -> String {
     let t = &s.tables;
     let _ = writeln!(
         o,
-        "tables: {} connections (capacity {}), {} listeners, {} aged out",
-        t.connections, t.capacity, t.listeners, t.aged_out
+        "tables: {} connections ({} half-open, capacity {}), {} listeners, {} aged out",
+        t.connections, t.half_open, t.capacity, t.listeners, t.aged_out
     );
     o.push_str(&instances(s));
     o
@@ -81,7 +81,10 @@ fn dispatch_fields(d: &DispatchCounters) -> Vec<(&'static str, u64)> {
         ("backup_dropped", d.backup_dropped),
         ("syn_no_listener", d.syn_no_listener),
         ("conn_table_full", d.conn_table_full),
+        ("conn_quota_full", d.conn_quota_full),
+        ("conn_evicted", d.conn_evicted),
         ("tx_spoofed", d.tx_spoofed),
+        ("tx_malformed", d.tx_malformed),
         ("tx_dropped", d.tx_dropped),
     ]
 }

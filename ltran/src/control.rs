@@ -6,12 +6,17 @@
 //! (pid from the socket's credentials, never from the message), so an
 //! instance killed with SIGKILL is noticed at once and its rings, table
 //! entries and mbufs are taken back while the others keep running.
+//!
+//! Every line read here is bounded: at most [`MAX_LINE`] bytes, and once its
+//! first byte is in, its newline must follow within [`LINE_DEADLINE`]. A
+//! request line that breaks either is refused; on a lease, the lease is
+//! closed and the instance removed, with the reason logged and shown.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::Read,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::net::{UnixListener, UnixStream},
     },
     sync::{
@@ -35,6 +40,12 @@ const CLOSED: &str = "closed its registration";
 pub const MAX_THREADS: u16 = 32;
 /// Slots in each ring (power of two).
 pub const RING_SIZE: u32 = 2048;
+/// Longest line read on a control connection, newline included: the
+/// bound of every other control socket (ctl-proto's server).
+pub const MAX_LINE: usize = 64 * 1024;
+/// How long a line may take from its first byte to its newline. lstack
+/// writes each line at once; a peer that trickles bytes is cut off.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -156,17 +167,19 @@ pub fn serve(control: Arc<Control>, listener: UnixListener) -> std::io::Result<(
 }
 
 fn connection(control: &Arc<Control>, conn: UnixStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&conn);
-    let mut line = String::new();
-    if (&mut reader)
-        .take(64 * 1024)
-        .read_line(&mut line)
-        .unwrap_or(0)
-        == 0
-    {
-        return;
-    }
+    let _ = conn.set_write_timeout(Some(LINE_DEADLINE));
+    // The first line is due at once: its deadline runs from the connection.
+    let mut lines = Lines::new(Some(Instant::now()));
+    let line = match lines.next(&conn, None) {
+        Next::Line(l) => l,
+        Next::TooLong => {
+            tracing::warn!("control request longer than {MAX_LINE} bytes: refused");
+            let message = format!("request longer than {MAX_LINE} bytes: refused");
+            let _ = server::write_response(&conn, &Response::Error { message });
+            return;
+        }
+        Next::TooSlow | Next::Closed | Next::Exited => return,
+    };
     let response = match server::parse_request(&line) {
         Err(refusal) => *refusal,
         Ok(Request::Ping) => Response::Pong {
@@ -186,8 +199,8 @@ fn connection(control: &Arc<Control>, conn: UnixStream) {
             Response::Ok
         }
         Ok(Request::Register(reg)) => {
-            drop(reader);
-            session(control, conn, reg);
+            // What the instance sent after its registration stays in `lines`.
+            session(control, conn, lines, reg);
             return;
         }
         Ok(other) => Response::Error {
@@ -197,8 +210,73 @@ fn connection(control: &Arc<Control>, conn: UnixStream) {
     let _ = server::write_response(&conn, &response);
 }
 
-/// Checks a registration and reserves a slot; the error is for the client.
-fn admit(control: &Control, pid: u32, uid: u32, reg: &Registration) -> Result<(u32, u32), String> {
+/// Checks that the addresses of `reg` are host addresses of ltran's
+/// dispatch subnets: inside them, and neither the IPv4 network nor the
+/// broadcast address (a /31 has neither, RFC 3021) nor the IPv6
+/// subnet-router anycast address (host part zero; a /127 has none,
+/// RFC 6164). The error is for the client.
+fn check_addresses(cfg: &LtranConfig, reg: &Registration) -> Result<(), String> {
+    let len = cfg.dispatch_prefix_len();
+    let subnet = format!("{}/{len}", cfg.dispatch_subnet);
+    if !cfg.dispatch_contains(reg.ipv4) {
+        return Err(format!(
+            "host_addr {} is outside ltran's dispatch subnet {subnet}",
+            reg.ipv4
+        ));
+    }
+    if len <= 30 {
+        let host_bits = 32 - u32::from(len);
+        let network = u32::from(cfg.dispatch_subnet);
+        let broadcast = network | ((1u32 << host_bits) - 1);
+        let what = match u32::from(reg.ipv4) {
+            a if a == network => Some("network"),
+            a if a == broadcast => Some("broadcast"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(format!(
+                "host_addr {} is the {what} address of ltran's dispatch subnet {subnet}: use a host address, {}..={}",
+                reg.ipv4,
+                Ipv4Addr::from(network + 1),
+                Ipv4Addr::from(broadcast - 1)
+            ));
+        }
+    }
+    if let Some(a) = reg.ipv6 {
+        let Some(subnet6) = cfg.dispatch_subnet6.filter(|_| cfg.dispatch6_contains(a)) else {
+            return Err(format!(
+                "host_addr6 {a} is outside ltran's dispatch_subnet6 ({})",
+                cfg.dispatch_subnet6
+                    .map_or("not set".to_owned(), |s| s.to_string())
+            ));
+        };
+        let host_bits = 128 - u32::from(subnet6.prefix_len());
+        let host_mask = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+        if host_bits >= 2 && u128::from(a) & host_mask == 0 {
+            return Err(format!(
+                "host_addr6 {a} is the subnet-router anycast address of ltran's dispatch_subnet6 {subnet6} (host part zero): use a host address"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's name of process `pid` (`/proc/<pid>/comm`): what ltran
+/// shows, rather than the name a client claims.
+fn process_name(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_owned())
+}
+
+/// Checks a registration and reserves a slot for `process` (its name);
+/// the error is for the client.
+fn admit(
+    control: &Control,
+    pid: u32,
+    uid: u32,
+    process: &str,
+    reg: &Registration,
+) -> Result<(u32, u32), String> {
     let cfg = &control.config;
     let mac = crate::fmt_mac(control.mac);
     if !reg.mac.eq_ignore_ascii_case(&mac) {
@@ -207,23 +285,7 @@ fn admit(control: &Control, pid: u32, uid: u32, reg: &Registration) -> Result<(u
             reg.mac
         ));
     }
-    if !cfg.dispatch_contains(reg.ipv4) {
-        return Err(format!(
-            "host_addr {} is outside ltran's dispatch subnet {}/{}",
-            reg.ipv4,
-            cfg.dispatch_subnet,
-            cfg.dispatch_prefix_len()
-        ));
-    }
-    if let Some(a) = reg.ipv6 {
-        if !cfg.dispatch6_contains(a) {
-            return Err(format!(
-                "host_addr6 {a} is outside ltran's dispatch_subnet6 ({})",
-                cfg.dispatch_subnet6
-                    .map_or("not set".to_owned(), |s| s.to_string())
-            ));
-        }
-    }
+    check_addresses(cfg, reg)?;
     if reg.threads == 0 || reg.threads > MAX_THREADS {
         return Err(format!(
             "{} stack threads: ltran gives an instance 1 to {MAX_THREADS}",
@@ -260,7 +322,7 @@ fn admit(control: &Control, pid: u32, uid: u32, reg: &Registration) -> Result<(u
     r.slots[slot] = Some(Entry {
         pid,
         uid,
-        process: reg.process.clone(),
+        process: process.to_owned(),
         ipv4: reg.ipv4,
         ipv6: reg.ipv6,
         since: Instant::now(),
@@ -309,7 +371,95 @@ fn poll_readable(fds: &[i32], timeout_ms: i32) -> Option<Vec<bool>> {
     }
 }
 
-fn session(control: &Arc<Control>, conn: UnixStream, reg: Registration) {
+/// What [`Lines::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// A whole line (newline included).
+    Line(String),
+    /// The peer closed the connection (or reading failed).
+    Closed,
+    /// The watched pidfd became readable: the process exited.
+    Exited,
+    /// More than [`MAX_LINE`] bytes without a newline.
+    TooLong,
+    /// A line begun and not finished within [`LINE_DEADLINE`].
+    TooSlow,
+}
+
+/// Lines of a control connection, each bounded in length and time; holds
+/// at most [`MAX_LINE`] plus one read of bytes.
+#[derive(Debug)]
+struct Lines {
+    buf: Vec<u8>,
+    /// When the line being read began (its first byte came in).
+    started: Option<Instant>,
+    /// How long a line may take ([`LINE_DEADLINE`]).
+    deadline: Duration,
+}
+
+impl Lines {
+    /// A reader whose first line counts as begun at `started`, if given.
+    fn new(started: Option<Instant>) -> Self {
+        Self {
+            buf: Vec::new(),
+            started,
+            deadline: LINE_DEADLINE,
+        }
+    }
+
+    /// The next line from `conn`; also returns [`Next::Exited`] when
+    /// `pidfd` becomes readable while no line is complete.
+    fn next(&mut self, conn: &UnixStream, pidfd: Option<RawFd>) -> Next {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                if end >= MAX_LINE {
+                    return Next::TooLong;
+                }
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                self.started = (!self.buf.is_empty()).then(Instant::now);
+                return Next::Line(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.buf.len() >= MAX_LINE {
+                return Next::TooLong;
+            }
+            let timeout_ms = match self.started {
+                None => -1,
+                Some(t) => {
+                    let left = self.deadline.saturating_sub(t.elapsed());
+                    if left.is_zero() {
+                        return Next::TooSlow;
+                    }
+                    // Rounded up, so that the deadline has passed on waking.
+                    left.as_millis().min(i32::MAX as u128) as i32 + 1
+                }
+            };
+            let mut fds = vec![conn.as_raw_fd()];
+            fds.extend(pidfd);
+            match poll_readable(&fds, timeout_ms) {
+                Some(r) if r.get(1) == Some(&true) => return Next::Exited,
+                Some(_) => {}
+                // Timed out (the loop then says TooSlow) or interrupted.
+                None => continue,
+            }
+            let mut chunk = [0u8; 4096];
+            match (&mut &*conn).read(&mut chunk) {
+                Ok(0) => return Next::Closed,
+                Ok(n) => {
+                    self.started.get_or_insert_with(Instant::now);
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(_) => return Next::Closed,
+            }
+        }
+    }
+}
+
+fn session(control: &Arc<Control>, conn: UnixStream, lines: Lines, reg: Registration) {
     let refuse = |message: String| {
         tracing::warn!(ip = %reg.ipv4, %message, "registration refused");
         let _ = server::write_response(&conn, &Response::Error { message });
@@ -320,7 +470,12 @@ fn session(control: &Arc<Control>, conn: UnixStream, reg: Registration) {
         Err(e) => return refuse(format!("cannot read the peer's credentials: {e}")),
     };
     let (pid, uid) = (cred.pid() as u32, cred.uid());
-    let (slot, tag) = match admit(control, pid, uid, &reg) {
+    let Some(process) = process_name(pid) else {
+        return refuse(format!(
+            "cannot read /proc/{pid}/comm of the registering process"
+        ));
+    };
+    let (slot, tag) = match admit(control, pid, uid, &process, &reg) {
         Ok(x) => x,
         Err(m) => return refuse(m),
     };
@@ -368,7 +523,8 @@ fn session(control: &Arc<Control>, conn: UnixStream, reg: Registration) {
     tracing::info!(
         pid,
         uid,
-        process = %reg.process,
+        %process,
+        claimed = %reg.process,
         ip = %reg.ipv4,
         ipv6 = ?reg.ipv6,
         threads = reg.threads,
@@ -384,7 +540,7 @@ fn session(control: &Arc<Control>, conn: UnixStream, reg: Registration) {
     let reason = if server::write_response(&conn, &answer).is_err() {
         "did not read its registration".to_owned()
     } else {
-        watch(control, &conn, &pidfd, slot)
+        watch(control, &conn, lines, &pidfd, slot)
     };
 
     // The process is gone (or closed its lease): if it is dead, the mbufs
@@ -420,22 +576,33 @@ fn session(control: &Arc<Control>, conn: UnixStream, reg: Registration) {
 
 /// Serves the instance's listen events until its process dies or the
 /// connection ends; returns why.
-fn watch(control: &Control, conn: &UnixStream, pidfd: &OwnedFd, slot: u32) -> String {
-    let _ = conn.set_read_timeout(None);
-    let mut reader = BufReader::new(conn);
+fn watch(
+    control: &Control,
+    conn: &UnixStream,
+    mut lines: Lines,
+    pidfd: &OwnedFd,
+    slot: u32,
+) -> String {
     loop {
-        if reader.buffer().is_empty() {
-            match poll_readable(&[conn.as_raw_fd(), pidfd.as_raw_fd()], -1) {
-                Some(r) if r[1] => return "process exited".into(),
-                Some(_) => {}
-                None => continue,
+        let line = match lines.next(conn, Some(pidfd.as_raw_fd())) {
+            Next::Line(l) => l,
+            Next::Closed => return CLOSED.into(),
+            Next::Exited => return "process exited".into(),
+            Next::TooLong => {
+                let reason =
+                    format!("sent a line longer than {MAX_LINE} bytes on its registration");
+                tracing::warn!(slot, %reason, "closing the registration");
+                return reason;
             }
-        }
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return CLOSED.into(),
-            Ok(_) => {}
-        }
+            Next::TooSlow => {
+                let reason = format!(
+                    "left a line unfinished for {} s on its registration",
+                    LINE_DEADLINE.as_secs()
+                );
+                tracing::warn!(slot, %reason, "closing the registration");
+                return reason;
+            }
+        };
         match server::parse_request(&line) {
             Ok(Request::Listen(addr)) => control.send(Command::Listen {
                 slot,
@@ -450,5 +617,145 @@ fn watch(control: &Control, conn: &UnixStream, pidfd: &OwnedFd, slot: u32) -> St
             Ok(other) => tracing::warn!(slot, ?other, "unexpected request on a registration"),
             Err(e) => tracing::warn!(slot, ?e, "unreadable request on a registration"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn config() -> LtranConfig {
+        let mut c = LtranConfig::new(
+            "10.0.0.0".parse().unwrap(),
+            8,
+            vec!["0x1".parse().unwrap()],
+            vec!["02:00:00:00:00:01".parse().unwrap()],
+        );
+        c.dispatch_subnet6 = Some("fd00:1::/64".parse().unwrap());
+        c
+    }
+
+    fn reg(ipv4: &str, ipv6: Option<&str>) -> Registration {
+        Registration {
+            ipv4: ipv4.parse().unwrap(),
+            ipv6: ipv6.map(|a| a.parse().unwrap()),
+            mac: "02:00:00:00:00:01".into(),
+            threads: 1,
+            process: "x".into(),
+        }
+    }
+
+    #[test]
+    fn network_broadcast_and_anycast_addresses_are_refused() {
+        let c = config();
+        check_addresses(&c, &reg("10.0.0.1", Some("fd00:1::1"))).unwrap();
+        check_addresses(&c, &reg("10.0.0.254", None)).unwrap();
+        let e = check_addresses(&c, &reg("10.0.0.0", None)).unwrap_err();
+        assert_eq!(
+            e,
+            "host_addr 10.0.0.0 is the network address of ltran's dispatch subnet 10.0.0.0/24: \
+             use a host address, 10.0.0.1..=10.0.0.254"
+        );
+        let e = check_addresses(&c, &reg("10.0.0.255", None)).unwrap_err();
+        assert!(
+            e.starts_with("host_addr 10.0.0.255 is the broadcast address"),
+            "{e}"
+        );
+        let e = check_addresses(&c, &reg("10.0.1.5", None)).unwrap_err();
+        assert!(
+            e.contains("outside ltran's dispatch subnet 10.0.0.0/24"),
+            "{e}"
+        );
+        let e = check_addresses(&c, &reg("10.0.0.5", Some("fd00:1::"))).unwrap_err();
+        assert!(
+            e.starts_with("host_addr6 fd00:1:: is the subnet-router anycast"),
+            "{e}"
+        );
+        let e = check_addresses(&c, &reg("10.0.0.5", Some("fd00:2::5"))).unwrap_err();
+        assert!(e.contains("outside ltran's dispatch_subnet6"), "{e}");
+
+        // A /31 has no network or broadcast address (RFC 3021).
+        let mut c31 = config();
+        c31.dispatch_subnet_length = 1;
+        check_addresses(&c31, &reg("10.0.0.0", None)).unwrap();
+        check_addresses(&c31, &reg("10.0.0.1", None)).unwrap();
+    }
+
+    #[test]
+    fn the_process_name_is_the_kernels() {
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(
+            process_name(std::process::id()),
+            Some(comm.trim().to_owned())
+        );
+        assert_eq!(process_name(u32::MAX), None);
+    }
+
+    #[test]
+    fn lines_are_split_and_what_follows_is_kept() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"one\ntwo\nthr").unwrap();
+        let mut lines = Lines::new(None);
+        assert_eq!(lines.next(&a, None), Next::Line("one\n".into()));
+        assert_eq!(lines.next(&a, None), Next::Line("two\n".into()));
+        b.write_all(b"ee\n").unwrap();
+        assert_eq!(lines.next(&a, None), Next::Line("three\n".into()));
+        drop(b);
+        assert_eq!(lines.next(&a, None), Next::Closed);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_limit() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 4096];
+            // Until the reader gives up and the socket closes.
+            while (&b).write_all(&chunk).is_ok() {}
+        });
+        let mut lines = Lines::new(None);
+        assert_eq!(lines.next(&a, None), Next::TooLong);
+        assert!(lines.buf.len() < MAX_LINE + 4096, "{}", lines.buf.len());
+        drop(a);
+        writer.join().unwrap();
+
+        // A whole line over the limit is refused too.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let w = std::thread::spawn(move || {
+            let mut long = vec![b'x'; MAX_LINE];
+            long.push(b'\n');
+            let _ = b.write_all(&long);
+        });
+        assert_eq!(Lines::new(None).next(&a, None), Next::TooLong);
+        w.join().unwrap();
+    }
+
+    #[test]
+    fn a_trickled_line_runs_out_of_time() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let trickler = std::thread::spawn(move || {
+            // A byte every 20 ms, never a newline, until the reader is gone.
+            while (&b).write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut lines = Lines::new(None);
+        lines.deadline = Duration::from_millis(300);
+        assert_eq!(lines.next(&a, None), Next::TooSlow);
+        drop(a);
+        trickler.join().unwrap();
+    }
+
+    #[test]
+    fn a_dead_process_ends_the_wait() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            Lines::new(None).next(&a, Some(pidfd.as_raw_fd())),
+            Next::Exited
+        );
     }
 }

@@ -27,7 +27,7 @@ use gazelle_ctl_proto::{
 use crate::{
     bond::{self, Bond, Change},
     packet,
-    table::{Decision, Slot, Tables, TxRefusal},
+    table::{Decision, Limits, Slot, Tables, TxRefusal},
 };
 
 /// Receive-burst histogram buckets: empty, 1, 2-3, 4-7, 8-15, 16-31, 32+.
@@ -40,6 +40,20 @@ const HOUSEKEEPING_US: u64 = 100;
 /// Loops between reads of the TSC for housekeeping (a loop with a full
 /// burst takes microseconds, an empty one tens of nanoseconds).
 const HOUSEKEEPING_LOOPS: u32 = 16;
+
+/// How long a half-open connection (SYN seen, nothing acknowledged by the
+/// remote yet) keeps its table entry after the remote's last segment. A
+/// LAN handshake takes milliseconds; with two SYN-ACKs lost (smoltcp
+/// retries after 1 s, then 2 s more) it completes about 3 s after the
+/// client's SYN, and a client's retransmitted SYN restarts the clock.
+/// Linux keeps SYN-RECV for a minute, but it has SYN cookies; ltran's
+/// entries are its only record, so a flood's must go in seconds.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most connection-table entries aged per housekeeping tick (every
+/// HOUSEKEEPING_US): up to some 2.5 million a second, in slices too small
+/// to delay a burst.
+const EXPIRE_BUDGET: usize = 256;
 
 /// How many departed instances `ltran show` remembers.
 const DEPARTED_KEPT: usize = 16;
@@ -154,8 +168,6 @@ pub struct Dispatcher {
     pub mac: [u8; 6],
     /// `bond_miimon`.
     pub miimon: Duration,
-    /// `tcp_conn_scan_interval`, seconds.
-    pub scan_interval: u64,
     /// Spin instead of sleeping when idle (benchmarks).
     pub busy_poll: bool,
     tables: Tables,
@@ -183,7 +195,7 @@ impl Dispatcher {
         max_instances: usize,
         conn_capacity: usize,
         miimon: Duration,
-        scan_interval: u64,
+        closed_linger: Duration,
     ) -> Self {
         let ports = members.len();
         Self {
@@ -193,9 +205,16 @@ impl Dispatcher {
             tx_pool,
             mac,
             miimon,
-            scan_interval,
             busy_poll: false,
-            tables: Tables::new(mac, max_instances, conn_capacity),
+            tables: Tables::new(
+                mac,
+                max_instances,
+                conn_capacity,
+                Limits {
+                    half_open_timeout_ms: HALF_OPEN_TIMEOUT.as_millis() as u64,
+                    closed_linger_ms: closed_linger.as_millis() as u64,
+                },
+            ),
             bond: Bond::new(ports),
             served: (0..max_instances).map(|_| None).collect(),
             departed: Vec::new(),
@@ -390,7 +409,6 @@ impl Dispatcher {
         let mut batch = MbufBatch::new();
         let mut kni_out = MbufBatch::new();
         let mut next_link = Instant::now();
-        let mut next_scan = Instant::now() + Duration::from_secs(self.scan_interval);
         let mut next_publish = Instant::now();
         // Commands, the clock and the timers are looked at every
         // HOUSEKEEPING_US, by the TSC read every HOUSEKEEPING_LOOPS loops:
@@ -401,7 +419,7 @@ impl Dispatcher {
         let mut next_housekeeping = 0;
         let mut loops: u32 = 0;
         let mut now = Instant::now();
-        let mut now_secs = 0;
+        let mut now_ms = 0;
         let mut idle: u32 = 0;
         while !quit.load(Ordering::Relaxed) {
             loops = loops.wrapping_add(1);
@@ -415,7 +433,8 @@ impl Dispatcher {
                     self.check_links();
                     next_link = now + self.miimon;
                 }
-                now_secs = now.duration_since(self.started).as_secs();
+                now_ms = now.duration_since(self.started).as_millis() as u64;
+                self.tables.expire(now_ms, EXPIRE_BUDGET);
             }
             let mut busy = false;
 
@@ -435,7 +454,7 @@ impl Dispatcher {
                     let t0 = dpdk::tsc_cycles();
                     self.tables.counters.rx_frames += n as u64;
                     for m in batch.drain() {
-                        self.dispatch(m, now_secs, &mut kni_out);
+                        self.dispatch(m, now_ms, &mut kni_out);
                     }
                     self.flush_rings();
                     let spent = dpdk::tsc_cycles().saturating_sub(t0) / n as u64;
@@ -464,15 +483,8 @@ impl Dispatcher {
             }
 
             // Transmit what the instances queued.
-            busy |= self.transmit(now_secs);
+            busy |= self.transmit(now_ms);
 
-            if now >= next_scan {
-                let removed = self.tables.age(now_secs, self.scan_interval);
-                if removed > 0 {
-                    tracing::debug!(removed, "connection table aged");
-                }
-                next_scan = now + Duration::from_secs(self.scan_interval.max(1));
-            }
             if now >= next_publish {
                 let snapshot = self.snapshot();
                 *published.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
@@ -490,8 +502,8 @@ impl Dispatcher {
     }
 
     #[inline]
-    fn dispatch(&mut self, mut m: Mbuf, now_secs: u64, kni_out: &mut MbufBatch) {
-        match self.tables.rx(m.data(), now_secs) {
+    fn dispatch(&mut self, mut m: Mbuf, now_ms: u64, kni_out: &mut MbufBatch) {
+        match self.tables.rx(m.data(), now_ms) {
             Decision::Deliver { slot, thread } => {
                 let Some(s) = self.served[slot as usize].as_mut() else {
                     return;
@@ -562,7 +574,7 @@ impl Dispatcher {
     }
 
     /// Moves instance transmit rings to the active port; true if any frame moved.
-    fn transmit(&mut self, now_secs: u64) -> bool {
+    fn transmit(&mut self, now_ms: u64) -> bool {
         let active = self.bond.active();
         let mut out = MbufBatch::new();
         // Emptied by each drain below, so one serves every ring.
@@ -578,7 +590,7 @@ impl Dispatcher {
                 }
                 moved = true;
                 for mut m in got.drain() {
-                    match self.tables.tx(slot as Slot, t as u16, m.data(), now_secs) {
+                    match self.tables.tx(slot as Slot, t as u16, m.data(), now_ms) {
                         Ok(()) => {
                             s.counters[t].tx_packets += 1;
                             s.counters[t].tx_bytes += m.len() as u64;
@@ -586,9 +598,12 @@ impl Dispatcher {
                             dpdk::owner::set(&mut m, 0);
                             let _ = out.push(m);
                         }
-                        Err(TxRefusal::Spoofed | TxRefusal::Malformed) => {
+                        Err(refusal) => {
                             s.counters[t].tx_dropped += 1;
-                            self.tables.counters.tx_spoofed += 1;
+                            match refusal {
+                                TxRefusal::Spoofed => self.tables.counters.tx_spoofed += 1,
+                                TxRefusal::Malformed => self.tables.counters.tx_malformed += 1,
+                            }
                         }
                     }
                 }
@@ -689,7 +704,8 @@ impl Dispatcher {
                 connections: self.tables.connections() as u64,
                 capacity: self.tables.capacity() as u64,
                 listeners: self.tables.listeners() as u64,
-                aged_out: self.tables.aged_out,
+                aged_out: self.tables.aged_out(),
+                half_open: self.tables.half_open() as u64,
             },
             instances,
             departed: self.departed.clone(),

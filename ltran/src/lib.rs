@@ -5,12 +5,18 @@
 //! - [`packet`]: header parsing for dispatch, gratuitous ARP/NA frames;
 //! - [`table`]: ownership, connection and listen tables and the dispatch
 //!   decisions (no DPDK: unit-tested on byte frames);
+//! - [`conn_table`]: the TCP connection table: keyed hash, half-open
+//!   ageing and per-instance quotas;
 //! - [`bond`]: the active-backup state machine and link checks;
 //! - [`forward`]: the dispatcher loop over DPDK ports and rings;
 //! - [`control`]: the control socket (registration, `gazellectl ltran`);
-//! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig).
+//! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig),
+//!   and the checks a start (and `ltran --check`) runs before DPDK;
+//! - [`cleanup`]: what a start that failed after the EAL came up puts back.
 
 pub mod bond;
+pub mod cleanup;
+pub mod conn_table;
 pub mod control;
 pub mod forward;
 pub mod packet;

@@ -24,7 +24,8 @@ struct Args {
     /// ends in .conf. Default: $LTRAN_CONF_PATH, else /etc/gazelle/ltran.toml.
     #[arg(long, value_name = "PATH")]
     config_file: Option<PathBuf>,
-    /// Check the config and exit.
+    /// Check the config as a start would before it touches DPDK, and exit
+    /// (0 when it would start, 2 when not).
     #[arg(long)]
     check: bool,
     /// Directory of the control sockets (default $GAZELLE_RUN_DIR or /run/gazelle).
@@ -68,8 +69,17 @@ fn main() -> std::process::ExitCode {
         }
     };
     if args.check {
-        println!("{}: ok", path.display());
-        return std::process::ExitCode::SUCCESS;
+        // The same checks a start runs before it touches DPDK.
+        return match ltran::run::check(&config) {
+            Ok(()) => {
+                println!("{}: ok", path.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ltran: {}: {e:#}", path.display());
+                std::process::ExitCode::from(2)
+            }
+        };
     }
     let quit = Arc::new(AtomicBool::new(false));
     let _ = QUIT.set(Arc::clone(&quit));

@@ -1,7 +1,9 @@
 //! Just enough parsing of an Ethernet frame to dispatch it.
 //!
 //! Reads headers in place and never allocates; a frame too short for what
-//! its headers claim is [`Malformed`].
+//! its headers claim is [`Malformed`]. Up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad
+//! tags are looked through, so that a check of the network layer cannot be
+//! dodged by tagging a frame (VLAN 0 is a priority tag any host may add).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -10,6 +12,16 @@ pub const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// 802.1Q.
+const ETHERTYPE_VLAN: u16 = 0x8100;
+/// 802.1ad (QinQ service tag).
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// The pre-standard QinQ tag some switches still use.
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+/// VLAN tags [`parse`] looks through; a frame with more is [`Net::Other`].
+pub const MAX_VLAN_TAGS: u8 = 2;
+/// Length of one VLAN tag.
+const VLAN_TAG_LEN: usize = 4;
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
@@ -34,7 +46,9 @@ pub struct Frame {
     pub dst_mac: [u8; 6],
     /// Source MAC.
     pub src_mac: [u8; 6],
-    /// Network layer.
+    /// VLAN tags before the network layer (0 to [`MAX_VLAN_TAGS`]).
+    pub vlan_tags: u8,
+    /// Network layer (inside the tags).
     pub net: Net,
 }
 
@@ -59,7 +73,7 @@ pub enum Net {
         /// Transport.
         l4: L4,
     },
-    /// Any other ethertype (or an IP fragment's non-first piece, see [`L4`]).
+    /// Any other ethertype, including a VLAN tag beyond [`MAX_VLAN_TAGS`].
     Other(u16),
 }
 
@@ -133,8 +147,21 @@ pub fn parse(b: &[u8]) -> Result<Frame, Malformed> {
     dst_mac.copy_from_slice(&b[0..6]);
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&b[6..12]);
-    let ethertype = be16(b, 12)?;
-    let p = &b[ETH_LEN..];
+    let mut ethertype = be16(b, 12)?;
+    let mut at = ETH_LEN;
+    let mut vlan_tags = 0;
+    while vlan_tags < MAX_VLAN_TAGS
+        && matches!(
+            ethertype,
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+        )
+    {
+        // TCI (2 bytes), then the next ethertype.
+        ethertype = be16(b, at + 2)?;
+        at += VLAN_TAG_LEN;
+        vlan_tags += 1;
+    }
+    let p = &b[at..];
     let net = match ethertype {
         ETHERTYPE_ARP => {
             // htype 1, ptype IPv4, hlen 6, plen 4.
@@ -195,6 +222,7 @@ pub fn parse(b: &[u8]) -> Result<Frame, Malformed> {
     Ok(Frame {
         dst_mac,
         src_mac,
+        vlan_tags,
         net,
     })
 }
@@ -233,6 +261,22 @@ fn transport(proto: u8, t: &[u8]) -> Result<L4, Malformed> {
         }
         other => L4::Other(other),
     })
+}
+
+/// The IPv6 link-local address of `mac` (modified EUI-64, RFC 4291): the
+/// one lstack gives itself, so the one every instance behind the bond MAC
+/// speaks from.
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
 }
 
 /// Builds a gratuitous ARP request announcing that `ip` is at `mac`
@@ -365,6 +409,49 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn vlan_tags_are_looked_through_up_to_two() {
+        let udp = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &[0, 1, 0, 2, 0, 8, 0, 0]);
+        let inner = parse(&eth(0x0800, &udp)).unwrap().net;
+        for tpids in [
+            &[0x8100u16][..],
+            &[0x88a8, 0x8100],
+            &[0x9100, 0x8100],
+            &[0x8100, 0x8100],
+        ] {
+            let mut payload = Vec::new();
+            for i in 0..tpids.len() {
+                // TCI: VLAN 0 (priority tag), then the next ethertype.
+                payload.extend_from_slice(&[0, 0]);
+                let next = tpids.get(i + 1).copied().unwrap_or(0x0800);
+                payload.extend_from_slice(&next.to_be_bytes());
+            }
+            payload.extend_from_slice(&udp);
+            let f = parse(&eth(tpids[0], &payload)).unwrap();
+            assert_eq!(f.vlan_tags as usize, tpids.len(), "{tpids:x?}");
+            assert_eq!(f.net, inner, "{tpids:x?}");
+        }
+        // A third tag is not looked into.
+        let mut three = Vec::new();
+        for next in [0x8100u16, 0x8100, 0x0800] {
+            three.extend_from_slice(&[0, 0]);
+            three.extend_from_slice(&next.to_be_bytes());
+        }
+        three.extend_from_slice(&udp);
+        let f = parse(&eth(0x8100, &three)).unwrap();
+        assert_eq!((f.vlan_tags, f.net), (2, Net::Other(0x8100)));
+        // A tag cut short is malformed.
+        assert_eq!(parse(&eth(0x8100, &[0, 0, 8])), Err(Malformed));
+    }
+
+    #[test]
+    fn link_local_is_lstacks_eui64() {
+        assert_eq!(
+            link_local([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]),
+            "fe80::ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

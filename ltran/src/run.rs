@@ -7,11 +7,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use dpdk::{Eal, Mempool, Port, PortConfig};
 use gazelle_config::{LtranConfig, PortMask};
 
 use crate::{
+    cleanup,
     control::{self, Control},
     forward::{BondMember, Dispatcher, Kni},
 };
@@ -92,8 +93,12 @@ pub fn vdev_iface(args: &[String], device: &str) -> Option<String> {
     None
 }
 
-/// Runs ltran until `quit` is set (SIGTERM, `gazellectl ltran quit`).
-pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Everything a start checks before it touches DPDK: the config's own
+/// validation, the rules ltran adds (one bond, no `--huge-unlink`) and the
+/// CPUs `forward_kit_args` pins the EAL to. `ltran --check` runs exactly
+/// this, so what it accepts a start accepts too, up to what only DPDK can
+/// tell (ports that exist, memory).
+pub fn check(config: &LtranConfig) -> anyhow::Result<()> {
     config.validate()?;
     if config.bond_ports.len() != 1 || config.bond_macs.len() != 1 {
         bail!(
@@ -109,8 +114,179 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
     {
         bail!("forward_kit_args: --huge-unlink keeps lstack secondaries from attaching to ltran's memory; remove it");
     }
+    let allowed = affinity().context("reading the CPUs this process may run on")?;
+    check_eal_cpus(&config.forward_kit_args, &allowed)?;
+    Ok(())
+}
+
+/// The CPUs this process may run on (its affinity mask).
+fn affinity() -> nix::Result<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// Checks that the CPUs the EAL core options in `args` name (`-l LIST`,
+/// `-c MASK`, `--lcores MAP`) are among `allowed`. The
+/// EAL would otherwise refuse them only with its usage text, or pin a
+/// thread to a CPU the process may not use.
+fn check_eal_cpus(args: &[String], allowed: &[usize]) -> anyhow::Result<()> {
+    type Reader = fn(&str) -> Option<Vec<usize>>;
+    // (short form, long form, how to read the value)
+    const OPTIONS: [(Option<&str>, Option<&str>, Reader); 3] = [
+        (Some("-l"), None, cpu_list),
+        (Some("-c"), None, cpu_mask),
+        (None, Some("--lcores"), lcores_cpus),
+    ];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        for (short, long, read) in OPTIONS {
+            let value = if Some(a) == short || Some(a) == long {
+                i += 1;
+                args.get(i).map_or("", String::as_str)
+            } else if let Some(v) = long.and_then(|l| a.strip_prefix(l)?.strip_prefix('=')) {
+                v
+            } else if let Some(v) = short.and_then(|s| a.strip_prefix(s)) {
+                v
+            } else {
+                continue;
+            };
+            let opt = short.or(long).unwrap_or_default();
+            let cpus = read(value).ok_or_else(|| {
+                anyhow!("forward_kit_args: {opt} {value:?} is not a CPU list the EAL reads")
+            })?;
+            if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
+                bail!(
+                    "forward_kit_args: {opt} {value} names CPU {bad}, but ltran may only run on CPUs {} (the CPUs in this process's affinity mask)",
+                    fmt_cpus(allowed)
+                );
+            }
+            break;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// `0,2-3` -> [0, 2, 3]; `None` when unreadable.
+fn cpu_list(text: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b || b - a > 4096 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// A hex core mask (`0x3` or `3`) -> its CPUs.
+fn cpu_mask(text: &str) -> Option<Vec<usize>> {
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    if hex.is_empty() {
+        return None;
+    }
+    let mut cpus = Vec::new();
+    for (nibble, c) in hex.chars().rev().enumerate() {
+        let v = c.to_digit(16)? as usize;
+        cpus.extend((0..4).filter(|b| v & (1 << b) != 0).map(|b| nibble * 4 + b));
+    }
+    Some(cpus)
+}
+
+/// The CPUs of an EAL `--lcores` map: `1,2@3,(4-5)@(6,7)` runs lcore 1 on
+/// CPU 1, lcore 2 on CPU 3 and lcores 4-5 on CPUs 6-7.
+fn lcores_cpus(text: &str) -> Option<Vec<usize>> {
+    // Split at the commas outside parentheses.
+    let mut groups = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                groups.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return None;
+        }
+    }
+    groups.push(&text[start..]);
+    let mut cpus = Vec::new();
+    for g in groups {
+        let cpu_part = g.rsplit_once('@').map_or(g, |(_, c)| c);
+        let inner = cpu_part.trim_start_matches('(').trim_end_matches(')');
+        cpus.extend(cpu_list(inner)?);
+    }
+    Some(cpus)
+}
+
+/// `0-3,8`.
+fn fmt_cpus(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+/// Runs ltran until `quit` is set (SIGTERM, `gazellectl ltran quit`).
+///
+/// A start that fails after the EAL came up puts back what the EAL took:
+/// every DPDK object is dropped, `rte_eal_cleanup` runs and the prefix's
+/// runtime directory and hugepage files are removed, so a failed start
+/// leaves nothing of its `--file-prefix` behind.
+pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow::Result<()> {
+    check(&config)?;
     let (args, prefix) = eal_args(&config, &opts.kni_name);
+    // Nothing is cleaned up when the EAL itself fails: the prefix may be a
+    // live primary's (that is one way to fail), and then its files are not
+    // ours to remove.
     let eal = Eal::init(&args).context("starting the DPDK EAL (forward_kit_args)")?;
+    let served = serve(eal, config, opts, quit, &args, &prefix);
+    if served.is_err() {
+        // Every DPDK object of the start is dropped by now.
+        cleanup::after_failed_start(&args, &prefix);
+    }
+    served
+}
+
+/// The part of [`run`] after the EAL is up: pools, ports, the exception
+/// interface, the control socket, then the dispatcher until `quit`. An
+/// error returns only after everything it made is dropped.
+fn serve(
+    eal: Eal,
+    config: LtranConfig,
+    opts: &Options,
+    quit: Arc<AtomicBool>,
+    args: &[String],
+    prefix: &str,
+) -> anyhow::Result<()> {
     dpdk::owner::enable(&eal, 0)?;
     let mac = config.bond_macs[0].octets();
 
@@ -166,7 +342,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
             .into_iter()
             .next()
             .context("the port gave no queue pair")?;
-        let iface = vdev_iface(&args, &port.info().name);
+        let iface = vdev_iface(args, &port.info().name);
         tracing::info!(port = id, name = %port.info().name, ?iface, "bond port up");
         members.push(BondMember {
             port,
@@ -197,7 +373,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
         config.dispatch_max_clients as usize,
         CONN_CAPACITY,
         Duration::from_millis(u64::from(config.bond_miimon)),
-        u64::from(config.tcp_conn_scan_interval),
+        Duration::from_secs(u64::from(config.tcp_conn_scan_interval)),
     );
     dispatcher.busy_poll = opts.busy_poll;
 
@@ -210,7 +386,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
         eal,
         config.clone(),
         mac,
-        prefix.clone(),
+        prefix.to_owned(),
         "ltran_tx".into(),
         Arc::clone(&published),
         Arc::clone(&quit),
@@ -228,4 +404,55 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
     let _ = std::fs::remove_file(&socket);
     tracing::info!("ltran stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cpu_lists_masks_and_lcore_maps_are_read() {
+        assert_eq!(cpu_list("0,2-4"), Some(vec![0, 2, 3, 4]));
+        assert_eq!(cpu_list("3-1"), None);
+        assert_eq!(cpu_list("x"), None);
+        assert_eq!(cpu_mask("0x5"), Some(vec![0, 2]));
+        assert_eq!(cpu_mask("30"), Some(vec![4, 5]));
+        assert_eq!(cpu_mask("0xg"), None);
+        assert_eq!(lcores_cpus("1,2@3,(4-5)@(6,7)"), Some(vec![1, 3, 6, 7]));
+        assert_eq!(fmt_cpus(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+    }
+
+    #[test]
+    fn eal_cpus_outside_the_affinity_are_refused_naming_the_option() {
+        let allowed = [0, 1];
+        for ok in [
+            &["-l", "0,1"][..],
+            &["-l0"],
+            &["-c", "0x3"],
+            &["--lcores=(0-3)@1"],
+            &["--lcores", "0"],
+            &["--log-level=*:notice", "--no-pci"],
+        ] {
+            check_eal_cpus(&args(ok), &allowed).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for (bad, says) in [
+            (&["-l", "999"][..], "-l 999 names CPU 999"),
+            (&["-l2-3"], "-l 2-3 names CPU 2"),
+            (&["-c", "0x4"], "-c 0x4 names CPU 2"),
+            (&["--lcores=0@5"], "--lcores 0@5 names CPU 5"),
+        ] {
+            let e = check_eal_cpus(&args(bad), &allowed)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("forward_kit_args: "), "{e}");
+            assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(e.contains("CPUs 0-1"), "{e}");
+        }
+        let e = check_eal_cpus(&args(&["-l", "zero"]), &allowed).unwrap_err();
+        assert!(e.to_string().contains("\"zero\" is not a CPU list"), "{e}");
+    }
 }

@@ -3,19 +3,23 @@
 //!
 //! [`Tables::rx`] decides where a received frame goes; [`Tables::tx`]
 //! checks a frame an instance sends (it may only speak for its own
-//! addresses) and learns the connections it opens. Everything here runs on
-//! the dispatcher thread only, so there are no locks; the maps are sized at
-//! start and never grow past their capacity on the hot path.
+//! addresses) and learns the connections it opens; [`Tables::expire`]
+//! ages the connection table a bounded slice at a time (see
+//! [`conn_table`](crate::conn_table) for its states and quotas). Everything
+//! here runs on the dispatcher thread only, so there are no locks; the
+//! tables are sized at start and never grow on the hot path. Times are
+//! milliseconds from any monotonic origin.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gazelle_ctl_proto::DispatchCounters;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::packet::{self, Net, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
-/// An instance's index in ltran (0-based, below `dispatch_max_clients`).
-pub type Slot = u32;
+pub use crate::conn_table::{Limits, Slot};
+use crate::{
+    conn_table::{ConnKey, ConnTable, Refused, Side, Thread},
+    packet::{self, Net, L4, TCP_ACK, TCP_RST, TCP_SYN},
+};
 
 /// Where a received frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,74 +44,49 @@ pub enum Decision {
 /// Why a transmitted frame was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxRefusal {
-    /// Headers cannot be parsed.
+    /// Headers cannot be parsed, or are not ARP, IPv4 or IPv6 (inside at
+    /// most two VLAN tags): nothing the check can vouch for.
     Malformed,
-    /// Source MAC or address is not the instance's own.
+    /// Source MAC or address is not the instance's own, or an ARP or
+    /// neighbour advertisement claims another's address.
     Spoofed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ConnKey {
-    remote: IpAddr,
-    local: IpAddr,
-    rport: u16,
-    lport: u16,
-}
-
-const FIN_IN: u8 = 1;
-const FIN_OUT: u8 = 2;
-const RST: u8 = 4;
-const SYN_ONLY: u8 = 8;
-
-#[derive(Debug, Clone, Copy)]
-struct ConnEntry {
-    slot: Slot,
-    thread: u16,
-    last_seen: u64,
-    flags: u8,
 }
 
 #[derive(Debug, Clone)]
 struct Instance {
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
-    /// Connections per thread.
-    conns: Vec<u64>,
+    /// Stack threads (one ring pair each).
+    threads: u16,
 }
 
 /// The dispatcher's state.
 #[derive(Debug)]
 pub struct Tables {
     mac: [u8; 6],
+    /// The link-local address of `mac`, which every instance has.
+    link_local: Ipv6Addr,
     v4: FxHashMap<Ipv4Addr, Slot>,
     v6: FxHashMap<Ipv6Addr, Slot>,
     instances: Vec<Option<Instance>>,
-    conns: FxHashMap<ConnKey, ConnEntry>,
-    capacity: usize,
+    conns: ConnTable,
     listens: FxHashSet<(IpAddr, u16)>,
-    /// Entries removed by ageing so far.
-    pub aged_out: u64,
     /// What happened to received and sent frames.
     pub counters: DispatchCounters,
 }
 
-fn is_link_local(ip: Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
 impl Tables {
     /// Tables for the bond MAC `mac`, up to `max_instances` instances and
-    /// `capacity` TCP connections.
-    pub fn new(mac: [u8; 6], max_instances: usize, capacity: usize) -> Self {
+    /// `capacity` TCP connections, aged by `limits`.
+    pub fn new(mac: [u8; 6], max_instances: usize, capacity: usize, limits: Limits) -> Self {
         Self {
             mac,
+            link_local: packet::link_local(mac),
             v4: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
             v6: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
             instances: vec![None; max_instances],
-            conns: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
-            capacity,
+            conns: ConnTable::new(capacity, max_instances, limits),
             listens: FxHashSet::default(),
-            aged_out: 0,
             counters: DispatchCounters::default(),
         }
     }
@@ -128,8 +107,9 @@ impl Tables {
         self.instances[slot as usize] = Some(Instance {
             ipv4,
             ipv6,
-            conns: vec![0; usize::from(threads.max(1))],
+            threads: threads.max(1),
         });
+        self.conns.add_owner(slot, threads);
     }
 
     /// Removes an instance with its addresses, listeners and connections;
@@ -145,9 +125,7 @@ impl Tables {
         self.listens.retain(|(ip, _)| {
             *ip != IpAddr::V4(inst.ipv4) && inst.ipv6.map(IpAddr::V6) != Some(*ip)
         });
-        let before = self.conns.len();
-        self.conns.retain(|_, e| e.slot != slot);
-        (before - self.conns.len()) as u64
+        self.conns.remove_owner(slot)
     }
 
     /// Records that `slot` listens on `ip:port` (an unspecified `ip` means
@@ -187,10 +165,7 @@ impl Tables {
 
     /// Connections ltran routes to each thread of `slot`.
     pub fn thread_connections(&self, slot: Slot) -> &[u64] {
-        self.instances
-            .get(slot as usize)
-            .and_then(Option::as_ref)
-            .map_or(&[], |i| i.conns.as_slice())
+        self.conns.thread_counts(slot)
     }
 
     /// TCP connections in the table.
@@ -200,7 +175,24 @@ impl Tables {
 
     /// Connection table capacity.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.conns.capacity()
+    }
+
+    /// Half-open TCP connections in the table.
+    pub fn half_open(&self) -> usize {
+        self.conns.half_open()
+    }
+
+    /// Connection table entries removed by ageing so far.
+    pub fn aged_out(&self) -> u64 {
+        self.conns.stats.aged_out
+    }
+
+    /// Removes half-open and closed connections past their time, at most
+    /// `budget` of them; returns how many. Call it often (every
+    /// housekeeping tick): it only looks at the oldest entries.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        self.conns.expire(now, budget)
     }
 
     /// Listening (address, port) pairs.
@@ -214,7 +206,7 @@ impl Tables {
             IpAddr::V6(a) => self.v6.get(&a).copied().or_else(|| {
                 // Every instance has the bond MAC's link-local address: the
                 // first instance with IPv6 answers for it.
-                if is_link_local(a) {
+                if a == self.link_local {
                     self.first_v6()
                 } else {
                     None
@@ -233,11 +225,10 @@ impl Tables {
     fn threads(&self, slot: Slot) -> u16 {
         self.instances[slot as usize]
             .as_ref()
-            .map_or(1, |i| i.conns.len() as u16)
+            .map_or(1, |i| i.threads)
     }
 
-    /// Decides where a received frame goes, counting it. `now` is in
-    /// seconds (any monotonic origin).
+    /// Decides where a received frame goes, counting it; `now` in ms.
     pub fn rx(&mut self, frame: &[u8], now: u64) -> Decision {
         let Ok(f) = packet::parse(frame) else {
             self.counters.malformed += 1;
@@ -247,6 +238,10 @@ impl Tables {
         if unicast && f.dst_mac != self.mac {
             self.counters.not_for_us += 1;
             return Decision::Drop;
+        }
+        if f.vlan_tags > 0 {
+            // lstack has no VLANs: tagged frames are the kernel's.
+            return Decision::Kernel;
         }
         match f.net {
             Net::Arp { target, .. } => match self.v4.get(&target) {
@@ -328,18 +323,10 @@ impl Tables {
 
     /// Thread for a received TCP segment; `None` when dropped.
     fn tcp_in(&mut self, slot: Slot, key: ConnKey, flags: u8, now: u64) -> Option<u16> {
-        if let Some(e) = self.conns.get_mut(&key) {
-            e.last_seen = now;
-            if flags & TCP_SYN == 0 {
-                e.flags &= !SYN_ONLY;
+        if let Some((owner, thread)) = self.conns.segment(&key, Side::Remote, flags, now) {
+            if owner == slot {
+                return Some(thread);
             }
-            if flags & TCP_FIN != 0 {
-                e.flags |= FIN_IN;
-            }
-            if flags & TCP_RST != 0 {
-                e.flags |= RST;
-            }
-            return Some(e.thread);
         }
         if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
             // Not a new connection and not one we know: the owner's first
@@ -350,34 +337,27 @@ impl Tables {
             self.counters.syn_no_listener += 1;
             return Some(0);
         }
-        if self.conns.len() >= self.capacity {
-            self.counters.conn_table_full += 1;
-            return None;
+        let placed = self.conns.insert(key, slot, Thread::Fewest, now);
+        self.count_insert(placed).ok()
+    }
+
+    /// Counts what [`ConnTable::insert`] did.
+    fn count_insert(&mut self, placed: Result<u16, Refused>) -> Result<u16, Refused> {
+        self.counters.conn_evicted = self.conns.stats.evicted;
+        match placed {
+            Err(Refused::Full) => self.counters.conn_table_full += 1,
+            Err(Refused::Quota) => self.counters.conn_quota_full += 1,
+            Ok(_) => {}
         }
-        let inst = self.instances[slot as usize].as_mut()?;
-        let (thread, _) = inst
-            .conns
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, n)| **n)
-            .expect("at least one thread");
-        inst.conns[thread] += 1;
-        let thread = thread as u16;
-        self.conns.insert(
-            key,
-            ConnEntry {
-                slot,
-                thread,
-                last_seen: now,
-                flags: SYN_ONLY,
-            },
-        );
-        Some(thread)
+        placed
     }
 
     /// Checks a frame `slot`'s `thread` sends and learns the connections it
-    /// opens. `now` as for [`Self::rx`].
+    /// opens; `now` in ms. A connection the table has no room for still
+    /// goes out (counted): its answers then reach the instance's first
+    /// thread.
     pub fn tx(&mut self, slot: Slot, thread: u16, frame: &[u8], now: u64) -> Result<(), TxRefusal> {
+        // Tagged or not, the same checks apply to what is inside.
         let f = packet::parse(frame).map_err(|_| TxRefusal::Malformed)?;
         if f.src_mac != self.mac {
             return Err(TxRefusal::Spoofed);
@@ -385,8 +365,11 @@ impl Tables {
         let Some(inst) = self.instances.get(slot as usize).and_then(Option::as_ref) else {
             return Err(TxRefusal::Spoofed);
         };
+        // Its own addresses, and the link-local one all instances share.
+        let own_v6 = |a: Ipv6Addr| Some(a) == inst.ipv6 || a == self.link_local;
         match f.net {
             Net::Arp { sender, .. } => {
+                // 0.0.0.0 is an address probe (RFC 5227).
                 if sender != inst.ipv4 && !sender.is_unspecified() {
                     return Err(TxRefusal::Spoofed);
                 }
@@ -394,10 +377,21 @@ impl Tables {
             Net::Ip { src, dst, l4 } => {
                 let own = match src {
                     IpAddr::V4(a) => a == inst.ipv4,
-                    IpAddr::V6(a) => Some(a) == inst.ipv6 || is_link_local(a) || a.is_unspecified(),
+                    // :: for duplicate address detection (RFC 4862).
+                    IpAddr::V6(a) => own_v6(a) || a.is_unspecified(),
                 };
                 if !own {
                     return Err(TxRefusal::Spoofed);
+                }
+                // A neighbour advertisement claims its target address.
+                if let L4::Icmpv6 {
+                    kind: 136,
+                    ndp_target: Some(t),
+                } = l4
+                {
+                    if !own_v6(t) {
+                        return Err(TxRefusal::Spoofed);
+                    }
                 }
                 if let L4::Tcp {
                     sport,
@@ -419,72 +413,32 @@ impl Tables {
                     );
                 }
             }
-            Net::Other(_) => {}
+            Net::Other(_) => return Err(TxRefusal::Malformed),
         }
         Ok(())
     }
 
     fn tcp_out(&mut self, slot: Slot, thread: u16, key: ConnKey, flags: u8, now: u64) {
-        if let Some(e) = self.conns.get_mut(&key) {
-            e.last_seen = now;
-            if flags & TCP_FIN != 0 {
-                e.flags |= FIN_OUT;
-            }
-            if flags & TCP_RST != 0 {
-                e.flags |= RST;
-            }
+        if self
+            .conns
+            .segment(&key, Side::Instance, flags, now)
+            .is_some()
+        {
             return;
         }
         // A connection the instance opens (SYN) is learnt on the thread that
         // sent it, so the answer comes back there.
-        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && self.conns.len() < self.capacity {
-            if let Some(inst) = self.instances[slot as usize].as_mut() {
-                if let Some(n) = inst.conns.get_mut(usize::from(thread)) {
-                    *n += 1;
-                    self.conns.insert(
-                        key,
-                        ConnEntry {
-                            slot,
-                            thread,
-                            last_seen: now,
-                            flags: SYN_ONLY,
-                        },
-                    );
-                }
-            }
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            let placed = self.conns.insert(key, slot, Thread::Given(thread), now);
+            let _ = self.count_insert(placed);
         }
-    }
-
-    /// Removes closed connections (reset, or finished both ways) and
-    /// handshakes that never completed, when they have been quiet for
-    /// `interval` seconds; returns how many. Established connections stay
-    /// however long they idle: a later segment must still find its thread.
-    pub fn age(&mut self, now: u64, interval: u64) -> u64 {
-        let instances = &mut self.instances;
-        let before = self.conns.len();
-        self.conns.retain(|_, e| {
-            let closed = e.flags & RST != 0
-                || e.flags & (FIN_IN | FIN_OUT) == FIN_IN | FIN_OUT
-                || e.flags & SYN_ONLY != 0;
-            let keep = !closed || now.saturating_sub(e.last_seen) < interval;
-            if !keep {
-                if let Some(inst) = instances[e.slot as usize].as_mut() {
-                    if let Some(n) = inst.conns.get_mut(usize::from(e.thread)) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
-            }
-            keep
-        });
-        let removed = (before - self.conns.len()) as u64;
-        self.aged_out += removed;
-        removed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::TCP_FIN;
 
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
     const PEER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
@@ -538,8 +492,13 @@ mod tests {
         a
     }
 
+    const LIMITS: Limits = Limits {
+        half_open_timeout_ms: 5_000,
+        closed_linger_ms: 10_000,
+    };
+
     fn tables() -> Tables {
-        let mut t = Tables::new(MAC, 4, 8);
+        let mut t = Tables::new(MAC, 4, 8, LIMITS);
         t.add_instance(0, "10.0.0.2".parse().unwrap(), None, 1);
         t.add_instance(
             1,
@@ -591,7 +550,8 @@ mod tests {
 
     #[test]
     fn syns_spread_over_the_threads_with_fewest_connections() {
-        let mut t = tables();
+        let mut t = Tables::new(MAC, 4, 64, LIMITS);
+        t.add_instance(1, "10.0.0.3".parse().unwrap(), None, 2);
         t.listen(1, "0.0.0.0".parse().unwrap(), 6379).unwrap();
         let threads: Vec<_> = (0..4)
             .map(
@@ -674,6 +634,138 @@ mod tests {
         assert_eq!(t.tx(1, 0, &own, 0), Ok(()));
     }
 
+    /// `payload` of `ethertype` inside VLAN tags with these TPIDs (VLAN 0).
+    fn tagged(
+        dst: [u8; 6],
+        src: [u8; 6],
+        tpids: &[u16],
+        ethertype: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut inner = Vec::new();
+        for (i, _) in tpids.iter().enumerate() {
+            inner.extend_from_slice(&[0, 0]);
+            let next = tpids.get(i + 1).copied().unwrap_or(ethertype);
+            inner.extend_from_slice(&next.to_be_bytes());
+        }
+        inner.extend_from_slice(payload);
+        frame(dst, src, tpids[0], &inner)
+    }
+
+    fn udp6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        ip6.extend_from_slice(&src.octets());
+        ip6.extend_from_slice(&dst.octets());
+        ip6.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        ip6
+    }
+
+    fn na(src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 24, 58, 255];
+        ip6.extend_from_slice(&src.octets());
+        ip6.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+        let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        icmp.extend_from_slice(&target.octets());
+        ip6.extend_from_slice(&icmp);
+        ip6
+    }
+
+    #[test]
+    fn forged_frames_inside_vlan_tags_are_refused_too() {
+        let mut t = tables();
+        for tpids in [
+            &[0x8100u16][..],
+            &[0x88a8, 0x8100],
+            &[0x9100, 0x8100],
+            &[0x9100],
+        ] {
+            // UDP from the other instance's address.
+            let udp = tagged(
+                PEER,
+                MAC,
+                tpids,
+                0x0800,
+                &udp4("10.0.0.2", "10.0.0.100", 53),
+            );
+            assert_eq!(t.tx(1, 0, &udp, 0), Err(TxRefusal::Spoofed), "{tpids:x?}");
+            // ARP claiming the peer's own address.
+            let a = tagged(
+                [0xff; 6],
+                MAC,
+                tpids,
+                0x0806,
+                &arp(2, "10.0.0.100", "10.0.0.100"),
+            );
+            assert_eq!(t.tx(1, 0, &a, 0), Err(TxRefusal::Spoofed), "{tpids:x?}");
+            // The same frames from its own address go out, tagged or not.
+            let own = tagged(
+                PEER,
+                MAC,
+                tpids,
+                0x0800,
+                &udp4("10.0.0.3", "10.0.0.100", 53),
+            );
+            assert_eq!(t.tx(1, 0, &own, 0), Ok(()), "{tpids:x?}");
+        }
+        // Three tags deep is not looked into: refused as unreadable.
+        let deep = tagged(
+            PEER,
+            MAC,
+            &[0x88a8, 0x8100, 0x8100],
+            0x0800,
+            &udp4("10.0.0.3", "10.0.0.100", 53),
+        );
+        assert_eq!(t.tx(1, 0, &deep, 0), Err(TxRefusal::Malformed));
+    }
+
+    #[test]
+    fn ethertypes_the_check_does_not_read_are_refused() {
+        let mut t = tables();
+        for ethertype in [0x88b5u16, 0x8863, 0x88cc, 0x0842] {
+            let f = frame(PEER, MAC, ethertype, &[0u8; 46]);
+            assert_eq!(
+                t.tx(1, 0, &f, 0),
+                Err(TxRefusal::Malformed),
+                "{ethertype:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_bond_macs_link_local_address_is_the_instances() {
+        let mut t = tables();
+        let own_ll = packet::link_local(MAC);
+        let peer_ll = packet::link_local(PEER);
+        let dst: Ipv6Addr = "fe80::1".parse().unwrap();
+        let ok = frame(PEER, MAC, 0x86dd, &udp6(own_ll, dst));
+        assert_eq!(t.tx(1, 0, &ok, 0), Ok(()));
+        for src in [
+            peer_ll,
+            "fe80::1234".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+        ] {
+            let f = frame(PEER, MAC, 0x86dd, &udp6(src, dst));
+            assert_eq!(t.tx(1, 0, &f, 0), Err(TxRefusal::Spoofed), "{src}");
+        }
+        // An advertisement may only claim the instance's own addresses.
+        let own: Ipv6Addr = "fd00::3".parse().unwrap();
+        for target in [own, own_ll] {
+            let f = frame([0x33, 0x33, 0, 0, 0, 1], MAC, 0x86dd, &na(own, target));
+            assert_eq!(t.tx(1, 0, &f, 0), Ok(()), "{target}");
+        }
+        for target in [peer_ll, "fd00::2".parse().unwrap()] {
+            let f = frame([0x33, 0x33, 0, 0, 0, 1], MAC, 0x86dd, &na(own, target));
+            assert_eq!(t.tx(1, 0, &f, 0), Err(TxRefusal::Spoofed), "{target}");
+        }
+        // Received, only the shared link-local address is an instance's.
+        let to = |d: Ipv6Addr| frame(MAC, PEER, 0x86dd, &udp6("fe80::9".parse().unwrap(), d));
+        assert_eq!(
+            t.rx(&to(own_ll), 0),
+            Decision::Deliver { slot: 1, thread: 1 }
+        );
+        assert_eq!(t.rx(&to(peer_ll), 0), Decision::Kernel);
+    }
+
     #[test]
     fn udp_follows_the_port_rule_of_lstack() {
         let mut t = tables();
@@ -707,26 +799,118 @@ mod tests {
             &tcp4("10.0.0.2", 80, "10.0.0.100", 2, TCP_FIN | TCP_ACK),
         );
         t.tx(0, 0, &fin, 0).unwrap();
-        rx_tcp(&mut t, "10.0.0.2", 3, 80, TCP_SYN); // never completes
-        assert_eq!(t.connections(), 3);
-        assert_eq!(t.age(5, 10), 0, "too recent");
-        assert_eq!(t.age(1000, 10), 2);
+        assert_eq!(t.connections(), 2);
+        assert_eq!(t.expire(9_999, 100), 0, "too recent");
+        assert_eq!(t.expire(10_000, 100), 1);
+        assert_eq!(t.expire(u64::MAX / 2, 100), 0, "established stays");
         assert_eq!(t.connections(), 1);
         assert_eq!(t.thread_connections(0), &[1]);
     }
 
+    /// A SYN from `src:sport` to `dst:80`, as received.
+    fn syn_from(src: Ipv4Addr, sport: u16, dst: &str) -> Vec<u8> {
+        frame(
+            MAC,
+            PEER,
+            0x0800,
+            &tcp4(&src.to_string(), sport, dst, 80, TCP_SYN),
+        )
+    }
+
+    /// Instances 0 (10.0.0.2) and 1 (10.0.0.3), one thread each, and a
+    /// table of `capacity`; instance 1 listens on port 80.
+    fn two_instances(capacity: usize) -> Tables {
+        let mut t = Tables::new(MAC, 4, capacity, LIMITS);
+        t.add_instance(0, "10.0.0.2".parse().unwrap(), None, 1);
+        t.add_instance(1, "10.0.0.3".parse().unwrap(), None, 1);
+        t.listen(1, "10.0.0.3".parse().unwrap(), 80).unwrap();
+        t
+    }
+
     #[test]
-    fn a_full_table_refuses_new_connections() {
+    fn a_syn_flood_at_one_instance_leaves_room_for_the_others() {
+        let mut t = two_instances(1024);
+        t.listen(0, "10.0.0.2".parse().unwrap(), 80).unwrap();
+        // A real client of instance 0 completes its handshake first.
+        let client = Ipv4Addr::new(192, 0, 2, 7);
+        t.rx(&syn_from(client, 1, "10.0.0.2"), 0);
+        let ack = |t: &mut Tables, sport, dst: &str, now| {
+            let f = tcp4(&client.to_string(), sport, dst, 80, TCP_ACK);
+            t.rx(&frame(MAC, PEER, 0x0800, &f), now)
+        };
+        ack(&mut t, 1, "10.0.0.2", 0);
+        // Then 10 times the table's capacity of spoofed SYNs, each a new
+        // flow, at instance 0.
+        for n in 0..10_240u32 {
+            let src = Ipv4Addr::from(0x0b00_0000 + n);
+            let d = t.rx(&syn_from(src, 1024 + (n % 50_000) as u16, "10.0.0.2"), 1000);
+            assert_eq!(d, Decision::Deliver { slot: 0, thread: 0 });
+        }
+        assert!(t.connections() <= 1024);
+        assert_eq!(t.counters.conn_table_full, 0);
+        assert!(t.counters.conn_evicted >= 10_240 - 512, "{:?}", t.counters);
+        // Instance 1 still takes new connections, all it may hold.
+        for p in 0..512u16 {
+            assert_eq!(
+                t.rx(&syn_from(client, 2000 + p, "10.0.0.3"), 1000),
+                Decision::Deliver { slot: 1, thread: 0 }
+            );
+            ack(&mut t, 2000 + p, "10.0.0.3", 1000);
+        }
+        assert_eq!(t.counters.conn_table_full + t.counters.conn_quota_full, 0);
+        // And a real client of instance 0 gets through its handshake
+        // during the flood.
+        t.rx(&syn_from(client, 2, "10.0.0.2"), 1000);
+        for n in 0..100u32 {
+            let src = Ipv4Addr::from(0x0c00_0000 + n);
+            t.rx(&syn_from(src, 1024, "10.0.0.2"), 1000);
+        }
+        ack(&mut t, 2, "10.0.0.2", 1000);
+        // The flood's entries are gone 5 s after their last segment; the
+        // established connections stay.
+        assert!(t.half_open() > 0);
+        while t.expire(5_999, 256) > 0 {}
+        assert!(t.half_open() > 0, "too early");
+        while t.expire(6_000, 256) > 0 {}
+        assert_eq!(t.half_open(), 0);
+        assert_eq!(t.connections(), 514, "{:?}", t.counters);
+        assert_eq!(t.thread_connections(0), &[2]);
+        assert_eq!(t.thread_connections(1), &[512]);
+    }
+
+    #[test]
+    fn an_instance_sending_syns_cannot_take_anothers_room() {
+        let mut t = two_instances(64);
+        for p in 0..1000u16 {
+            let syn = frame(
+                PEER,
+                MAC,
+                0x0800,
+                &tcp4("10.0.0.2", 10_000 + p, "10.0.0.100", 80, TCP_SYN),
+            );
+            assert_eq!(t.tx(0, 0, &syn, 0), Ok(()), "its frames still go out");
+        }
+        for p in 0..32u16 {
+            assert_eq!(
+                rx_tcp(&mut t, "10.0.0.3", 3000 + p, 80, TCP_SYN),
+                Decision::Deliver { slot: 1, thread: 0 }
+            );
+            rx_tcp(&mut t, "10.0.0.3", 3000 + p, 80, TCP_ACK);
+        }
+        assert_eq!(t.counters.conn_table_full + t.counters.conn_quota_full, 0);
+    }
+
+    #[test]
+    fn an_instance_at_its_share_of_established_connections_is_refused() {
         let mut t = tables();
         t.listen(0, "10.0.0.2".parse().unwrap(), 80).unwrap();
-        for p in 0..8 {
-            assert!(matches!(
-                rx_tcp(&mut t, "10.0.0.2", p, 80, TCP_SYN),
-                Decision::Deliver { .. }
-            ));
+        // Two instances, a table of 8: a share of 4.
+        for p in 0..4 {
+            rx_tcp(&mut t, "10.0.0.2", p, 80, TCP_SYN);
+            rx_tcp(&mut t, "10.0.0.2", p, 80, TCP_ACK);
         }
         assert_eq!(rx_tcp(&mut t, "10.0.0.2", 99, 80, TCP_SYN), Decision::Drop);
-        assert_eq!(t.counters.conn_table_full, 1);
+        assert_eq!(t.counters.conn_quota_full, 1);
     }
 
     #[test]

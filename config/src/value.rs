@@ -539,6 +539,27 @@ pub(crate) mod strategies {
     }
 }
 
+/// CPU numbers in ascending order written as runs: `[0, 1, 2, 5]` is
+/// `0-2,5` (the form `/sys/devices/system/cpu/online` uses). Any number of
+/// CPUs, unlike a [`CpuList`].
+pub fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
+            i += 1;
+        }
+        out.push(if cpus[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", cpus[i])
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

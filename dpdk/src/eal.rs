@@ -86,6 +86,14 @@ impl Eal {
         Ok(Eal { _private: () })
     }
 
+    /// Whether the EAL was initialised in this process.
+    pub fn is_initialised() -> bool {
+        matches!(
+            *STATE.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Ready(_)
+        )
+    }
+
     /// The process type the EAL settled on.
     pub fn process_type(&self) -> ProcessType {
         // SAFETY: the EAL is initialised (self exists).

@@ -10,6 +10,8 @@
 //!   handed out once as [`RxQueue`]/[`TxQueue`] values (DPDK queues are not
 //!   thread-safe, so each is `Send` but not `Sync`);
 //! - [`ring`]: `rte_ring`s carrying mbufs between threads and processes;
+//! - [`cleanup`]: what a primary whose start failed after the EAL came up
+//!   puts back (runtime directory, hugepage files);
 //! - [`af_packet`]: frames the kernel dropped at a `net_af_packet` port's
 //!   sockets, which that PMD does not count, so a port's `rx_missed` does.
 //!
@@ -17,6 +19,7 @@
 //! `rte_strerror` text for the `rte_errno` or negative return it gave.
 
 pub mod af_packet;
+pub mod cleanup;
 pub mod eal;
 pub mod error;
 pub mod mbuf;

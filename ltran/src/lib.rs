@@ -11,11 +11,11 @@
 //! - [`forward`]: the dispatcher loop over DPDK ports and rings;
 //! - [`control`]: the control socket (registration, `gazellectl ltran`);
 //! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig),
-//!   and the checks a start (and `ltran --check`) runs before DPDK;
-//! - [`cleanup`]: what a start that failed after the EAL came up puts back.
+//!   and the checks a start (and `ltran --check`) runs before DPDK; a
+//!   start that fails after the EAL came up puts back what it took
+//!   ([`dpdk::cleanup`]).
 
 pub mod bond;
-pub mod cleanup;
 pub mod conn_table;
 pub mod control;
 pub mod forward;

@@ -12,7 +12,6 @@ use dpdk::{Eal, Mempool, Port, PortConfig};
 use gazelle_config::{LtranConfig, PortMask};
 
 use crate::{
-    cleanup,
     control::{self, Control},
     forward::{BondMember, Dispatcher, Kni},
 };
@@ -160,7 +159,7 @@ fn check_eal_cpus(args: &[String], allowed: &[usize]) -> anyhow::Result<()> {
             if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
                 bail!(
                     "forward_kit_args: {opt} {value} names CPU {bad}, but ltran may only run on CPUs {} (the CPUs in this process's affinity mask)",
-                    fmt_cpus(allowed)
+                    gazelle_config::value::cpu_ranges(allowed)
                 );
             }
             break;
@@ -236,25 +235,6 @@ fn lcores_cpus(text: &str) -> Option<Vec<usize>> {
     Some(cpus)
 }
 
-/// `0-3,8`.
-fn fmt_cpus(cpus: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        out.push(if i == j {
-            cpus[i].to_string()
-        } else {
-            format!("{}-{}", cpus[i], cpus[j])
-        });
-        i = j + 1;
-    }
-    out.join(",")
-}
-
 /// Runs ltran until `quit` is set (SIGTERM, `gazellectl ltran quit`).
 ///
 /// A start that fails after the EAL came up puts back what the EAL took:
@@ -271,7 +251,7 @@ pub fn run(config: LtranConfig, opts: &Options, quit: Arc<AtomicBool>) -> anyhow
     let served = serve(eal, config, opts, quit, &args, &prefix);
     if served.is_err() {
         // Every DPDK object of the start is dropped by now.
-        cleanup::after_failed_start(&args, &prefix);
+        dpdk::cleanup::after_failed_start(&args, &prefix);
     }
     served
 }
@@ -423,7 +403,10 @@ mod tests {
         assert_eq!(cpu_mask("30"), Some(vec![4, 5]));
         assert_eq!(cpu_mask("0xg"), None);
         assert_eq!(lcores_cpus("1,2@3,(4-5)@(6,7)"), Some(vec![1, 3, 6, 7]));
-        assert_eq!(fmt_cpus(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+        assert_eq!(
+            gazelle_config::value::cpu_ranges(&[0, 1, 2, 5, 7, 8]),
+            "0-2,5,7-8"
+        );
     }
 
     #[test]

@@ -132,3 +132,53 @@ fn a_start_that_fails_after_the_eal_leaves_nothing_of_its_prefix() {
         assert!(left.is_empty(), "{what}: left behind {left:?}\n{err}");
     }
 }
+
+/// A `--config-file` that is not a regular file is refused at once: ltran
+/// used to read `/dev/zero` until it was killed for memory, and to hang on
+/// a FIFO nobody writes to.
+#[test]
+fn a_config_file_that_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ltran.toml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let run_dir = dir.path().join("run");
+    for (path, what) in [
+        (Path::new("/dev/zero"), "it is a character device"),
+        (fifo.as_path(), "it is a FIFO"),
+    ] {
+        for check in [true, false] {
+            let mut cmd = Command::new(LTRAN);
+            cmd.arg("--config-file")
+                .arg(path)
+                .arg("--run-dir")
+                .arg(&run_dir);
+            if check {
+                cmd.arg("--check");
+            }
+            let mut child = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("ltran still reading {} after 30 s", path.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success(), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!("cannot read {}: {what}", path.display())),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+}

@@ -187,6 +187,46 @@ pub enum StackError {
     /// A thread could not be created.
     #[error("starting stack thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// `num_cpus` names a CPU this process may not run on.
+    #[error("num_cpus = \"{num_cpus}\": CPU {cpu} is not one this process may run on (it may use {allowed})")]
+    CpuUnavailable {
+        /// The configured list.
+        num_cpus: String,
+        /// The first CPU of it that is missing.
+        cpu: u16,
+        /// The CPUs the process's affinity allows, as a list.
+        allowed: String,
+    },
+}
+
+/// The EAL arguments of a standalone lstack: `dpdk_args` after a program
+/// name.
+fn eal_args(config: &LstackConfig) -> Vec<String> {
+    std::iter::once("lstack".to_owned())
+        .chain(config.dpdk_args.iter().cloned())
+        .collect()
+}
+
+/// Checks, before anything starts, that every CPU of `num_cpus` is one this
+/// process may run on (its affinity mask: the machine's CPUs, less what
+/// taskset or a cgroup took away).
+fn check_cpus(config: &LstackConfig) -> Result<(), StackError> {
+    let Ok(allowed) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Ok(());
+    };
+    let usable: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    for &cpu in config.num_cpus.as_slice() {
+        if !usable.contains(&usize::from(cpu)) {
+            return Err(StackError::CpuUnavailable {
+                num_cpus: config.num_cpus.to_string(),
+                cpu,
+                allowed: gazelle_config::value::cpu_ranges(&usable),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the stack runs on: a NIC it owns, or ltran's rings.
@@ -251,8 +291,26 @@ impl Stack {
     /// `dpdk_args`, opens the port whose MAC is `devices` with one queue pair
     /// per `num_cpus` entry (fewer if the port has fewer queues), and runs one
     /// pinned stack thread per queue pair.
+    ///
+    /// Everything that can be checked before DPDK is: the configuration and
+    /// the CPUs of `num_cpus`. A start that fails after this process's EAL
+    /// came up as the primary puts back what the EAL took (its runtime
+    /// directory and hugepage files, [`dpdk::cleanup`]), so a failed start
+    /// leaves nothing of its `--file-prefix` behind.
     pub fn start(config: &LstackConfig, opts: StackOptions) -> Result<Stack, StackError> {
         config.validate()?;
+        check_cpus(config)?;
+        let eal_before = dpdk::Eal::is_initialised();
+        let started = Self::start_checked(config, opts);
+        if started.is_err() && !eal_before && !config.use_ltran && dpdk::Eal::is_initialised() {
+            // Every DPDK object of the start is dropped by now.
+            let args = eal_args(config);
+            dpdk::cleanup::after_failed_start(&args, &dpdk::cleanup::file_prefix(&args));
+        }
+        started
+    }
+
+    fn start_checked(config: &LstackConfig, opts: StackOptions) -> Result<Stack, StackError> {
         let want_threads = config.num_cpus.len() as u16;
         let Backend {
             eal,
@@ -420,8 +478,7 @@ impl Stack {
 
     /// Opens the NIC whose MAC is `devices` as the DPDK primary.
     fn open_port(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
-        let mut args = vec!["lstack".to_owned()];
-        args.extend(config.dpdk_args.iter().cloned());
+        let args = eal_args(config);
         // EAL pins the calling thread to its main lcore; unless the config
         // asks for that (gazelle's main_thread_affinity), give the
         // application its CPUs back so its threads are not all on one core.

@@ -162,3 +162,78 @@ fn refuses_a_config_that_is_not_a_regular_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A start that cannot succeed says why, and leaves nothing of DPDK behind:
+/// `num_cpus` naming a CPU the process may not use is refused before the
+/// EAL starts; a start that fails once the EAL is up (no port with the
+/// configured MAC) puts back the runtime directory and hugepage files of
+/// its `--file-prefix`.
+#[test]
+fn a_failed_start_says_why_and_leaves_nothing_behind() {
+    require_root();
+    let topo = Topology::new(TopologyOptions {
+        name_hint: "lfs".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    // Without --huge-unlink, so the hugepage files stay until removed.
+    let mut cfg = common::config_for(&topo, "lfs", &AfPacketEal::default());
+    cfg.dpdk_args.retain(|a| a != "--huge-unlink");
+    let prefix = dpdk::cleanup::file_prefix(&cfg.dpdk_args);
+    let huge_dir = cfg
+        .dpdk_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--huge-dir="))
+        .expect("the test config names its hugetlbfs")
+        .to_owned();
+    let leftovers = || -> Vec<String> {
+        let mut left = Vec::new();
+        let run_dir = Path::new("/var/run/dpdk").join(&prefix);
+        if run_dir.exists() {
+            left.push(run_dir.display().to_string());
+        }
+        for e in std::fs::read_dir(&huge_dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{prefix}map_")) {
+                left.push(name);
+            }
+        }
+        left
+    };
+    let dir = std::env::temp_dir().join(format!("lstack-echo-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |cfg: &gazelle_config::LstackConfig| {
+        let conf = dir.join("lstack.toml");
+        std::fs::write(&conf, cfg.to_toml_string()).unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", conf.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let mut cpus = cfg.clone();
+    cpus.num_cpus = "999".parse().unwrap();
+    let (code, stderr) = run(&cpus);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("num_cpus = \"999\": CPU 999 is not one this process may run on"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("EAL"), "the EAL started: {stderr}");
+    assert_eq!(leftovers(), Vec::<String>::new());
+
+    let mut no_port = cfg.clone();
+    no_port.devices = "02:00:00:00:99:99".parse().unwrap();
+    let (code, stderr) = run(&no_port);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no DPDK port has this MAC address"),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(), Vec::<String>::new(), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -52,11 +52,27 @@ pub fn after_failed_start(args: &[String], prefix: &str) {
     }
 }
 
+/// The `--file-prefix` EAL arguments `args` give (the last one), or DPDK's
+/// default, `rte`.
+pub fn file_prefix(args: &[String]) -> String {
+    let mut prefix = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--file-prefix" {
+            prefix = it.next().cloned();
+        } else if let Some(p) = a.strip_prefix("--file-prefix=") {
+            prefix = Some(p.to_owned());
+        }
+    }
+    prefix.unwrap_or_else(|| "rte".to_owned())
+}
+
 /// Where the EAL keeps the runtime files of `prefix`: `/var/run/dpdk/` for
 /// root, else `$XDG_RUNTIME_DIR/dpdk/` or `/tmp/dpdk/` (DPDK's
 /// `eal_create_runtime_dir`).
 fn runtime_dir(prefix: &str) -> PathBuf {
-    let base = if nix::unistd::getuid().is_root() {
+    // SAFETY: getuid cannot fail.
+    let base = if unsafe { libc::getuid() } == 0 {
         PathBuf::from("/var/run")
     } else {
         std::env::var_os("XDG_RUNTIME_DIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
@@ -105,6 +121,17 @@ fn is_hugepage_file_of(name: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_prefix_is_the_last_given_or_rte() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(file_prefix(&args(&["-l", "0"])), "rte");
+        assert_eq!(
+            file_prefix(&args(&["--file-prefix=a", "--file-prefix", "b"])),
+            "b"
+        );
+        assert_eq!(file_prefix(&args(&["--file-prefix", "x"])), "x");
+    }
 
     #[test]
     fn hugepage_files_of_a_prefix_and_no_other() {

@@ -20,7 +20,7 @@ use std::{
         unix::net::{UnixListener, UnixStream},
     },
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -143,12 +143,18 @@ impl Control {
     }
 }
 
+/// Requests answered at once, leases aside (each registration's lease is a
+/// connection of its own, bounded by `dispatch_max_clients`): one more is
+/// told ltran is busy.
+const MAX_REQUESTS_AT_ONCE: usize = 16;
+
 /// Serves `listener` until ltran quits (the thread is left to die with the
 /// process).
 pub fn serve(control: Arc<Control>, listener: UnixListener) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ltran-ctl".into())
         .spawn(move || {
+            let requests = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 if !server::allowed(&conn) {
@@ -157,16 +163,49 @@ pub fn serve(control: Arc<Control>, listener: UnixListener) -> std::io::Result<(
                     );
                     continue;
                 }
+                if requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS_AT_ONCE {
+                    requests.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(
+                        limit = MAX_REQUESTS_AT_ONCE,
+                        "control connection turned away: as many requests being answered as allowed"
+                    );
+                    let _ = conn.set_nonblocking(true);
+                    let message =
+                        "ltran is busy: answering as many requests as it takes at once; try again"
+                            .into();
+                    let _ = server::write_response(&conn, &Response::Error { message });
+                    continue;
+                }
                 let control = Arc::clone(&control);
-                let _ = std::thread::Builder::new()
+                let slot = Arc::clone(&requests);
+                let spawned = std::thread::Builder::new()
                     .name("ltran-conn".into())
-                    .spawn(move || connection(&control, conn));
+                    .spawn(move || connection(&control, conn, &slot));
+                if spawned.is_err() {
+                    requests.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })?;
     Ok(())
 }
 
-fn connection(control: &Arc<Control>, conn: UnixStream) {
+/// Answers one connection; `requests` counts it until it is answered or
+/// becomes a registration's lease.
+fn connection(control: &Arc<Control>, conn: UnixStream, requests: &AtomicUsize) {
+    struct Answered<'a>(Option<&'a AtomicUsize>);
+    impl Answered<'_> {
+        fn release(&mut self) {
+            if let Some(r) = self.0.take() {
+                r.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    impl Drop for Answered<'_> {
+        fn drop(&mut self) {
+            self.release();
+        }
+    }
+    let mut answered = Answered(Some(requests));
     let _ = conn.set_write_timeout(Some(LINE_DEADLINE));
     // The first line is due at once: its deadline runs from the connection.
     let mut lines = Lines::new(Some(Instant::now()));
@@ -199,6 +238,8 @@ fn connection(control: &Arc<Control>, conn: UnixStream) {
             Response::Ok
         }
         Ok(Request::Register(reg)) => {
+            // A lease: bounded by dispatch_max_clients, not by the requests.
+            answered.release();
             // What the instance sent after its registration stays in `lines`.
             session(control, conn, lines, reg);
             return;

@@ -188,3 +188,26 @@ fn a_trickled_line_closes_the_lease() {
     assert_closed(&lease);
     trickler.join().unwrap();
 }
+
+/// Connections that say nothing hold at most 16 request slots: the next
+/// one is told ltran is busy, a registration's lease does not count, and
+/// the slots come back as the silent ones are cut off.
+#[test]
+fn silent_connections_cannot_take_every_request_slot() {
+    let l = ltran("ltran-ctl-busy");
+    let (_lease, answer) = register(&l, registration("10.99.0.13", None));
+    assert!(matches!(answer, Response::Registered(_)), "{answer:?}");
+    let silent: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(&l.socket).unwrap())
+        .collect();
+    // ltran accepts in order: these 16 before the 17th below.
+    let err =
+        client::request(&l.socket, "ltran", Request::Ping, Duration::from_secs(10)).unwrap_err();
+    assert!(err.to_string().contains("ltran is busy"), "{err}");
+    drop(silent);
+    let answered = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        client::request(&l.socket, "ltran", Request::Ping, Duration::from_secs(10)).is_ok()
+    });
+    assert!(answered, "the slots never came back");
+}

@@ -123,17 +123,20 @@ mib_group! {
 mib_group! {
     /// The UDP group (RFC 1213 `udp`), for one family.
     UdpMib {
-        /// Datagrams delivered to a socket. A datagram a full socket
-        /// buffer then drops is counted here: smoltcp drops it silently.
+        /// Datagrams delivered to a socket.
         in_datagrams => "InDatagrams",
         /// Unicast datagrams for a port no socket takes (each answered
         /// with ICMP Port Unreachable).
         no_ports => "NoPorts",
         /// Datagrams received too short, with a length that disagrees with
-        /// IP, or a bad checksum.
+        /// IP, or a bad checksum, or for a socket whose receive buffer was
+        /// full.
         in_errors => "InErrors",
         /// Datagrams sent.
         out_datagrams => "OutDatagrams",
+        /// Datagrams dropped because the socket's receive buffer was full
+        /// (also in `InErrors`, as Linux counts them).
+        rcvbuf_errors => "RcvbufErrors",
     }
 }
 

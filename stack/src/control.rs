@@ -127,6 +127,7 @@ fn udp_mib(c: &UdpCounters) -> UdpMib {
         no_ports: c.no_ports.get(),
         in_errors: c.in_errors.get(),
         out_datagrams: c.out_datagrams.get(),
+        rcvbuf_errors: c.rcvbuf_errors.get(),
     }
 }
 

@@ -89,6 +89,7 @@ impl Shard {
                 orphans: Vec::new(),
                 conns: Vec::new(),
                 armed: Vec::new(),
+                udp_ports: HashMap::new(),
             }),
         }
     }
@@ -114,6 +115,23 @@ pub(crate) struct ShardInner {
     conns: Vec<(SocketHandle, tcp::State)>,
     /// Sockets with an empty receive queue whose next data is timed.
     pub(crate) armed: Vec<Armed>,
+    /// The UDP sockets of this shard by local port, to see whether a
+    /// datagram found room in its socket.
+    pub(crate) udp_ports: HashMap<u16, Vec<SocketHandle>>,
+}
+
+impl ShardInner {
+    /// Bytes queued for the application in the UDP sockets of `port`;
+    /// `None` when the shard has none.
+    fn udp_queued(&self, port: u16) -> Option<usize> {
+        let handles = self.udp_ports.get(&port)?;
+        Some(
+            handles
+                .iter()
+                .map(|h| self.sockets.get::<udp::Socket<'_>>(*h).recv_queue())
+                .sum(),
+        )
+    }
 }
 
 impl std::fmt::Debug for ShardInner {
@@ -1025,15 +1043,24 @@ impl Worker {
                 tx: &mut self.tx,
             };
             let iface = &mut self.iface;
-            let sockets = &mut inner.sockets;
-            if matches!(verdict, Verdict::Udp { .. }) {
+            if let Verdict::Udp { port } = verdict {
+                let inner = &mut *inner;
                 me.stats
                     .mib
                     .deliver_udp(seen.ip == Some(IpVersion::Ipv6), || {
-                        iface.poll_ingress_single(ts, &mut dev, sockets)
+                        // A datagram with data that a socket of its port
+                        // took without its queue growing met a full buffer.
+                        let before = if seen.data {
+                            inner.udp_queued(port)
+                        } else {
+                            None
+                        };
+                        let r = iface.poll_ingress_single(ts, &mut dev, &mut inner.sockets);
+                        let full = before.is_some() && inner.udp_queued(port) == before;
+                        (r, full)
                     });
             } else {
-                iface.poll_ingress_single(ts, &mut dev, sockets);
+                iface.poll_ingress_single(ts, &mut dev, &mut inner.sockets);
             }
             if seen.data && !inner.armed.is_empty() {
                 let arrival = match verdict {

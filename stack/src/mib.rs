@@ -118,6 +118,8 @@ pub struct UdpCounters {
     pub no_ports: Counter,
     /// `InErrors`.
     pub in_errors: Counter,
+    /// `RcvbufErrors`: datagrams a socket's full receive buffer dropped.
+    pub rcvbuf_errors: Counter,
     /// `OutDatagrams`.
     pub out_datagrams: Counter,
 }
@@ -230,7 +232,10 @@ impl Mib {
 
     /// Runs `deliver` (smoltcp ingesting one UDP datagram of the given
     /// family through a device whose frames go to [`Mib::count_tx`]) and
-    /// counts the datagram in `InDatagrams` or `NoPorts`.
+    /// counts the datagram in `InDatagrams` or `NoPorts`, or, when
+    /// `deliver` says a socket took it but its receive buffer was full (it
+    /// returns true with its result; smoltcp drops such a datagram
+    /// silently), in `InErrors` and `RcvbufErrors` as Linux does.
     ///
     /// smoltcp queues a datagram a socket takes and writes nothing; for one
     /// no socket takes it writes its answer at once: the Port Unreachable
@@ -242,12 +247,15 @@ impl Mib {
     /// Broadcast and multicast datagrams get no answer, so they count as
     /// delivered, as Linux counts them apart from `NoPorts`.
     #[inline]
-    pub fn deliver_udp<R>(&self, v6: bool, deliver: impl FnOnce() -> R) -> R {
+    pub fn deliver_udp<R>(&self, v6: bool, deliver: impl FnOnce() -> (R, bool)) -> R {
         let udp = self.family(v6).2;
         let (no_ports, frames) = (udp.no_ports.get(), self.frames_out.get());
-        let r = deliver();
+        let (r, buffer_full) = deliver();
         if udp.no_ports.get() == no_ports {
-            if self.frames_out.get() == frames {
+            if buffer_full {
+                udp.in_errors.incr();
+                udp.rcvbuf_errors.incr();
+            } else if self.frames_out.get() == frames {
                 udp.in_datagrams.incr();
             } else {
                 udp.no_ports.incr();
@@ -663,7 +671,7 @@ mod tests {
             } = self;
             let mut ingest = || iface.poll_ingress_single(Instant::from_secs(2), dev, sockets);
             if matches!(verdict, Verdict::Udp { .. }) {
-                mib.deliver_udp(seen.ip == Some(IpVersion::Ipv6), ingest);
+                mib.deliver_udp(seen.ip == Some(IpVersion::Ipv6), || (ingest(), false));
             } else {
                 ingest();
             }

@@ -376,6 +376,7 @@ impl Stack {
             ));
         }
         let handle = inner.sockets.add(sock);
+        inner.udp_ports.entry(addr.port()).or_default().push(handle);
         let rx_mark = RxMark::new();
         rx_mark.arm(&mut inner.armed, udp_rx(handle, addr.port()));
         drop(inner);
@@ -443,6 +444,7 @@ impl Stack {
         let handle = {
             let mut inner = shared.threads[thread].shards[shard].lock();
             let handle = inner.sockets.add(sock);
+            inner.udp_ports.entry(port).or_default().push(handle);
             rx_mark.arm(&mut inner.armed, udp_rx(handle, port));
             handle
         };
@@ -1280,6 +1282,17 @@ impl Drop for UdpSocket {
         let mut inner = self.stack.threads[self.thread].shards[self.shard].lock();
         if self.rx_mark.is_armed() {
             inner.armed.retain(|a| a.socket.handle != self.handle);
+        }
+        let port = inner
+            .sockets
+            .get::<udp::Socket<'_>>(self.handle)
+            .endpoint()
+            .port;
+        if let Some(handles) = inner.udp_ports.get_mut(&port) {
+            handles.retain(|h| *h != self.handle);
+            if handles.is_empty() {
+                inner.udp_ports.remove(&port);
+            }
         }
         inner.sockets.remove(self.handle);
     }

@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use lstack_bench::lstack_conf::LstackConf;
 use netns_testbed::{hugepages, AfPacketEal, ChildGuard, KernelTwin, Topology, TopologyOptions};
 
 /// Benchmark lstack against the Linux kernel stack, side by side.
@@ -77,13 +78,14 @@ impl Bench<'_> {
     /// A fresh lstack configuration file (each preloaded process is its own
     /// DPDK primary and needs its own file prefix).
     fn conf(&self) -> Result<PathBuf> {
-        let prefix = hugepages::dpdk_file_prefix("bench");
-        let cfg =
-            netns_testbed::lstack_config(self.topo, &self.huge, &AfPacketEal::default(), &prefix)?;
-        let path =
-            std::env::temp_dir().join(format!("lstack-bench-{}-{prefix}.toml", std::process::id()));
-        std::fs::write(&path, cfg.to_toml_string())?;
-        Ok(path)
+        let conf = LstackConf::write(
+            self.topo,
+            &self.huge,
+            &AfPacketEal::default(),
+            "lstack-bench",
+            |_| {},
+        )?;
+        Ok(conf.path)
     }
 
     /// Starts `cmd` and waits until the peer of `side` can connect to `port`.

@@ -1,13 +1,13 @@
 //! Counters read before and after a soak, to say where frames were lost:
 //! the lstack's own (over its control socket, what `gazellectl lstack show`
-//! prints), and the peer kernel's (`/proc/net/snmp`, `/proc/net/netstat`
+//! and `-s` print), and the peer kernel's (`/proc/net/snmp`, `/proc/net/netstat`
 //! and `ip -s link`, read inside the peer's namespace), the root
 //! namespace's veth end, and the machine's softnet backlog drops.
 
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use gazelle_ctl_proto::{client, LstackStats, Request, Response};
+use gazelle_ctl_proto::{client, LstackSnmp, LstackStats, Request, Response, Snmp};
 use netns_testbed::{run_checked, Topology};
 use serde::Serialize;
 
@@ -54,7 +54,7 @@ pub const PEER_MIB: &[&str] = &[
 
 /// Words in a MIB counter's name that make it worth showing when it
 /// changed, though it is not in [`PEER_MIB`].
-const LOSS_WORDS: &[&str] = &[
+pub const LOSS_WORDS: &[&str] = &[
     "Drop", "Prune", "Discard", "Err", "Retrans", "Fail", "Overflow", "Abort", "Timeout", "Loss",
     "Lost",
 ];
@@ -226,6 +226,39 @@ pub fn lstack_stats(socket: &Path) -> Result<LstackStats> {
     }
 }
 
+/// The lstack's MIB-2 counters, all threads added up, from its control
+/// socket at `socket`.
+pub fn lstack_snmp(socket: &Path) -> Result<Snmp> {
+    match client::request(
+        socket,
+        "lstack",
+        Request::LstackSnmp,
+        Duration::from_secs(5),
+    )? {
+        Response::LstackSnmp(s) => Ok(LstackSnmp::with_total(s).total),
+        other => bail!("lstack answered LstackSnmp with {other:?}"),
+    }
+}
+
+/// Every counter of `after` minus `before`, by `Group.Name`.
+pub fn snmp_since(before: &Snmp, after: &Snmp) -> BTreeMap<String, u64> {
+    let before: BTreeMap<String, u64> = flatten(before).collect();
+    flatten(after)
+        .map(|(k, v)| {
+            let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .collect()
+}
+
+fn flatten(s: &Snmp) -> impl Iterator<Item = (String, u64)> {
+    s.sections().into_iter().flat_map(|(group, entries)| {
+        entries
+            .into_iter()
+            .map(move |(name, v)| (format!("{group}.{name}"), v))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +326,20 @@ TcpExt: 0 5 7 9 11
             }
         );
         assert!(parse_link(b"[]").is_err());
+    }
+
+    #[test]
+    fn lstack_mib_differences_name_every_counter() {
+        let mut before = Snmp::default();
+        before.tcp.in_segs = 10;
+        let mut after = before;
+        after.tcp.in_segs = 25;
+        after.udp.in_errors = 2;
+        let d = snmp_since(&before, &after);
+        assert_eq!(d["Tcp.InSegs"], 15);
+        assert_eq!(d["Udp.InErrors"], 2);
+        assert_eq!(d["Ip.InHdrErrors"], 0);
+        assert!(d.contains_key("TcpExt.ListenOverflows"), "{d:?}");
     }
 
     #[test]

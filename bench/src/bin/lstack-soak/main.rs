@@ -37,7 +37,7 @@ use lstack_bench::{
 use netns_testbed::{hugepages, AfPacketEal, ChildGuard, Topology, TopologyOptions};
 
 use crate::{
-    counters::{lstack_stats, KernelSnapshot},
+    counters::{lstack_snmp, lstack_stats, snmp_since, KernelSnapshot},
     report::Report,
 };
 
@@ -226,6 +226,7 @@ fn soak(
     interrupt::install()?;
 
     let lstack_before = lstack_stats(&socket).context("asking lstack-echo for its counters")?;
+    let mib_before = lstack_snmp(&socket).context("asking lstack-echo for its MIB counters")?;
     let kernel_before = KernelSnapshot::read(topo)?;
     let machine_before = MachineCpu::read()?;
     let cpu = CpuWindow::start(&[server.id(), std::process::id()])?;
@@ -302,6 +303,7 @@ fn soak(
     }
 
     let lstack_after = lstack_stats(&socket).context("asking lstack-echo for its counters")?;
+    let mib_after = lstack_snmp(&socket).context("asking lstack-echo for its MIB counters")?;
     let kernel_after = KernelSnapshot::read(topo)?;
     let machine = MachineCpu::read()?.since(&machine_before);
     let secs = cpu.seconds()?;
@@ -343,9 +345,14 @@ fn soak(
         },
         tcp,
         udp,
-        lstack: report::lstack_drops(&lstack_before, &lstack_after),
+        lstack: report::lstack_drops(
+            &lstack_before,
+            &lstack_after,
+            snmp_since(&mib_before, &mib_after),
+        ),
         kernel: report::kernel_drops(&kernel_before, &kernel_after),
         cpu: report::CpuReport {
+            window_s: window,
             lstack_echo_s: secs[0],
             lstack_echo_cpus: secs[0] / window,
             load_generator_s: secs[1],

@@ -7,7 +7,7 @@ use gazelle_ctl_proto::{LstackStats, ThreadCounters};
 use serde::Serialize;
 
 use crate::{
-    counters::{KernelSnapshot, LinkCounters},
+    counters::{KernelSnapshot, LinkCounters, LOSS_WORDS},
     tcp::ConnResult,
     udp::UdpResult,
 };
@@ -147,6 +147,9 @@ pub struct LstackDrops {
     pub drops_by_reason: BTreeMap<String, u64>,
     /// The same per stack thread.
     pub threads: Vec<ThreadDrops>,
+    /// Its MIB-2 counters (`gazellectl lstack show -s`), by `Group.Name`:
+    /// header, checksum and port errors among them.
+    pub mib: BTreeMap<String, u64>,
 }
 
 /// One stack thread's drops over the soak.
@@ -175,9 +178,12 @@ pub struct KernelDrops {
     pub softnet_dropped: u64,
 }
 
-/// CPU each side consumed over the soak.
+/// CPU each side consumed over the soak (from just before the connections
+/// open to just after the last echo drained).
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
+    /// Length of that window, seconds: the denominator of the shares.
+    pub window_s: f64,
     /// lstack-echo's user + system time, seconds.
     pub lstack_echo_s: f64,
     /// The same as a share of one CPU.
@@ -277,8 +283,13 @@ fn drops_since(
         .collect()
 }
 
-/// The lstack part of the report: `after` minus `before`.
-pub fn lstack_drops(before: &LstackStats, after: &LstackStats) -> LstackDrops {
+/// The lstack part of the report: `after` minus `before`, of its counters
+/// and of its MIB-2 counters `mib`.
+pub fn lstack_drops(
+    before: &LstackStats,
+    after: &LstackStats,
+    mib: BTreeMap<String, u64>,
+) -> LstackDrops {
     let (p0, p1) = (&before.port, &after.port);
     let d = |a: u64, b: u64| a.saturating_sub(b);
     let thread = |i: usize, t: &ThreadCounters| {
@@ -315,6 +326,7 @@ pub fn lstack_drops(before: &LstackStats, after: &LstackStats) -> LstackDrops {
         conn_limit_refused: d(t1.conn_limit_refused, t0.conn_limit_refused),
         drops_by_reason: drops_since(&t1.drops, &t0.drops),
         threads,
+        mib,
     }
 }
 
@@ -454,6 +466,23 @@ impl Report {
             l.conn_limit_refused,
             reasons.join(" ")
         );
+        let lstack_mib: Vec<String> = l
+            .mib
+            .iter()
+            .filter(|(name, v)| **v != 0 && LOSS_WORDS.iter().any(|w| name.contains(w)))
+            .map(|(name, v)| format!("{name}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  lstack MIB:    segments in {} out {}; errors: {}",
+            l.mib.get("Tcp.InSegs").unwrap_or(&0),
+            l.mib.get("Tcp.OutSegs").unwrap_or(&0),
+            if lstack_mib.is_empty() {
+                "none".to_owned()
+            } else {
+                lstack_mib.join(" ")
+            }
+        );
         for (name, link) in [("peer veth", &k.peer_link), ("stack veth", &k.host_link)] {
             let _ = writeln!(
                 o,
@@ -492,14 +521,15 @@ impl Report {
         let _ = writeln!(
             o,
             "cpu:  lstack-echo {:.1} s ({:.2} CPUs), load generator {:.1} s ({:.2} CPUs), \
-             interrupts {:.1} s; machine {:.0} % busy of {} CPUs",
+             interrupts {:.1} s; machine {:.0} % busy of {} CPUs (over {:.0} s)",
             c.lstack_echo_s,
             c.lstack_echo_cpus,
             c.load_generator_s,
             c.load_generator_cpus,
             c.machine_interrupts_s,
             c.machine_busy_share * 100.0,
-            c.cpus
+            c.cpus,
+            c.window_s
         );
         if self.verdict.ok {
             let _ = writeln!(o, "verdict: ok");
@@ -583,7 +613,7 @@ mod tests {
         after.threads[0].tx_dropped = 4;
         after.threads[0].drops.insert("Malformed".into(), 5);
         after.threads[0].drops.insert("NotForUs".into(), 1);
-        let l = lstack_drops(&before, &after);
+        let l = lstack_drops(&before, &after, BTreeMap::new());
         assert_eq!((l.rx_missed, l.rx_missed_pct), (100, 25.0));
         assert_eq!(l.tx_dropped, 4);
         assert_eq!(l.drops_by_reason["Malformed"], 3);
@@ -597,6 +627,7 @@ mod tests {
             "tx_nombuf",
             "steer_dropped",
             "drops_by_reason",
+            "mib",
         ] {
             assert!(json.get(key).is_some(), "{key} missing: {json}");
         }

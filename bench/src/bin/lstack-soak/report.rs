@@ -377,6 +377,28 @@ pub fn verdict(tcp: &TcpReport, udp: &UdpReport, max_stall: Duration) -> Verdict
     }
 }
 
+/// A line of MIB counters: segments in and out, then every other counter
+/// that changed and that `show` picks.
+fn mib_line(o: &mut String, label: &str, counters: &[(&str, i64)], show: impl Fn(&str) -> bool) {
+    let get = |key: &str| counters.iter().find(|(k, _)| *k == key).map_or(0, |c| c.1);
+    let changed: Vec<String> = counters
+        .iter()
+        .filter(|(k, v)| *v != 0 && !k.ends_with("InSegs") && !k.ends_with("OutSegs") && show(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  {label} segments in {} out {}; changed: {}",
+        get("Tcp.InSegs"),
+        get("Tcp.OutSegs"),
+        if changed.is_empty() {
+            "none".to_owned()
+        } else {
+            changed.join(" ")
+        }
+    );
+}
+
 fn gb(bytes: u64) -> f64 {
     bytes as f64 / 1e9
 }
@@ -440,7 +462,7 @@ impl Report {
         let _ = writeln!(o, "where frames were lost:");
         let _ = writeln!(
             o,
-            "  lstack port:   rx {} tx {}; rx_missed {} ({:.2} % of arrivals: af_packet ring \
+            "  lstack port:    rx {} tx {}; rx_missed {} ({:.2} % of arrivals: af_packet ring \
              full), rx_nombuf {}, rx_errors {}, tx_errors {}",
             l.rx_packets,
             l.tx_packets,
@@ -466,27 +488,16 @@ impl Report {
             l.conn_limit_refused,
             reasons.join(" ")
         );
-        let lstack_mib: Vec<String> = l
-            .mib
-            .iter()
-            .filter(|(name, v)| **v != 0 && LOSS_WORDS.iter().any(|w| name.contains(w)))
-            .map(|(name, v)| format!("{name}={v}"))
-            .collect();
-        let _ = writeln!(
-            o,
-            "  lstack MIB:    segments in {} out {}; errors: {}",
-            l.mib.get("Tcp.InSegs").unwrap_or(&0),
-            l.mib.get("Tcp.OutSegs").unwrap_or(&0),
-            if lstack_mib.is_empty() {
-                "none".to_owned()
-            } else {
-                lstack_mib.join(" ")
-            }
-        );
+        let lstack_mib: Vec<(&str, i64)> =
+            l.mib.iter().map(|(k, v)| (k.as_str(), *v as i64)).collect();
+        mib_line(&mut o, "lstack MIB:    ", &lstack_mib, |name| {
+            LOSS_WORDS.iter().any(|w| name.contains(w))
+        });
         for (name, link) in [("peer veth", &k.peer_link), ("stack veth", &k.host_link)] {
             let _ = writeln!(
                 o,
-                "  {name}:     rx {} (dropped {}, errors {}), tx {} (dropped {}, errors {})",
+                "  {:<16}rx {} (dropped {}, errors {}), tx {} (dropped {}, errors {})",
+                format!("{name}:"),
                 link.rx_packets,
                 link.rx_dropped,
                 link.rx_errors,
@@ -495,27 +506,11 @@ impl Report {
                 link.tx_errors
             );
         }
-        let mib: Vec<String> = k
-            .peer_mib
-            .iter()
-            .filter(|(name, _)| !name.ends_with("InSegs") && !name.ends_with("OutSegs"))
-            .filter(|(_, v)| **v != 0)
-            .map(|(name, v)| format!("{name}={v}"))
-            .collect();
+        let peer_mib: Vec<(&str, i64)> = k.peer_mib.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        mib_line(&mut o, "peer kernel:   ", &peer_mib, |_| true);
         let _ = writeln!(
             o,
-            "  peer kernel:   segments in {} out {}; changed: {}",
-            k.peer_mib.get("Tcp.InSegs").unwrap_or(&0),
-            k.peer_mib.get("Tcp.OutSegs").unwrap_or(&0),
-            if mib.is_empty() {
-                "none".to_owned()
-            } else {
-                mib.join(" ")
-            }
-        );
-        let _ = writeln!(
-            o,
-            "  machine:       softnet backlog drops {}",
+            "  machine:        softnet backlog drops {}",
             k.softnet_dropped
         );
         let _ = writeln!(

@@ -13,6 +13,7 @@
 //! not absolute numbers. Needs root.
 
 use std::{
+    cell::RefCell,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -51,6 +52,19 @@ struct Bench<'a> {
     tools: PathBuf,
     huge: hugepages::HugeEnv,
     runs: usize,
+    /// The configurations written so far, removed (with their DPDK
+    /// runtime directories) when the benchmark ends.
+    confs: RefCell<Vec<LstackConf>>,
+}
+
+impl Drop for Bench<'_> {
+    fn drop(&mut self) {
+        for conf in self.confs.get_mut().drain(..) {
+            if let Err(e) = conf.remove() {
+                eprintln!("lstack-bench: {e:#}");
+            }
+        }
+    }
 }
 
 impl Bench<'_> {
@@ -85,7 +99,9 @@ impl Bench<'_> {
             "lstack-bench",
             |_| {},
         )?;
-        Ok(conf.path)
+        let path = conf.path.clone();
+        self.confs.borrow_mut().push(conf);
+        Ok(path)
     }
 
     /// Starts `cmd` and waits until the peer of `side` can connect to `port`.
@@ -316,6 +332,7 @@ fn run(args: Args) -> Result<()> {
         tools,
         huge,
         runs: if args.quick { 400 } else { 4000 },
+        confs: RefCell::default(),
     };
 
     let mut rows = Vec::new();

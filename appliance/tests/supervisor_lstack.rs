@@ -251,7 +251,7 @@ fn ltran_first_then_redis_behind_it_restarted_and_stopped_in_reverse() {
     let mac = topo.stack_mac.to_string();
     // ltran owns the veth (one port, one bond); redis runs behind it.
     let ltran: toml::Table = toml::from_str(&format!(
-        r#"forward_kit_args = ["-l", "0", "--no-pci", "--no-telemetry", "--file-prefix={prefix}", "--huge-dir={huge}", "--socket-limit=192", "--log-level=*:notice", "--vdev=net_af_packet0,iface={iface},blocksz=4096,framesz=2048,framecnt=2048"]
+        r#"forward_kit_args = ["-l", "0", "--no-pci", "--no-telemetry", "--file-prefix={prefix}", "--huge-dir={huge}", "--socket-limit=192", "--log-level=*:notice", "--vdev=net_af_packet0,iface={iface},blocksz=4096,framesz=2048,framecnt=16384"]
 dispatch_max_clients = 4
 dispatch_subnet = "{a}.{b}.{c}.0"
 dispatch_subnet_length = 8

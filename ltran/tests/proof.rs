@@ -106,7 +106,7 @@ impl Bed {
         let o = self.topo.stack_ip4.octets();
         let vdev = |i: usize, iface: &str| {
             format!(
-                "\"--vdev=net_af_packet{i},iface={iface},blocksz=4096,framesz=2048,framecnt=2048\""
+                "\"--vdev=net_af_packet{i},iface={iface},blocksz=4096,framesz=2048,framecnt=16384\""
             )
         };
         let text = format!(

@@ -13,6 +13,7 @@
 //! not absolute numbers. Needs root.
 
 use std::{
+    cell::RefCell,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -20,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use lstack_bench::lstack_conf::LstackConf;
 use netns_testbed::{hugepages, AfPacketEal, ChildGuard, KernelTwin, Topology, TopologyOptions};
 
 /// Benchmark lstack against the Linux kernel stack, side by side.
@@ -50,6 +52,19 @@ struct Bench<'a> {
     tools: PathBuf,
     huge: hugepages::HugeEnv,
     runs: usize,
+    /// The configurations written so far, removed (with their DPDK
+    /// runtime directories) when the benchmark ends.
+    confs: RefCell<Vec<LstackConf>>,
+}
+
+impl Drop for Bench<'_> {
+    fn drop(&mut self) {
+        for conf in self.confs.get_mut().drain(..) {
+            if let Err(e) = conf.remove() {
+                eprintln!("lstack-bench: {e:#}");
+            }
+        }
+    }
 }
 
 impl Bench<'_> {
@@ -77,12 +92,15 @@ impl Bench<'_> {
     /// A fresh lstack configuration file (each preloaded process is its own
     /// DPDK primary and needs its own file prefix).
     fn conf(&self) -> Result<PathBuf> {
-        let prefix = hugepages::dpdk_file_prefix("bench");
-        let cfg =
-            netns_testbed::lstack_config(self.topo, &self.huge, &AfPacketEal::default(), &prefix)?;
-        let path =
-            std::env::temp_dir().join(format!("lstack-bench-{}-{prefix}.toml", std::process::id()));
-        std::fs::write(&path, cfg.to_toml_string())?;
+        let conf = LstackConf::write(
+            self.topo,
+            &self.huge,
+            &AfPacketEal::default(),
+            "lstack-bench",
+            |_| {},
+        )?;
+        let path = conf.path.clone();
+        self.confs.borrow_mut().push(conf);
         Ok(path)
     }
 
@@ -314,6 +332,7 @@ fn run(args: Args) -> Result<()> {
         tools,
         huge,
         runs: if args.quick { 400 } else { 4000 },
+        confs: RefCell::default(),
     };
 
     let mut rows = Vec::new();

@@ -185,7 +185,7 @@ pub const TEST_INSTANCE: &str = env!("CARGO_BIN_EXE_ltran-test-instance");
 
 /// A `net_af_packet` vdev on kernel interface `iface`.
 pub fn af_packet_vdev(i: usize, iface: &str) -> String {
-    format!("--vdev=net_af_packet{i},iface={iface},blocksz=4096,framesz=2048,framecnt=2048")
+    format!("--vdev=net_af_packet{i},iface={iface},blocksz=4096,framesz=2048,framecnt=16384")
 }
 
 /// A registered `ltran-test-instance`, driven over its stdin.

@@ -31,7 +31,6 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -39,6 +38,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gazelle_config::{LtranConfig, MacAddr, PortMask};
 use gazelle_ctl_proto::{client, DispatchCounters, LtranStats, Request, Response};
+use lstack_bench::{cpu::CpuWindow, interrupt};
 use netns_testbed::{hugepages, ChildGuard};
 
 /// Measure ltran's dispatch rate beside dpdk-testpmd's io forwarding.
@@ -85,12 +85,6 @@ const LTRAN_TX_MBUFS: u32 = 1024;
 const HUGEPAGES_NEEDED: u64 = 64;
 const HUGE_DIR: &str = "/dev/hugepages";
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
 fn main() {
     let args = Args::parse();
     let result = match args.role {
@@ -109,7 +103,7 @@ fn main() {
 fn sleep(d: Duration) -> Result<()> {
     let end = Instant::now() + d;
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if interrupt::interrupted() {
             bail!("interrupted");
         }
         let now = Instant::now();
@@ -337,61 +331,6 @@ struct Measured {
     cpu_gen: f64,
     cpu_fwd: f64,
     cpu_sink: Option<f64>,
-}
-
-/// CPU ticks (user + system) a process has used.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(") ")
-        .map(|(_, r)| r)
-        .context("unreadable /proc/PID/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        f.get(i)
-            .and_then(|v| v.parse().ok())
-            .context("unreadable /proc/PID/stat")
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// CPU use of several processes over a window.
-#[derive(Debug)]
-struct CpuWindow {
-    pids: Vec<u32>,
-    start: Vec<u64>,
-    at: Instant,
-}
-
-impl CpuWindow {
-    fn start(pids: &[u32]) -> Result<Self> {
-        Ok(Self {
-            pids: pids.to_vec(),
-            start: pids.iter().map(|&p| cpu_ticks(p)).collect::<Result<_>>()?,
-            at: Instant::now(),
-        })
-    }
-
-    /// Share of one CPU each process used since `start`.
-    fn shares(&self) -> Result<Vec<f64>> {
-        let secs = self.at.elapsed().as_secs_f64() * clock_ticks_per_sec();
-        self.pids
-            .iter()
-            .zip(&self.start)
-            .map(|(&p, &s)| Ok((cpu_ticks(p)? - s) as f64 / secs))
-            .collect()
-    }
 }
 
 /// The generator's counters: `[sent, received, t_ns, bursts, full]`.
@@ -861,14 +800,7 @@ fn run(args: &Args) -> Result<()> {
     if find_program("stdbuf").is_none() {
         bail!("stdbuf (coreutils) not found: it keeps testpmd's output line-buffered");
     }
-    for sig in [
-        nix::sys::signal::SIGINT,
-        nix::sys::signal::SIGTERM,
-        nix::sys::signal::SIGHUP,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal)) }?;
-    }
+    interrupt::install()?;
     let huge = hugepages::ensure(HUGEPAGES_NEEDED)?;
     if huge.huge_dir != Path::new(HUGE_DIR) {
         bail!(

@@ -1,0 +1,56 @@
+//! An lstack configuration file for a topology's `net_af_packet` port.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gazelle_config::LstackConfig;
+use netns_testbed::{hugepages, AfPacketEal, HugeEnv, Topology};
+
+/// A written lstack configuration: where it is and the DPDK file prefix it
+/// gives its process (each DPDK primary needs its own).
+#[derive(Debug)]
+pub struct LstackConf {
+    /// The TOML file.
+    pub path: PathBuf,
+    /// Its EAL `--file-prefix`.
+    pub prefix: String,
+    /// What the file says.
+    pub config: LstackConfig,
+}
+
+impl LstackConf {
+    /// Writes a fresh configuration for a stack on `topo.host_if` with
+    /// `eal`'s `net_af_packet` settings (see [`netns_testbed::lstack_config`]),
+    /// changed by `adjust` and validated, to a temporary file named after
+    /// `tag` and this process.
+    pub fn write(
+        topo: &Topology,
+        huge: &HugeEnv,
+        eal: &AfPacketEal,
+        tag: &str,
+        adjust: impl FnOnce(&mut LstackConfig),
+    ) -> Result<Self> {
+        let prefix = hugepages::dpdk_file_prefix(tag);
+        let mut config = netns_testbed::lstack_config(topo, huge, eal, &prefix)?;
+        adjust(&mut config);
+        config
+            .validate()
+            .context("the adjusted lstack configuration")?;
+        let path = std::env::temp_dir().join(format!("{tag}-{}-{prefix}.toml", std::process::id()));
+        std::fs::write(&path, config.to_toml_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self {
+            path,
+            prefix,
+            config,
+        })
+    }
+
+    /// Removes the file and the runtime directory EAL left for the prefix
+    /// (call once the process that read it has exited).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_file(&self.path)
+            .with_context(|| format!("removing {}", self.path.display()))?;
+        hugepages::remove_dpdk_runtime_dir(&self.prefix)
+    }
+}

@@ -606,16 +606,28 @@ fn remove_leftover_netns(ns: &str) -> anyhow::Result<()> {
 }
 
 /// An interface index for the host end of a veth pair (see [`create_link`]): above
-/// the small sequential ones the kernel hands out, with random high bits, and low 16
-/// bits that start at a random value per process and then count up, so that the links
-/// of one process never share a fanout group and those of two processes rarely do.
+/// the small sequential ones the kernel hands out, with random high bits and random
+/// low 16 bits that no other link of this process has had.
+///
+/// DPDK's af_packet PMD joins the fanout group `(pid ^ ifindex) & 0xffff`. A process
+/// opening several of our links (ltran's bond ports) gets distinct groups because the
+/// low bits differ; two DPDK processes on two links collide only if the XOR of their
+/// pids equals the XOR of the links' low bits. Low bits that counted up from one
+/// random start made that XOR tiny, like that of two sequential pids: two children
+/// started one after the other on two topologies of one test collided often. Random
+/// low bits make it 1 in 65536, whatever the pids.
 fn host_ifindex() -> u32 {
-    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    static SERIAL: AtomicU32 = AtomicU32::new(0);
-    let base = *BASE.get_or_init(|| fastrand::u32(..));
-    let low = base.wrapping_add(SERIAL.fetch_add(1, Ordering::Relaxed)) & 0xffff;
+    static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    let low = loop {
+        let low = fastrand::u16(..);
+        if !used.contains(&low) || used.len() >= 1 << 15 {
+            break low;
+        }
+    };
+    used.push(low);
     // 2..245 << 16: from 131072 to just under 16 million.
-    (fastrand::u32(2..245) << 16) | low
+    (fastrand::u32(2..245) << 16) | u32::from(low)
 }
 
 /// Creates one veth pair with its peer end inside `ns`, registering it for cleanup at
@@ -639,8 +651,7 @@ fn create_link(
     // sockets to the fanout group `(pid ^ ifindex) & 0xffff`, and fanout groups are
     // per network namespace: two DPDK processes on different host ends whose pid and
     // ifindex happen to XOR to the same group fail with EINVAL ("could not set
-    // PACKET_FANOUT"). Tests start processes and create links in step, so sequential
-    // indexes collided now and then; randomised low bits make it a 1 in 65536 chance.
+    // PACKET_FANOUT"). Random low bits make that a 1 in 65536 chance.
     let mut index = host_ifindex();
     let mut attempt = 0;
     loop {

@@ -314,9 +314,23 @@ fn parallel_topologies_do_not_collide() {
         let index = ifindex(&topo.host_if);
         assert!(index >= 100_000, "{} has ifindex {index}", topo.host_if);
     }
-    // One process's links never share the low 16 bits (its pid is the same for all).
+    // One process's links never share the low 16 bits (its pid is the same for all),
+    // and those bits are not a count: two DPDK children started one after the other
+    // (pids p, p + 1) on the two links must not land in one fanout group, which
+    // needs (ia ^ ib) & 0xffff to differ from p ^ (p + 1), a small number.
     let (ia, ib) = (ifindex(&a.host_if), ifindex(&b.host_if));
     assert_ne!(ia & 0xffff, ib & 0xffff, "ifindexes {ia} and {ib}");
+    let more: Vec<u32> = (0..6)
+        .map(|_| {
+            let t = build();
+            ifindex(&t.host_if) & 0xffff
+        })
+        .collect();
+    let small_xors = more.windows(2).filter(|w| (w[0] ^ w[1]) < 16).count();
+    assert!(
+        small_xors < 3,
+        "low bits of successive links look like a count: {more:?}"
+    );
     // Same addresses, different namespaces.
     for topo in [&a, &b] {
         topo.run(["ping", "-c", "1", "-W", "2", &topo.remote_ip4.to_string()])

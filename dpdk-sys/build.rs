@@ -60,6 +60,7 @@ fn main() {
         .allowlist_function("rte_pktmbuf_pool_create|rte_pktmbuf_pool_create_by_ops|rte_mempool_(free|lookup|avail_count|in_use_count)")
         .allowlist_function("rte_ring_(create|free|lookup)")
         .allowlist_function("rte_lcore_count|rte_socket_id|rte_log_set_global_level|rte_thread_set_affinity")
+        .allowlist_function("rte_eth_dev_rx_intr_(enable|disable|ctl_q_get_fd)")
         .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_ether_addr|rte_eth_link|rte_eth_rxconf|rte_eth_txconf|rte_proc_type_t")
         .allowlist_var("RTE_ETHER_ADDR_LEN|RTE_MAX_ETHPORTS|RTE_ETH_NAME_MAX_LEN|RING_F_.*|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_ETH_LINK_.*|RTE_MEMPOOL_CACHE_MAX_SIZE|SOCKET_ID_ANY|RTE_ETH_MQ_RX_RSS|RTE_LOG_.*")
         .opaque_type("rte_mbuf|rte_mempool|rte_ring")

@@ -22,7 +22,19 @@ static DROPS: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
 /// every burst.
 pub fn socket_drops(ifindex: u32) -> u64 {
     let mut sums = DROPS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fresh = 0u64;
+    let fresh: u64 = socket_fds(ifindex)
+        .into_iter()
+        .map(|fd| u64::from(take_drops(fd).unwrap_or(0)))
+        .sum();
+    let total = sums.entry(ifindex).or_default();
+    *total += fresh;
+    *total
+}
+
+/// This process's packet sockets bound to interface `ifindex`: the PMD's,
+/// whose receive ring makes them poll readable while frames wait.
+pub fn socket_fds(ifindex: u32) -> Vec<RawFd> {
+    let mut fds = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc/self/fd") {
         for entry in dir.flatten() {
             let Some(fd) = entry
@@ -39,13 +51,11 @@ pub fn socket_drops(ifindex: u32) -> u64 {
                     .starts_with(b"socket:")
             });
             if is_socket && bound_packet_socket(fd) == Some(ifindex) {
-                fresh += u64::from(take_drops(fd).unwrap_or(0));
+                fds.push(fd);
             }
         }
     }
-    let total = sums.entry(ifindex).or_default();
-    *total += fresh;
-    *total
+    fds
 }
 
 /// The interface a packet socket `fd` is bound to; `None` for any other fd.

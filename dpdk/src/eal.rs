@@ -86,6 +86,11 @@ impl Eal {
         Ok(Eal { _private: () })
     }
 
+    /// The handle, if the EAL was initialised in this process.
+    pub fn current() -> Option<Eal> {
+        Self::is_initialised().then_some(Eal { _private: () })
+    }
+
     /// Whether the EAL was initialised in this process.
     pub fn is_initialised() -> bool {
         matches!(

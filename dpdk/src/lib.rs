@@ -32,7 +32,10 @@ pub use eal::Eal;
 pub use error::DpdkError;
 pub use mbuf::{Mbuf, MbufBatch, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue, MAX_ETHPORTS};
+pub use port::{
+    wait_for_frames, LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, RxWakeup, TxQueue,
+    Woken, MAX_ETHPORTS,
+};
 pub use ring::Ring;
 
 /// Reads the CPU's time-stamp counter (cheap, monotonic on constant-TSC CPUs).

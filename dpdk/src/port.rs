@@ -28,6 +28,10 @@ pub struct PortConfig {
     pub promiscuous: bool,
     /// Use receive and transmit checksum offloads where the port has them.
     pub checksum_offload: bool,
+    /// Ask for receive interrupts, so a thread can sleep until frames
+    /// arrive ([`RxQueue::wakeup`]); a port that has none is configured
+    /// without them.
+    pub rx_interrupts: bool,
 }
 
 impl Default for PortConfig {
@@ -39,6 +43,7 @@ impl Default for PortConfig {
             tx_desc: 1024,
             promiscuous: false,
             checksum_offload: true,
+            rx_interrupts: false,
         }
     }
 }
@@ -70,6 +75,11 @@ pub struct PortInfo {
     pub tx_offloads: u64,
     /// NUMA socket of the device (-1 if unknown).
     pub socket: i32,
+    /// The kernel interface behind the port (`net_af_packet`, `net_tap`,
+    /// `net_af_xdp`...), 0 if none.
+    pub if_index: u32,
+    /// Receive interrupts were configured.
+    pub rx_interrupts: bool,
 }
 
 impl PortInfo {
@@ -231,8 +241,31 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_hf = dev_info.flow_type_rss_offloads;
         }
 
-        // SAFETY: conf is a fully initialised rte_eth_conf.
-        let ret = unsafe { dpdk_sys::rte_eth_dev_configure(port_id, rx_queues, tx_queues, &conf) };
+        // af_packet has no receive interrupts: its sockets are the wakeup
+        // (see RxQueue::wakeup).
+        let mut rx_interrupts = config.rx_interrupts && driver != "net_af_packet";
+        if rx_interrupts {
+            conf.intr_conf.set_rxq(1);
+            // SAFETY: conf is a fully initialised rte_eth_conf.
+            let ret =
+                unsafe { dpdk_sys::rte_eth_dev_configure(port_id, rx_queues, tx_queues, &conf) };
+            if ret < 0 {
+                tracing::info!(
+                    port_id,
+                    driver,
+                    ret,
+                    "no receive interrupts on this port: its threads poll while idle"
+                );
+                conf.intr_conf.set_rxq(0);
+                rx_interrupts = false;
+            }
+        }
+        let ret = if rx_interrupts {
+            0
+        } else {
+            // SAFETY: conf is a fully initialised rte_eth_conf.
+            unsafe { dpdk_sys::rte_eth_dev_configure(port_id, rx_queues, tx_queues, &conf) }
+        };
         DpdkError::check(ret, || {
             format!(
                 "configuring port {port_id} ({name}) with {rx_queues} rx / {tx_queues} tx queues"
@@ -307,6 +340,8 @@ impl Port {
             rx_offloads,
             tx_offloads,
             socket,
+            if_index: dev_info.if_index,
+            rx_interrupts,
         };
         tracing::info!(?info, "DPDK port started");
         let shared = Arc::new(PortShared {
@@ -481,6 +516,148 @@ impl RxQueue {
     pub fn port_info(&self) -> &PortInfo {
         &self.port.info
     }
+
+    /// How a thread that found this queue empty can sleep until frames
+    /// arrive, if it can: the PMD's packet sockets on a `net_af_packet`
+    /// port (readable while their ring holds frames), or the queue's
+    /// receive interrupt where the port was configured with one.
+    pub fn wakeup(&self) -> Option<RxWakeup> {
+        let info = &self.port.info;
+        if info.driver == "net_af_packet" && info.if_index != 0 {
+            let fds = crate::af_packet::socket_fds(info.if_index);
+            return (!fds.is_empty()).then_some(RxWakeup::Readable(fds));
+        }
+        if !info.rx_interrupts {
+            return None;
+        }
+        // SAFETY: a started port configured with receive interrupts.
+        let fd = unsafe { dpdk_sys::rte_eth_dev_rx_intr_ctl_q_get_fd(info.port_id, self.queue) };
+        (fd >= 0).then(|| {
+            // An eventfd (vfio, memif) stays readable until read; other
+            // drivers hand out the queue's own descriptor (net_tap: the tap
+            // queue, where a read would take a frame), readable while frames
+            // wait: receiving empties it.
+            let eventfd = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]");
+            RxWakeup::Interrupt { fd, eventfd }
+        })
+    }
+
+    /// Arms the queue's receive interrupt ([`RxWakeup::Interrupt`]) before a
+    /// sleep; false if the driver refused. Frames that arrived before this
+    /// raise nothing: receive once more after arming.
+    pub fn arm_interrupt(&self) -> bool {
+        // SAFETY: valid port and queue; the driver checks support.
+        unsafe { dpdk_sys::rte_eth_dev_rx_intr_enable(self.port.info.port_id, self.queue) == 0 }
+    }
+
+    /// Disarms the receive interrupt after a sleep.
+    pub fn disarm_interrupt(&self) {
+        // SAFETY: valid port and queue.
+        let _ =
+            unsafe { dpdk_sys::rte_eth_dev_rx_intr_disable(self.port.info.port_id, self.queue) };
+    }
+}
+
+/// Sleeps until frames arrive at one of the queues `rx` describes (none:
+/// the timeout only), one of `wake` polls readable (eventfds of the caller's),
+/// one of `extra` (the caller's other descriptors, with the events it waits
+/// for; their `revents` are filled in) is ready, or `timeout` passes. An
+/// interrupt eventfd that fired is read empty; `wake` is the caller's to
+/// empty. Arm interrupts first ([`RxQueue::arm_interrupt`]).
+pub fn wait_for_frames<'a>(
+    wake: &[std::os::fd::BorrowedFd<'_>],
+    rx: impl IntoIterator<Item = &'a RxWakeup>,
+    extra: &mut [libc::pollfd],
+    timeout: std::time::Duration,
+) -> Woken {
+    let readable = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // On the stack for the usual few descriptors: this runs on every sleep
+    // of a stack thread, which must not allocate.
+    let mut fds: smallvec::SmallVec<[libc::pollfd; 16]> = smallvec::SmallVec::new();
+    let mut interrupt: smallvec::SmallVec<[bool; 16]> = smallvec::SmallVec::new();
+    for w in wake {
+        fds.push(readable(std::os::fd::AsRawFd::as_raw_fd(w)));
+        interrupt.push(false);
+    }
+    for w in rx {
+        match w {
+            RxWakeup::Readable(fds_of) => {
+                for fd in fds_of {
+                    fds.push(readable(*fd));
+                    interrupt.push(false);
+                }
+            }
+            RxWakeup::Interrupt { fd, eventfd } => {
+                fds.push(readable(*fd));
+                interrupt.push(*eventfd);
+            }
+        }
+    }
+    let ours = fds.len();
+    fds.extend(extra.iter().map(|p| libc::pollfd { revents: 0, ..*p }));
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: fds holds fds.len() initialised pollfds and ts is a valid
+    // timespec; a descriptor closed meanwhile only reports POLLNVAL.
+    let ready = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    for (e, p) in extra.iter_mut().zip(&fds[ours..]) {
+        e.revents = p.revents;
+    }
+    for (p, _) in fds[..ours]
+        .iter()
+        .zip(&interrupt)
+        .filter(|(p, i)| **i && p.revents & libc::POLLIN != 0)
+    {
+        let mut v = 0u64;
+        // SAFETY: an 8-byte read into a valid u64 from a descriptor poll
+        // found readable.
+        unsafe { libc::read(p.fd, (&raw mut v).cast(), 8) };
+    }
+    Woken {
+        before_timeout: ready > 0,
+        by_wake: fds[..wake.len()]
+            .iter()
+            .any(|p| p.revents & libc::POLLIN != 0),
+    }
+}
+
+/// How a [`wait_for_frames`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Woken {
+    /// Something woke it (frames or `wake`), not the timeout.
+    pub before_timeout: bool,
+    /// `wake` was readable: the caller empties it.
+    pub by_wake: bool,
+}
+
+/// How to sleep until a receive queue has frames ([`RxQueue::wakeup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RxWakeup {
+    /// Descriptors that poll readable while frames wait: nothing to arm.
+    Readable(Vec<std::os::fd::RawFd>),
+    /// An interrupt descriptor, readable once frames arrived after
+    /// [`RxQueue::arm_interrupt`].
+    Interrupt {
+        /// The descriptor.
+        fd: std::os::fd::RawFd,
+        /// It is an eventfd, read empty after waking; otherwise it is the
+        /// queue's own descriptor and receiving empties it.
+        eventfd: bool,
+    },
 }
 
 /// One transmit queue of a port. `Send`, not `Sync`: one thread uses it.

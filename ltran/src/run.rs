@@ -306,6 +306,7 @@ fn serve(
         tx_desc: 1024,
         promiscuous: true,
         checksum_offload: false,
+        rx_interrupts: false,
     };
     let mut members = Vec::new();
     for id in config.bond_ports[0].ports() {

@@ -387,6 +387,7 @@ fn wait_impl(
         let deadline =
             (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
         loop {
+            crate::wait::drive();
             let mut n = set.collect(out);
             if n < out.len() {
                 // SAFETY: the rest of the caller's buffer.
@@ -416,6 +417,20 @@ fn wait_impl(
                 .unwrap_or_else(|e| e.into_inner())
                 .is_empty()
             {
+                continue;
+            }
+            if crate::runtime::stack().is_some_and(|s| s.run_to_completion()) {
+                // Run to completion: sleep where the stack can wake us too
+                // (frames, its timers), on the application's epoll and our
+                // eventfd (the signal mask is not applied there).
+                let mut fds = [set.epfd, set.efd].map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                if crate::wait::sleep(&mut fds, deadline) < 0 {
+                    return -1;
+                }
                 continue;
             }
             let mut tmp = [epoll_event { events: 0, u64: 0 }; 2];

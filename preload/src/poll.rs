@@ -55,6 +55,7 @@ fn poll_mixed(
     let r = with_waiter(|w| {
         let mut kernel: Vec<pollfd> = Vec::with_capacity(fds.len() + 1);
         loop {
+            crate::wait::drive();
             w.drain();
             let mut ready = 0;
             for (p, f) in fds.iter_mut().zip(&files) {
@@ -79,9 +80,13 @@ fn poll_mixed(
             });
             let timeout = if ready > 0 { 0 } else { poll_timeout(deadline) };
             let n = kernel.len() as nfds_t;
+            let rtc = crate::runtime::stack().is_some_and(|s| s.run_to_completion());
             // SAFETY: `kernel` holds n valid pollfds.
             let r = unsafe {
                 match sigmask {
+                    // Run to completion the thread sleeps where the stack can
+                    // wake it (the signal mask is not applied there).
+                    _ if rtc && timeout != 0 => crate::wait::sleep(&mut kernel, deadline),
                     Some(m) => {
                         let ts = (timeout >= 0).then(|| libc::timespec {
                             tv_sec: libc::time_t::from(timeout / 1000),
@@ -117,6 +122,7 @@ fn poll_mixed(
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     if fds.is_null() || n == 0 || !any_lstack(fds, n) {
+        crate::wait::flush_pending();
         // SAFETY: forwarding.
         return unsafe { (real().poll)(fds, n, timeout) };
     }
@@ -137,6 +143,7 @@ pub unsafe extern "C" fn ppoll(
     sigmask: *const libc::sigset_t,
 ) -> c_int {
     if fds.is_null() || n == 0 || !any_lstack(fds, n) {
+        crate::wait::flush_pending();
         // SAFETY: forwarding.
         return unsafe { (real().ppoll)(fds, n, ts, sigmask) };
     }
@@ -250,6 +257,7 @@ pub unsafe extern "C" fn select(
     tv: *mut libc::timeval,
 ) -> c_int {
     if !sets_have_lstack(nfds, [rd, wr, ex]) {
+        crate::wait::flush_pending();
         // SAFETY: forwarding.
         return unsafe { (real().select)(nfds, rd, wr, ex, tv) };
     }

@@ -5,6 +5,12 @@
 //! changes; the thread sleeps in the kernel's `poll` on the eventfd plus any
 //! kernel descriptors of the same call, so one sleep covers both worlds and
 //! an idle application burns no CPU.
+//!
+//! Run to completion (`stack_thread_mode = "run-to-completion"`) there is no
+//! stack thread to change that readiness: a thread that waits runs the
+//! stack itself ([`drive`]) and sleeps where the stack can wake it
+//! ([`sleep`]): on the NIC queue, the stack's timers and the same
+//! descriptors.
 
 use std::{
     sync::Arc,
@@ -85,6 +91,62 @@ pub fn with_waiter<R>(f: impl FnOnce(&ThreadWaiter) -> R) -> Result<R, i32> {
         .ok_or(libc::ENOMEM)
 }
 
+/// Run to completion: one pass of the stack on this thread. Returns whether
+/// the stack had work (nothing to do with stack threads).
+pub fn drive() -> bool {
+    crate::runtime::stack().is_some_and(|s| s.run_to_completion() && s.drive())
+}
+
+/// Run to completion: one pass of the stack on this thread; false (and no
+/// pass) with stack threads.
+pub fn drive_now() -> bool {
+    crate::runtime::stack()
+        .filter(|s| s.run_to_completion())
+        .map(|s| s.drive())
+        .is_some()
+}
+
+/// Run to completion: sends what this thread's writes left due before it
+/// waits outside the stack (a `poll` of kernel descriptors only).
+pub fn flush_pending() {
+    if let Some(s) = crate::runtime::stack().filter(|s| s.egress_pending()) {
+        s.drive();
+    }
+}
+
+/// Sleeps until one of `fds` (kernel descriptors with the events waited
+/// for; `revents` filled in) is ready or `deadline` passes, like `poll`;
+/// run to completion, also until the stack has work (frames, a timer).
+/// Returns `poll`'s result: the number of `fds` ready, or -1 (errno set).
+pub fn sleep(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> c_int {
+    if let Some(st) = crate::runtime::stack().filter(|s| s.run_to_completion()) {
+        let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if st.sleep_for_work(fds, limit) {
+            return fds.iter().filter(|p| p.revents != 0).count() as c_int;
+        }
+        // Another thread runs the stack and wakes our hooks: sleep on our
+        // descriptors, briefly, and drive again.
+        let soon = Instant::now() + Duration::from_millis(1);
+        let d = deadline.map_or(soon, |d| d.min(soon));
+        // SAFETY: fds holds fds.len() valid pollfds.
+        return unsafe {
+            (real().poll)(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                poll_timeout(Some(d)),
+            )
+        };
+    }
+    // SAFETY: fds holds fds.len() valid pollfds.
+    unsafe {
+        (real().poll)(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            poll_timeout(deadline),
+        )
+    }
+}
+
 /// Milliseconds left until `deadline`, for `poll` (-1: forever).
 pub fn poll_timeout(deadline: Option<Instant>) -> c_int {
     match deadline {
@@ -105,6 +167,7 @@ pub fn until_ready(
     timeout: Option<Duration>,
 ) -> Result<(), i32> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    drive();
     with_waiter(|w| {
         w.drain();
         for f in files {
@@ -127,8 +190,7 @@ pub fn until_ready(
             },
         ];
         let n = if kernel_fd.is_some() { 2 } else { 1 };
-        // SAFETY: fds holds n valid pollfds.
-        let r = unsafe { (real().poll)(fds.as_mut_ptr(), n, poll_timeout(deadline)) };
+        let r = sleep(&mut fds[..n], deadline);
         if r < 0 {
             let e = std::io::Error::last_os_error()
                 .raw_os_error()

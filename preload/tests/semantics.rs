@@ -41,6 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gazelle_config::StackThreadMode;
 use netns_testbed::{hugepages, require_root, ChildGuard, KernelTwin, Topology, TopologyOptions};
 
 /// Longest a run (both sides, from the first start to the last exit) may take.
@@ -225,10 +226,18 @@ fn run_kernel(prog: &Path, topo: &Topology, twin: &KernelTwin, port: u16, first:
 
 /// The lstack run: app in the root namespace on liblstack.so, peer in the topology's
 /// peer namespace.
-fn run_lstack(prog: &Path, topo: &Topology, name: &str, port: u16, first: First) -> Run {
+fn run_lstack(
+    prog: &Path,
+    topo: &Topology,
+    name: &str,
+    port: u16,
+    first: First,
+    mode: StackThreadMode,
+) -> Run {
     let lib = common::liblstack();
     let tmp = common::TempDir::new(&format!("lstack-semantics-conf-{name}"));
-    let (config, prefix) = common::config_for(topo, name);
+    let (mut config, prefix) = common::config_for(topo, name);
+    config.stack_thread_mode = mode;
     let conf = tmp.path().join("lstack.toml");
     std::fs::write(&conf, config.to_toml_string())
         .unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
@@ -327,17 +336,28 @@ fn check(name: &str, port: u16, first: First) {
         kernel.stderr_report()
     );
 
-    let lstack = run_lstack(&prog, &topo, name, port, first);
-    let (k, l) = (kernel.transcript(), lstack.transcript());
-    if k != l {
-        panic!(
-            "{name}: the transcripts differ (kernel baseline vs app on {})\n\n{}\n{}",
-            lib.display(),
-            side_by_side(&k, &l),
-            lstack.stderr_report()
-        );
+    let k = kernel.transcript();
+    // Both ways of running the stack: its own threads, and inside the
+    // application's (run to completion).
+    for mode in [
+        StackThreadMode::RunToWakeup,
+        StackThreadMode::RunToCompletion,
+    ] {
+        let lstack = run_lstack(&prog, &topo, name, port, first, mode);
+        let l = lstack.transcript();
+        if k != l {
+            panic!(
+                "{name}: the transcripts differ (kernel baseline vs app on {}, {mode})\n\n{}\n{}",
+                lib.display(),
+                side_by_side(&k, &l),
+                lstack.stderr_report()
+            );
+        }
     }
-    eprintln!("{name}: identical transcripts:\n{}", k.join("\n"));
+    eprintln!(
+        "{name}: identical transcripts in both modes:\n{}",
+        k.join("\n")
+    );
 }
 
 #[test]

@@ -373,8 +373,12 @@ pub(crate) struct ThreadShared {
     /// Shards the application touched (wrote, read, closed): egress due.
     dirty: Box<[AtomicU64]>,
     pub(crate) stats: Arc<ThreadStats>,
-    sleeping: AtomicBool,
-    thread: OnceLock<std::thread::Thread>,
+    /// Threads sleeping on `wake_fd`: the stack thread, or (run to
+    /// completion) application threads waiting for the stack.
+    sleeping: AtomicUsize,
+    /// Written (only while someone sleeps) to wake it: an eventfd slept on
+    /// beside the receive queue.
+    wake_fd: nix::sys::eventfd::EventFd,
     /// Live TCP sockets of this thread (spares excluded).
     pub(crate) tcp_sockets: AtomicUsize,
 }
@@ -389,8 +393,12 @@ impl ThreadShared {
             steer: ArrayQueue::new(QUEUE_DEPTH),
             dirty: (0..words).map(|_| AtomicU64::new(0)).collect(),
             stats: Arc::new(ThreadStats::default()),
-            sleeping: AtomicBool::new(false),
-            thread: OnceLock::new(),
+            sleeping: AtomicUsize::new(0),
+            wake_fd: nix::sys::eventfd::EventFd::from_flags(
+                nix::sys::eventfd::EfdFlags::EFD_NONBLOCK
+                    | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+            )
+            .expect("an eventfd for a stack thread"),
             tcp_sockets: AtomicUsize::new(0),
         }
     }
@@ -409,11 +417,12 @@ impl ThreadShared {
         self.wake();
     }
 
+    /// Wakes the thread if it sleeps: a syscall only then, never per
+    /// request while it runs.
     fn wake(&self) {
-        if self.sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
+        if self.sleeping.load(Ordering::SeqCst) > 0 {
+            // EAGAIN (the counter is full) means it is woken already.
+            let _ = self.wake_fd.write(1);
         }
     }
 
@@ -454,11 +463,15 @@ pub(crate) struct StackShared {
     /// TCP flows stay on the thread they arrive on (behind ltran, which
     /// places them); otherwise the flow hash places them.
     pub(crate) arrival_placement: bool,
+    /// Run to completion: the stack contexts application threads drive
+    /// (one per NIC queue; `None` once the stack stopped). Empty when
+    /// stack threads run.
+    pub(crate) rtc: OnceLock<Rtc>,
     /// The registration with ltran, which hears about listeners.
     pub(crate) ltran: std::sync::OnceLock<crate::ltran::LtranLink>,
     /// Time zero of the stack's clock: smoltcp's timestamps and the
     /// receive-latency marks count from here.
-    pub(crate) epoch: std::time::Instant,
+    pub(crate) clock: crate::clock::Clock,
 }
 
 impl StackShared {
@@ -489,14 +502,15 @@ impl StackShared {
             connected_udp_count: AtomicUsize::new(0),
             arrival_placement: false,
             ltran: std::sync::OnceLock::new(),
-            epoch: std::time::Instant::now(),
+            rtc: OnceLock::new(),
+            clock: crate::clock::Clock::new(),
         }
     }
 
     /// Nanoseconds since [`StackShared::epoch`].
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.clock.now_ns()
     }
 
     /// (thread, shard) that own `flow`.
@@ -506,6 +520,242 @@ impl StackShared {
         let threads = self.threads.len() as u64;
         let shards = self.opts.tcp_shards as u64;
         ((h % threads) as usize, ((h / threads) % shards) as usize)
+    }
+
+    /// Whether application threads run the stack (run to completion).
+    pub(crate) fn run_to_completion(&self) -> bool {
+        self.rtc.get().is_some()
+    }
+
+    /// Run to completion: one pass of every stack context no other thread
+    /// is driving right now. Returns whether any had work.
+    pub fn drive(&self) -> bool {
+        self.drive_contexts().0
+    }
+
+    /// [`Self::drive`], and whether every context was driven (none was
+    /// held by another thread).
+    fn drive_contexts(&self) -> (bool, bool) {
+        let Some(rtc) = self.rtc.get() else {
+            return (false, false);
+        };
+        let _ = RTC_PENDING.try_with(|p| p.set(0));
+        let (mut busy, mut all) = (false, true);
+        let mut next_us = u64::MAX;
+        for c in rtc.contexts.iter() {
+            let Ok(mut guard) = c.try_lock() else {
+                all = false;
+                continue;
+            };
+            if let Some(ctx) = guard.as_mut() {
+                ctx.register_thread();
+                let now = self.clock.now_ns();
+                busy |= ctx.worker.step(now, &mut ctx.batch);
+                next_us = next_us.min(ctx.worker.next_timer_us());
+            }
+        }
+        // A timer that came due earlier than the poller means to wake
+        // (a retransmission this pass armed, say) must not wait for it.
+        if next_us < rtc.poll_until_us.load(Ordering::SeqCst) {
+            for t in self.threads.iter() {
+                t.wake();
+            }
+        }
+        (busy, all)
+    }
+
+    /// Run to completion: whether this thread's writes or closes left an
+    /// egress pass due that it has not run yet.
+    pub fn egress_pending(&self) -> bool {
+        self.run_to_completion() && RTC_PENDING.try_with(|p| p.get() > 0).unwrap_or(false)
+    }
+
+    /// Run to completion, for a non-blocking call that found nothing: one
+    /// pass of the stack (nobody else may run it), the first time only.
+    /// Returns whether it drove: the caller looks again.
+    pub(crate) fn drive_once(&self, driven: &mut bool) -> bool {
+        if *driven || !self.run_to_completion() {
+            return false;
+        }
+        *driven = true;
+        self.drive();
+        true
+    }
+
+    /// Marks `shard` of `thread` for an egress pass. With stack threads
+    /// the thread is woken if it sleeps. Run to completion the pass is
+    /// batched: it runs when this thread next waits in the stack
+    /// (`epoll_wait`, `poll`, a blocking call) or drives it otherwise, or
+    /// once [`RTC_EGRESS_BATCH`] passes are due; at once only while another
+    /// thread sleeps on the queues (which would not do it before it wakes).
+    pub(crate) fn egress(&self, thread: usize, shard: usize) {
+        let Some(rtc) = self.rtc.get() else {
+            self.threads[thread].mark_dirty(shard);
+            return;
+        };
+        let t = &self.threads[thread];
+        t.dirty[shard / 64].fetch_or(1 << (shard % 64), Ordering::SeqCst);
+        let now = rtc.poll_until_us.load(Ordering::SeqCst) != u64::MAX
+            || RTC_PENDING
+                .try_with(|p| {
+                    let n = p.get() + 1;
+                    p.set(n);
+                    n >= RTC_EGRESS_BATCH
+                })
+                .unwrap_or(true);
+        if now && !self.drive_contexts().1 {
+            t.wake();
+        }
+    }
+
+    /// Waits until `event` moves past `seen` or `deadline` passes; returns
+    /// false on timeout. With stack threads this is [`Event::wait`]. Run to
+    /// completion, the caller runs the stack while it waits: a pass, and
+    /// when there was nothing to do a sleep until frames arrive, a timer is
+    /// due or another thread wakes it.
+    pub(crate) fn wait_event(
+        &self,
+        event: &Event,
+        seen: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        if !self.run_to_completion() {
+            return event.wait(seen, deadline);
+        }
+        loop {
+            if event.generation() != seen {
+                return true;
+            }
+            let busy = self.drive();
+            if event.generation() != seen {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            if busy {
+                continue;
+            }
+            let left = deadline.map(|d| d - now);
+            if !self.sleep_for_work(&mut [], left) {
+                // Another thread drives: it notifies `event`.
+                let cap = now + Duration::from_millis(1);
+                event.wait(seen, Some(deadline.map_or(cap, |d| d.min(cap))));
+            }
+        }
+    }
+
+    /// Run to completion: sleeps until frames arrive at a queue, a timer
+    /// of the stack is due, one of `extra` (the caller's descriptors, with
+    /// the events it waits for; `revents` filled in) is ready, another
+    /// thread wakes the stack, or `limit` passes. Returns true when the
+    /// caller should drive again now (it slept, or frames are waiting), false
+    /// when another thread polls or drives already (it notifies sockets'
+    /// events: the caller waits on its own instead) or the stack stopped.
+    ///
+    /// One thread at a time polls, and it holds no context while it sleeps:
+    /// other threads send, receive and drive meanwhile without waking it.
+    pub fn sleep_for_work(&self, extra: &mut [libc::pollfd], limit: Option<Duration>) -> bool {
+        let Some(rtc) = self.rtc.get() else {
+            return false;
+        };
+        if rtc
+            .poller
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        let slept = self.poll_once(rtc, extra, limit);
+        rtc.poller.store(false, Ordering::SeqCst);
+        slept
+    }
+
+    fn poll_once(&self, rtc: &Rtc, extra: &mut [libc::pollfd], limit: Option<Duration>) -> bool {
+        let now_us = self.clock.now_ns() / 1000;
+        let mut wait = limit.map_or(u64::MAX, |l| l.as_micros() as u64);
+        let mut frames = false;
+        {
+            let mut guards: smallvec::SmallVec<[_; 8]> = smallvec::SmallVec::new();
+            for c in rtc.contexts.iter() {
+                match c.try_lock() {
+                    Ok(g) => guards.push(g),
+                    Err(_) => return false,
+                }
+            }
+            for g in guards.iter_mut() {
+                let Some(ctx) = g.as_mut() else {
+                    return false;
+                };
+                wait = wait.min(ctx.worker.next_timer_us().saturating_sub(now_us));
+                if !ctx.worker.arm_rx(&mut ctx.batch) {
+                    // Frames came meanwhile: drive again at once.
+                    frames = true;
+                    break;
+                }
+                if ctx.worker.rx_wakeup.is_none() {
+                    // Nothing to sleep on: look again soon.
+                    wait = wait.min(self.opts.idle_sleep.as_micros() as u64);
+                }
+            }
+        }
+        if frames {
+            self.disarm_all(rtc);
+            return true;
+        }
+        let wait = wait.min(1_000_000);
+        for t in self.threads.iter() {
+            t.sleeping.fetch_add(1, Ordering::SeqCst);
+        }
+        rtc.poll_until_us
+            .store(now_us.saturating_add(wait), Ordering::SeqCst);
+        // After announcing the sleep: work queued or a timer armed before
+        // the announcement was seen would otherwise wait a whole sleep.
+        let quiet = self.threads.iter().all(|t| {
+            t.commands.is_empty()
+                && t.steer.is_empty()
+                && t.dirty.iter().all(|w| w.load(Ordering::SeqCst) == 0)
+        }) && rtc.contexts.iter().all(|c| {
+            c.try_lock().is_ok_and(|g| {
+                g.as_ref()
+                    .is_some_and(|ctx| ctx.worker.next_timer_us() >= now_us.saturating_add(wait))
+            })
+        });
+        if quiet && wait > 0 {
+            self.threads[0].stats.sleeps.incr();
+            let wake: smallvec::SmallVec<[_; 8]> = self
+                .threads
+                .iter()
+                .map(|t| std::os::fd::AsFd::as_fd(&t.wake_fd))
+                .collect();
+            let woken = dpdk::wait_for_frames(
+                &wake,
+                rtc.wakeups.iter().flatten(),
+                extra,
+                Duration::from_micros(wait),
+            );
+            if woken.by_wake {
+                for t in self.threads.iter() {
+                    let _ = t.wake_fd.read();
+                }
+            }
+        }
+        rtc.poll_until_us.store(u64::MAX, Ordering::SeqCst);
+        for t in self.threads.iter() {
+            t.sleeping.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.disarm_all(rtc);
+        true
+    }
+
+    fn disarm_all(&self, rtc: &Rtc) {
+        for c in rtc.contexts.iter() {
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ctx) = g.as_mut() {
+                ctx.worker.disarm_rx();
+            }
+        }
     }
 
     /// Whether `addr` answered a SYN challenge recently (see
@@ -638,6 +888,89 @@ impl EphemeralPorts {
     }
 }
 
+/// Run to completion: how many egress passes a thread may leave due
+/// (writes, closes) before it runs one itself; they are sent together,
+/// one transmit burst, when the thread next waits in the stack.
+pub(crate) const RTC_EGRESS_BATCH: u32 = 32;
+
+thread_local! {
+    /// Egress passes this thread left due since it last drove the stack.
+    static RTC_PENDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Run to completion: the stack contexts application threads drive (one
+/// per NIC queue; `None` once the stack stopped), how to sleep until their
+/// queues have frames, and the one thread that sleeps on them.
+pub(crate) struct Rtc {
+    pub(crate) contexts: Box<[Mutex<Option<RtcContext>>]>,
+    wakeups: Box<[Option<dpdk::RxWakeup>]>,
+    /// Someone sleeps on the queues (or is about to).
+    poller: AtomicBool,
+    /// Until when (µs on the stack clock) the poller sleeps at most;
+    /// `u64::MAX` when none does.
+    poll_until_us: AtomicU64,
+}
+
+impl Rtc {
+    pub(crate) fn new(contexts: Vec<RtcContext>) -> Self {
+        let wakeups = contexts
+            .iter()
+            .map(|c| c.worker.rx_wakeup.clone())
+            .collect();
+        Self {
+            contexts: contexts.into_iter().map(|c| Mutex::new(Some(c))).collect(),
+            wakeups,
+            poller: AtomicBool::new(false),
+            poll_until_us: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl std::fmt::Debug for Rtc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rtc")
+            .field("contexts", &self.contexts.len())
+            .field("poller", &self.poller)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stack context that application threads drive (run to completion):
+/// what a stack thread would own, and its receive burst.
+pub(crate) struct RtcContext {
+    pub(crate) worker: Worker,
+    pub(crate) batch: MbufBatch,
+}
+
+impl std::fmt::Debug for RtcContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtcContext")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RtcContext {
+    /// Gives the calling application thread an lcore (once per thread), so
+    /// its mempool operations use a per-lcore cache.
+    fn register_thread(&self) {
+        thread_local! {
+            static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if self.worker.shared.ltran.get().is_some() {
+            // Behind ltran the pools are shared: stay cacheless.
+            return;
+        }
+        let _ = REGISTERED.try_with(|r| {
+            if !r.replace(true) {
+                if let Some(eal) = dpdk::Eal::current() {
+                    let _ = dpdk::eal::register_thread(&eal);
+                }
+            }
+        });
+    }
+}
+
 /// What a stack thread owns alone.
 pub(crate) struct Worker {
     pub(crate) index: usize,
@@ -646,7 +979,7 @@ pub(crate) struct Worker {
     pub(crate) rx: crate::device::RxSource,
     pub(crate) tx: TxPath,
     pub(crate) pool: Arc<Mempool>,
-    pub(crate) clock: std::time::Instant,
+    pub(crate) clock: crate::clock::Clock,
     /// Next smoltcp deadline per shard, in µs since `clock` (u64::MAX: none).
     next_poll: Vec<u64>,
     /// Shards that need egress this loop.
@@ -656,6 +989,8 @@ pub(crate) struct Worker {
     released: Vec<(u16, IpEndpoint)>,
     /// This thread's handshakes in progress.
     half_open: HalfOpen,
+    /// How the receive queue wakes a sleeping thread, if it can.
+    rx_wakeup: Option<dpdk::RxWakeup>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -666,8 +1001,11 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// How many empty loops before the thread starts sleeping.
-const SPIN_LOOPS: u32 = 2000;
+/// How long an idle stack thread spins before it sleeps, at first and at
+/// most (see [`Worker::run`]), in nanoseconds.
+const SPIN_NS_START: u64 = 20_000;
+const SPIN_NS_MIN: u64 = 2_000;
+const SPIN_NS_MAX: u64 = 200_000;
 
 impl Worker {
     pub(crate) fn new(
@@ -677,7 +1015,7 @@ impl Worker {
         rx: crate::device::RxSource,
         tx: TxPath,
         pool: Arc<Mempool>,
-        clock: std::time::Instant,
+        clock: crate::clock::Clock,
     ) -> Self {
         let shards = shared.threads[index].shards.len();
         // A bounded share of tcp_conn_count: a flood of handshakes never
@@ -697,6 +1035,7 @@ impl Worker {
             touched_list: Vec::with_capacity(shards),
             released: Vec::new(),
             half_open,
+            rx_wakeup: None,
         }
     }
 
@@ -707,74 +1046,109 @@ impl Worker {
     /// Nanoseconds since `clock` (the stack's epoch): one clock read per
     /// loop serves smoltcp's timestamps (in µs) and the latency marks.
     fn now_ns(&self) -> u64 {
-        self.clock.elapsed().as_nanos() as u64
+        self.clock.now_ns()
     }
 
     /// Runs until the stack shuts down.
     pub(crate) fn run(mut self) {
-        let _ = self.me().thread.set(std::thread::current());
-        let mut idle: u32 = 0;
+        self.prepare();
         let mut batch = MbufBatch::new();
+        // Empty loops spin for `spin_ns` before the thread sleeps: longer
+        // while work keeps coming back soon after a sleep, shorter while it
+        // does not (on a 2-core machine a spinning thread is a cost).
+        let mut spin_ns = SPIN_NS_START;
+        let mut idle_since: Option<u64> = None;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            // The arrival time of this loop's burst.
             let now_ns = self.now_ns();
-            let now = now_ns / 1000;
-            let mut busy = self.run_commands(now);
-
-            // Receive: the NIC queue (or ltran's ring), then frames other
-            // threads steered here. A steered frame is never copied to the
-            // other threads again (they got their own copies), or two
-            // threads would bounce a broadcast between them forever.
-            self.rx.rx_burst(&mut batch);
-            let from_nic = batch.len();
-            while !batch.is_full() {
-                match self.me().steer.pop() {
-                    Some(m) => {
-                        let _ = batch.push(m);
-                        self.me().stats.steered_in.incr();
-                    }
-                    None => break,
+            if self.step(now_ns, &mut batch) {
+                idle_since = None;
+                continue;
+            }
+            self.me().stats.idle_loops.incr();
+            let since = *idle_since.get_or_insert(now_ns);
+            if now_ns.saturating_sub(since) < spin_ns {
+                std::hint::spin_loop();
+                continue;
+            }
+            let slept = self.sleep(now_ns / 1000, &mut batch);
+            idle_since = None;
+            let woke = self.now_ns();
+            spin_ns = match slept {
+                // Woken by work soon after falling asleep: spinning a little
+                // longer would have caught it without the sleep.
+                Some(true) if woke.saturating_sub(now_ns) < SPIN_NS_MAX => {
+                    (spin_ns * 2).clamp(SPIN_NS_MIN, SPIN_NS_MAX)
                 }
-            }
-            if !batch.is_empty() {
-                busy = true;
-                for (i, m) in batch.drain().enumerate() {
-                    let steered = i >= from_nic;
-                    // A frame that trips a bug (ours or smoltcp's) is dropped
-                    // and counted; it must not take the stack thread down.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.ingress(now_ns, m, steered)
-                    }));
-                    if r.is_err() {
-                        self.survived_panic("processing a received frame");
-                    }
-                }
-            }
+                Some(_) => (spin_ns / 2).max(SPIN_NS_MIN),
+                None => spin_ns,
+            };
+        }
+        self.tx.flush();
+    }
 
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now_ns))) {
-                Ok(b) => busy |= b,
-                Err(_) => {
-                    self.touched.fill(false);
-                    self.touched_list.clear();
-                    self.survived_panic("polling sockets");
-                }
-            }
-            self.tx.flush();
-            if self.half_open.len() > 0 {
-                self.reap_half_open(now_ns);
-            }
+    /// What the thread looks up once before its loop: how its receive
+    /// queue can wake it.
+    pub(crate) fn prepare(&mut self) {
+        self.rx_wakeup = match &self.rx {
+            crate::device::RxSource::Port(q) => q.wakeup(),
+            crate::device::RxSource::Ring(_) => None,
+        };
+        tracing::debug!(thread = self.index, wakeup = ?self.rx_wakeup, "how the stack thread sleeps");
+    }
 
-            if busy {
-                idle = 0;
-            } else {
-                idle = idle.saturating_add(1);
-                self.me().stats.idle_loops.incr();
-                if idle > SPIN_LOOPS {
-                    self.sleep(now);
+    /// One pass at `now_ns` (the arrival time of its burst): commands from
+    /// the application, the frames of the receive queue and of other
+    /// threads, egress of the shards that need it, the transmit burst, and
+    /// handshakes that aged. Returns whether there was anything to do.
+    /// `batch` is empty between passes (or holds frames [`Worker::sleep`]
+    /// found while arming an interrupt).
+    pub(crate) fn step(&mut self, now_ns: u64, batch: &mut MbufBatch) -> bool {
+        let now = now_ns / 1000;
+        let mut busy = self.run_commands(now);
+
+        // Receive: the NIC queue (or ltran's ring), then frames other
+        // threads steered here. A steered frame is never copied to the
+        // other threads again (they got their own copies), or two
+        // threads would bounce a broadcast between them forever.
+        self.rx.rx_burst(batch);
+        let from_nic = batch.len();
+        while !batch.is_full() {
+            match self.me().steer.pop() {
+                Some(m) => {
+                    let _ = batch.push(m);
+                    self.me().stats.steered_in.incr();
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            busy = true;
+            for (i, m) in batch.drain().enumerate() {
+                let steered = i >= from_nic;
+                // A frame that trips a bug (ours or smoltcp's) is dropped
+                // and counted; it must not take the stack thread down.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.ingress(now_ns, m, steered)
+                }));
+                if r.is_err() {
+                    self.survived_panic("processing a received frame");
                 }
             }
         }
+
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now_ns))) {
+            Ok(b) => busy |= b,
+            Err(_) => {
+                self.touched.fill(false);
+                self.touched_list.clear();
+                self.survived_panic("polling sockets");
+            }
+        }
         self.tx.flush();
+        if self.half_open.len() > 0 {
+            self.reap_half_open(now_ns);
+        }
+        busy
     }
 
     /// Answers the SYN `m` of `flow` with a challenge instead of a socket
@@ -845,24 +1219,87 @@ impl Worker {
         );
     }
 
-    /// Sleeps until the next timer or `idle_sleep`, whichever is sooner;
-    /// the application wakes us early through `mark_dirty`/`command`.
-    fn sleep(&self, now: u64) {
-        let me = self.me();
+    /// Sleeps until frames arrive, the next timer, or the application
+    /// wakes us (`mark_dirty`, `command`, a steered frame), whichever comes
+    /// first. Where the receive queue can wake the thread (an af_packet
+    /// socket, a receive interrupt) an idle stack costs nothing; a queue
+    /// that cannot (ltran's ring) is looked at every `idle_sleep`.
+    /// Frames found while arming an interrupt are left in `batch`.
+    ///
+    /// Returns `None` if it did not sleep (work was there, or a timer is
+    /// due), else whether something woke it before its timeout.
+    fn sleep(&mut self, now: u64, batch: &mut MbufBatch) -> Option<bool> {
         let next = self.next_poll.iter().copied().min().unwrap_or(u64::MAX);
-        let max = self.shared.opts.idle_sleep.as_micros() as u64;
+        let max = match self.rx_wakeup {
+            // Handshakes age even when nothing arrives.
+            Some(_) if self.half_open.len() > 0 => 100_000,
+            Some(_) => 1_000_000,
+            None => self.shared.opts.idle_sleep.as_micros() as u64,
+        };
         let wait = next.saturating_sub(now).min(max);
         if wait == 0 {
-            return;
+            return None;
         }
-        me.sleeping.store(true, Ordering::SeqCst);
+        let shared = Arc::clone(&self.shared);
+        let me = &shared.threads[self.index];
+        me.sleeping.fetch_add(1, Ordering::SeqCst);
         // Re-check after announcing: work queued before the flag was seen
         // would otherwise wait a whole sleep.
-        if me.commands.is_empty() && me.dirty.iter().all(|w| w.load(Ordering::SeqCst) == 0) {
+        let quiet = me.commands.is_empty()
+            && me.steer.is_empty()
+            && me.dirty.iter().all(|w| w.load(Ordering::SeqCst) == 0);
+        let mut slept = None;
+        if quiet && self.arm_rx(batch) {
             me.stats.sleeps.incr();
-            std::thread::park_timeout(Duration::from_micros(wait));
+            let woken = dpdk::wait_for_frames(
+                &[std::os::fd::AsFd::as_fd(&me.wake_fd)],
+                self.rx_wakeup.as_ref(),
+                &mut [],
+                Duration::from_micros(wait),
+            );
+            if woken.by_wake {
+                let _ = me.wake_fd.read();
+            }
+            self.disarm_rx();
+            slept = Some(woken.before_timeout);
         }
-        me.sleeping.store(false, Ordering::SeqCst);
+        me.sleeping.fetch_sub(1, Ordering::SeqCst);
+        slept
+    }
+
+    /// The earliest smoltcp deadline of this thread's shards, in µs since
+    /// the stack's clock started (`u64::MAX`: none).
+    fn next_timer_us(&self) -> u64 {
+        self.next_poll.iter().copied().min().unwrap_or(u64::MAX)
+    }
+
+    /// Gets the receive queue ready to wake a sleep: arms its interrupt and
+    /// receives once more (frames that came before arming raise nothing).
+    /// False if frames came, into `batch`: no sleep then.
+    fn arm_rx(&mut self, batch: &mut MbufBatch) -> bool {
+        let (Some(dpdk::RxWakeup::Interrupt { .. }), crate::device::RxSource::Port(q)) =
+            (&self.rx_wakeup, &mut self.rx)
+        else {
+            return true;
+        };
+        if !q.arm_interrupt() {
+            // The driver refused: sleep on the timer alone.
+            return true;
+        }
+        if q.rx_burst(batch) > 0 {
+            q.disarm_interrupt();
+            return false;
+        }
+        true
+    }
+
+    /// After a sleep: disarms the interrupt armed by [`Worker::arm_rx`].
+    fn disarm_rx(&mut self) {
+        if let (Some(dpdk::RxWakeup::Interrupt { .. }), crate::device::RxSource::Port(q)) =
+            (&self.rx_wakeup, &self.rx)
+        {
+            q.disarm_interrupt();
+        }
     }
 
     fn touch(&mut self, shard: usize) {

@@ -27,6 +27,7 @@
 #![deny(unsafe_code)]
 
 pub mod classify;
+mod clock;
 mod control;
 pub mod device;
 mod engine;
@@ -47,7 +48,7 @@ use std::{
 
 pub use classify::DropReason;
 use dpdk::{Eal, Mempool, Port, PortConfig, PortStats};
-pub use gazelle_config::lstack::LstackConfig;
+pub use gazelle_config::lstack::{LstackConfig, StackThreadMode};
 use smoltcp::{
     iface::{Config as IfaceConfig, Interface},
     wire::{
@@ -284,6 +285,17 @@ fn stop(shared: &StackShared, threads: &Mutex<Vec<JoinHandle<()>>>) {
     for h in handles {
         let _ = h.join();
     }
+    // Run to completion: the contexts go (each holds the shared state, so
+    // keeping them would keep it alive), after a last flush.
+    if let Some(rtc) = shared.rtc.get() {
+        for c in rtc.contexts.iter() {
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ctx) = g.as_mut() {
+                ctx.worker.tx.flush();
+            }
+            *g = None;
+        }
+    }
 }
 
 impl Stack {
@@ -362,8 +374,10 @@ impl Stack {
         }
         let shared = Arc::new(stack_shared);
         let is_secondary = shared.ltran.get().is_some();
-        let clock = shared.epoch;
+        let clock = shared.clock;
         let mut handles = Vec::new();
+        let run_to_completion = config.stack_thread_mode == StackThreadMode::RunToCompletion;
+        let mut contexts = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
@@ -371,7 +385,7 @@ impl Stack {
             let mut tx = TxPath::new(txq, Arc::clone(&pool), stats);
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
-            let now = smoltcp::time::Instant::from_micros(clock.elapsed().as_micros() as i64);
+            let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);
             let mut iface = Interface::new(
                 iface_config,
                 &mut device::FrameDevice {
@@ -390,7 +404,7 @@ impl Stack {
             if let Some(gw) = config.gateway_addr {
                 let _ = iface.routes_mut().add_default_ipv4_route(gw);
             }
-            let worker = Worker::new(
+            let mut worker = Worker::new(
                 index,
                 Arc::clone(&shared),
                 iface,
@@ -399,6 +413,15 @@ impl Stack {
                 Arc::clone(&pool),
                 clock,
             );
+            if run_to_completion {
+                // No stack thread: the application's threads drive it.
+                worker.prepare();
+                contexts.push(engine::RtcContext {
+                    worker,
+                    batch: dpdk::MbufBatch::new(),
+                });
+                continue;
+            }
             let ready = ready_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("lstack-stack{index}"))
@@ -432,6 +455,9 @@ impl Stack {
             handles.push(h);
         }
         drop(ready_tx);
+        if run_to_completion {
+            let _ = shared.rtc.set(engine::Rtc::new(contexts));
+        }
         let threads = Mutex::new(handles);
         let mut failure = None;
         for r in ready_rx.iter() {
@@ -530,6 +556,7 @@ impl Stack {
             tx_desc,
             promiscuous: false,
             checksum_offload: true,
+            rx_interrupts: true,
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         let queues = port
@@ -607,6 +634,40 @@ impl Stack {
         }
     }
 
+    /// Whether the application's threads run the stack
+    /// (`stack_thread_mode = "run-to-completion"`): then a thread that waits
+    /// for the network calls [`Stack::drive`] and sleeps with
+    /// [`Stack::sleep_for_work`], and socket calls that would block do so
+    /// themselves.
+    pub fn run_to_completion(&self) -> bool {
+        self.shared.run_to_completion()
+    }
+
+    /// Run to completion: one pass of the stack (receive, sockets, timers,
+    /// transmit) on the calling thread, for every stack context no other
+    /// thread is running. Returns whether there was work. Does nothing with
+    /// stack threads.
+    pub fn drive(&self) -> bool {
+        self.shared.drive()
+    }
+
+    /// Run to completion: whether this thread's writes left data to send
+    /// that waits for its next pass ([`Self::drive`]); writes are batched
+    /// until the thread waits in the stack.
+    pub fn egress_pending(&self) -> bool {
+        self.shared.egress_pending()
+    }
+
+    /// Run to completion: sleeps until frames arrive, a stack timer is due,
+    /// another thread wakes the stack, one of `extra` is ready (`revents`
+    /// filled in) or `limit` passes. Returns true when the caller should
+    /// drive again (it slept, or frames wait); false without sleeping when
+    /// another thread polls or drives the stack, or the stack stopped: the
+    /// caller then waits its own way (briefly) and drives again.
+    pub fn sleep_for_work(&self, extra: &mut [libc::pollfd], limit: Option<Duration>) -> bool {
+        self.shared.sleep_for_work(extra, limit)
+    }
+
     /// TCP connections alive (including ones closing).
     pub fn tcp_connections(&self) -> usize {
         self.shared.tcp_sockets()
@@ -631,7 +692,10 @@ impl Stack {
             if std::time::Instant::now() >= end {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // Run to completion nobody else sends it.
+            if !self.shared.drive() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     }
 

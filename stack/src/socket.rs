@@ -283,9 +283,11 @@ impl Stack {
                     "the stack is shut down",
                 ));
             }
-            reply
-                .event
-                .wait(seen, Some(Instant::now() + Duration::from_millis(100)));
+            shared.wait_event(
+                &reply.event,
+                seen,
+                Some(Instant::now() + Duration::from_millis(100)),
+            );
             seen = reply.event.generation();
         };
         let handle = match handle {
@@ -503,6 +505,7 @@ impl TcpListener {
 
     /// Waits for a connection (or returns `WouldBlock` if non-blocking).
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let mut driven = false;
         loop {
             let seen = self.shared.event.generation();
             if let Some(a) = self
@@ -516,6 +519,9 @@ impl TcpListener {
                 return Ok((TcpStream::from_accepted(&self.stack, a), remote));
             }
             if self.nonblocking.load(Ordering::Relaxed) {
+                if self.stack.drive_once(&mut driven) {
+                    continue;
+                }
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             if self.stack.shutdown.load(Ordering::Relaxed) {
@@ -524,9 +530,11 @@ impl TcpListener {
                     "the stack is shut down",
                 ));
             }
-            self.shared
-                .event
-                .wait(seen, Some(Instant::now() + Duration::from_millis(500)));
+            self.stack.wait_event(
+                &self.shared.event,
+                seen,
+                Some(Instant::now() + Duration::from_millis(500)),
+            );
         }
     }
 
@@ -728,8 +736,11 @@ impl TcpStream {
         (!self.reset_reported.swap(true, Ordering::Relaxed)).then_some(e)
     }
 
+    /// Lets the stack send what the application queued (or announce the
+    /// window a read opened): at once when the application runs the stack
+    /// (run to completion), else by waking the stack thread.
     fn kick(&self) {
-        self.stack.threads[self.thread].mark_dirty(self.shard);
+        self.stack.egress(self.thread, self.shard);
     }
 
     fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
@@ -742,7 +753,7 @@ impl TcpStream {
         // Bounded sleeps so a shut-down stack is noticed.
         let cap = Instant::now() + Duration::from_millis(500);
         let d = deadline.map_or(cap, |d| d.min(cap));
-        self.event.wait(seen, Some(d));
+        self.stack.wait_event(&self.event, seen, Some(d));
         match deadline {
             Some(d) if Instant::now() >= d => Err(io::ErrorKind::TimedOut.into()),
             _ => Ok(()),
@@ -792,6 +803,7 @@ impl TcpStream {
         if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
             return Ok(0);
         }
+        let mut driven = false;
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -850,7 +862,10 @@ impl TcpStream {
                     return Ok(n);
                 }
                 Some(Err(e)) => return Err(e),
-                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking && !self.stack.drive_once(&mut driven) => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                None if nonblocking => {}
                 None => self.wait(seen, None)?,
             }
         }
@@ -866,6 +881,7 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
+        let mut driven = false;
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -898,7 +914,10 @@ impl TcpStream {
                     return Ok(n);
                 }
                 Some(Err(e)) => return Err(e),
-                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking && !self.stack.drive_once(&mut driven) => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                None if nonblocking => {}
                 None => self.wait(seen, None)?,
             }
         }
@@ -1040,7 +1059,7 @@ impl Drop for TcpStream {
             }
             inner.orphan(self.handle, self.ephemeral.take());
         }
-        me.mark_dirty(self.shard);
+        self.stack.egress(self.thread, self.shard);
     }
 }
 
@@ -1117,6 +1136,7 @@ impl UdpSocket {
         buf: &mut [u8],
         nonblocking: bool,
     ) -> io::Result<(usize, SocketAddr)> {
+        let mut driven = false;
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -1144,7 +1164,10 @@ impl UdpSocket {
             match r {
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(e)) => return Err(io::Error::other(e.to_string())),
-                None if nonblocking => return Err(io::ErrorKind::WouldBlock.into()),
+                None if nonblocking && !self.stack.drive_once(&mut driven) => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                None if nonblocking => {}
                 None => {
                     if self.stack.shutdown.load(Ordering::Relaxed) {
                         return Err(io::Error::new(
@@ -1152,8 +1175,11 @@ impl UdpSocket {
                             "the stack is shut down",
                         ));
                     }
-                    self.event
-                        .wait(seen, Some(Instant::now() + Duration::from_millis(500)));
+                    self.stack.wait_event(
+                        &self.event,
+                        seen,
+                        Some(Instant::now() + Duration::from_millis(500)),
+                    );
                 }
             }
         }
@@ -1179,12 +1205,15 @@ impl UdpSocket {
             });
             match r {
                 Some(Ok(())) => {
-                    self.stack.threads[self.thread].mark_dirty(self.shard);
+                    self.stack.egress(self.thread, self.shard);
                     return Ok(buf.len());
                 }
                 Some(Err(udp::SendError::BufferFull)) | None if !nonblocking => {
-                    self.event
-                        .wait(seen, Some(Instant::now() + Duration::from_millis(100)));
+                    self.stack.wait_event(
+                        &self.event,
+                        seen,
+                        Some(Instant::now() + Duration::from_millis(100)),
+                    );
                 }
                 Some(Err(udp::SendError::BufferFull)) | None => {
                     return Err(io::ErrorKind::WouldBlock.into())

@@ -121,6 +121,7 @@ pub fn run(args: GenArgs) -> Result<()> {
         tx_desc: 1024,
         promiscuous: false,
         checksum_offload: false,
+        rx_interrupts: false,
     };
     let mut port = Port::open(&eal, 0, &config, Arc::clone(&pool))
         .context("generator: opening the memif server port")?;

@@ -227,19 +227,7 @@ tcp_conn_count = 2000
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("index.html"), "hello from nginx behind ltran\n").unwrap();
         let conf = d.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log stderr warn;\npid {d}/nginx.pid;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{ access_log off;\n\
-                   client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-                   server {{ listen 80; root {w}; }} }}\n",
-                d = d.display(),
-                w = www.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&conf, netns_testbed::apps::nginx_conf(&d, &www, 80)).unwrap();
         let mut cmd = self.preloaded("nginx", ip, "0", "nginx");
         cmd.args(["-c", conf.to_str().unwrap(), "-p", d.to_str().unwrap()]);
         ChildGuard::spawn(&mut cmd).unwrap()

@@ -20,7 +20,9 @@ use std::{
     time::Duration,
 };
 
+use gazelle_config::StackThreadMode;
 use netns_testbed::{require_root, AfPacketEal, ChildGuard, Topology, TopologyOptions};
+use rstest::rstest;
 
 /// The one topology of this file, and the lock that serialises the tests.
 fn topo() -> (MutexGuard<'static, ()>, &'static Topology) {
@@ -61,20 +63,31 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Writes a fresh lstack config (its own DPDK file prefix) and returns its path.
-fn conf(topo: &Topology, name: &str) -> PathBuf {
-    let cfg = common::config_for(topo, name, &AfPacketEal::default());
+fn conf(topo: &Topology, name: &str, mode: StackThreadMode) -> PathBuf {
+    let mut cfg = common::config_for(topo, name, &AfPacketEal::default());
+    cfg.stack_thread_mode = mode;
     let path = scratch(name).join("lstack.toml");
     std::fs::write(&path, cfg.to_toml_string()).unwrap();
     path
 }
 
-/// `cmd` under LD_PRELOAD with lstack configured for `topo`.
-fn preloaded(topo: &Topology, name: &str, program: &str) -> Command {
+/// `cmd` under LD_PRELOAD with lstack configured for `topo`, its stack run
+/// by `mode`.
+fn preloaded(topo: &Topology, name: &str, program: &str, mode: StackThreadMode) -> Command {
     let mut cmd = Command::new(program);
     cmd.env("LD_PRELOAD", liblstack())
-        .env("LSTACK_CONF_PATH", conf(topo, name));
+        .env("LSTACK_CONF_PATH", conf(topo, name, mode));
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
+}
+
+/// The names (`comm`) of process `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -108,11 +121,13 @@ fn sha256(path: &Path) -> String {
     out.split_whitespace().next().unwrap().to_owned()
 }
 
-#[test]
-fn redis_server_serves_redis_benchmark() {
+#[rstest]
+fn redis_server_serves_redis_benchmark(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
     let (_g, topo) = topo();
     let port = "16379";
-    let mut cmd = preloaded(topo, "redis", "redis-server");
+    let mut cmd = preloaded(topo, "redis", "redis-server", mode);
     cmd.args([
         "--port",
         port,
@@ -131,6 +146,16 @@ fn redis_server_serves_redis_benchmark() {
         Duration::from_secs(20),
     )
     .unwrap();
+    // The mode is real: a stack thread runs beside redis only in
+    // run-to-wakeup; run to completion redis's own thread runs the stack.
+    let stack_threads = thread_names(server.id())
+        .iter()
+        .filter(|n| n.starts_with("lstack-stack"))
+        .count();
+    match mode {
+        StackThreadMode::RunToWakeup => assert_eq!(stack_threads, 1, "{mode}"),
+        StackThreadMode::RunToCompletion => assert_eq!(stack_threads, 0, "{mode}"),
+    }
 
     let out = run_ok(topo.cmd("redis-benchmark").args([
         "-h",
@@ -212,8 +237,10 @@ fn redis_server_serves_redis_benchmark() {
     );
 }
 
-#[test]
-fn nginx_serves_files_and_wrk() {
+#[rstest]
+fn nginx_serves_files_and_wrk(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
     let (_g, topo) = topo();
     let dir = scratch("nginx");
     let www = dir.join("www");
@@ -225,18 +252,10 @@ fn nginx_serves_files_and_wrk() {
     let conf_path = dir.join("nginx.conf");
     std::fs::write(
         &conf_path,
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log stderr warn;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off; sendfile on; tcp_nodelay on;\n\
-               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-               server {{ listen 18080; root {w}; }} }}\n",
-            d = dir.display(),
-            w = www.display()
-        ),
+        netns_testbed::apps::nginx_conf(&dir, &www, 18080),
     )
     .unwrap();
-    let mut cmd = preloaded(topo, "nginx", "nginx");
+    let mut cmd = preloaded(topo, "nginx", "nginx", mode);
     cmd.args([
         "-c",
         conf_path.to_str().unwrap(),
@@ -312,10 +331,12 @@ fn iperf_bps(json: &str, key: &str) -> f64 {
         .unwrap()
 }
 
-#[test]
-fn iperf3_tcp_both_directions_and_udp() {
+#[rstest]
+fn iperf3_tcp_both_directions_and_udp(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
     let (_g, topo) = topo();
-    let mut cmd = preloaded(topo, "iperf3", "iperf3");
+    let mut cmd = preloaded(topo, "iperf3", "iperf3", mode);
     cmd.args(["-s", "-p", "15201"]);
     let mut server = ChildGuard::spawn(&mut cmd).unwrap();
     topo.wait_connectable(
@@ -376,8 +397,10 @@ fn iperf3_tcp_both_directions_and_udp() {
     );
 }
 
-#[test]
-fn preloaded_clients_reach_kernel_servers() {
+#[rstest]
+fn preloaded_clients_reach_kernel_servers(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
     let (_g, topo) = topo();
     let dir = scratch("clients");
     let file = dir.join("data.bin");
@@ -418,7 +441,7 @@ fn preloaded_clients_reach_kernel_servers() {
 
     let got = dir.join("got.bin");
     let url = format!("http://{}:18081/data.bin", topo.peer_ip4);
-    let mut curl = preloaded(topo, "curl", "curl");
+    let mut curl = preloaded(topo, "curl", "curl", mode);
     curl.args(["-sS", "--fail", "-o", got.to_str().unwrap(), &url]);
     run_ok(&mut curl);
     assert_eq!(
@@ -427,7 +450,7 @@ fn preloaded_clients_reach_kernel_servers() {
         "curl under LD_PRELOAD downloaded different bytes"
     );
 
-    let mut bench = preloaded(topo, "rbench", "redis-benchmark");
+    let mut bench = preloaded(topo, "rbench", "redis-benchmark", mode);
     bench.args([
         "-h",
         &topo.peer_ip4.to_string(),

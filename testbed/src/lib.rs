@@ -43,6 +43,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod apps;
 pub mod eal;
 pub mod hugepages;
 pub mod mac;

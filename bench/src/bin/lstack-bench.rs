@@ -1,16 +1,23 @@
 //! lstack-bench: the same unmodified programs on lstack and on the Linux
-//! kernel stack, measured in one run, printed side by side with ratios.
+//! kernel stack, measured in one run, printed side by side with ratios and
+//! with the CPU each side consumed.
 //!
 //! It builds one test topology with a kernel twin (netns-testbed): the lstack
 //! side is a DPDK `net_af_packet` port on a veth whose peer namespace runs the
 //! clients; the kernel side is the same addresses in a namespace pair joined
-//! by a veth, all kernel. Servers run under `LD_PRELOAD=liblstack.so` on the
-//! first and plainly on the second; clients are always plain kernel
-//! programs in the peer. Measured: redis-benchmark SET/GET requests/s at
-//! `-c 50` with `-P 1` and `-P 16`, TCP request/response latency p50/p99 on
-//! one connection with 64-byte messages (lstack-rr), and bulk TCP
-//! throughput both ways (iperf3). These 2-core VMs are noisy: read ratios,
-//! not absolute numbers. Needs root.
+//! by a veth, all kernel. Servers run under `LD_PRELOAD=liblstack.so` (once
+//! per stack mode: its own stack thread, "run-to-wakeup", and inside the
+//! application's threads, "run-to-completion") and plainly on the kernel;
+//! clients are always plain kernel programs in the peer.
+//!
+//! Measured: redis-benchmark SET/GET requests/s at `-c 50` with `-P 1` and
+//! `-P 16` and at `-c 1000`; TCP request/response on one connection with
+//! 64-byte messages (lstack-rr): rate and p50/p99/p99.9; bulk TCP both ways
+//! (iperf3); nginx serving a small file to `wrk -c 100`. For every row: the
+//! CPU-seconds the server process used (all its threads, user + system,
+//! `/proc/<pid>/stat`) and the whole machine used (`/proc/stat`, clients and
+//! kernel included) while the client ran, and the rate per CPU-second.
+//! These 2-core VMs are noisy: read ratios, not absolute numbers. Needs root.
 
 use std::{
     cell::RefCell,
@@ -20,15 +27,21 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
-use lstack_bench::lstack_conf::LstackConf;
+use clap::{Parser, ValueEnum};
+use gazelle_config::StackThreadMode;
+use lstack_bench::{
+    cpu::{clock_ticks_per_sec, cpu_ticks, MachineCpu},
+    lstack_conf::LstackConf,
+};
 use netns_testbed::{hugepages, AfPacketEal, ChildGuard, KernelTwin, Topology, TopologyOptions};
+use serde::Serialize;
 
-/// Benchmark lstack against the Linux kernel stack, side by side.
+/// Benchmark lstack against the Linux kernel stack, side by side, with the
+/// CPU each side used.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, long_about = None)]
 struct Args {
-    /// Shorter runs (for CI smoke tests): fewer requests, 3 s transfers.
+    /// Shorter runs (for CI smoke tests): fewer requests, 2 s transfers.
     #[arg(long)]
     quick: bool,
     /// Print the results as JSON (one object) instead of a table.
@@ -37,12 +50,59 @@ struct Args {
     /// liblstack.so to preload (default: next to this program).
     #[arg(long)]
     lib: Option<PathBuf>,
+    /// lstack's stack modes to measure (the kernel is always measured).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::Rtw, Mode::Rtc])]
+    modes: Vec<Mode>,
+    /// Which benchmarks to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Step::all())]
+    only: Vec<Step>,
+}
+
+/// An lstack stack mode, by gazelle's `stack_thread_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// `run-to-wakeup`: the stack runs on its own thread.
+    Rtw,
+    /// `run-to-completion`: the application's threads run the stack.
+    Rtc,
+}
+
+/// One benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Step {
+    Redis,
+    Rr,
+    Bulk,
+    Nginx,
+}
+
+impl Step {
+    fn all() -> Vec<Self> {
+        vec![Self::Redis, Self::Rr, Self::Bulk, Self::Nginx]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     Kernel,
-    Lstack,
+    Lstack(Mode),
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Kernel => "kernel",
+            Side::Lstack(Mode::Rtw) => "lstack-rtw",
+            Side::Lstack(Mode::Rtc) => "lstack-rtc",
+        }
+    }
+
+    fn medium(self) -> &'static str {
+        match self {
+            Side::Kernel => "kernel TCP/IP over a veth pair",
+            Side::Lstack(_) => "DPDK net_af_packet on a veth (qpairs 1)",
+        }
+    }
 }
 
 struct Bench<'a> {
@@ -51,10 +111,12 @@ struct Bench<'a> {
     lib: PathBuf,
     tools: PathBuf,
     huge: hugepages::HugeEnv,
-    runs: usize,
+    quick: bool,
     /// The configurations written so far, removed (with their DPDK
     /// runtime directories) when the benchmark ends.
     confs: RefCell<Vec<LstackConf>>,
+    /// Scratch directory (nginx's files), removed at the end.
+    scratch: PathBuf,
 }
 
 impl Drop for Bench<'_> {
@@ -64,18 +126,47 @@ impl Drop for Bench<'_> {
                 eprintln!("lstack-bench: {e:#}");
             }
         }
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// CPU used while one client ran.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Cpu {
+    /// The server process, all threads, user + system.
+    server_s: f64,
+    /// The whole machine (every CPU's non-idle time).
+    machine_s: f64,
+    /// Wall-clock length of the measurement.
+    wall_s: f64,
+}
+
+/// Measures the CPU of `server` and of the machine around `f`.
+fn measured<T>(server: u32, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
+    let hz = clock_ticks_per_sec();
+    let (s0, m0, t0) = (cpu_ticks(server)?, MachineCpu::read()?, Instant::now());
+    let out = f()?;
+    let (s1, m1) = (cpu_ticks(server)?, MachineCpu::read()?);
+    let m = m1.since(&m0);
+    Ok((
+        out,
+        Cpu {
+            server_s: s1.saturating_sub(s0) as f64 / hz,
+            machine_s: (m.user + m.system + m.interrupts + m.steal) as f64 / hz,
+            wall_s: t0.elapsed().as_secs_f64(),
+        },
+    ))
 }
 
 impl Bench<'_> {
     /// A server command on `side`.
-    fn server(&self, side: Side, program: &str) -> Result<Command> {
+    fn server(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         Ok(match side {
             Side::Kernel => self.twin.app_cmd(program),
-            Side::Lstack => {
+            Side::Lstack(mode) => {
                 let mut cmd = Command::new(program);
                 cmd.env("LD_PRELOAD", &self.lib)
-                    .env("LSTACK_CONF_PATH", self.conf()?);
+                    .env("LSTACK_CONF_PATH", self.conf(mode)?);
                 cmd
             }
         })
@@ -85,19 +176,26 @@ impl Bench<'_> {
     fn client(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match side {
             Side::Kernel => self.twin.peer_cmd(program),
-            Side::Lstack => self.topo.cmd(program),
+            Side::Lstack(_) => self.topo.cmd(program),
         }
     }
 
     /// A fresh lstack configuration file (each preloaded process is its own
     /// DPDK primary and needs its own file prefix).
-    fn conf(&self) -> Result<PathBuf> {
+    fn conf(&self, mode: Mode) -> Result<PathBuf> {
         let conf = LstackConf::write(
             self.topo,
             &self.huge,
             &AfPacketEal::default(),
             "lstack-bench",
-            |_| {},
+            |c| {
+                c.stack_thread_mode = match mode {
+                    Mode::Rtw => StackThreadMode::RunToWakeup,
+                    Mode::Rtc => StackThreadMode::RunToCompletion,
+                };
+                // redis at -c 1000 and wrk -c 100 with room to spare.
+                c.tcp_conn_count = c.tcp_conn_count.max(2000);
+            },
         )?;
         let path = conf.path.clone();
         self.confs.borrow_mut().push(conf);
@@ -158,72 +256,136 @@ impl Bench<'_> {
             "no",
             "--protected-mode",
             "no",
+            "--maxclients",
+            "4000",
         ]);
-        let _server = self.start(side, cmd, 16379)?;
+        let server = self.start(side, cmd, 16379)?;
         let ip = self.topo.stack_ip4.to_string();
-        let n = (self.runs * 50).to_string();
-        for pipeline in ["1", "16"] {
-            let text = Self::output(self.client(side, "redis-benchmark").args([
-                "-h", &ip, "-p", "16379", "-t", "set,get", "-n", &n, "-c", "50", "-P", pipeline,
-                "-q",
-            ]))?;
-            for (name, rps) in rates(&text) {
-                out.push(Row::new(
+        for (clients, pipeline) in [(50, 1), (50, 16), (1000, 1)] {
+            for test in ["set", "get"] {
+                let n = if self.quick { 20_000 } else { 200_000 } * pipeline;
+                let (text, cpu) = measured(server.id(), || {
+                    Self::output(self.client(side, "redis-benchmark").args([
+                        "-h",
+                        &ip,
+                        "-p",
+                        "16379",
+                        "-t",
+                        test,
+                        "-n",
+                        &n.to_string(),
+                        "-c",
+                        &clients.to_string(),
+                        "-P",
+                        &pipeline.to_string(),
+                        "-q",
+                    ]))
+                })?;
+                let (name, rps) = rates(&text)
+                    .into_iter()
+                    .next()
+                    .with_context(|| format!("no rate in redis-benchmark's output: {text}"))?;
+                out.push(Row::rate(
                     side,
-                    format!("redis {name} -c 50 -P {pipeline}"),
+                    format!("redis {name} -c {clients} -P {pipeline}"),
                     "req/s",
                     rps,
-                    true,
+                    cpu,
                 ));
             }
         }
         Ok(())
     }
 
-    fn latency(&self, side: Side, out: &mut Vec<Row>) -> Result<()> {
+    fn rr(&self, side: Side, out: &mut Vec<Row>) -> Result<()> {
         let rr = self.tools.join("lstack-rr");
-        let mut cmd = self.server(side, rr.to_str().unwrap_or("lstack-rr"))?;
+        let mut cmd = self.server(side, &rr)?;
         cmd.args(["server", "7070"]);
-        let _server = self.start(side, cmd, 7070)?;
+        let server = self.start(side, cmd, 7070)?;
         let addr = format!("{}:7070", self.topo.stack_ip4);
-        let count = (self.runs * 5).to_string();
-        let text = Self::output(
-            self.client(side, &rr)
-                .args(["client", &addr, "--size", "64", "--count", &count]),
-        )?;
+        let count = if self.quick { 5_000 } else { 50_000 }.to_string();
+        let (text, cpu) = measured(server.id(), || {
+            Self::output(
+                self.client(side, &rr)
+                    .args(["client", &addr, "--size", "64", "--count", &count]),
+            )
+        })?;
         let v: Vec<f64> = text
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        if v.len() != 4 {
+        let [p50, p99, p999, _mean, rate] = v[..] else {
             bail!("unexpected lstack-rr output: {text}");
+        };
+        out.push(Row::rate(side, "tcp rr 64 B".into(), "trans/s", rate, cpu));
+        for (name, value) in [("p50", p50), ("p99", p99), ("p99.9", p999)] {
+            out.push(Row::latency(
+                side,
+                format!("tcp rr 64 B {name}"),
+                value,
+                cpu,
+            ));
         }
-        out.push(Row::new(side, "tcp rr 64 B p50".into(), "us", v[0], false));
-        out.push(Row::new(side, "tcp rr 64 B p99".into(), "us", v[1], false));
         Ok(())
     }
 
     fn bulk(&self, side: Side, out: &mut Vec<Row>) -> Result<()> {
         let mut cmd = self.server(side, "iperf3")?;
         cmd.args(["-s", "-p", "15201"]);
-        let _server = self.start(side, cmd, 15201)?;
+        let server = self.start(side, cmd, 15201)?;
         let ip = self.topo.stack_ip4.to_string();
-        let secs = if self.runs < 1000 { "3" } else { "10" };
+        let secs = if self.quick { "2" } else { "10" };
         for (label, extra) in [("to server", None), ("from server", Some("-R"))] {
             let mut c = self.client(side, "iperf3");
             c.args(["-c", &ip, "-p", "15201", "-t", secs, "--json"]);
             if let Some(x) = extra {
                 c.arg(x);
             }
-            let text = Self::output(&mut c)?;
-            out.push(Row::new(
+            let (text, cpu) = measured(server.id(), || Self::output(&mut c))?;
+            out.push(Row::rate(
                 side,
                 format!("tcp bulk {label}"),
                 "Mbit/s",
                 received_bps(&text)? / 1e6,
-                true,
+                cpu,
             ));
         }
+        Ok(())
+    }
+
+    fn nginx(&self, side: Side, out: &mut Vec<Row>) -> Result<()> {
+        let dir = self.scratch.join(format!("nginx-{}", side.label()));
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
+        std::fs::write(www.join("index.html"), "x".repeat(612))?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, netns_testbed::apps::nginx_conf(&dir, &www, 18080))?;
+        let mut cmd = self.server(side, "nginx")?;
+        cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
+        let server = self.start(side, cmd, 18080)?;
+        let url = format!("http://{}:18080/index.html", self.topo.stack_ip4);
+        let secs = if self.quick { "2s" } else { "10s" };
+        let (text, cpu) = measured(server.id(), || {
+            Self::output(
+                self.client(side, "wrk")
+                    .args(["-t", "2", "-c", "100", "-d", secs, &url]),
+            )
+        })?;
+        if text.contains("Socket errors") || text.contains("Non-2xx") {
+            bail!("wrk saw errors: {text}");
+        }
+        let rps = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+        out.push(Row::rate(
+            side,
+            "nginx wrk -c 100".into(),
+            "req/s",
+            rps,
+            cpu,
+        ));
         Ok(())
     }
 }
@@ -235,24 +397,41 @@ struct Row {
     metric: String,
     unit: &'static str,
     value: f64,
-    higher_is_better: bool,
+    /// A rate (higher is better, and per CPU-second makes sense), or a
+    /// latency (lower is better).
+    rate: bool,
+    cpu: Cpu,
 }
 
 impl Row {
-    fn new(
-        side: Side,
-        metric: String,
-        unit: &'static str,
-        value: f64,
-        higher_is_better: bool,
-    ) -> Self {
+    fn rate(side: Side, metric: String, unit: &'static str, value: f64, cpu: Cpu) -> Self {
         Self {
             side,
             metric,
             unit,
             value,
-            higher_is_better,
+            rate: true,
+            cpu,
         }
+    }
+
+    fn latency(side: Side, metric: String, value: f64, cpu: Cpu) -> Self {
+        Self {
+            side,
+            metric,
+            unit: "us",
+            value,
+            rate: false,
+            cpu,
+        }
+    }
+
+    /// The rate per CPU-second of the server and of the machine (a rate
+    /// times the wall time is the amount of work done).
+    fn per_cpu(&self) -> Option<(f64, f64)> {
+        let work = self.value * self.cpu.wall_s;
+        (self.rate && self.cpu.server_s > 0.0 && self.cpu.machine_s > 0.0)
+            .then(|| (work / self.cpu.server_s, work / self.cpu.machine_s))
     }
 }
 
@@ -274,19 +453,10 @@ fn rates(text: &str) -> Vec<(String, f64)> {
 }
 
 fn received_bps(json: &str) -> Result<f64> {
-    let at = json
-        .find("\"sum_received\"")
-        .context("no sum_received in iperf3 output")?;
-    let rest = &json[at..];
-    let key = "\"bits_per_second\":";
-    let b = rest.find(key).context("no bits_per_second")? + key.len();
-    Ok(rest[b..]
-        .trim_start()
-        .split([',', '\n', '}'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .parse()?)
+    let v: serde_json::Value = serde_json::from_str(json).context("iperf3's JSON")?;
+    v.pointer("/end/sum_received/bits_per_second")
+        .and_then(serde_json::Value::as_f64)
+        .context("no end.sum_received.bits_per_second in iperf3's output")
 }
 
 fn main() {
@@ -325,86 +495,185 @@ fn run(args: Args) -> Result<()> {
         .kernel_twin
         .as_ref()
         .context("the topology has no kernel twin")?;
+    let scratch = std::env::temp_dir().join(format!("lstack-bench-{}", std::process::id()));
     let bench = Bench {
         topo: &topo,
         twin,
         lib,
         tools,
         huge,
-        runs: if args.quick { 400 } else { 4000 },
+        quick: args.quick,
         confs: RefCell::default(),
+        scratch,
     };
-
-    let mut rows = Vec::new();
-    type Step<'b> = fn(&Bench<'b>, Side, &mut Vec<Row>) -> Result<()>;
-    let steps: [(&str, Step<'_>); 3] = [
-        ("redis", Bench::redis),
-        ("latency", Bench::latency),
-        ("bulk", Bench::bulk),
-    ];
-    for (name, step) in steps {
-        for side in [Side::Kernel, Side::Lstack] {
-            eprintln!(
-                "lstack-bench: {name} on {}...",
-                if side == Side::Kernel {
-                    "the kernel"
-                } else {
-                    "lstack"
-                }
-            );
-            step(&bench, side, &mut rows).with_context(|| format!("{name} on {side:?}"))?;
+    let mut sides = vec![Side::Kernel];
+    for m in &args.modes {
+        if !sides.contains(&Side::Lstack(*m)) {
+            sides.push(Side::Lstack(*m));
         }
     }
-    report(&rows, args.json);
+
+    let mut rows = Vec::new();
+    type Run<'b> = fn(&Bench<'b>, Side, &mut Vec<Row>) -> Result<()>;
+    let steps: [(Step, &str, Run<'_>); 4] = [
+        (Step::Redis, "redis", Bench::redis),
+        (Step::Rr, "tcp request/response", Bench::rr),
+        (Step::Bulk, "bulk tcp", Bench::bulk),
+        (Step::Nginx, "nginx", Bench::nginx),
+    ];
+    for (step, name, f) in steps {
+        if !args.only.contains(&step) {
+            continue;
+        }
+        for &side in &sides {
+            eprintln!("lstack-bench: {name} on {}...", side.label());
+            f(&bench, side, &mut rows).with_context(|| format!("{name} on {}", side.label()))?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json(&rows, &sides))?);
+    } else {
+        table(&rows, &sides);
+    }
     Ok(())
 }
 
-fn report(rows: &[Row], json: bool) {
-    let mut metrics: Vec<&str> = Vec::new();
+/// Metrics in the order they were measured.
+fn metrics(rows: &[Row]) -> Vec<&Row> {
+    let mut first: Vec<&Row> = Vec::new();
     for r in rows {
-        if !metrics.contains(&r.metric.as_str()) {
-            metrics.push(&r.metric);
+        if !first.iter().any(|f| f.metric == r.metric) {
+            first.push(r);
         }
     }
+    first
+}
+
+#[derive(Serialize)]
+struct JsonSide {
+    side: &'static str,
+    medium: &'static str,
+    value: f64,
+    #[serde(flatten)]
+    cpu: Cpu,
+    per_server_cpu_s: Option<f64>,
+    per_machine_cpu_s: Option<f64>,
+    /// This side over the kernel's: the value, and the per-CPU rates.
+    over_kernel: Option<f64>,
+    per_server_cpu_over_kernel: Option<f64>,
+    per_machine_cpu_over_kernel: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct JsonMetric {
+    metric: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    sides: Vec<JsonSide>,
+}
+
+fn json(rows: &[Row], sides: &[Side]) -> serde_json::Value {
     let find = |m: &str, s: Side| rows.iter().find(|r| r.metric == m && r.side == s);
-    if json {
-        let items: Vec<String> = metrics
-            .iter()
-            .filter_map(|m| {
-                let (k, l) = (find(m, Side::Kernel)?, find(m, Side::Lstack)?);
-                Some(format!(
-                    "{{\"metric\":\"{m}\",\"unit\":\"{}\",\"kernel\":{:.2},\"lstack\":{:.2},\"lstack_over_kernel\":{:.3},\"higher_is_better\":{}}}",
-                    k.unit,
-                    k.value,
-                    l.value,
-                    l.value / k.value,
-                    k.higher_is_better
-                ))
-            })
-            .collect();
-        println!("{{\"results\":[{}]}}", items.join(","));
-        return;
+    let results: Vec<JsonMetric> = metrics(rows)
+        .into_iter()
+        .map(|first| {
+            let kernel = find(&first.metric, Side::Kernel);
+            let kpc = kernel.and_then(Row::per_cpu);
+            JsonMetric {
+                metric: first.metric.clone(),
+                unit: first.unit,
+                higher_is_better: first.rate,
+                sides: sides
+                    .iter()
+                    .filter_map(|&s| find(&first.metric, s))
+                    .map(|r| {
+                        let pc = r.per_cpu();
+                        JsonSide {
+                            side: r.side.label(),
+                            medium: r.side.medium(),
+                            value: r.value,
+                            cpu: r.cpu,
+                            per_server_cpu_s: pc.map(|p| p.0),
+                            per_machine_cpu_s: pc.map(|p| p.1),
+                            over_kernel: kernel.map(|k| r.value / k.value),
+                            per_server_cpu_over_kernel: pc.zip(kpc).map(|(p, k)| p.0 / k.0),
+                            per_machine_cpu_over_kernel: pc.zip(kpc).map(|(p, k)| p.1 / k.1),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    serde_json::json!({ "results": results })
+}
+
+fn table(rows: &[Row], sides: &[Side]) {
+    let find = |m: &str, s: Side| rows.iter().find(|r| r.metric == m && r.side == s);
+    let lstack: Vec<Side> = sides
+        .iter()
+        .copied()
+        .filter(|s| *s != Side::Kernel)
+        .collect();
+    println!("media:");
+    for s in sides {
+        println!("  {:<11} {}", s.label(), s.medium());
+    }
+    print!("\n{:<40} {:>10}", "metric", "unit");
+    for s in sides {
+        print!(" {:>12}", s.label());
+    }
+    for s in &lstack {
+        print!(" {:>9}", format!("{}/k", &s.label()[7..]));
+    }
+    println!();
+    let line = |label: &str, unit: &str, vals: Vec<Option<f64>>, prec: usize| {
+        print!("{label:<40} {unit:>10}");
+        for v in &vals {
+            match v {
+                Some(v) => print!(" {:>12.*}", prec, v),
+                None => print!(" {:>12}", "-"),
+            }
+        }
+        let k = vals.first().copied().flatten();
+        for v in &vals[1..] {
+            match (v, k) {
+                (Some(v), Some(k)) if k > 0.0 => print!(" {:>8.2}x", v / k),
+                _ => print!(" {:>9}", "-"),
+            }
+        }
+        println!();
+    };
+    for first in metrics(rows) {
+        let m = &first.metric;
+        let get = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<Option<f64>> {
+            sides.iter().map(|&s| find(m, s).and_then(f)).collect()
+        };
+        let better = if first.rate { "higher" } else { "lower" };
+        line(
+            &format!("{m} ({better} better)"),
+            first.unit,
+            get(&|r| Some(r.value)),
+            1,
+        );
+        if first.rate {
+            line("  server CPU", "s", get(&|r| Some(r.cpu.server_s)), 2);
+            line(
+                "  per server CPU-second",
+                &format!("{}/cpu-s", first.unit.split('/').next().unwrap_or("")),
+                get(&|r| r.per_cpu().map(|p| p.0)),
+                0,
+            );
+            line("  machine CPU", "s", get(&|r| Some(r.cpu.machine_s)), 2);
+            line(
+                "  per machine CPU-second",
+                &format!("{}/cpu-s", first.unit.split('/').next().unwrap_or("")),
+                get(&|r| r.per_cpu().map(|p| p.1)),
+                0,
+            );
+        }
     }
     println!(
-        "{:<32} {:>8} {:>12} {:>12} {:>14}",
-        "metric", "unit", "kernel", "lstack", "lstack/kernel"
+        "\nCPU: the server process's user + system time, and every CPU's non-idle time \
+         (clients and kernel included), while the client ran. Ratios: lstack over the kernel."
     );
-    for m in metrics {
-        let (Some(k), Some(l)) = (find(m, Side::Kernel), find(m, Side::Lstack)) else {
-            continue;
-        };
-        let better = if k.higher_is_better {
-            "higher is better"
-        } else {
-            "lower is better"
-        };
-        println!(
-            "{:<32} {:>8} {:>12.1} {:>12.1} {:>13.2}x  ({better})",
-            m,
-            k.unit,
-            k.value,
-            l.value,
-            l.value / k.value
-        );
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! `lstack-rr server PORT` echoes fixed-size messages on every connection;
 //! `lstack-rr client ADDR --size 64 --count 20000` sends a message, waits for
-//! its echo, repeats, and prints `p50_us p99_us mean_us rps` on one line.
+//! its echo, repeats, and prints `p50_us p99_us p99.9_us mean_us rps` on one line.
 //! It uses only std's blocking sockets, so it runs unchanged on the kernel
 //! and under `LD_PRELOAD=liblstack.so`.
 
@@ -108,9 +108,10 @@ fn run(args: Args) -> Result<()> {
             let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
             let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
             println!(
-                "{:.1} {:.1} {:.1} {:.0}",
+                "{:.1} {:.1} {:.1} {:.1} {:.0}",
                 pct(0.50),
                 pct(0.99),
+                pct(0.999),
                 mean,
                 (warmup + count) as f64 / total
             );

@@ -1,0 +1,82 @@
+//! `lstack-bench --quick --json` runs end to end: every row has the kernel
+//! and lstack in both stack modes, each with a positive value, the CPU its
+//! server and the machine used, and (for rates) the rate per CPU-second and
+//! the ratios to the kernel. No assertion on the numbers themselves
+//! (wall-clock rates on a shared VM). Needs root, hugepages and the
+//! servers and clients scripts/install-deps.sh installs.
+
+use std::process::Command;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_lstack-bench");
+
+#[test]
+fn quick_run_measures_every_side_with_its_cpu() {
+    netns_testbed::require_root();
+    // The preload library must be next to the bench (cargo builds it into
+    // the same directory as a dependency-free cdylib of the workspace).
+    let dir = std::path::Path::new(BENCH).parent().unwrap();
+    let lib = dir.join("liblstack.so");
+    assert!(
+        lib.exists(),
+        "{} missing: build it first (cargo build --release -p lstack-preload)",
+        lib.display()
+    );
+    let out = Command::new(BENCH)
+        .args(["--quick", "--json"])
+        .output()
+        .expect("running lstack-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "lstack-bench --quick failed ({})\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
+    let results = v["results"].as_array().expect("a results array");
+    let metrics: Vec<&str> = results
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap())
+        .collect();
+    for want in [
+        "redis SET -c 50 -P 1",
+        "redis GET -c 50 -P 16",
+        "redis SET -c 1000 -P 1",
+        "tcp rr 64 B",
+        "tcp rr 64 B p99.9",
+        "tcp bulk to server",
+        "tcp bulk from server",
+        "nginx wrk -c 100",
+    ] {
+        assert!(metrics.contains(&want), "no {want:?} row in {metrics:?}");
+    }
+    for r in results {
+        let metric = r["metric"].as_str().unwrap();
+        let rate = r["higher_is_better"].as_bool().unwrap();
+        let sides = r["sides"].as_array().unwrap();
+        let labels: Vec<&str> = sides.iter().map(|s| s["side"].as_str().unwrap()).collect();
+        assert_eq!(
+            labels,
+            ["kernel", "lstack-rtw", "lstack-rtc"],
+            "{metric}: sides"
+        );
+        for s in sides {
+            let side = s["side"].as_str().unwrap();
+            let num = |k: &str| {
+                s[k].as_f64()
+                    .unwrap_or_else(|| panic!("{metric} on {side}: no {k} in {s}"))
+            };
+            assert!(num("value") > 0.0, "{metric} on {side}: {s}");
+            assert!(num("wall_s") > 0.0, "{metric} on {side}: {s}");
+            assert!(num("machine_s") > 0.0, "{metric} on {side}: {s}");
+            assert!(num("server_s") >= 0.0, "{metric} on {side}: {s}");
+            assert!(num("over_kernel") > 0.0, "{metric} on {side}: {s}");
+            assert!(!s["medium"].as_str().unwrap().is_empty());
+            if rate && num("server_s") > 0.0 {
+                assert!(num("per_server_cpu_s") > 0.0, "{metric} on {side}: {s}");
+                assert!(num("per_machine_cpu_s") > 0.0, "{metric} on {side}: {s}");
+            }
+        }
+    }
+    println!("{stdout}");
+}

@@ -26,8 +26,6 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --release -- --nocapture 2>&1 | tee "$log"
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
-echo "==> benchmark smoke run (lstack vs kernel, short)"
-./target/release/lstack-bench --quick
 if [[ -x scripts/fuzz.sh ]]; then
   echo "==> fuzz smoke run"
   scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -1005,7 +1005,7 @@ impl std::fmt::Debug for Worker {
 /// most (see [`Worker::run`]), in nanoseconds.
 const SPIN_NS_START: u64 = 20_000;
 const SPIN_NS_MIN: u64 = 2_000;
-const SPIN_NS_MAX: u64 = 200_000;
+const SPIN_NS_MAX: u64 = 50_000;
 
 impl Worker {
     pub(crate) fn new(

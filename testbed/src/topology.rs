@@ -280,7 +280,7 @@ impl Topology {
         let mut cleanup = Cleanup::default();
         remove_leftover_netns(&ns)?;
         ip(&format!("netns add {ns}")).with_context(|| format!("creating namespace {ns}"))?;
-        cleanup.0.push(Resource::Netns(ns.clone()));
+        cleanup.push(Resource::Netns(ns.clone()));
         ip(&format!("-n {ns} link set lo up"))?;
 
         for (i, link) in std::iter::once(&main).chain(&extra).enumerate() {
@@ -669,7 +669,7 @@ fn create_link(
             Err(e) => return Err(e),
         }
     }
-    cleanup.0.push(Resource::Link(host.to_owned()));
+    cleanup.push(Resource::Link(host.to_owned()));
 
     // host_if belongs to DPDK: the root namespace's kernel must stay silent on it (no
     // IPv6 link-local address, router solicitations or MLD reports for the stack to
@@ -767,7 +767,7 @@ fn create_twin(
     for name in [app_ns, peer_ns] {
         remove_leftover_netns(name)?;
         ip(&format!("netns add {name}")).with_context(|| format!("creating namespace {name}"))?;
-        cleanup.0.push(Resource::Netns(name.to_owned()));
+        cleanup.push(Resource::Netns(name.to_owned()));
         ip(&format!("-n {name} link set lo up"))?;
     }
     ip(&format!(
@@ -870,7 +870,7 @@ fn sysctl_in(ns: &str, setting: &str) -> anyhow::Result<()> {
 }
 
 /// Something a topology created, to be removed when it goes away.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Resource {
     /// A named network namespace.
     Netns(String),
@@ -882,11 +882,48 @@ enum Resource {
 #[derive(Debug, Default)]
 struct Cleanup(Vec<Resource>);
 
+/// Every namespace and link of this process's topologies not removed yet.
+/// A topology kept in a `static` (shared by a test file's tests) is never
+/// dropped: these are removed when the process exits instead, so a test run
+/// leaves nothing behind.
+static LIVE: std::sync::Mutex<Vec<Resource>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_live_at_exit() {
+    let Ok(mut live) = LIVE.try_lock() else {
+        return;
+    };
+    let mut rest = Cleanup(std::mem::take(&mut *live));
+    drop(live);
+    if let Err(e) = rest.run() {
+        eprintln!("netns-testbed: at exit: {e:#}");
+    }
+}
+
 impl Cleanup {
+    /// Records `r` for removal, on drop or at the latest when the process
+    /// exits.
+    fn push(&mut self, r: Resource) {
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| {
+            // SAFETY: registers a plain function with no captured state.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::atexit(remove_live_at_exit)
+            };
+        });
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r.clone());
+        self.0.push(r);
+    }
+
     /// Removes every resource, continuing past failures, and reports them all.
     fn run(&mut self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
         while let Some(resource) = self.0.pop() {
+            LIVE.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|r| *r != resource);
             let result = match &resource {
                 Resource::Netns(ns) => delete_netns(ns),
                 Resource::Link(link) => delete_link(link),

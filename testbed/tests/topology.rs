@@ -497,3 +497,41 @@ fn kernel_twin_mirrors_the_stack_side_in_its_own_namespaces() {
     assert!(!netns_exists(&app_ns) && !netns_exists(&peer_ns));
     assert!(!orphan.wait().unwrap().success());
 }
+
+/// Run by [`a_topology_that_is_never_dropped_is_removed_at_exit`] in a
+/// child process: builds a topology, never drops it (as a `static` shared
+/// by a test file's tests is never dropped), prints its names and returns.
+#[test]
+fn leak_a_topology_when_asked() {
+    if std::env::var_os("TESTBED_LEAK_TOPOLOGY").is_none() {
+        return;
+    }
+    let topo = topology("leak");
+    println!("LEAKED {} {}", topo.ns, topo.host_if);
+    std::mem::forget(topo);
+}
+
+#[test]
+fn a_topology_that_is_never_dropped_is_removed_at_exit() {
+    require_root();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "leak_a_topology_when_asked", "--nocapture"])
+        .env("TESTBED_LEAK_TOPOLOGY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LEAKED "))
+        .unwrap_or_else(|| panic!("the child printed no names: {stdout}"));
+    let (ns, link) = line.split_once(' ').unwrap();
+    assert!(
+        !netns_exists(ns),
+        "namespace {ns} of an exited process is still there"
+    );
+    assert!(
+        !link_exists(link),
+        "veth {link} of an exited process is still there"
+    );
+}

@@ -99,8 +99,11 @@ pub const MAX_TCP_CONNECTIONS: usize = 8;
 /// 60 s retransmission timeout.
 pub const MAX_TIMER: Duration = Duration::from_secs(120);
 
-/// TCP socket buffers: the stack's cap (`lstack::MAX_TCP_RX_BUFFER`).
-const TCP_BUFFER: usize = lstack::MAX_TCP_RX_BUFFER;
+/// TCP socket buffers: the stack's default receive buffer, 131070 bytes
+/// (window scale 1; `lstack::tcp_rx_buffer_size` rounds it so smoltcp's
+/// post-SYN-ACK window is the buffer: a 131072-byte buffer is what
+/// `regression-tcp-window-overrun-scaled` overruns).
+const TCP_BUFFER: usize = lstack::tcp_rx_buffer_size(128 * 1024);
 /// The stack's default delayed-ACK timeout.
 const ACK_DELAY: Duration = Duration::from_millis(10);
 /// UDP and ICMP socket queues (smaller than the stack's: only their size

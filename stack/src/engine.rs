@@ -832,7 +832,7 @@ impl StackShared {
             .tx
             .map_or(self.opts.tcp_tx_buffer, |v| v.saturating_mul(2));
         (
-            rx.clamp(crate::MIN_TCP_RX_BUFFER, crate::MAX_TCP_RX_BUFFER),
+            crate::tcp_rx_buffer_size(rx),
             tx.clamp(crate::MIN_TCP_TX_BUFFER, crate::MAX_TCP_TX_BUFFER),
         )
     }

@@ -64,16 +64,38 @@ use crate::{
     engine::{StackShared, Worker},
 };
 
-/// Largest TCP receive buffer a socket gets.
+/// Largest TCP receive buffer a socket gets: 65535 << 5 bytes (about
+/// 2 MiB), a size [`tcp_rx_buffer_size`] allows.
+pub const MAX_TCP_RX_BUFFER: usize = 65535 << 5;
+
+/// The TCP receive buffer a socket gets when `requested` bytes are asked
+/// for: within [`MIN_TCP_RX_BUFFER`]..=[`MAX_TCP_RX_BUFFER`], and above
+/// 65535 rounded down to 65535 << k.
 ///
-/// smoltcp 0.14 stores the window it advertised in its SYN-ACK (never
-/// scaled, per RFC 7323) and then reads it back as if scaled, so until its
-/// first ACK it accepts data up to `window << scale` bytes ahead: with a
-/// buffer over 64 KiB (scale > 0) a peer that sends past the advertised
-/// window overruns the buffer and panics the stack thread (found by the
-/// `ingest` fuzz target; reproducer in `fuzz/regressions/`). Without window
-/// scaling (buffers up to 65535 bytes) the advertised window is the buffer.
-pub const MAX_TCP_RX_BUFFER: usize = 65535;
+/// The rounding makes a smoltcp 0.14 bug harmless. Its SYN-ACK carries the
+/// window unscaled (`min(buffer, 65535)`, as RFC 7323 wants), but it
+/// stores that value and reads it back as if scaled, so until it sends its
+/// next segment it accepts data up to `65535 << shift` bytes ahead, where
+/// `shift` is the smallest with `buffer >> shift <= 65535`. For any other
+/// buffer size that is more than the buffer holds: a peer sending past the
+/// window it was offered overran the buffer and panicked the stack thread
+/// (found by the `ingest` fuzz target; reproducer in `fuzz/regressions/`).
+/// With `buffer = 65535 << shift` the window it accepts is exactly the
+/// (still empty) buffer. Below 65536 bytes no scaling happens at all.
+pub const fn tcp_rx_buffer_size(requested: usize) -> usize {
+    let b = if requested < MIN_TCP_RX_BUFFER {
+        MIN_TCP_RX_BUFFER
+    } else if requested > MAX_TCP_RX_BUFFER {
+        MAX_TCP_RX_BUFFER
+    } else {
+        requested
+    };
+    if b <= 65535 {
+        return b;
+    }
+    let k = usize::BITS - 1 - (b / 65535).leading_zeros();
+    65535 << k
+}
 
 /// Smallest TCP receive and send buffers (as Linux's `SOCK_MIN_RCVBUF` and
 /// `SOCK_MIN_SNDBUF`).
@@ -101,8 +123,8 @@ pub struct StackOptions {
     /// TCP socket shards per stack thread (see the `engine` docs). More
     /// shards: fewer sockets met per packet, more to scan for timers.
     pub tcp_shards: usize,
-    /// Receive buffer of each TCP socket, bytes (at most
-    /// [`MAX_TCP_RX_BUFFER`]; larger values are capped).
+    /// Receive buffer of each TCP socket, bytes (as
+    /// [`tcp_rx_buffer_size`] rounds it).
     pub tcp_rx_buffer: usize,
     /// Send buffer of each TCP socket, bytes.
     pub tcp_tx_buffer: usize,
@@ -132,7 +154,8 @@ impl StackOptions {
         let per_thread = (config.tcp_conn_count as usize).div_ceil(config.num_cpus.len().max(1));
         Self {
             tcp_shards: per_thread.div_ceil(32).next_power_of_two().clamp(1, 1024),
-            tcp_rx_buffer: MAX_TCP_RX_BUFFER,
+            // A kernel's initial receive buffer (tcp_rmem[1]) is 128 KiB.
+            tcp_rx_buffer: tcp_rx_buffer_size(128 * 1024),
             tcp_tx_buffer: 64 * 1024,
             udp_packets: 256,
             udp_buffer: 256 * 1024,
@@ -808,6 +831,30 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::tcp_rx_buffer_size as size;
+
+    #[test]
+    fn receive_buffers_over_64k_are_65535_shifted() {
+        assert_eq!(size(0), super::MIN_TCP_RX_BUFFER);
+        assert_eq!(size(4096), 4096);
+        assert_eq!(size(65535), 65535);
+        assert_eq!(size(65536), 65535);
+        assert_eq!(size(131069), 65535);
+        assert_eq!(size(131070), 131070);
+        assert_eq!(size(128 * 1024), 131070);
+        assert_eq!(size(1 << 20), 65535 << 4);
+        assert_eq!(size(usize::MAX), super::MAX_TCP_RX_BUFFER);
+        // Every size over 64 KiB is one whose window scale makes smoltcp's
+        // post-SYN-ACK window (65535 << scale) exactly the buffer.
+        for r in (65536..4 << 20).step_by(4099) {
+            let b = size(r);
+            let bits = usize::BITS - b.leading_zeros();
+            let shift = bits.saturating_sub(16);
+            assert!(65535 << shift <= b, "{r} -> {b}: window {}", 65535 << shift);
+            assert!(b <= r.max(65535));
+        }
+    }
+
     use super::*;
 
     #[test]

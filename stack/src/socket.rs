@@ -92,9 +92,8 @@ impl Stack {
     }
 
     /// The receive and send buffer sizes a TCP socket gets for `req`: the
-    /// value asked for doubled (as Linux reports it), kept within
-    /// [`MIN_TCP_RX_BUFFER`](crate::MIN_TCP_RX_BUFFER)..=[`MAX_TCP_RX_BUFFER`](crate::MAX_TCP_RX_BUFFER)
-    /// and [`MIN_TCP_TX_BUFFER`](crate::MIN_TCP_TX_BUFFER)..=[`MAX_TCP_TX_BUFFER`](crate::MAX_TCP_TX_BUFFER);
+    /// value asked for doubled (as Linux reports it), the receive buffer as
+    /// [`tcp_rx_buffer_size`](crate::tcp_rx_buffer_size) rounds it, the send buffer within [`MIN_TCP_TX_BUFFER`](crate::MIN_TCP_TX_BUFFER)..=[`MAX_TCP_TX_BUFFER`](crate::MAX_TCP_TX_BUFFER);
     /// the stack's defaults where nothing is asked.
     pub fn tcp_buffer_sizes(&self, req: BufferRequest) -> (usize, usize) {
         self.shared.tcp_buffer_sizes(req)

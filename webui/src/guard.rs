@@ -76,12 +76,14 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// Whether a browser's request comes from one of our own pages: its
-/// `Origin` (when sent) must be `https://<Host>`, and its `Sec-Fetch-Site`
-/// (when sent) `same-origin` or `none`.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), Problem> {
+/// `Origin` (when sent) must be `https://<Host>` (HTTP/2 carries the host
+/// in the URI's authority instead of a Host header), and its
+/// `Sec-Fetch-Site` (when sent) `same-origin` or `none`.
+pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Problem> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
@@ -115,7 +117,7 @@ pub async fn authenticate(
     if PUBLIC.contains(&path.as_str()) {
         // Logging in from another site's page (login CSRF) is refused too.
         if !safe {
-            if let Err(p) = same_origin(request.headers()) {
+            if let Err(p) = same_origin(request.headers(), request.uri()) {
                 return p.into_response();
             }
         }
@@ -127,7 +129,7 @@ pub async fn authenticate(
     };
     if !safe {
         if let Via::Session { csrf, .. } = &principal.via {
-            if let Err(p) = same_origin(request.headers()) {
+            if let Err(p) = same_origin(request.headers(), request.uri()) {
                 return p.into_response();
             }
             let sent = request

@@ -84,7 +84,10 @@ pub fn server_config(dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 /// Where a plain-HTTP request is sent: the same host and path on HTTPS
 /// at `https_port`.
 pub fn redirect_target(request: &Request, https_port: u16) -> Option<String> {
-    let host = request.headers().get(header::HOST)?.to_str().ok()?;
+    let host = match request.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
+    };
     // The host without a port (an IPv6 literal keeps its brackets).
     let authority: axum::http::uri::Authority = host.parse().ok()?;
     let name = authority.host();

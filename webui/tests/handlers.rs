@@ -221,6 +221,17 @@ async fn changes_need_the_csrf_token_and_this_servers_origin() {
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
     assert_eq!(f.applied_count(), before + 1);
+    // HTTP/2 has no Host header: the URI's authority is the host.
+    let h2 = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("https://localhost/api/v1/config/confirm")
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", &s.csrf)
+        .header("origin", "https://localhost")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let a = f.send(h2).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
 }
 
 #[tokio::test]

@@ -87,7 +87,13 @@ struct Api {
 
 impl Api {
     /// `(status, body)`.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>, extra: &[&str]) -> (u16, String) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[&str],
+    ) -> (u16, String) {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "120", "-X", method, "--cacert"])
             .arg(&self.cacert)
@@ -96,7 +102,12 @@ impl Api {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
         }
         if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &b.to_string(),
+            ]);
         }
         cmd.args(extra).arg(format!("{}{path}", self.base));
         let out = cmd.output().expect("running curl");
@@ -113,7 +124,10 @@ impl Api {
 
     fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let (code, text) = self.call(method, path, Some(body), &[]);
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 
@@ -125,7 +139,11 @@ fn gazellectl(run_dir: &Path, args: &[&str]) -> Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "gazellectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gazellectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -136,7 +154,11 @@ fn between(before: &Value, mid: &Value, after: &Value, at: &str) {
     match (before, mid, after) {
         (Value::Object(a), Value::Object(m), Value::Object(b)) => {
             let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<Vec<_>>();
-            assert_eq!(keys(m), keys(a), "{at}: REST and gazellectl have other fields");
+            assert_eq!(
+                keys(m),
+                keys(a),
+                "{at}: REST and gazellectl have other fields"
+            );
             for (k, v) in m {
                 between(&a[k], v, &b[k], &format!("{at}.{k}"));
             }
@@ -149,7 +171,11 @@ fn between(before: &Value, mid: &Value, after: &Value, at: &str) {
             }
         }
         (Value::Number(a), Value::Number(m), Value::Number(b)) => {
-            let (a, m, b) = (a.as_f64().unwrap(), m.as_f64().unwrap(), b.as_f64().unwrap());
+            let (a, m, b) = (
+                a.as_f64().unwrap(),
+                m.as_f64().unwrap(),
+                b.as_f64().unwrap(),
+            );
             assert!(
                 a.min(b) - 1e-6 <= m && m <= a.max(b) + 1e-6,
                 "{at}: gazellectl says {m}, REST said {a} before and {b} after"
@@ -239,13 +265,26 @@ tcp_conn_count = 200
             .arg(release("ltran"))
             .arg("--gazelle-run-dir")
             .arg(&gazelle_run)
-            .args(["--confirm-timeout", "10", "--ready-timeout", "60", "--ready-uptime-ms", "500"])
+            .args([
+                "--confirm-timeout",
+                "10",
+                "--ready-timeout",
+                "60",
+                "--ready-uptime-ms",
+                "500",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
         "applianced",
     );
-    let status = || appliance::api::request(&socket, appliance::api::Request::Status, Duration::from_secs(10));
+    let status = || {
+        appliance::api::request(
+            &socket,
+            appliance::api::Request::Status,
+            Duration::from_secs(10),
+        )
+    };
     let running = || {
         matches!(status(), Ok(appliance::api::Response::Status { processes, .. })
             if processes.len() == 2 && processes.iter().all(|p| p.state == appliance::supervisor::ProcessState::Running))
@@ -301,31 +340,72 @@ tcp_conn_count = 200
         "POST",
         "/api/v1/tokens",
         Some(&json!({"name": "live-test", "role": "admin"})),
-        &["-b", jar_s, "-H", &format!("X-CSRF-Token: {csrf}"), "-H", &origin],
+        &[
+            "-b",
+            jar_s,
+            "-H",
+            &format!("X-CSRF-Token: {csrf}"),
+            "-H",
+            &origin,
+        ],
     );
     assert_eq!(code, 201, "{body}");
-    api.token = Some(serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned());
+    api.token = Some(
+        serde_json::from_str::<Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
 
     // Traffic from a kernel client, then the statistics side by side.
-    wait_for("redis answering through lstack", Duration::from_secs(30), || {
-        topo.cmd("redis-cli")
-            .args(["-h", &ip, "-p", PORT, "PING"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-    });
+    wait_for(
+        "redis answering through lstack",
+        Duration::from_secs(30),
+        || {
+            topo.cmd("redis-cli")
+                .args(["-h", &ip, "-p", PORT, "PING"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        },
+    );
     for i in 0..50 {
-        let out = topo.cmd("redis-cli").args(["-h", &ip, "-p", PORT, "SET", &format!("k{i}"), "v"]).output().unwrap();
+        let out = topo
+            .cmd("redis-cli")
+            .args(["-h", &ip, "-p", PORT, "SET", &format!("k{i}"), "v"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
     }
     let views: [(String, Vec<&str>); 8] = [
         ("/api/v1/stats/ltran".into(), vec!["ltran", "show"]),
-        ("/api/v1/stats/ltran/instances".into(), vec!["ltran", "show", "-i"]),
-        ("/api/v1/stats/ltran/burst".into(), vec!["ltran", "show", "-b"]),
-        ("/api/v1/stats/ltran/latency".into(), vec!["ltran", "show", "-l"]),
-        (format!("/api/v1/stats/lstack/{ip}"), vec!["lstack", "show", &ip]),
-        (format!("/api/v1/stats/lstack/{ip}/connections"), vec!["lstack", "show", &ip, "-c"]),
-        (format!("/api/v1/stats/lstack/{ip}/snmp"), vec!["lstack", "show", &ip, "-s"]),
-        (format!("/api/v1/stats/lstack/{ip}/latency"), vec!["lstack", "show", &ip, "-l"]),
+        (
+            "/api/v1/stats/ltran/instances".into(),
+            vec!["ltran", "show", "-i"],
+        ),
+        (
+            "/api/v1/stats/ltran/burst".into(),
+            vec!["ltran", "show", "-b"],
+        ),
+        (
+            "/api/v1/stats/ltran/latency".into(),
+            vec!["ltran", "show", "-l"],
+        ),
+        (
+            format!("/api/v1/stats/lstack/{ip}"),
+            vec!["lstack", "show", ip.as_str()],
+        ),
+        (
+            format!("/api/v1/stats/lstack/{ip}/connections"),
+            vec!["lstack", "show", ip.as_str(), "-c"],
+        ),
+        (
+            format!("/api/v1/stats/lstack/{ip}/snmp"),
+            vec!["lstack", "show", ip.as_str(), "-s"],
+        ),
+        (
+            format!("/api/v1/stats/lstack/{ip}/latency"),
+            vec!["lstack", "show", ip.as_str(), "-l"],
+        ),
     ];
     for (path, args) in &views {
         let before = api.get(path);
@@ -334,16 +414,38 @@ tcp_conn_count = 200
         between(&before, &cli, &after, path);
     }
     let stats = api.get(&format!("/api/v1/stats/lstack/{ip}"));
-    assert!(stats["threads"][0]["rx_packets"].as_u64().unwrap() > 50, "{stats}");
+    assert!(
+        stats["threads"][0]["rx_packets"].as_u64().unwrap() > 50,
+        "{stats}"
+    );
 
     // The live stream and /metrics (loopback).
-    let (_, stream) = api.call("GET", "/api/v1/stats/stream", None, &["-N", "--max-time", "4"]);
-    assert!(stream.contains("event: rates") && stream.contains("\"rx_pps\""), "{stream}");
-    let (code, metrics) = Api { token: None, ..Api { base: api.base.clone(), cacert: api.cacert.clone(), token: None } }
-        .call("GET", "/metrics", None, &[]);
+    let (_, stream) = api.call(
+        "GET",
+        "/api/v1/stats/stream",
+        None,
+        &["-N", "--max-time", "4"],
+    );
+    assert!(
+        stream.contains("event: rates") && stream.contains("\"rx_pps\""),
+        "{stream}"
+    );
+    let anonymous = Api {
+        base: api.base.clone(),
+        cacert: api.cacert.clone(),
+        token: None,
+    };
+    let (code, metrics) = anonymous.call("GET", "/metrics", None, &[]);
     assert_eq!(code, 200, "{metrics}");
-    assert!(metrics.contains("gazelle_ltran_dispatch_total{counter=\"tcp\"}"), "{metrics}");
-    assert!(metrics.contains("gazelle_appliance_process_state{process=\"redis\",state=\"running\"} 1.0"), "{metrics}");
+    assert!(
+        metrics.contains("gazelle_ltran_dispatch_total{counter=\"tcp\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("gazelle_appliance_process_state{process=\"redis\",state=\"running\"} 1.0"),
+        "{metrics}"
+    );
 
     // A bond change: pending, in force, confirmed.
     let ltran_pid = api.get("/api/v1/stats/ltran")["pid"].clone();
@@ -351,12 +453,22 @@ tcp_conn_count = 200
     assert_eq!(code, 200, "{change}");
     assert_eq!(change["confirmation_needed"], true, "{change}");
     let live = api.get("/api/v1/bond");
-    assert_eq!(live["live"]["miimon_ms"], 50, "ltran runs the new bond: {live}");
-    assert_ne!(api.get("/api/v1/stats/ltran")["pid"], ltran_pid, "ltran was restarted");
+    assert_eq!(
+        live["live"]["miimon_ms"], 50,
+        "ltran runs the new bond: {live}"
+    );
+    assert_ne!(
+        api.get("/api/v1/stats/ltran")["pid"],
+        ltran_pid,
+        "ltran was restarted"
+    );
     let (code, confirmed) = api.send("POST", "/api/v1/config/confirm", &json!(null));
     assert_eq!(code, 200, "{confirmed}");
     let saved = api.get("/api/v1/config?which=saved");
-    assert!(saved["toml"].as_str().unwrap().contains("bond_miimon = 50"), "{saved}");
+    assert!(
+        saved["toml"].as_str().unwrap().contains("bond_miimon = 50"),
+        "{saved}"
+    );
 
     // Another, left alone: rolled back at its deadline, ltran back on 50.
     let (code, change) = api.send("PATCH", "/api/v1/bond", &json!({"miimon_ms": 70}));
@@ -367,9 +479,11 @@ tcp_conn_count = 200
         let s = api.get("/api/v1/status");
         s["pending"].is_null() && !s["applying"].as_bool().unwrap_or(true)
     });
-    wait_for("ltran back on the old bond", Duration::from_secs(60), || {
-        api.get("/api/v1/bond")["live"]["miimon_ms"] == 50
-    });
+    wait_for(
+        "ltran back on the old bond",
+        Duration::from_secs(60),
+        || api.get("/api/v1/bond")["live"]["miimon_ms"] == 50,
+    );
     assert_eq!(api.get("/api/v1/bond")["config"]["miimon_ms"], 50);
 
     // An invalid change: refused naming the field, nothing touched.
@@ -378,30 +492,60 @@ tcp_conn_count = 200
     let (code, problem) = api.send("PATCH", "/api/v1/bond", &json!({"mtu": 9000}));
     assert_eq!(code, 422, "{problem}");
     assert_eq!(problem["field"], "ltran.bond_mtu", "{problem}");
-    assert_eq!(api.get("/api/v1/stats/ltran")["pid"], pid_before, "ltran was touched");
+    assert_eq!(
+        api.get("/api/v1/stats/ltran")["pid"],
+        pid_before,
+        "ltran was touched"
+    );
     assert_eq!(api.get("/api/v1/config")["toml"], running_before);
 
     // The audit log has all of it (the rollback as the poller saw it).
-    wait_for("the rollback in the audit log", Duration::from_secs(10), || {
-        api.get("/api/v1/audit").as_array().unwrap().iter().any(|e| e["outcome"] == "rolled_back")
-    });
+    wait_for(
+        "the rollback in the audit log",
+        Duration::from_secs(10),
+        || {
+            api.get("/api/v1/audit")
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["outcome"] == "rolled_back")
+        },
+    );
     let audit = api.get("/api/v1/audit");
     let outcomes: Vec<(String, String)> = audit
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    for expected in [("bond.update", "pending"), ("config.confirm", "confirmed"), ("config.pending-ended", "rolled_back"), ("bond.update", "refused")] {
+    for expected in [
+        ("bond.update", "pending"),
+        ("config.confirm", "confirmed"),
+        ("config.pending-ended", "rolled_back"),
+        ("bond.update", "refused"),
+    ] {
         assert!(
-            outcomes.iter().any(|(a, o)| a == expected.0 && o == expected.1),
+            outcomes
+                .iter()
+                .any(|(a, o)| a == expected.0 && o == expected.1),
             "no {expected:?} in {outcomes:?}"
         );
     }
 
     // Plain HTTP only redirects.
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
         .arg(format!("http://127.0.0.1:{http}/api/v1/bond?x=1"))
         .output()
         .unwrap();
@@ -410,8 +554,14 @@ tcp_conn_count = 200
         format!("308 https://127.0.0.1:{https}/api/v1/bond?x=1")
     );
 
-    assert!(webui.stop().success(), "gazelle-webui did not stop cleanly on SIGTERM");
-    assert!(applianced.stop().success(), "applianced did not stop cleanly");
+    assert!(
+        webui.stop().success(),
+        "gazelle-webui did not stop cleanly on SIGTERM"
+    );
+    assert!(
+        applianced.stop().success(),
+        "applianced did not stop cleanly"
+    );
     std::fs::write(rp_filter, rp_before).unwrap();
     hugepages::remove_dpdk_runtime_dir(&prefix).unwrap();
     topo.teardown().unwrap();

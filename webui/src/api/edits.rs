@@ -45,15 +45,33 @@ async fn edit(
     // Validated here too, so a value TOML cannot hold (a u64 beyond
     // i64) is refused naming its field instead of reaching the encoder.
     let check = new.clone();
-    tokio::task::spawn_blocking(move || check.validate())
+    let valid = tokio::task::spawn_blocking(move || check.validate())
         .await
         .map_err(|e| Problem::internal(e.to_string()))?
         .map_err(|e| {
             let field = e.field();
             Problem::invalid_config(format!("invalid config, nothing changed: {e}"), field)
-        })?;
-    let toml = toml::to_string(&new)
-        .map_err(|e| Problem::invalid_config(format!("not representable in TOML: {e}"), None))?;
+        })
+        .and_then(|_| {
+            toml::to_string(&new).map_err(|e| {
+                Problem::invalid_config(format!("not representable in TOML: {e}"), None)
+            })
+        });
+    let toml = match valid {
+        Ok(toml) => toml,
+        Err(problem) => {
+            let mut entry = AuditEntry::new(&who.name, ip.0, action, "refused");
+            entry.target = target;
+            let field = problem
+                .field
+                .as_ref()
+                .map(|f| format!(" [{f}]"))
+                .unwrap_or_default();
+            entry.detail = Some(format!("{}{field}", problem.detail));
+            state.audit.record(&entry);
+            return Err(problem);
+        }
+    };
     let record = ChangeRecord {
         action,
         target,

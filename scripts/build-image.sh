@@ -21,7 +21,7 @@ usage() {
 Usage: scripts/build-image.sh [--force] [--no-cargo] [--out DIR]
 
 Builds build/image/gazelle-appliance.raw, a Debian bookworm UEFI disk image
-with ltran, the appliance daemon, liblstack.so and gazellectl (each binary
+with ltran, the appliance daemon, the web API, liblstack.so and gazellectl (each binary
 that exists in the workspace; the missing ones are named and skipped).
 Run as root on Debian 12.
 
@@ -177,6 +177,7 @@ STAGE=(
   "ltran:/usr/sbin/ltran"
   "applianced:/usr/sbin/applianced"
   "appliancectl:/usr/bin/appliancectl"
+  "gazelle-webui:/usr/bin/gazelle-webui"
 )
 for entry in "${STAGE[@]}"; do
   name=${entry%%:*} dest=${entry#*:}

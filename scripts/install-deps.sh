@@ -9,6 +9,7 @@ PACKAGES=(
   iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
   redis-server redis-tools nginx-light curl wrk iperf3 python3  # real applications under LD_PRELOAD
   shellcheck                                      # test.sh lints our shell scripts
+  python3-venv                                    # webui's contract test installs schemathesis (PyPI) in a venv
 )
 
 missing=()

@@ -29,7 +29,7 @@ use crate::hostinfo::{self, HostInfo};
 use crate::hugepages::{self, HugepageStatus};
 use crate::nic::{self, Nic, NicSelector};
 use crate::store::{self, Applier, ChangeOutcome, Clock, ConfigStore, StoreError};
-use crate::supervisor::{ProcessStatus, Supervisor};
+use crate::supervisor::{ProcessAction, ProcessKind, ProcessStatus, Supervisor};
 
 /// Where `applianced` listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/gazelle/appliance.sock";
@@ -85,6 +85,11 @@ pub enum Request {
     Rollback,
     /// The saved versions, newest first.
     History,
+    /// One saved version's config.
+    GetVersion {
+        /// The version's id, as [`Request::History`] lists it.
+        id: String,
+    },
     /// Make a saved version the running config (as a change).
     Restore {
         /// The version's id, as [`Request::History`] lists it.
@@ -98,10 +103,19 @@ pub enum Request {
     Host,
     /// Hugepage pools, hugetlbfs mounts and THP.
     Hugepages,
+    /// Start, stop or restart one supervised instance (until the next
+    /// config change or reboot).
+    Process {
+        /// The instance's name.
+        name: String,
+        /// What to do.
+        action: ProcessAction,
+    },
 }
 
 /// A change waiting for confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingInfo {
     /// When it rolls back by itself, UTC (`20250102T030405.678Z`).
     pub deadline: String,
@@ -115,6 +129,7 @@ pub struct PendingInfo {
 
 /// How a set (or restore) went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeResult {
     /// Whether it must be confirmed (see `pending`) or it rolls back.
     pub confirmation_needed: bool,
@@ -126,10 +141,12 @@ pub struct ChangeResult {
 
 /// A saved version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionInfo {
     /// Its id (the UTC time of the save).
     pub id: String,
     /// Its file.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
 }
 
@@ -166,6 +183,17 @@ pub enum Response {
         /// config (empty: it would be saved at once).
         confirmation_reasons: Vec<String>,
     },
+    /// Answer to [`Request::GetVersion`].
+    Version {
+        /// Its id.
+        id: String,
+        /// As TOML.
+        toml: String,
+        /// The same, structured.
+        config: ApplianceConfig,
+    },
+    /// Answer to [`Request::Process`]: the process's status after it.
+    Process(ProcessStatus),
     /// Answer to [`Request::Confirm`].
     Confirmed {
         /// The version saved.
@@ -381,6 +409,31 @@ impl<A: Applier, C: Clock + Clone> Handler<A, C> {
                         pending: self.pending(&store),
                     },
                     Err(e) => store_error(e),
+                }
+            }
+            Request::GetVersion { id } => match self.store().read_version(&id) {
+                Ok(config) => Response::Version {
+                    id,
+                    toml: config.to_toml_string(),
+                    config,
+                },
+                Err(e) => store_error(e),
+            },
+            Request::Process { name, action } => {
+                match self.supervisor.process(&name) {
+                    Some(p) if p.kind == ProcessKind::Instance => {}
+                    Some(_) => {
+                        return Response::error(format!(
+                            "{name} is not an instance: only [[instances]] are started and stopped one by one"
+                        ))
+                    }
+                    None => {
+                        return Response::error(format!("no instance is named {name:?}"));
+                    }
+                }
+                match self.supervisor.control(&name, action) {
+                    Ok(status) => Response::Process(status),
+                    Err(e) => Response::error(e.to_string()),
                 }
             }
             Request::Restore { id } => {

@@ -105,6 +105,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApplianceCon
 
 /// The whole appliance config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceConfig {
     /// Hugepage reservations and hugetlbfs mounts.
@@ -134,6 +135,7 @@ pub struct ApplianceConfig {
 
 /// `[hugepages]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HugepagesSection {
     /// Pages to reserve, per size and optionally per NUMA node.
@@ -146,6 +148,7 @@ pub struct HugepagesSection {
 
 /// A hugepage size the appliance reserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PageSize {
     /// 2 MiB pages (`"2M"`).
     #[serde(rename = "2M")]
@@ -176,6 +179,7 @@ impl fmt::Display for PageSize {
 
 /// `[[hugepages.pages]]`: how many pages of a size to reserve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HugepageReservation {
     /// Page size, `"2M"` or `"1G"`.
@@ -191,9 +195,11 @@ pub struct HugepageReservation {
 
 /// `[[hugepages.mounts]]`: a hugetlbfs mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HugetlbfsMount {
     /// Absolute mount point, like `/mnt/hugepages-ltran`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub dir: PathBuf,
     /// Page size of the mount; pages of that size must be reserved.
     pub page_size: PageSize,
@@ -201,6 +207,7 @@ pub struct HugetlbfsMount {
 
 /// What a NIC is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum NicRole {
     /// The operator's way in: stays with its kernel driver, never unbound.
@@ -211,6 +218,7 @@ pub enum NicRole {
 
 /// `[[nics]]`: one NIC, named by PCI address or MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NicEntry {
     /// PCI address, like `"0000:00:04.0"`.
@@ -218,6 +226,7 @@ pub struct NicEntry {
     pub pci: Option<PciAddr>,
     /// MAC address (as the kernel showed it before the NIC left it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub mac: Option<MacAddr>,
     /// `"management"` or `"data"`.
     pub role: NicRole,
@@ -288,6 +297,26 @@ impl SubConfig {
     }
 }
 
+/// In the OpenAPI document: a table of the section's own keys (its schema
+/// is lstack's or ltran's, checked by validation), or `{"path": "/abs"}`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SubConfig {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+            ))
+            .description(Some(
+                "The section's keys (lstack's or ltran's, as in their own config files), \
+                 or {\"path\": \"/etc/gazelle/....toml\"} naming a file that holds them",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SubConfig {}
+
 impl Serialize for SubConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -319,6 +348,7 @@ impl<'de> Deserialize<'de> for SubConfig {
 
 /// A sysctl value: TOML integers and strings both work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum SysctlValue {
     /// `rp_filter = 0`.
@@ -338,6 +368,7 @@ impl fmt::Display for SysctlValue {
 
 /// `[[instances]]`: one application run on lstack and supervised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
     /// Unique name, 1 to 32 characters from `A-Z a-z 0-9 _ -`.
@@ -358,6 +389,7 @@ pub struct Instance {
 
 /// When to restart an instance that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartMode {
     /// Never.
@@ -372,6 +404,7 @@ pub enum RestartMode {
 /// `instances[].restart`: the restart policy, with exponential backoff
 /// between `initial_backoff_ms` and `max_backoff_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
     /// `"never"`, `"on-failure"` (default) or `"always"`.

@@ -16,6 +16,7 @@ use crate::hugepages::{self, HugepageError, HugepageStatus};
 
 /// Everything the dashboard shows about the machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostInfo {
     /// The host name.
     pub hostname: Option<String>,
@@ -44,6 +45,7 @@ pub struct HostInfo {
 
 /// One NUMA node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NumaNode {
     /// The node number.
     pub id: u32,
@@ -57,6 +59,7 @@ pub struct NumaNode {
 
 /// Machine-wide memory, bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Memory {
     /// All RAM.
     pub total_bytes: u64,
@@ -72,6 +75,7 @@ pub struct Memory {
 
 /// Run-queue load averages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoadAverage {
     /// Over one minute.
     pub one: f64,

@@ -897,6 +897,7 @@ fn resolve(path: &Path) -> PathBuf {
 /// Hugepage state of a machine: what `setup-hugepages.sh --status --json`
 /// prints, field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HugepageStatus {
     /// Page sizes the kernel offers, KiB, ascending.
     pub supported_sizes_kb: Vec<u64>,
@@ -912,10 +913,12 @@ pub struct HugepageStatus {
 
 /// One pool's counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PoolStatus {
     /// The node, or `None` for the machine-wide pool.
     pub node: Option<u32>,
     /// The page size.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub size: PageSize,
     /// The page size in KiB.
     pub size_kb: u64,
@@ -933,10 +936,12 @@ pub struct PoolStatus {
 
 /// A hugetlbfs mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MountStatus {
     /// The mount point.
     pub path: String,
     /// Its page size.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub size: PageSize,
     /// Its page size in KiB.
     pub size_kb: u64,
@@ -948,6 +953,7 @@ pub struct MountStatus {
 
 /// Transparent hugepage settings (the chosen value of each file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThpStatus {
     /// `enabled`: always, madvise or never.
     pub enabled: Option<String>,

@@ -160,6 +160,7 @@ impl fmt::Display for RestoreOutcome {
 /// A PCI function address in the kernel's long form, `dddd:bb:dd.f`
 /// (domain, bus, device, function), always lower-case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PciAddr(String);
 
 impl PciAddr {
@@ -254,6 +255,7 @@ impl fmt::Display for NicSelector {
 
 /// One PCI network function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nic {
     /// Its PCI address.
     pub pci: PciAddr,
@@ -301,10 +303,12 @@ impl Nic {
 
 /// The kernel's view of a NIC it drives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetInterface {
     /// Interface name (`eth0`, `enp3s0`).
     pub name: String,
     /// Its MAC address, if it is a usable unicast one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub mac: Option<MacAddr>,
     /// Whether the link has carrier (`None` while the interface is down).
     pub carrier: Option<bool>,
@@ -319,6 +323,7 @@ pub struct NetInterface {
 /// An active route out of an interface, from `/proc/net/route` or
 /// `/proc/net/ipv6_route`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Route {
     /// The interface it leaves through.
     pub interface: String,
@@ -631,6 +636,7 @@ pub fn dpdk_addresses(
 
 /// A driver DPDK can drive a PCI NIC through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DpdkDriver {
     /// `uio_pci_generic`: works everywhere, no IOMMU protection, no
     /// interrupts for MSI-X-only devices.

@@ -31,6 +31,7 @@ pub fn bucket_bounds(i: usize) -> (u64, u64) {
 
 /// The latency of one stack thread's reads (or of all threads').
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RxLatency {
     /// Reads measured: reads that returned data whose arrival time the
     /// stack knew.
@@ -147,6 +148,7 @@ impl RxLatency {
 
 /// Answer to [`Request::LstackLatency`](crate::Request::LstackLatency).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LstackLatency {
     /// Process id.
     pub pid: u32,

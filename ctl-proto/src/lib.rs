@@ -10,6 +10,9 @@
 //! - [`paths`]: where each daemon's socket lives (`unix_prefix` as gazelle);
 //! - [`client`]: one request, one answer, with errors that say whether the
 //!   daemon is not running or refused;
+//! - [`LstackRates`], [`LtranRates`], [`LtranLatency`]: what `gazellectl`
+//!   and the web UI derive from two samples (rates) or from the cycle
+//!   counters (latency), computed once for both;
 //! - [`server`]: the accept loop a daemon runs on a thread of its own, checking
 //!   its peers' credentials.
 
@@ -22,11 +25,13 @@ mod mib;
 pub mod paths;
 pub mod server;
 mod types;
+mod views;
 
 pub use latency::*;
 pub use ltran::*;
 pub use mib::*;
 pub use types::*;
+pub use views::*;
 
 /// Version of the protocol; a daemon refuses requests of another.
 pub const PROTOCOL_VERSION: u32 = 1;

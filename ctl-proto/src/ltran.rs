@@ -67,6 +67,7 @@ pub struct RingPair {
 
 /// Everything `gazellectl ltran show` prints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LtranStats {
     /// ltran's process id.
     pub pid: u32,
@@ -92,6 +93,7 @@ pub struct LtranStats {
 
 /// Active-backup bond state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BondStatus {
     /// `bond_mode` (1: active-backup).
     pub mode: u8,
@@ -111,6 +113,7 @@ pub struct BondStatus {
 
 /// One port of the bond.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BondPort {
     /// DPDK port id.
     pub port_id: u16,
@@ -129,6 +132,7 @@ pub struct BondPort {
 
 /// Dispatcher counters (gazelle's arp/icmp/tcp/kni columns and ours).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DispatchCounters {
     /// Frames taken from the active port.
     pub rx_frames: u64,
@@ -188,6 +192,7 @@ pub struct DispatchCounters {
 
 /// Connection/listen table sizes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TableCounters {
     /// TCP connections known.
     pub connections: u64,
@@ -206,6 +211,7 @@ pub struct TableCounters {
 
 /// One registered lstack.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     /// ltran's slot.
     pub slot: u32,
@@ -227,6 +233,7 @@ pub struct InstanceInfo {
 
 /// Counters of one instance thread's ring pair.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceThread {
     /// Frames queued to the thread.
     pub rx_packets: u64,
@@ -250,6 +257,7 @@ pub struct InstanceThread {
 
 /// An instance that went away.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepartedInstance {
     /// Its process id.
     pub pid: u32,
@@ -265,6 +273,7 @@ pub struct DepartedInstance {
 
 /// Latency in TSC cycles, with the TSC rate to convert.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatencyStats {
     /// TSC ticks per second.
     pub tsc_hz: u64,

@@ -19,6 +19,7 @@ macro_rules! mib_group {
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(default)]
         pub struct $name {
             $( $(#[$fdoc])* pub $field: u64, )*
@@ -157,6 +158,7 @@ mib_group! {
 
 /// Every MIB group of one stack thread (or of all of them added up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Snmp {
     /// IPv4.
@@ -208,6 +210,7 @@ impl Snmp {
 
 /// Answer to [`Request::LstackSnmp`](crate::Request::LstackSnmp).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LstackSnmp {
     /// Process id.
     pub pid: u32,

@@ -80,6 +80,7 @@ pub enum Response {
 
 /// Counters of one lstack process.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LstackStats {
     /// Process id.
     pub pid: u32,
@@ -114,6 +115,7 @@ impl LstackStats {
 
 /// Counters of a DPDK port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortCounters {
     /// Packets received.
     pub rx_packets: u64,
@@ -135,6 +137,7 @@ pub struct PortCounters {
 
 /// Counters of one stack thread.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThreadCounters {
     /// Frames received from the NIC queue.
     pub rx_packets: u64,
@@ -220,6 +223,7 @@ impl ThreadCounters {
 
 /// One TCP socket of an lstack process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connection {
     /// Stack thread that owns it.
     pub thread: usize,

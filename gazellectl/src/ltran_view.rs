@@ -1,9 +1,8 @@
 //! `gazellectl ltran show` tables (the `--json` form prints the same values).
 
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
-use gazelle_ctl_proto::{DispatchCounters, LtranStats};
-use serde::Serialize;
+use gazelle_ctl_proto::{LtranLatency, LtranRates, LtranStats};
 
 /// `ltran show`: ports of the bond, dispatch counters, instances.
 pub fn overview(s: &LtranStats) -> String {
@@ -50,7 +49,7 @@ pub fn overview(s: &LtranStats) -> String {
         );
     }
     let _ = writeln!(o, "dispatch:");
-    for (k, v) in dispatch_fields(&s.dispatch) {
+    for (k, v) in s.dispatch.entries() {
         let _ = writeln!(o, "  {k:<18} {v}");
     }
     let t = &s.tables;
@@ -61,32 +60,6 @@ pub fn overview(s: &LtranStats) -> String {
     );
     o.push_str(&instances(s));
     o
-}
-
-fn dispatch_fields(d: &DispatchCounters) -> Vec<(&'static str, u64)> {
-    vec![
-        ("rx_frames", d.rx_frames),
-        ("tx_frames", d.tx_frames),
-        ("arp", d.arp),
-        ("icmp", d.icmp),
-        ("tcp", d.tcp),
-        ("udp", d.udp),
-        ("ipv6", d.ipv6),
-        ("kni_rx", d.kni_rx),
-        ("kni_tx", d.kni_tx),
-        ("unowned_dropped", d.unowned_dropped),
-        ("not_for_us", d.not_for_us),
-        ("malformed", d.malformed),
-        ("ring_full", d.ring_full),
-        ("backup_dropped", d.backup_dropped),
-        ("syn_no_listener", d.syn_no_listener),
-        ("conn_table_full", d.conn_table_full),
-        ("conn_quota_full", d.conn_quota_full),
-        ("conn_evicted", d.conn_evicted),
-        ("tx_spoofed", d.tx_spoofed),
-        ("tx_malformed", d.tx_malformed),
-        ("tx_dropped", d.tx_dropped),
-    ]
 }
 
 /// `ltran show -i`: registered instances, per thread, and departed ones.
@@ -169,129 +142,38 @@ pub fn burst(s: &LtranStats) -> String {
     o
 }
 
-/// `ltran show -l`: dispatch latency.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Latency {
-    /// Frames measured.
-    pub samples: u64,
-    /// Mean cycles from a burst's arrival to its frame's enqueue, in ns.
-    pub mean_ns: f64,
-    /// Largest per-frame share of a burst, in ns.
-    pub max_ns: f64,
-}
-
-impl Latency {
-    /// From ltran's cycle counters.
-    pub fn of(s: &LtranStats) -> Latency {
-        let l = &s.latency;
-        let ns = |cycles: f64| {
-            if l.tsc_hz == 0 {
-                0.0
-            } else {
-                cycles * 1e9 / l.tsc_hz as f64
-            }
-        };
-        Latency {
-            samples: l.samples,
-            mean_ns: ns(l.dispatch_cycles_total as f64 / l.samples.max(1) as f64),
-            max_ns: ns(l.dispatch_cycles_max as f64),
-        }
-    }
-}
-
 /// The latency table.
-pub fn latency(l: &Latency) -> String {
+pub fn latency(l: &LtranLatency) -> String {
     format!(
         "dispatch latency (arrival to instance ring): {} frames, mean {:.0} ns, max {:.0} ns\n",
         l.samples, l.mean_ns, l.max_ns
     )
 }
 
-/// `ltran show -r`: per-second rates between two samples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LtranRates {
-    /// Seconds between the samples.
-    pub interval_secs: f64,
-    /// Dispatch counters per second.
-    pub dispatch: Vec<(String, f64)>,
-    /// Per port: (name, rx pps, tx pps, rx bit/s, tx bit/s).
-    pub ports: Vec<(String, f64, f64, f64, f64)>,
-    /// Per instance: (ipv4, rx pps, tx pps).
-    pub instances: Vec<(String, f64, f64)>,
-}
-
-impl LtranRates {
-    /// The rates from `a` to `b`.
-    pub fn between(a: &LtranStats, b: &LtranStats, interval: Duration) -> Self {
-        let secs = interval.as_secs_f64().max(1e-9);
-        let r = |x: u64, y: u64| (if y >= x { y - x } else { y }) as f64 / secs;
-        let da = dispatch_fields(&a.dispatch);
-        let dispatch = dispatch_fields(&b.dispatch)
-            .into_iter()
-            .zip(da)
-            .map(|((k, y), (_, x))| (k.to_owned(), r(x, y)))
-            .collect();
-        let ports = b
-            .bond
-            .ports
-            .iter()
-            .map(|p| {
-                let q = a.bond.ports.iter().find(|q| q.port_id == p.port_id);
-                let (pc, qc) = (&p.counters, q.map(|q| q.counters).unwrap_or_default());
-                (
-                    p.name.clone(),
-                    r(qc.rx_packets, pc.rx_packets),
-                    r(qc.tx_packets, pc.tx_packets),
-                    r(qc.rx_bytes, pc.rx_bytes) * 8.0,
-                    r(qc.tx_bytes, pc.tx_bytes) * 8.0,
-                )
-            })
-            .collect();
-        let sum = |i: &gazelle_ctl_proto::InstanceInfo| {
-            i.threads
-                .iter()
-                .fold((0, 0), |(rx, tx), t| (rx + t.rx_packets, tx + t.tx_packets))
-        };
-        let instances = b
-            .instances
-            .iter()
-            .map(|i| {
-                let (rx, tx) = sum(i);
-                let (prx, ptx) = a
-                    .instances
-                    .iter()
-                    .find(|j| j.slot == i.slot && j.pid == i.pid)
-                    .map(sum)
-                    .unwrap_or((0, 0));
-                (i.ipv4.clone(), r(prx, rx), r(ptx, tx))
-            })
-            .collect();
-        Self {
-            interval_secs: secs,
-            dispatch,
-            ports,
-            instances,
-        }
-    }
-}
-
 /// The rates table.
 pub fn rates(r: &LtranRates) -> String {
     let mut o = format!("rates over {:.1} s\n", r.interval_secs);
-    for (name, rx, tx, rxb, txb) in &r.ports {
+    for p in &r.ports {
         let _ = writeln!(
             o,
-            "port {name}: rx {rx:.0} pkt/s {:.1} Mbit/s, tx {tx:.0} pkt/s {:.1} Mbit/s",
-            rxb / 1e6,
-            txb / 1e6
+            "port {}: rx {:.0} pkt/s {:.1} Mbit/s, tx {:.0} pkt/s {:.1} Mbit/s",
+            p.name,
+            p.rx_pps,
+            p.rx_bps / 1e6,
+            p.tx_pps,
+            p.tx_bps / 1e6
         );
     }
-    for (ip, rx, tx) in &r.instances {
-        let _ = writeln!(o, "instance {ip}: rx {rx:.0} pkt/s, tx {tx:.0} pkt/s");
+    for i in &r.instances {
+        let _ = writeln!(
+            o,
+            "instance {}: rx {:.0} pkt/s, tx {:.0} pkt/s",
+            i.ipv4, i.rx_pps, i.tx_pps
+        );
     }
-    for (k, v) in &r.dispatch {
-        if *v > 0.0 {
-            let _ = writeln!(o, "  {k:<18} {v:.0}/s");
+    for c in &r.dispatch {
+        if c.per_sec > 0.0 {
+            let _ = writeln!(o, "  {:<18} {:.0}/s", c.name, c.per_sec);
         }
     }
     o

@@ -134,7 +134,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 loop {
                     std::thread::sleep(interval);
                     let cur = stats(ask(Request::LstackStats)?)?;
-                    let rates = render::Rates::between(&prev, &cur, interval);
+                    let rates = gazelle_ctl_proto::LstackRates::between(&prev, &cur, interval);
                     print(cli.json, &rates, || render::rates(&rates))?;
                     if show.time.is_none() {
                         return Ok(());
@@ -193,7 +193,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     loop {
                         std::thread::sleep(interval);
                         let cur = ltran_stats()?;
-                        let r = ltran_view::LtranRates::between(&prev, &cur, interval);
+                        let r = gazelle_ctl_proto::LtranRates::between(&prev, &cur, interval);
                         print(cli.json, &r, || ltran_view::rates(&r))?;
                         if show.time.is_none() {
                             return Ok(());
@@ -208,7 +208,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     } else if show.burst {
                         print(cli.json, &s.rx_burst_histogram, || ltran_view::burst(&s))
                     } else if show.latency {
-                        let l = ltran_view::Latency::of(&s);
+                        let l = gazelle_ctl_proto::LtranLatency::of(&s);
                         print(cli.json, &l, || ltran_view::latency(&l))
                     } else {
                         print(cli.json, &s, || ltran_view::overview(&s))

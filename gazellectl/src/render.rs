@@ -1,58 +1,11 @@
 //! Tables for people (the `--json` form prints the same values).
 
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
 use gazelle_ctl_proto::{
-    bucket_bounds, Connection, LstackLatency, LstackSnmp, LstackStats, RxLatency, ThreadCounters,
+    bucket_bounds, Connection, LstackLatency, LstackRates, LstackSnmp, LstackStats, RxLatency,
+    ThreadCounters,
 };
-use serde::Serialize;
-
-/// Per-second rates between two samples of an lstack's counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rates {
-    /// The lstack's address.
-    pub ip: Option<String>,
-    /// Seconds between the samples.
-    pub interval_secs: f64,
-    /// Frames received per second.
-    pub rx_pps: f64,
-    /// Frames sent per second.
-    pub tx_pps: f64,
-    /// Received bits per second.
-    pub rx_bps: f64,
-    /// Sent bits per second.
-    pub tx_bps: f64,
-    /// Received frames dropped per second.
-    pub drops_per_sec: f64,
-    /// Connections established per second.
-    pub established_per_sec: f64,
-    /// TCP connections alive at the second sample.
-    pub tcp_connections: u64,
-}
-
-impl Rates {
-    /// The rates from `a` to `b`, taken `interval` apart. A counter that went
-    /// backwards (the process restarted) counts from zero.
-    pub fn between(a: &LstackStats, b: &LstackStats, interval: Duration) -> Rates {
-        let (ta, tb) = (a.total(), b.total());
-        let secs = interval.as_secs_f64().max(1e-9);
-        let rate = |f: fn(&ThreadCounters) -> u64| {
-            let (x, y) = (f(&ta), f(&tb));
-            (if y >= x { y - x } else { y }) as f64 / secs
-        };
-        Rates {
-            ip: b.ip.clone(),
-            interval_secs: secs,
-            rx_pps: rate(|t| t.rx_packets),
-            tx_pps: rate(|t| t.tx_packets),
-            rx_bps: rate(|t| t.rx_bytes) * 8.0,
-            tx_bps: rate(|t| t.tx_bytes) * 8.0,
-            drops_per_sec: rate(ThreadCounters::dropped),
-            established_per_sec: rate(|t| t.tcp_established),
-            tcp_connections: b.tcp_connections,
-        }
-    }
-}
 
 /// `gazellectl lstack show <ip>`.
 pub fn lstack(s: &LstackStats) -> String {
@@ -146,7 +99,7 @@ pub fn lstack(s: &LstackStats) -> String {
 }
 
 /// `gazellectl lstack show <ip> -r`.
-pub fn rates(r: &Rates) -> String {
+pub fn rates(r: &LstackRates) -> String {
     format!(
         "lstack {} over {:.1} s: rx {:.0} pps {:.3} Mbit/s, tx {:.0} pps {:.3} Mbit/s, drops {:.0}/s, new connections {:.0}/s, conn_num {}\n",
         r.ip.as_deref().unwrap_or("-"),
@@ -315,28 +268,6 @@ mod tests {
             ],
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn rates_are_per_second_over_all_threads() {
-        let r = Rates::between(
-            &sample(100, 1000, 1),
-            &sample(300, 5000, 5),
-            Duration::from_secs(2),
-        );
-        assert_eq!(r.rx_pps, 200.0);
-        assert_eq!(r.rx_bps, 16000.0);
-        assert_eq!(r.established_per_sec, 2.0);
-    }
-
-    #[test]
-    fn a_restarted_process_counts_from_zero() {
-        let r = Rates::between(
-            &sample(1000, 0, 0),
-            &sample(10, 0, 0),
-            Duration::from_secs(1),
-        );
-        assert_eq!(r.rx_pps, 20.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ stays clean), KVM when a smoke test shows it runs a guest, TCG otherwise.
 NICs, in this PCI order and with the MACs of the image's default config:
 
   00:03.0  52:54:00:12:34:56  management: QEMU user networking; SSH (and the
-                              web UI's 8080) forwarded to 127.0.0.1 ports
+                              web API's HTTPS, 443) forwarded to 127.0.0.1 ports
   00:04.0  52:54:00:12:34:57  data0: a tap in a network namespace this
   00:05.0  52:54:00:12:34:58  data1: harness makes, where both taps sit on a
                               bridge with 192.168.100.1/24 (the default
@@ -33,7 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import http.cookiejar
+import json
+import ssl
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,7 +158,7 @@ class VM:
         shutil.copyfile(OVMF_VARS, self.vars)
 
     def start(self):
-        fwd = f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{self.web_port}-:8080"
+        fwd = f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{self.web_port}-:443"
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
         # A vIOMMU lets the guest use vfio-pci (Debian's kernel has no
         # VFIO_NOIOMMU); uio_pci_generic, the default, needs none.
@@ -543,6 +548,47 @@ class Checks:
             time.sleep(2)
         return "redis stopped, then ltran; nothing left; back after a start"
 
+    def web_api(self):
+        """Over the forwarded HTTPS port, with the certificate the appliance
+        made: log in with the first password, read the bond, change an
+        instance's restart policy through REST (saved at once: it cannot
+        cut anyone off); the reboot of the next check must keep it."""
+        deadline = time.monotonic() + 120
+        while self.vm.ssh("systemctl is-active gazelle-webui", check=False).stdout.strip() != "active":
+            if time.monotonic() > deadline:
+                raise CheckFailed("gazelle-webui.service not active: "
+                                  + self.vm.ssh("journalctl -u gazelle-webui --no-pager | tail -n 20", check=False).stdout)
+            time.sleep(2)
+        cert = self.vm.rundir / "webui-cert.pem"
+        cert.write_text(self.vm.ssh("cat /etc/gazelle/webui/cert.pem").stdout)
+        password = self.vm.ssh("cat /var/lib/gazelle/webui/initial-admin-password").stdout.strip()
+        self.web = WebApi(self.vm.web_port, cert)
+        self.web.login("admin", password)
+        bond = self.web.call("GET", "/api/v1/bond")
+        live = bond.get("live") or {}
+        if live.get("active") is None or not any(p.get("link_up") for p in live.get("ports", [])):
+            raise CheckFailed(f"the bond over REST has no active port with a link: {bond}")
+        change = self.web.call("PATCH", "/api/v1/instances/redis",
+                               {"restart": {"mode": "always", "initial_backoff_ms": 700, "max_backoff_ms": 30000}})
+        if change.get("confirmation_needed"):
+            self.web.call("POST", "/api/v1/config/confirm")
+        saved = self.web.call("GET", "/api/v1/config?which=saved")["toml"]
+        if "initial_backoff_ms = 700" not in saved:
+            raise CheckFailed(f"the REST change is not in the saved config:\n{saved}")
+        audit = self.web.call("GET", "/api/v1/audit")
+        if not any(e["action"] == "instance.update" and e["outcome"] == "saved" for e in audit):
+            raise CheckFailed(f"no audit entry for the change: {audit}")
+        return f"bond active port {live['active']}, links {[p['link_up'] for p in live['ports']]}; change saved"
+
+    def web_change_survived(self):
+        """After the reboot the REST change is what runs."""
+        password = self.vm.ssh("cat /var/lib/gazelle/webui/initial-admin-password").stdout.strip()
+        self.web.login("admin", password)
+        redis = self.web.call("GET", "/api/v1/instances/redis")
+        if redis["restart"]["initial_backoff_ms"] != 700:
+            raise CheckFailed(f"after the reboot the instance has {redis['restart']}")
+        return "the REST change runs after the reboot"
+
     def config_survives_reboot(self):
         """A config change made through appliancectl is saved and is what the
         machine runs after a reboot (here: a sysctl, which applies at once)."""
@@ -566,6 +612,43 @@ class Checks:
         if key not in self.vm.ssh("appliancectl config get").stdout:
             raise CheckFailed("the change is not in the running config after the reboot")
         return f"{key} = {value} after a reboot"
+
+
+class WebApi:
+    """The appliance's REST API through the forwarded port, as a browser
+    uses it: a session cookie, and the CSRF token (and our Origin) on
+    every change."""
+
+    def __init__(self, port, cafile):
+        self.base = f"https://localhost:{port}"
+        context = ssl.create_default_context(cafile=str(cafile))
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context),
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.csrf = None
+
+    def call(self, method, path, body=None):
+        headers = {"Origin": self.base}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with self.opener.open(request, timeout=300) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as e:
+            raise CheckFailed(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise CheckFailed(f"{method} {path}: {e}") from e
+        return json.loads(text) if text else None
+
+    def login(self, username, password):
+        self.csrf = None
+        self.csrf = self.call("POST", "/api/v1/auth/login",
+                              {"username": username, "password": password})["csrf_token"]
 
 
 def main():
@@ -626,7 +709,8 @@ def main():
             print(f"""
 The appliance is running ({accel}). Reach it with:
   ssh -i {key} -p {vm.ssh_port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1
-  web UI (once it exists): http://127.0.0.1:{vm.web_port}/
+  web API: https://localhost:{vm.web_port}/api/v1/ (first password:
+    ssh ... cat /var/lib/gazelle/webui/initial-admin-password)
   the data network (clients, 192.168.100.1/24): ip netns exec {net.name} <command>
   serial console log: {vm.serial}   QEMU monitor: socat - UNIX-CONNECT:{vm.monitor}
 Ctrl-C stops it and cleans up.""", flush=True)
@@ -655,8 +739,13 @@ Ctrl-C stops it and cleans up.""", flush=True)
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
         c.run("ordered stop and start of the appliance", c.ordered_stop,
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
-        c.run("config change survives a reboot", c.config_survives_reboot,
+        web = "web API: log in, read the bond, change the config"
+        c.run(web, c.web_api, needs=["/usr/bin/gazelle-webui"], after=[ltran])
+        reboot = "config change survives a reboot"
+        c.run(reboot, c.config_survives_reboot,
               needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"], after=[daemon])
+        c.run("web API change in force after the reboot", c.web_change_survived,
+              needs=["/usr/bin/gazelle-webui"], after=[web, reboot])
 
         if c.failed():
             # What the guest logged, for the failures (the serial log has

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use appliance::api::{self, ClientError, PendingInfo, Request, Response, Which};
+use appliance::supervisor::ProcessAction;
 use clap::{Parser, Subcommand};
 
 /// Drive the appliance daemon: its config (with confirm-or-rollback), the
@@ -47,6 +48,22 @@ enum Cmd {
     Host,
     /// Hugepage pools, hugetlbfs mounts and transparent hugepages.
     Hugepages,
+    /// Start, stop or restart one instance (until the next config change
+    /// or reboot).
+    Instance {
+        /// start, stop or restart.
+        #[arg(value_enum)]
+        action: InstanceAction,
+        /// The instance's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum InstanceAction {
+    Start,
+    Stop,
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +98,11 @@ enum ConfigCmd {
         /// The version id, as `config history` lists it.
         id: String,
     },
+    /// Print a saved version as TOML.
+    Show {
+        /// The version id, as `config history` lists it.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +110,14 @@ fn main() -> ExitCode {
     let request = match &args.command {
         Cmd::Status => Request::Status,
         Cmd::Nics => Request::Nics,
+        Cmd::Instance { action, name } => Request::Process {
+            name: name.clone(),
+            action: match action {
+                InstanceAction::Start => ProcessAction::Start,
+                InstanceAction::Stop => ProcessAction::Stop,
+                InstanceAction::Restart => ProcessAction::Restart,
+            },
+        },
         Cmd::Host => Request::Host,
         Cmd::Hugepages => Request::Hugepages,
         Cmd::Config(c) => match c {
@@ -112,6 +142,7 @@ fn main() -> ExitCode {
             ConfigCmd::Rollback => Request::Rollback,
             ConfigCmd::History => Request::History,
             ConfigCmd::Restore { id } => Request::Restore { id: id.clone() },
+            ConfigCmd::Show { id } => Request::GetVersion { id: id.clone() },
         },
     };
     match api::request(&args.socket, request, Duration::from_secs(args.timeout)) {
@@ -198,6 +229,13 @@ fn print_human(response: &Response) {
             }
         }
         Response::Confirmed { version } => println!("confirmed and saved as version {version}"),
+        Response::Version { toml, .. } => print!("{toml}"),
+        Response::Process(p) => println!(
+            "{}: {}{}",
+            p.name,
+            p.state,
+            p.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+        ),
         Response::RolledBack { result } => println!("rolled back: {result}"),
         Response::History { versions, pending } => {
             if versions.is_empty() {

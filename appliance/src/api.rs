@@ -73,6 +73,13 @@ pub enum Request {
     SetConfig {
         /// The whole appliance config as TOML.
         toml: String,
+        /// The running config (TOML, as [`Request::GetConfig`] returned it)
+        /// this one was made from. When given and the running config is no
+        /// longer that (another client changed it meanwhile), nothing
+        /// changes and the answer is an error: an edit never silently
+        /// undoes someone else's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
     },
     /// Only validate the config (TOML text); nothing changes.
     Validate {
@@ -356,10 +363,21 @@ impl<A: Applier, C: Clock + Clone> Handler<A, C> {
                     pending: self.pending(&store),
                 }
             }
-            Request::SetConfig { toml } => match ApplianceConfig::parse(&toml) {
+            Request::SetConfig { toml, base } => match ApplianceConfig::parse(&toml) {
                 Err(e) => store_error(StoreError::Invalid(e)),
                 Ok(config) => {
-                    let result = self.store().change(config);
+                    // Compared and changed under one lock: nothing can
+                    // come between.
+                    let mut store = self.store();
+                    if base.is_some_and(|b| b != store.running().to_toml_string()) {
+                        return Response::error(
+                            "the running config changed since this change was made from it \
+                             (another change was applied meanwhile); nothing changed: \
+                             read it again and retry",
+                        );
+                    }
+                    let result = store.change(config);
+                    drop(store);
                     match result {
                         Ok(outcome) => self.change_result(outcome),
                         Err(e) => store_error(e),

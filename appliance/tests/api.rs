@@ -159,7 +159,10 @@ fn set_confirm_rollback_status_and_facts_through_the_socket() {
             other => panic!("{other}"),
         }
         assert!(matches!(
-            ask(Request::SetConfig { toml: bad }),
+            ask(Request::SetConfig {
+                toml: bad,
+                base: None
+            }),
             Err(ClientError::Refused { .. })
         ));
         assert_eq!(app_pid(&ask), first_pid, "an invalid set touches nothing");
@@ -175,9 +178,22 @@ fn set_confirm_rollback_status_and_facts_through_the_socket() {
             other => panic!("{other:?}"),
         }
 
-        // A harmless change is applied and saved at once.
+        // A harmless change is applied and saved at once; it says which
+        // running config it was made from, and that is still the one.
+        let running = |ask: &dyn Fn(Request) -> Result<Response, ClientError>| match ask(
+            Request::GetConfig {
+                which: Which::Running,
+            },
+        )
+        .unwrap()
+        {
+            Response::Config { toml: Some(t), .. } => t,
+            other => panic!("{other:?}"),
+        };
+        let base_a = running(&ask);
         let saved_b = match ask(Request::SetConfig {
             toml: config(1001, "10.77.0.2", None),
+            base: Some(base_a.clone()),
         })
         .unwrap()
         {
@@ -192,9 +208,28 @@ fn set_confirm_rollback_status_and_facts_through_the_socket() {
         assert_ne!(b_pid, first_pid, "the changed instance was restarted");
         assert!(!alive(first_pid));
 
+        // A change made from the config before that one (a second client
+        // that read it earlier) is refused and changes nothing: it would
+        // silently undo the first client's change.
+        match ask(Request::SetConfig {
+            toml: config(1002, "10.77.0.2", None),
+            base: Some(base_a),
+        })
+        .unwrap_err()
+        {
+            ClientError::Refused { message, field } => {
+                assert!(message.contains("changed since"), "{message}");
+                assert_eq!(field, None);
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(app_pid(&ask), b_pid, "a refused change touches nothing");
+        assert!(running(&ask).contains("1001"));
+
         // A change of address (and a sysctl) needs confirmation...
         match ask(Request::SetConfig {
             toml: config(1001, "10.77.0.3", Some(1)),
+            base: None,
         })
         .unwrap()
         {
@@ -252,6 +287,7 @@ fn set_confirm_rollback_status_and_facts_through_the_socket() {
         // Confirmed in time, a change stays and is saved.
         let Response::Changed(c) = ask(Request::SetConfig {
             toml: config(1001, "10.77.0.4", Some(1)),
+            base: None,
         })
         .unwrap() else {
             panic!("not a change")
@@ -278,6 +314,7 @@ fn set_confirm_rollback_status_and_facts_through_the_socket() {
         let d_pid = app_pid(&ask);
         let Response::Changed(c) = ask(Request::SetConfig {
             toml: config(1001, "10.77.0.5", Some(0)),
+            base: None,
         })
         .unwrap() else {
             panic!("not a change")

@@ -596,6 +596,66 @@ async fn an_invalid_change_names_the_field_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_change_made_from_a_config_that_no_longer_runs_is_a_409() {
+    let f = Fixture::new();
+    let s = f.login("admin", ADMIN_PASSWORD).await;
+    let read = f
+        .send(req(Method::GET, "/api/v1/config").cookie_only(&s).empty())
+        .await
+        .json();
+    let base = read["toml"].as_str().unwrap().to_owned();
+    // Another operator's edit lands between this one's read and write.
+    let a = f
+        .send(
+            req(Method::PATCH, "/api/v1/instances/redis")
+                .session(&s)
+                .json(&serde_json::json!({"restart": {"mode": "always"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let before = (f.running(), f.applied_count());
+    // Written from the old read, it would undo that edit: refused.
+    let p = f
+        .send(
+            req(Method::PUT, "/api/v1/config")
+                .session(&s)
+                .json(&serde_json::json!({"toml": base, "base": base})),
+        )
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert!(
+        p["detail"].as_str().unwrap().contains("changed since"),
+        "{p}"
+    );
+    assert_eq!(
+        (f.running(), f.applied_count()),
+        before,
+        "something was applied"
+    );
+    assert_eq!(
+        f.running().instances[0].restart.mode,
+        appliance::config::RestartMode::Always
+    );
+    // Made from what runs now, the same write goes through.
+    let now = f
+        .send(req(Method::GET, "/api/v1/config").cookie_only(&s).empty())
+        .await
+        .json();
+    let a = f
+        .send(
+            req(Method::PUT, "/api/v1/config")
+                .session(&s)
+                .json(&serde_json::json!({"toml": base, "base": now["toml"]})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_ne!(
+        f.running().instances[0].restart.mode,
+        appliance::config::RestartMode::Always
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_4xx() {
     let f = Fixture::new();
     let s = f.login("admin", ADMIN_PASSWORD).await;

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
                     }
                 };
                 if matches!(c, ConfigCmd::Set { .. }) {
-                    Request::SetConfig { toml }
+                    Request::SetConfig { toml, base: None }
                 } else {
                     Request::Validate { toml }
                 }

@@ -61,6 +61,21 @@ pub struct ConfigText {
     pub toml: String,
 }
 
+/// A whole config to apply, optionally with the running config it was
+/// made from.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    /// The appliance config (`/etc/gazelle/appliance.toml`).
+    pub toml: String,
+    /// The running config's TOML as `GET /api/v1/config` returned it, when
+    /// this one was made from it: if the running config has changed since
+    /// (another operator's change), nothing is applied and the answer is
+    /// 409. Left out, the config replaces whatever runs.
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
 /// A config that validated.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Validation {
@@ -291,19 +306,20 @@ pub async fn get_config(
 
 /// Apply a whole config: validated as a whole, then saved at once, or
 /// *pending confirmation* (with its deadline) when it can cut the operator
-/// off. A refused config names its field (422) and changes nothing.
+/// off. A refused config names its field (422) and changes nothing; one
+/// made from a `base` that no longer runs is refused (409).
 #[utoipa::path(
     put,
     path = "/api/v1/config",
     tag = "config",
-    request_body = ConfigText,
+    request_body = ConfigChange,
     responses((status = 200, description = "Applied: saved, or pending confirmation", body = ChangeResult))
 )]
 pub async fn set_config(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
     ip: ClientIp,
-    Json(body): Json<ConfigText>,
+    Json(body): Json<ConfigChange>,
 ) -> Result<Json<ChangeResult>, Problem> {
     let _edit = state.edit_lock.lock().await;
     let (_, old) = running_toml(&state).await?;
@@ -322,7 +338,10 @@ pub async fn set_config(
         &p,
         ip,
         record,
-        ApiRequest::SetConfig { toml: body.toml },
+        ApiRequest::SetConfig {
+            toml: body.toml,
+            base: body.base,
+        },
     )
     .await
     .map(Json)

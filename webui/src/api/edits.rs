@@ -83,7 +83,12 @@ async fn edit(
         who,
         ip,
         record,
-        ApiRequest::SetConfig { toml: toml.clone() },
+        // Made from `old`: applianced refuses it if another client (an
+        // `appliancectl config set`) changed the config meanwhile.
+        ApiRequest::SetConfig {
+            toml: toml.clone(),
+            base: Some(old.clone()),
+        },
     )
     .await
 }

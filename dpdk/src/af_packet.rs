@@ -34,6 +34,12 @@ pub fn socket_drops(ifindex: u32) -> u64 {
 /// This process's packet sockets bound to interface `ifindex`: the PMD's,
 /// whose receive ring makes them poll readable while frames wait.
 pub fn socket_fds(ifindex: u32) -> Vec<RawFd> {
+    process_sockets(|fd| bound_packet_socket(fd) == Some(ifindex))
+}
+
+/// This process's socket descriptors for which `keep` holds. Reads
+/// `/proc/self/fd`: a control-path call.
+pub(crate) fn process_sockets(mut keep: impl FnMut(RawFd) -> bool) -> Vec<RawFd> {
     let mut fds = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc/self/fd") {
         for entry in dir.flatten() {
@@ -50,7 +56,7 @@ pub fn socket_fds(ifindex: u32) -> Vec<RawFd> {
                     .as_encoded_bytes()
                     .starts_with(b"socket:")
             });
-            if is_socket && bound_packet_socket(fd) == Some(ifindex) {
+            if is_socket && keep(fd) {
                 fds.push(fd);
             }
         }
@@ -58,8 +64,8 @@ pub fn socket_fds(ifindex: u32) -> Vec<RawFd> {
     fds
 }
 
-/// The interface a packet socket `fd` is bound to; `None` for any other fd.
-fn bound_packet_socket(fd: RawFd) -> Option<u32> {
+/// The address family (`SO_DOMAIN`) of socket `fd`; `None` for any other fd.
+pub(crate) fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
     let mut domain: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: domain and len are valid out-pointers of the sizes given; a
@@ -73,7 +79,12 @@ fn bound_packet_socket(fd: RawFd) -> Option<u32> {
             &mut len,
         )
     };
-    if r != 0 || domain != libc::AF_PACKET {
+    (r == 0).then_some(domain)
+}
+
+/// The interface a packet socket `fd` is bound to; `None` for any other fd.
+fn bound_packet_socket(fd: RawFd) -> Option<u32> {
+    if socket_domain(fd)? != libc::AF_PACKET {
         return None;
     }
     // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.

@@ -527,6 +527,10 @@ impl RxQueue {
             let fds = crate::af_packet::socket_fds(info.if_index);
             return (!fds.is_empty()).then_some(RxWakeup::Readable(fds));
         }
+        if info.driver == "net_af_xdp" {
+            let fds = crate::af_xdp::socket_fds();
+            return (!fds.is_empty()).then_some(RxWakeup::Readable(fds));
+        }
         if !info.rx_interrupts {
             return None;
         }

@@ -1,16 +1,54 @@
-//! EAL arguments that put a DPDK port on a topology's `host_if` through `net_af_packet`.
+//! EAL arguments that put a DPDK port on a topology's `host_if` through
+//! `net_af_packet` (or `net_af_xdp`, see [`Medium`]).
 //!
-//! The vdev takes `iface`, `qpairs`, `blocksz`, `framesz`, `framecnt` and
-//! `qdisc_bypass` (DPDK 22.11). Ports are numbered in vdev order, so with
-//! [`AfPacketEal::args_for_ifaces`] port `i` is `ifaces[i]`.
+//! The af_packet vdev takes `iface`, `qpairs`, `blocksz`, `framesz`,
+//! `framecnt` and `qdisc_bypass` (DPDK 22.11). Ports are numbered in vdev
+//! order, so with [`AfPacketEal::args_for_ifaces`] port `i` is `ifaces[i]`.
 
 use crate::hugepages::HugeEnv;
 use crate::topology::Topology;
+
+/// The DPDK virtual NIC a port on a veth is made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Medium {
+    /// `net_af_packet`: `PACKET_MMAP` rings; the kernel copies each frame
+    /// into the ring and the PMD copies it again into an mbuf (and the
+    /// other way when sending).
+    #[default]
+    AfPacket,
+    /// `net_af_xdp`: an XDP program on the veth (native XDP) redirects
+    /// frames to an XDP socket whose memory is the port's mempool, so the
+    /// PMD hands the kernel's copy over as the mbuf; sending is one copy in
+    /// the kernel. One queue per `qpairs` (a veth has one unless made with
+    /// more); `blocksz`, `framesz` and `framecnt` do not apply.
+    AfXdp,
+}
+
+impl Medium {
+    /// The DPDK driver's name.
+    pub fn driver(self) -> &'static str {
+        match self {
+            Medium::AfPacket => "net_af_packet",
+            Medium::AfXdp => "net_af_xdp",
+        }
+    }
+}
+
+impl std::fmt::Display for Medium {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Medium::AfPacket => "af_packet",
+            Medium::AfXdp => "af_xdp",
+        })
+    }
+}
 
 /// Settings for an EAL command line over `net_af_packet`; `Default` is what
 /// [`eal_args_af_packet`] uses.
 #[derive(Clone, Debug)]
 pub struct AfPacketEal {
+    /// The virtual NIC on the veth. Default [`Medium::AfPacket`].
+    pub medium: Medium,
     /// `argv[0]` handed to EAL. Default `"lstack-test"`.
     pub program: String,
     /// EAL `--lcores` value: `"0"` (default), `"0,1"`, or floating `"0@(0-1)"`. Note
@@ -46,6 +84,7 @@ pub struct AfPacketEal {
 impl Default for AfPacketEal {
     fn default() -> Self {
         AfPacketEal {
+            medium: Medium::AfPacket,
             program: "lstack-test".to_owned(),
             lcores: "0".to_owned(),
             qpairs: 1,
@@ -105,10 +144,18 @@ impl AfPacketEal {
             args.push(format!("--log-level={level}"));
         }
         for (i, iface) in ifaces.iter().enumerate() {
-            args.push(format!(
-                "--vdev=net_af_packet{i},iface={iface},qpairs={},blocksz={},framesz={},framecnt={}",
-                self.qpairs, self.blocksz, self.framesz, self.framecnt
-            ));
+            args.push(match self.medium {
+                Medium::AfPacket => format!(
+                    "--vdev=net_af_packet{i},iface={iface},qpairs={},blocksz={},framesz={},framecnt={}",
+                    self.qpairs, self.blocksz, self.framesz, self.framecnt
+                ),
+                // No busy polling in the kernel (`busy_budget=0`): the stack
+                // sleeps in `poll` on the socket when it has nothing to do.
+                Medium::AfXdp => format!(
+                    "--vdev=net_af_xdp{i},iface={iface},start_queue=0,queue_count={},busy_budget=0",
+                    self.qpairs
+                ),
+            });
         }
         args
     }
@@ -185,5 +232,28 @@ mod tests {
                 "--vdev=net_af_packet1,iface=h1,qpairs=2,blocksz=4096,framesz=2048,framecnt=16384",
             ]
         );
+    }
+
+    #[test]
+    fn af_xdp_ports_name_their_queues_and_no_ring_sizes() {
+        let huge = HugeEnv {
+            huge_dir: PathBuf::from("/dev/hugepages"),
+            page_size: 2 << 20,
+            total_pages: 256,
+        };
+        let eal = AfPacketEal {
+            medium: Medium::AfXdp,
+            ..AfPacketEal::default()
+        };
+        let args = eal.args_for_ifaces(&["h0", "h1"], &huge, "p");
+        assert_eq!(
+            args[args.len() - 2..],
+            [
+                "--vdev=net_af_xdp0,iface=h0,start_queue=0,queue_count=1,busy_budget=0",
+                "--vdev=net_af_xdp1,iface=h1,start_queue=0,queue_count=1,busy_budget=0",
+            ]
+        );
+        assert_eq!(Medium::AfXdp.driver(), "net_af_xdp");
+        assert_eq!(Medium::default().to_string(), "af_packet");
     }
 }

@@ -50,7 +50,7 @@ pub mod mac;
 pub mod process;
 pub mod topology;
 
-pub use eal::{eal_args_af_packet, lstack_config, AfPacketEal};
+pub use eal::{eal_args_af_packet, lstack_config, AfPacketEal, Medium};
 pub use hugepages::HugeEnv;
 pub use mac::MacAddr;
 pub use process::{run_checked, wait_tcp_listening, ChildGuard};

@@ -9,6 +9,25 @@ use std::process::Command;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_lstack-bench");
 
+/// Runs `lstack-bench` with `args` and returns its JSON results.
+fn results_of(args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let out = Command::new(BENCH)
+        .args(args)
+        .output()
+        .expect("running lstack-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "lstack-bench {args:?} failed ({})\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
+    let results = v["results"].as_array().expect("a results array").clone();
+    assert!(!results.is_empty(), "no results: {stdout}");
+    (results, stdout)
+}
+
 #[test]
 fn quick_run_measures_every_side_with_its_cpu() {
     netns_testbed::require_root();
@@ -21,19 +40,7 @@ fn quick_run_measures_every_side_with_its_cpu() {
         "{} missing: build it first (cargo build --release -p lstack-preload)",
         lib.display()
     );
-    let out = Command::new(BENCH)
-        .args(["--quick", "--json"])
-        .output()
-        .expect("running lstack-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "lstack-bench --quick failed ({})\n{stdout}\n{stderr}",
-        out.status
-    );
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
-    let results = v["results"].as_array().expect("a results array");
+    let (results, stdout) = results_of(&["--quick", "--json"]);
     let metrics: Vec<&str> = results
         .iter()
         .map(|r| r["metric"].as_str().unwrap())
@@ -50,7 +57,7 @@ fn quick_run_measures_every_side_with_its_cpu() {
     ] {
         assert!(metrics.contains(&want), "no {want:?} row in {metrics:?}");
     }
-    for r in results {
+    for r in &results {
         let metric = r["metric"].as_str().unwrap();
         let rate = r["higher_is_better"].as_bool().unwrap();
         let sides = r["sides"].as_array().unwrap();
@@ -77,6 +84,44 @@ fn quick_run_measures_every_side_with_its_cpu() {
                 assert!(num("per_machine_cpu_s") > 0.0, "{metric} on {side}: {s}");
             }
         }
+    }
+    println!("{stdout}");
+}
+
+/// The other media: lstack on `net_af_xdp`, and the kernel once more with
+/// segmentation offload off, each a side of its own with its medium named.
+#[test]
+fn af_xdp_and_the_kernel_without_gso_are_sides_of_their_own() {
+    netns_testbed::require_root();
+    let (results, stdout) = results_of(&[
+        "--quick",
+        "--json",
+        "--only",
+        "rr,bulk",
+        "--modes",
+        "rtc",
+        "--media",
+        "af_xdp",
+        "--kernel-without-gso",
+    ]);
+    for r in &results {
+        let metric = r["metric"].as_str().unwrap();
+        let sides = r["sides"].as_array().unwrap();
+        let labels: Vec<&str> = sides.iter().map(|s| s["side"].as_str().unwrap()).collect();
+        assert_eq!(
+            labels,
+            ["kernel", "kernel-nogso", "lstack-rtc-xdp"],
+            "{metric}: sides"
+        );
+        for s in sides {
+            assert!(s["value"].as_f64().unwrap() > 0.0, "{metric}: {s}");
+        }
+        let media: Vec<&str> = sides
+            .iter()
+            .map(|s| s["medium"].as_str().unwrap())
+            .collect();
+        assert!(media[1].contains("GSO off"), "{media:?}");
+        assert!(media[2].contains("net_af_xdp"), "{media:?}");
     }
     println!("{stdout}");
 }

@@ -3,9 +3,13 @@
 //! with the CPU each side consumed.
 //!
 //! It builds one test topology with a kernel twin (netns-testbed): the lstack
-//! side is a DPDK `net_af_packet` port on a veth whose peer namespace runs the
-//! clients; the kernel side is the same addresses in a namespace pair joined
-//! by a veth, all kernel. Servers run under `LD_PRELOAD=liblstack.so` (once
+//! side is a DPDK port on a veth (`net_af_packet`, or `net_af_xdp` with
+//! `--media af_xdp`) whose peer namespace runs the clients; the kernel side
+//! is the same addresses in a namespace pair joined by a veth, all kernel.
+//! With `--kernel-without-gso` the kernel is measured a second time with
+//! segmentation offload off on its server's veth: a veth passes the kernel's
+//! 64 KiB segments on unsegmented (a NIC would cut them in hardware), which
+//! lstack, sending MTU-sized frames, does not get. Servers run under `LD_PRELOAD=liblstack.so` (once
 //! per stack mode: its own stack thread, "run-to-wakeup", and inside the
 //! application's threads, "run-to-completion") and plainly on the kernel;
 //! clients are always plain kernel programs in the peer.
@@ -33,7 +37,9 @@ use lstack_bench::{
     cpu::{clock_ticks_per_sec, cpu_ticks, MachineCpu},
     lstack_conf::LstackConf,
 };
-use netns_testbed::{hugepages, AfPacketEal, ChildGuard, KernelTwin, Topology, TopologyOptions};
+use netns_testbed::{
+    hugepages, AfPacketEal, ChildGuard, KernelTwin, Medium, Topology, TopologyOptions,
+};
 use serde::Serialize;
 
 /// Benchmark lstack against the Linux kernel stack, side by side, with the
@@ -56,6 +62,33 @@ struct Args {
     /// Which benchmarks to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Step::all())]
     only: Vec<Step>,
+    /// The DPDK virtual NICs lstack is measured on (each with every mode).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MediumArg::AfPacket])]
+    media: Vec<MediumArg>,
+    /// Also measure the kernel with TSO/GSO off on its server's veth, so it
+    /// sends MTU-sized frames as lstack does.
+    #[arg(long)]
+    kernel_without_gso: bool,
+}
+
+/// A DPDK virtual NIC on the veth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MediumArg {
+    /// `net_af_packet` (PACKET_MMAP rings).
+    #[value(name = "af_packet")]
+    AfPacket,
+    /// `net_af_xdp` (native XDP on the veth, an XDP socket).
+    #[value(name = "af_xdp")]
+    AfXdp,
+}
+
+impl MediumArg {
+    fn medium(self) -> Medium {
+        match self {
+            MediumArg::AfPacket => Medium::AfPacket,
+            MediumArg::AfXdp => Medium::AfXdp,
+        }
+    }
 }
 
 /// An lstack stack mode, by gazelle's `stack_thread_mode`.
@@ -84,23 +117,35 @@ impl Step {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
+    /// The baseline: ratios are over it.
     Kernel,
-    Lstack(Mode),
+    /// The kernel with TSO/GSO off on its server's veth.
+    KernelWithoutGso,
+    Lstack(Mode, Medium),
 }
 
 impl Side {
     fn label(self) -> &'static str {
         match self {
             Side::Kernel => "kernel",
-            Side::Lstack(Mode::Rtw) => "lstack-rtw",
-            Side::Lstack(Mode::Rtc) => "lstack-rtc",
+            Side::KernelWithoutGso => "kernel-nogso",
+            Side::Lstack(Mode::Rtw, Medium::AfPacket) => "lstack-rtw",
+            Side::Lstack(Mode::Rtc, Medium::AfPacket) => "lstack-rtc",
+            Side::Lstack(Mode::Rtw, Medium::AfXdp) => "lstack-rtw-xdp",
+            Side::Lstack(Mode::Rtc, Medium::AfXdp) => "lstack-rtc-xdp",
         }
     }
 
     fn medium(self) -> &'static str {
         match self {
-            Side::Kernel => "kernel TCP/IP over a veth pair",
-            Side::Lstack(_) => "DPDK net_af_packet on a veth (qpairs 1)",
+            Side::Kernel => "kernel TCP/IP over a veth pair (TSO/GSO on: 64 KiB segments)",
+            Side::KernelWithoutGso => {
+                "kernel TCP/IP over a veth pair, TSO/GSO off on the server's end"
+            }
+            Side::Lstack(_, Medium::AfPacket) => "DPDK net_af_packet on a veth (qpairs 1)",
+            Side::Lstack(_, Medium::AfXdp) => {
+                "DPDK net_af_xdp on a veth (native XDP, 1 queue, no busy polling)"
+            }
         }
     }
 }
@@ -162,11 +207,21 @@ impl Bench<'_> {
     /// A server command on `side`.
     fn server(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         Ok(match side {
-            Side::Kernel => self.twin.app_cmd(program),
-            Side::Lstack(mode) => {
+            Side::Kernel | Side::KernelWithoutGso => self.twin.app_cmd(program),
+            Side::Lstack(mode, medium) => {
+                // An XDP program left on the veth by a server that died
+                // (the af_xdp PMD removes its own on a clean exit) would
+                // take every frame from the next server.
+                let status = Command::new("ip")
+                    .args(["link", "set", "dev", &self.topo.host_if, "xdp", "off"])
+                    .status()
+                    .context("running ip")?;
+                if !status.success() {
+                    bail!("ip link set dev {} xdp off: {status}", self.topo.host_if);
+                }
                 let mut cmd = Command::new(program);
                 cmd.env("LD_PRELOAD", &self.lib)
-                    .env("LSTACK_CONF_PATH", self.conf(mode)?);
+                    .env("LSTACK_CONF_PATH", self.conf(mode, medium)?);
                 cmd
             }
         })
@@ -175,18 +230,21 @@ impl Bench<'_> {
     /// A client command in the peer of `side`.
     fn client(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match side {
-            Side::Kernel => self.twin.peer_cmd(program),
-            Side::Lstack(_) => self.topo.cmd(program),
+            Side::Kernel | Side::KernelWithoutGso => self.twin.peer_cmd(program),
+            Side::Lstack(..) => self.topo.cmd(program),
         }
     }
 
     /// A fresh lstack configuration file (each preloaded process is its own
     /// DPDK primary and needs its own file prefix).
-    fn conf(&self, mode: Mode) -> Result<PathBuf> {
+    fn conf(&self, mode: Mode, medium: Medium) -> Result<PathBuf> {
         let conf = LstackConf::write(
             self.topo,
             &self.huge,
-            &AfPacketEal::default(),
+            &AfPacketEal {
+                medium,
+                ..AfPacketEal::default()
+            },
             "lstack-bench",
             |c| {
                 c.stack_thread_mode = match mode {
@@ -507,9 +565,15 @@ fn run(args: Args) -> Result<()> {
         scratch,
     };
     let mut sides = vec![Side::Kernel];
-    for m in &args.modes {
-        if !sides.contains(&Side::Lstack(*m)) {
-            sides.push(Side::Lstack(*m));
+    if args.kernel_without_gso {
+        sides.push(Side::KernelWithoutGso);
+    }
+    for medium in &args.media {
+        for m in &args.modes {
+            let side = Side::Lstack(*m, medium.medium());
+            if !sides.contains(&side) {
+                sides.push(side);
+            }
         }
     }
 
@@ -527,6 +591,9 @@ fn run(args: Args) -> Result<()> {
         }
         for &side in &sides {
             eprintln!("lstack-bench: {name} on {}...", side.label());
+            let _offloads = (side == Side::KernelWithoutGso)
+                .then(|| GsoOff::new(twin))
+                .transpose()?;
             f(&bench, side, &mut rows).with_context(|| format!("{name} on {}", side.label()))?;
         }
     }
@@ -536,6 +603,41 @@ fn run(args: Args) -> Result<()> {
         table(&rows, &sides);
     }
     Ok(())
+}
+
+/// TSO and GSO off on the kernel twin's server end while it lives (on
+/// again when dropped).
+struct GsoOff<'t>(&'t KernelTwin);
+
+impl<'t> GsoOff<'t> {
+    fn new(twin: &'t KernelTwin) -> Result<Self> {
+        Self::set(twin, "off")?;
+        Ok(Self(twin))
+    }
+
+    fn set(twin: &KernelTwin, state: &str) -> Result<()> {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &twin.app_ns, "ethtool", "-K", &twin.app_if])
+            .args(["tso", state, "gso", state])
+            .stdout(Stdio::null())
+            .status()
+            .context("running ethtool")?;
+        if !status.success() {
+            bail!(
+                "ethtool -K {} tso {state} gso {state}: {status}",
+                twin.app_if
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GsoOff<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = Self::set(self.0, "on") {
+            eprintln!("lstack-bench: {e:#}");
+        }
+    }
 }
 
 /// Metrics in the order they were measured.
@@ -614,31 +716,37 @@ fn table(rows: &[Row], sides: &[Side]) {
         .copied()
         .filter(|s| *s != Side::Kernel)
         .collect();
+    let short = |s: &Side| {
+        s.label()
+            .strip_prefix("lstack-")
+            .unwrap_or(s.label())
+            .to_owned()
+    };
     println!("media:");
     for s in sides {
-        println!("  {:<11} {}", s.label(), s.medium());
+        println!("  {:<14} {}", s.label(), s.medium());
     }
     print!("\n{:<40} {:>10}", "metric", "unit");
     for s in sides {
-        print!(" {:>12}", s.label());
+        print!(" {:>14}", s.label());
     }
     for s in &lstack {
-        print!(" {:>9}", format!("{}/k", &s.label()[7..]));
+        print!(" {:>14}", format!("{}/k", short(s)));
     }
     println!();
     let line = |label: &str, unit: &str, vals: Vec<Option<f64>>, prec: usize| {
         print!("{label:<40} {unit:>10}");
         for v in &vals {
             match v {
-                Some(v) => print!(" {:>12.*}", prec, v),
-                None => print!(" {:>12}", "-"),
+                Some(v) => print!(" {:>14.*}", prec, v),
+                None => print!(" {:>14}", "-"),
             }
         }
         let k = vals.first().copied().flatten();
         for v in &vals[1..] {
             match (v, k) {
-                (Some(v), Some(k)) if k > 0.0 => print!(" {:>8.2}x", v / k),
-                _ => print!(" {:>9}", "-"),
+                (Some(v), Some(k)) if k > 0.0 => print!(" {:>13.2}x", v / k),
+                _ => print!(" {:>14}", "-"),
             }
         }
         println!();

@@ -27,6 +27,10 @@ use probe::{Conn, Packet, Probe, Segment, Target, ACK, FIN, PSH, RST, SYN, URG};
 const ECHO: u16 = 7100;
 /// A port nothing listens on.
 const CLOSED: u16 = 7199;
+/// A port whose server says "bye" and closes first (the active closer).
+const BYE: u16 = 7101;
+/// A port whose server sets SO_KEEPALIVE, idle 1 s, and waits.
+const KEEPALIVE: u16 = 7102;
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
@@ -40,6 +44,34 @@ fn env() -> &'static Env {
             |_, _| {},
         );
         common::spawn_stack_echo(&env.stack, ECHO);
+        let ka = env
+            .stack
+            .tcp_listen_dual(SocketAddr::from(([0u16; 8], KEEPALIVE)), 64, true)
+            .expect("the stack's keep-alive listener");
+        std::thread::spawn(move || {
+            while let Ok((conn, _)) = ka.accept() {
+                conn.set_keep_alive(Some(std::time::Duration::from_secs(1)));
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let any6 = SocketAddr::from(([0u16; 8], BYE));
+        let bye = env
+            .stack
+            .tcp_listen_dual(any6, 64, true)
+            .expect("the stack's bye listener");
+        std::thread::spawn(move || {
+            while let Ok((conn, _)) = bye.accept() {
+                std::thread::spawn(move || {
+                    let _ = conn.write_all(b"bye");
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                    let mut buf = [0u8; 64];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
         let twin = env.topo.kernel_twin.as_ref().expect("the kernel twin");
         // The reference sends segments as they go on a wire, not as
         // segmentation offload leaves them on a veth.
@@ -51,8 +83,59 @@ fn env() -> &'static Env {
         .expect("entering the twin")
         .expect("kernel echo listener");
         std::thread::spawn(move || kernel_echo(listener));
+        let ka = netns_testbed::in_namespace(&twin.app_ns, || {
+            TcpListener::bind(SocketAddr::from(([0u16; 8], KEEPALIVE)))
+        })
+        .expect("entering the twin")
+        .expect("kernel keep-alive listener");
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = ka.accept() {
+                kernel_keepalive(&s, 1);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let bye = netns_testbed::in_namespace(&twin.app_ns, || {
+            TcpListener::bind(SocketAddr::from(([0u16; 8], BYE)))
+        })
+        .expect("entering the twin")
+        .expect("kernel bye listener");
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = bye.accept() {
+                std::thread::spawn(move || {
+                    let _ = s.write_all(b"bye");
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    let mut buf = [0u8; 64];
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
         env
     })
+}
+
+/// SO_KEEPALIVE with `secs` idle and between probes on a kernel socket.
+fn kernel_keepalive(s: &std::net::TcpStream, secs: i32) {
+    use std::os::fd::AsRawFd;
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
+    ] {
+        // SAFETY: setsockopt on a valid fd with a pointer to a live int.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&value as *const i32).cast(),
+                std::mem::size_of::<i32>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn kernel_echo(listener: TcpListener) {
@@ -421,5 +504,120 @@ fn echo_reply_waits_for_the_neighbour() {
             |_| {},
         );
         assert!(got.is_some(), "{}: no echo reply over IPv6", p.target.name);
+    });
+}
+
+/// Connects to [`BYE`] and reads its "bye" up to its FIN, acknowledging
+/// the data only; returns the connection (`rcv_nxt` at the FIN) and the
+/// FIN's sequence number.
+fn until_their_fin(p: &Probe, v6: bool) -> (Conn, u32) {
+    let mut c = p.connect(v6, BYE);
+    let mut data = Vec::new();
+    loop {
+        let s = next_of(p, &c);
+        if s.seq == c.rcv_nxt && !s.payload.is_empty() {
+            data.extend_from_slice(&s.payload);
+            c.rcv_nxt = c.rcv_nxt.wrapping_add(s.payload.len() as u32);
+        }
+        if s.flags & FIN != 0 && s.seq.wrapping_add(s.payload.len() as u32) == c.rcv_nxt {
+            assert_eq!(data, b"bye", "{}", p.target.name);
+            return (c, c.rcv_nxt);
+        }
+        p.send_flags(&c, ACK, &[]);
+    }
+}
+
+/// Addition: the active closer stays in TIME-WAIT: after the close, a
+/// retransmission of the peer's FIN is acknowledged again, not reset
+/// (RFC 9293 3.10.7.4, TIME-WAIT).
+#[test]
+fn active_closer_acknowledges_a_fin_again_in_time_wait() {
+    on_both(|p| {
+        for v6 in [false, true] {
+            let (mut c, fin) = until_their_fin(p, v6);
+            c.rcv_nxt = fin.wrapping_add(1);
+            p.send_flags(&c, FIN | ACK, &[]);
+            c.snd_nxt = c.snd_nxt.wrapping_add(1);
+            let s = next_of(p, &c);
+            assert!(
+                s.flags & (ACK | RST) == ACK && s.ack == c.snd_nxt,
+                "{}: our FIN: {} ack {}",
+                p.target.name,
+                s.flag_str(),
+                s.ack
+            );
+            // Our FIN again, as if that ACK was lost.
+            p.send_at(&c, c.snd_nxt.wrapping_sub(1), c.rcv_nxt, FIN | ACK, &[]);
+            let s = next_of(p, &c);
+            assert!(
+                s.flags & (ACK | RST) == ACK && s.ack == c.snd_nxt,
+                "{}: in TIME-WAIT, a repeated FIN got {} ack {}",
+                p.target.name,
+                s.flag_str(),
+                s.ack
+            );
+        }
+    });
+}
+
+/// Addition: simultaneous close (RFC 9293 3.6, case 3): our FIN crosses
+/// theirs (it does not acknowledge it); they acknowledge ours from
+/// CLOSING, and ours of theirs ends it.
+#[test]
+fn simultaneous_close() {
+    on_both(|p| {
+        for v6 in [false, true] {
+            let (mut c, fin) = until_their_fin(p, v6);
+            // rcv_nxt is their FIN's own number: not acknowledged.
+            p.send_flags(&c, FIN | ACK, &[]);
+            c.snd_nxt = c.snd_nxt.wrapping_add(1);
+            let s = p
+                .wait_segment(c.dport, c.sport, |s| {
+                    s.flags & RST != 0 || s.ack == c.snd_nxt
+                })
+                .unwrap_or_else(|| panic!("{}: our crossing FIN not acknowledged", p.target.name));
+            assert!(
+                s.flags & RST == 0,
+                "{}: reset on simultaneous close",
+                p.target.name
+            );
+            c.rcv_nxt = fin.wrapping_add(1);
+            p.send_flags(&c, ACK, &[]);
+            // Both closed: a FIN again is acknowledged (TIME-WAIT), not reset.
+            p.send_at(&c, c.snd_nxt.wrapping_sub(1), c.rcv_nxt, FIN | ACK, &[]);
+            let s = next_of(p, &c);
+            assert!(
+                s.flags & (ACK | RST) == ACK,
+                "{}: after simultaneous close: {}",
+                p.target.name,
+                s.flag_str()
+            );
+        }
+    });
+}
+
+/// Addition: with SO_KEEPALIVE set, an idle connection gets keep-alive
+/// probes (RFC 1122 4.2.3.6: a segment at SND.NXT - 1), and stays when
+/// they are acknowledged.
+#[test]
+fn keepalive_probes_are_sent_when_asked_for() {
+    on_both(|p| {
+        let mut c = p.connect(false, KEEPALIVE);
+        for _ in 0..2 {
+            let s = p
+                .wait_segment(c.dport, c.sport, |_| true)
+                .unwrap_or_else(|| panic!("{}: no keep-alive probe", p.target.name));
+            assert!(
+                s.flags & (ACK | RST | FIN) == ACK && s.seq == c.rcv_nxt.wrapping_sub(1),
+                "{}: keep-alive probe: {} seq {} (SND.NXT {})",
+                p.target.name,
+                s.flag_str(),
+                s.seq,
+                c.rcv_nxt
+            );
+            p.send_flags(&c, ACK, &[]);
+        }
+        p.send_data(&mut c, b"x");
+        p.send_at(&c, c.snd_nxt, c.rcv_nxt, RST, &[]);
     });
 }

@@ -44,73 +44,36 @@ fn env() -> &'static Env {
             |_, _| {},
         );
         common::spawn_stack_echo(&env.stack, ECHO);
-        let ka = env
-            .stack
-            .tcp_listen_dual(SocketAddr::from(([0u16; 8], KEEPALIVE)), 64, true)
-            .expect("the stack's keep-alive listener");
-        std::thread::spawn(move || {
-            while let Ok((conn, _)) = ka.accept() {
-                conn.set_keep_alive(Some(std::time::Duration::from_secs(1)));
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 64];
-                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-                });
-            }
+        serve_on_stack(&env, BYE, |conn| {
+            let _ = conn.write_all(b"bye");
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            drain(|b| conn.read(b));
         });
-        let any6 = SocketAddr::from(([0u16; 8], BYE));
-        let bye = env
-            .stack
-            .tcp_listen_dual(any6, 64, true)
-            .expect("the stack's bye listener");
-        std::thread::spawn(move || {
-            while let Ok((conn, _)) = bye.accept() {
-                std::thread::spawn(move || {
-                    let _ = conn.write_all(b"bye");
-                    let _ = conn.shutdown(std::net::Shutdown::Write);
-                    let mut buf = [0u8; 64];
-                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-                });
-            }
+        serve_on_stack(&env, KEEPALIVE, |conn| {
+            conn.set_keep_alive(Some(std::time::Duration::from_secs(1)));
+            drain(|b| conn.read(b));
         });
         let twin = env.topo.kernel_twin.as_ref().expect("the kernel twin");
         // The reference sends segments as they go on a wire, not as
         // segmentation offload leaves them on a veth.
         twin.run_app(["ethtool", "-K", &twin.app_if, "tso", "off", "gso", "off"])
             .expect("turning the twin's segmentation offload off");
-        let listener = netns_testbed::in_namespace(&twin.app_ns, || {
-            TcpListener::bind(SocketAddr::from(([0u16; 8], ECHO)))
-        })
-        .expect("entering the twin")
-        .expect("kernel echo listener");
-        std::thread::spawn(move || kernel_echo(listener));
-        let ka = netns_testbed::in_namespace(&twin.app_ns, || {
-            TcpListener::bind(SocketAddr::from(([0u16; 8], KEEPALIVE)))
-        })
-        .expect("entering the twin")
-        .expect("kernel keep-alive listener");
-        std::thread::spawn(move || {
-            while let Ok((mut s, _)) = ka.accept() {
-                kernel_keepalive(&s, 1);
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 64];
-                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-                });
+        serve_on_kernel(&twin.app_ns, ECHO, |mut s| {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
             }
         });
-        let bye = netns_testbed::in_namespace(&twin.app_ns, || {
-            TcpListener::bind(SocketAddr::from(([0u16; 8], BYE)))
-        })
-        .expect("entering the twin")
-        .expect("kernel bye listener");
-        std::thread::spawn(move || {
-            while let Ok((mut s, _)) = bye.accept() {
-                std::thread::spawn(move || {
-                    let _ = s.write_all(b"bye");
-                    let _ = s.shutdown(std::net::Shutdown::Write);
-                    let mut buf = [0u8; 64];
-                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-                });
-            }
+        serve_on_kernel(&twin.app_ns, BYE, |mut s| {
+            let _ = s.write_all(b"bye");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            drain(|b| s.read(b));
+        });
+        serve_on_kernel(&twin.app_ns, KEEPALIVE, |mut s| {
+            kernel_keepalive(&s, 1);
+            drain(|b| s.read(b));
         });
         env
     })
@@ -138,17 +101,39 @@ fn kernel_keepalive(s: &std::net::TcpStream, secs: i32) {
     }
 }
 
-fn kernel_echo(listener: TcpListener) {
-    while let Ok((mut s, _)) = listener.accept() {
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+/// Reads until end of stream or error.
+fn drain(mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>) {
+    let mut buf = [0u8; 64];
+    while matches!(read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Serves `port` on the stack ([::], dual stack), each connection on its
+/// own thread.
+fn serve_on_stack(env: &Env, port: u16, serve: fn(lstack::socket::TcpStream)) {
+    let listener = env
+        .stack
+        .tcp_listen_dual(SocketAddr::from(([0u16; 8], port)), 64, true)
+        .expect("listening on the stack");
+    std::thread::spawn(move || {
+        while let Ok((conn, _)) = listener.accept() {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+}
+
+/// Serves `port` with the kernel of namespace `ns`, each connection on
+/// its own thread.
+fn serve_on_kernel(ns: &str, port: u16, serve: fn(std::net::TcpStream)) {
+    let listener = netns_testbed::in_namespace(ns, || {
+        TcpListener::bind(SocketAddr::from(([0u16; 8], port)))
+    })
+    .expect("entering the twin")
+    .expect("listening in the twin");
+    std::thread::spawn(move || {
+        while let Ok((s, _)) = listener.accept() {
+            std::thread::spawn(move || serve(s));
+        }
+    });
 }
 
 /// The kernel reference first, then lstack.

@@ -606,3 +606,87 @@ fn keepalive_probes_are_sent_when_asked_for() {
         p.send_at(&c, c.snd_nxt, c.rcv_nxt, RST, &[]);
     });
 }
+
+/// Addition: simultaneous open (RFC 9293 3.5, figure 8). The target
+/// connects to the probe; the probe answers its SYN with a SYN of its own;
+/// the target must answer with SYN-ACK (SYN-RECEIVED), and the connection
+/// opens on our ACK.
+#[test]
+fn simultaneous_open() {
+    let env = env();
+    let twin = env.topo.kernel_twin.as_ref().unwrap();
+    for t in targets() {
+        let p = Probe::open(&t);
+        let port = 9100;
+        let to = SocketAddr::new(probe::PROBE_IP4.into(), port);
+        let connecting = if t.name == "kernel" {
+            let ns = twin.app_ns.clone();
+            std::thread::spawn(move || {
+                netns_testbed::in_namespace(&ns, || {
+                    std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(10))
+                        .map(drop)
+                })
+                .expect("entering the twin")
+            })
+        } else {
+            let stack = &env.stack;
+            std::thread::spawn(move || {
+                stack
+                    .tcp_connect(to, Some(std::time::Duration::from_secs(10)))
+                    .map(drop)
+            })
+        };
+        let syn = p
+            .wait_for(
+                probe::REPLY_WITHIN,
+                |pk| matches!(pk, Packet::Tcp(s) if s.dport == port && s.flags & (SYN | ACK) == SYN),
+                |_| {},
+            )
+            .unwrap_or_else(|| panic!("{}: no SYN", t.name));
+        let Packet::Tcp(syn) = syn else {
+            unreachable!()
+        };
+        let iss = 0x3300_0000u32;
+        let c = Conn {
+            v6: false,
+            sport: port,
+            dport: syn.sport,
+            snd_nxt: iss,
+            rcv_nxt: syn.seq.wrapping_add(1),
+        };
+        // Our SYN crosses theirs: no ACK.
+        p.send(&p.tcp_frame(
+            false,
+            port,
+            syn.sport,
+            iss,
+            0,
+            SYN,
+            &probe::SYN_OPTIONS,
+            &[],
+        ));
+        let s = p
+            .wait_segment(c.dport, c.sport, |s| s.flags & (SYN | ACK | RST) != SYN)
+            .unwrap_or_else(|| panic!("{}: nothing after our crossing SYN", t.name));
+        assert!(
+            s.flags & (SYN | ACK | RST) == SYN | ACK && s.ack == iss.wrapping_add(1),
+            "{}: crossing SYN answered by {} ack {}",
+            t.name,
+            s.flag_str(),
+            s.ack
+        );
+        let c = Conn {
+            snd_nxt: iss.wrapping_add(1),
+            ..c
+        };
+        p.send_flags(&c, ACK, &[]);
+        let r = connecting.join().expect("the connecting thread");
+        assert!(
+            r.is_ok(),
+            "{}: connect after simultaneous open: {r:?}",
+            t.name
+        );
+        p.send_at(&c, c.snd_nxt, c.rcv_nxt, RST, &[]);
+        println!("{}: ok", t.name);
+    }
+}

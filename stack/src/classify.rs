@@ -223,9 +223,17 @@ pub struct Seen {
     pub icmp_type: Option<u8>,
     /// A TCP segment with RST set.
     pub tcp_rst: bool,
-    /// A TCP segment with payload, or a UDP datagram: something a socket may
-    /// queue for the application.
+    /// A TCP segment or a UDP datagram with payload: something a socket
+    /// may queue for the application.
     pub data: bool,
+    /// A TCP segment with none of ACK, SYN and RST: one no synchronized
+    /// connection or listener takes (RFC 9293 3.10.7).
+    pub tcp_bare: bool,
+    /// Bytes of IPv6 extension headers (Hop-by-Hop, Destination Options,
+    /// a finished Routing header) in front of a TCP segment, all of whose
+    /// options may be skipped: the stack removes them before smoltcp,
+    /// which only passes Hop-by-Hop and never to a TCP shard.
+    pub ipv6_ext_len: u16,
 }
 
 /// Classifies one received frame.
@@ -375,11 +383,56 @@ fn classify_ipv6(bytes: &[u8], local: &LocalAddrs, checked: RxChecked, seen: &mu
             Verdict::Control { broadcast: false }
         }
         IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {
-            Verdict::Control { broadcast: false }
+            match skippable_extensions(ip.next_header(), payload) {
+                Some((IpProtocol::Tcp, len)) if ours => {
+                    seen.ipv6_ext_len = len as u16;
+                    classify_tcp(&payload[len..], src, dst, checked, seen)
+                }
+                _ => Verdict::Control { broadcast: false },
+            }
         }
         IpProtocol::Ipv6NoNxt => Verdict::Control { broadcast: false },
         _ => Verdict::Drop(DropReason::UnsupportedProtocol),
     }
+}
+
+/// Walks IPv6 extension headers starting with `first` over `bytes`: when
+/// they are Hop-by-Hop and Destination Options headers whose options are
+/// all Pad1, PadN or of a type to skip when unknown (RFC 8200 4.2, action
+/// bits 00), and Routing headers with no segments left (4.4), returns the
+/// upper-layer protocol and where it starts. At most 8 headers.
+fn skippable_extensions(first: IpProtocol, bytes: &[u8]) -> Option<(IpProtocol, usize)> {
+    let mut next = first;
+    let mut at = 0usize;
+    for _ in 0..8 {
+        match next {
+            IpProtocol::HopByHop | IpProtocol::Ipv6Opts | IpProtocol::Ipv6Route => {}
+            other => return Some((other, at)),
+        }
+        let h = bytes.get(at..at + 8)?;
+        let len = (usize::from(h[1]) + 1) * 8;
+        let header = bytes.get(at..at + len)?;
+        if next == IpProtocol::Ipv6Route {
+            if header[3] != 0 {
+                return None;
+            }
+        } else {
+            let mut i = 2;
+            while i < len {
+                match header[i] {
+                    0 => i += 1,
+                    t if t & 0xc0 == 0 => i += 2 + usize::from(*header.get(i + 1)?),
+                    _ => return None,
+                }
+            }
+            if i != len {
+                return None;
+            }
+        }
+        next = IpProtocol::from(h[0]);
+        at += len;
+    }
+    None
 }
 
 fn classify_tcp(
@@ -396,6 +449,7 @@ fn classify_tcp(
         return Verdict::Drop(DropReason::TcpBadChecksum);
     }
     seen.tcp_rst = tcp.rst();
+    seen.tcp_bare = !tcp.ack() && !tcp.syn() && !tcp.rst();
     seen.data = !tcp.payload().is_empty();
     Verdict::Tcp {
         flow: FlowKey {

@@ -71,11 +71,14 @@ pub struct TxPath {
     scratch: Box<[u8; MAX_FRAME]>,
     /// The NIC computes IPv4/TCP/UDP checksums on transmit.
     offload: bool,
+    /// The thread's RFC fixes over smoltcp: they see every frame it writes.
+    pub(crate) conformance: crate::conformance::Conformance,
 }
 
 impl TxPath {
-    /// A transmit path over `queue` with buffers from `pool`.
-    pub fn new(queue: TxSink, pool: Arc<Mempool>, stats: Arc<ThreadStats>) -> Self {
+    /// A transmit path over `queue` with buffers from `pool`, for a thread
+    /// holding at most `flows` TCP connections.
+    pub fn new(queue: TxSink, pool: Arc<Mempool>, stats: Arc<ThreadStats>, flows: usize) -> Self {
         let offload = match &queue {
             TxSink::Port(q) => q.port_info().tx_checksum(),
             TxSink::Ring(_) => false,
@@ -87,6 +90,7 @@ impl TxPath {
             stats,
             scratch: Box::new([0; MAX_FRAME]),
             offload,
+            conformance: crate::conformance::Conformance::new(flows),
         }
     }
 
@@ -162,7 +166,7 @@ pub fn capabilities(tx_offload: bool) -> DeviceCapabilities {
 
 impl phy::Device for FrameDevice<'_> {
     type RxToken<'b>
-        = MbufRxToken
+        = MbufRxToken<'b>
     where
         Self: 'b;
     type TxToken<'b>
@@ -170,9 +174,13 @@ impl phy::Device for FrameDevice<'_> {
     where
         Self: 'b;
 
+    /// Lends the frame; it stays in `rx` for the caller to free or keep
+    /// (see [`crate::conformance::NeighbourWait`]). Only for
+    /// `Interface::poll_ingress_single`, which receives once per call.
     fn receive(&mut self, _ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let m = self.rx.take()?;
-        Some((MbufRxToken(m), MbufTxToken { tx: self.tx }))
+        let FrameDevice { rx, tx } = self;
+        let m = rx.as_ref()?;
+        Some((MbufRxToken(m), MbufTxToken { tx }))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<Self::TxToken<'_>> {
@@ -184,11 +192,11 @@ impl phy::Device for FrameDevice<'_> {
     }
 }
 
-/// A received mbuf; freed when the token is consumed or dropped.
+/// A received mbuf, lent to smoltcp.
 #[derive(Debug)]
-pub struct MbufRxToken(Mbuf);
+pub struct MbufRxToken<'a>(&'a Mbuf);
 
-impl phy::RxToken for MbufRxToken {
+impl phy::RxToken for MbufRxToken<'_> {
     fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
@@ -230,6 +238,7 @@ impl phy::TxToken for MbufTxToken<'_> {
             return r;
         };
         let r = f(buf);
+        tx.conformance.on_transmit(m.data_mut(), !tx.offload);
         tx.stats.mib.count_tx(m.data());
         if tx.offload {
             request_checksums(&mut m);

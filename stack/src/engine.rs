@@ -58,11 +58,14 @@ use smoltcp::{
     socket::AnySocket,
     socket::{tcp, udp},
     time::Instant as SmolInstant,
-    wire::{IpAddress, IpEndpoint, IpListenEndpoint, IpVersion},
+    wire::{
+        EthernetFrame, EthernetRepr, IpAddress, IpEndpoint, IpListenEndpoint, IpVersion, TcpControl,
+    },
 };
 
 use crate::{
-    classify::{classify_seen, FlowKey, LocalAddrs, RxChecked, Verdict},
+    classify::{classify_seen, DropReason, FlowKey, LocalAddrs, RxChecked, Verdict},
+    conformance::{bare_segment_end, Incoming},
     device::{FrameDevice, TxPath},
     event::Event,
     handshake::{Challenge, End as HalfOpenEnd, HalfOpen, VerifiedSources},
@@ -1104,6 +1107,7 @@ impl Worker {
     /// found while arming an interrupt).
     pub(crate) fn step(&mut self, now_ns: u64, batch: &mut MbufBatch) -> bool {
         let now = now_ns / 1000;
+        self.tx.conformance.now_ns = now_ns;
         let mut busy = self.run_commands(now);
 
         // Receive: the NIC queue (or ltran's ring), then frames other
@@ -1178,6 +1182,60 @@ impl Worker {
             now_ns + crate::handshake::CHALLENGE_PERIOD_NS * 2,
             Ordering::Relaxed,
         );
+        self.tx.push(out);
+    }
+
+    /// Answers the TCP segment `m` of `flow` with a challenge ACK
+    /// (RFC 5961 3.2, 4.2) carrying SND.NXT `seq`, RCV.NXT `ack` and our
+    /// `window`, back to the MAC it came from.
+    fn challenge_ack(&mut self, m: &Mbuf, flow: &FlowKey, seq: u32, ack: u32, window: u16) {
+        let Ok(eth) = EthernetFrame::new_checked(m.data()) else {
+            return;
+        };
+        let eth = EthernetRepr {
+            src_addr: self.shared.local.mac,
+            dst_addr: eth.src_addr(),
+            ethertype: eth.ethertype(),
+        };
+        let tcp = crate::handshake::bare_segment(flow, TcpControl::None, seq, ack, window);
+        let mut frame = [0u8; Challenge::FRAME_MAX];
+        let Some(len) =
+            crate::handshake::emit_frame(&eth, flow.local_addr, flow.remote_addr, &tcp, &mut frame)
+        else {
+            return;
+        };
+        self.send_frame(&frame[..len]);
+    }
+
+    /// Answers the IPv4 datagram `m` of a protocol we do not speak with
+    /// ICMP protocol unreachable, if it was unicast to us.
+    fn protocol_unreachable(&mut self, m: &Mbuf) {
+        let Some(ip) = self.shared.local.ipv4 else {
+            return;
+        };
+        let mut frame = [0u8; crate::conformance::UNREACHABLE_MAX];
+        if let Some(len) = crate::conformance::protocol_unreachable(
+            m.data(),
+            self.shared.local.mac.0,
+            ip,
+            &mut frame,
+        ) {
+            self.send_frame(&frame[..len]);
+        }
+    }
+
+    /// Sends a frame this layer built (not smoltcp), counted like its own.
+    fn send_frame(&mut self, frame: &[u8]) {
+        let me = &self.shared.threads[self.index];
+        let Some(mut out) = self.pool.alloc() else {
+            me.stats.tx_nombuf.incr();
+            return;
+        };
+        let Some(buf) = out.append(frame.len()) else {
+            return;
+        };
+        buf.copy_from_slice(frame);
+        me.stats.mib.count_tx(out.data());
         self.tx.push(out);
     }
 
@@ -1393,7 +1451,7 @@ impl Worker {
 
     /// Takes one frame that arrived in the burst of `now_ns`; `steered`: it
     /// came from another thread, which counted it.
-    fn ingress(&mut self, now_ns: u64, m: Mbuf, steered: bool) {
+    fn ingress(&mut self, now_ns: u64, mut m: Mbuf, steered: bool) {
         let shared = &*self.shared;
         let me = &shared.threads[self.index];
         me.stats.rx_packets.incr();
@@ -1409,9 +1467,18 @@ impl Worker {
         if !steered {
             me.stats.mib.count_rx(&verdict, &seen);
         }
+        if seen.ipv6_ext_len > 0 && matches!(verdict, Verdict::Tcp { .. }) {
+            strip_ipv6_extensions(&mut m, usize::from(seen.ipv6_ext_len));
+        }
+        let mut resolved = None;
         let (thread, shard) = match verdict {
             Verdict::Drop(reason) => {
                 me.stats.drop_frame(reason);
+                if reason == DropReason::UnsupportedProtocol
+                    && self.tx.conformance.icmp_errors.allow(now_ns)
+                {
+                    self.protocol_unreachable(&m);
+                }
                 return;
             }
             Verdict::Tcp { flow, syn } => {
@@ -1420,6 +1487,28 @@ impl Worker {
                     // Behind ltran, ltran chose the thread (fewest
                     // connections, or the one that opened the flow).
                     thread = self.index;
+                }
+                if thread == self.index {
+                    match self
+                        .tx
+                        .conformance
+                        .check_incoming(&flow, m.data_mut(), now_ns)
+                    {
+                        Incoming::Pass => {}
+                        Incoming::Drop => return,
+                        Incoming::Challenge { seq, ack, window } => {
+                            self.challenge_ack(&m, &flow, seq, ack, window);
+                            return;
+                        }
+                    }
+                    if seen.tcp_bare {
+                        // No connection takes it; in LISTEN it is dropped,
+                        // at a closed port smoltcp's RST gets its ACK.
+                        if shared.find_listener(&flow).is_some() {
+                            return;
+                        }
+                        self.tx.conformance.rst_ack = bare_segment_end(m.data());
+                    }
                 }
                 if thread == self.index && syn {
                     match prepare_listener(shared, me, &mut self.half_open, shard, &flow, now_ns) {
@@ -1461,6 +1550,7 @@ impl Worker {
                 if broadcast && !steered && shared.threads.len() > 1 {
                     copy_to_others(shared, self.index, &self.pool, &m);
                 }
+                resolved = crate::conformance::neighbour_resolved(m.data());
                 (self.index, me.control_shard())
             }
         };
@@ -1475,6 +1565,7 @@ impl Worker {
         let ts = SmolInstant::from_micros((now_ns / 1000) as i64);
         {
             let mut inner = me.shards[shard].lock();
+            self.tx.conformance.neighbours.start();
             let mut dev = FrameDevice {
                 rx: Some(m),
                 tx: &mut self.tx,
@@ -1499,6 +1590,33 @@ impl Worker {
             } else {
                 iface.poll_ingress_single(ts, &mut dev, &mut inner.sockets);
             }
+            dev.tx.conformance.rst_ack = None;
+            if seen.tcp_rst && matches!(verdict, Verdict::Tcp { .. }) {
+                // A handshake this RST reset went back to LISTEN with what
+                // it learnt of the peer: take it out of the pool now, not
+                // at the next egress, or a SYN later in this burst lands
+                // on it (RFC 9293 3.10.7.3: a reset handshake leaves no
+                // state).
+                settle(
+                    &mut inner,
+                    &self.shared,
+                    me,
+                    &mut self.half_open,
+                    (self.index, shard),
+                    &mut self.released,
+                    now_ns,
+                );
+            }
+            if let Some(m) = dev.rx.take() {
+                // UDP is never kept: a datagram a socket took would be
+                // delivered twice.
+                if matches!(verdict, Verdict::Udp { .. }) {
+                    drop(m);
+                } else {
+                    let echo = matches!(seen.icmp_type, Some(8 | 128));
+                    drop(dev.tx.conformance.neighbours.settle(m, echo));
+                }
+            }
             if seen.data && !inner.armed.is_empty() {
                 let arrival = match verdict {
                     Verdict::Tcp { flow, .. } => Some(Arrival::Tcp {
@@ -1514,6 +1632,18 @@ impl Worker {
             }
         }
         self.touch(shard);
+        if let Some(addr) = resolved {
+            self.ingest_waiting(now_ns, addr);
+        }
+    }
+
+    /// Ingests again the echo requests that waited for `addr`, now known
+    /// (see [`crate::conformance::NeighbourWait`]).
+    fn ingest_waiting(&mut self, now_ns: u64, addr: IpAddress) {
+        while let Some(m) = self.tx.conformance.neighbours.take(addr) {
+            // As a steered frame: counted once already, never copied on.
+            self.ingress(now_ns, m, true);
+        }
     }
 
     /// Polls egress on every shard that needs it; returns whether any did.
@@ -1580,6 +1710,27 @@ impl Worker {
         self.touched_list.clear();
         true
     }
+}
+
+/// Removes `len` bytes of IPv6 extension headers that [`classify_seen`]
+/// found skippable in front of a TCP segment, so that smoltcp sees
+/// IPv6/TCP (it passes only Hop-by-Hop, and the control shard has no TCP
+/// sockets). Rare: a copy of the segment, no allocation.
+fn strip_ipv6_extensions(m: &mut Mbuf, len: usize) {
+    const IP: usize = 14;
+    const UPPER: usize = IP + 40;
+    let data = m.data_mut();
+    if data.len() < UPPER + len {
+        return;
+    }
+    let payload_len = u16::from_be_bytes([data[IP + 4], data[IP + 5]]);
+    let Some(payload_len) = payload_len.checked_sub(len as u16) else {
+        return;
+    };
+    data.copy_within(UPPER + len.., UPPER);
+    data[IP + 4..IP + 6].copy_from_slice(&payload_len.to_be_bytes());
+    data[IP + 6] = 6;
+    m.trim(len);
 }
 
 /// Sends a copy of a neighbour-discovery frame to every other thread.

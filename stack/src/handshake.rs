@@ -327,21 +327,8 @@ impl Challenge {
         if TcpSeqNumber(ack as i32) == client_next {
             ack = ack.wrapping_add(2);
         }
-        let tcp = TcpRepr {
-            src_port: flow.local_port,
-            dst_port: flow.remote_port,
-            control: TcpControl::Syn,
-            // Our side's number does not matter: the client resets.
-            seq_number: TcpSeqNumber(ack.rotate_left(16) as i32),
-            ack_number: Some(TcpSeqNumber(ack as i32)),
-            window_len: 0,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None, None, None],
-            timestamp: None,
-            payload: &[],
-        };
+        // Our side's number does not matter: the client resets.
+        let tcp = bare_segment(flow, TcpControl::Syn, ack.rotate_left(16), ack, 0);
         let eth = EthernetRepr {
             src_addr: our_mac,
             dst_addr: eth.src_addr(),
@@ -367,10 +354,34 @@ impl Challenge {
     }
 }
 
+/// A segment of `flow` from our side with no options and no data.
+pub(crate) fn bare_segment(
+    flow: &FlowKey,
+    control: TcpControl,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: flow.local_port,
+        dst_port: flow.remote_port,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: Some(TcpSeqNumber(ack as i32)),
+        window_len: window,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    }
+}
+
 /// Writes `tcp` from `src` to `dst` in an Ethernet frame `eth` into `out`,
 /// with software checksums; returns its length, or `None` if `out` is too
 /// small or the addresses are of two families.
-fn emit_frame(
+pub(crate) fn emit_frame(
     eth: &EthernetRepr,
     src: IpAddress,
     dst: IpAddress,

@@ -28,6 +28,7 @@
 
 pub mod classify;
 mod clock;
+mod conformance;
 mod control;
 pub mod device;
 mod engine;
@@ -405,7 +406,8 @@ impl Stack {
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
-            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats);
+            let per_thread = (config.tcp_conn_count as usize).div_ceil(opts_threads.max(1));
+            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread);
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
             let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);

@@ -994,6 +994,9 @@ impl TcpStream {
     pub fn set_keep_alive(&self, idle: Option<Duration>) {
         let idle = idle.map(|d| smoltcp::time::Duration::from_millis(d.as_millis() as u64));
         self.with(|s| s.set_keep_alive(idle));
+        // smoltcp winds the timer up; the stack must poll the shard to
+        // learn its new deadline, or an idle connection never probes.
+        self.kick();
     }
 
     /// With `true`, closing resets the connection (RST) instead of a

@@ -54,7 +54,7 @@ pub use eal::{eal_args_af_packet, lstack_config, AfPacketEal, Medium};
 pub use hugepages::HugeEnv;
 pub use mac::MacAddr;
 pub use process::{run_checked, wait_tcp_listening, ChildGuard};
-pub use topology::{cleanup_stale, KernelTwin, Link, Topology, TopologyOptions};
+pub use topology::{cleanup_stale, in_namespace, KernelTwin, Link, Topology, TopologyOptions};
 
 /// Panics, with a message saying why, unless the process runs as root.
 ///

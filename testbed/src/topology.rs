@@ -440,18 +440,7 @@ impl Topology {
     /// Sockets created there stay in the namespace: this is how a test binds a kernel
     /// listener in the peer without any external program.
     pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-        let path = netns_path(&self.ns);
-        let handle = fs::File::open(&path).with_context(|| format!("opening {path:?}"))?;
-        thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    nix::sched::setns(&handle, CloneFlags::CLONE_NEWNET)
-                        .with_context(|| format!("entering namespace {path:?}"))?;
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        in_namespace(&self.ns, f)
     }
 
     /// The processes running inside the namespace. A child started with
@@ -545,6 +534,23 @@ fn link_owner(hint: &str, name: &str) -> Option<u32> {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `ns` (an
+/// `ip netns` name), and returns its result. Sockets created there stay in `ns`.
+pub fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let path = netns_path(ns);
+    let handle = fs::File::open(&path).with_context(|| format!("opening {path:?}"))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&handle, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering namespace {path:?}"))?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn netns_path(ns: &str) -> PathBuf {

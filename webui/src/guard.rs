@@ -202,16 +202,6 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// `/`: where things are.
-pub async fn root() -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "api": "/api/v1",
-        "openapi": "/api/v1/openapi.json",
-        "metrics": "/metrics",
-        "login": "POST /api/v1/auth/login",
-    }))
-}
-
 /// Unknown paths.
 pub async fn not_found(request: Request) -> Problem {
     Problem::not_found(format!("nothing at {}", request.uri().path()))

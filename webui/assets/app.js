@@ -27,7 +27,7 @@ function countdown() {
 
 const POINTS = 180; // three minutes at one sample a second
 const SVGNS = "http://www.w3.org/2000/svg";
-const W = 600, H = 160, PAD_L = 70, PAD_B = 18;
+const W = 420, H = 170, PAD_L = 84, PAD_B = 20;
 
 const UNITS = { bps: "bit/s", pps: "pkt/s", drops: "frames/s", conns: "" };
 

@@ -162,6 +162,8 @@ async fn every_page_renders_with_its_title_nav_and_units() {
         let a = page(&f, &s, path).await;
         assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text());
         assert!(a.content_type().starts_with("text/html"), "{path}");
+        // A form post from a no-referrer page carries `Origin: null`.
+        assert_eq!(a.headers["referrer-policy"], "same-origin", "{path}");
         let html = a.text();
         assert!(
             html.contains(&format!("<title>{title} · gazelle appliance</title>")),
@@ -414,6 +416,11 @@ async fn a_rollback_is_told_on_every_page_with_what_it_restored() {
         "{html}"
     );
     assert!(html.contains("+bond_miimon = 100"), "{html}");
+    // A change confirmed since ends that story.
+    f.send(form("/bond", &s, &[("bond_miimon", "200")])).await;
+    f.send(form("/pending/confirm", &s, &[])).await;
+    let html = page(&f, &s, "/dashboard").await.text();
+    assert!(!html.contains(r#"id="rollback-banner""#), "{html}");
 }
 
 #[tokio::test]

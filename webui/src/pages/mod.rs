@@ -45,6 +45,8 @@ pub mod settings;
 
 /// The stylesheet (no build chain: one hand-written file).
 const STYLE: &str = include_str!("../../assets/app.css");
+/// The tab's icon.
+const ICON: &str = include_str!("../../assets/favicon.svg");
 /// The countdown of the pending-change banner and the live charts.
 const SCRIPT: &str = include_str!("../../assets/app.js");
 
@@ -54,6 +56,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/assets/app.css", get(style))
         .route("/assets/app.js", get(script))
+        .route("/assets/favicon.svg", get(icon))
+        // Browsers ask for it whatever the pages say.
+        .route(
+            "/favicon.ico",
+            get(|| async { Redirect::permanent("/assets/favicon.svg") }),
+        )
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/pending/confirm", post(confirm))
@@ -85,7 +93,19 @@ pub fn router(state: AppState) -> Router {
         .route("/account/users", post(admin::create_user))
         .route("/account/users/delete", post(admin::delete_user))
         .route("/audit", get(admin::audit_page))
+        .layer(axum::middleware::map_response(same_origin_referrer))
         .with_state(state)
+}
+
+/// Chromium sends `Origin: null` with a form post from a page whose
+/// referrer policy is `no-referrer`, which our Origin check must refuse;
+/// `same-origin` still sends no referrer to any other site.
+async fn same_origin_referrer(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 async fn style() -> Response {
@@ -95,6 +115,17 @@ async fn style() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         STYLE,
+    )
+        .into_response()
+}
+
+async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        ICON,
     )
         .into_response()
 }
@@ -681,13 +712,20 @@ fn back_to(change: &Change) -> String {
 async fn confirm(State(state): State<AppState>, change: Change) -> Response {
     let back = back_to(&change);
     match config::confirm(
-        State(state),
+        State(state.clone()),
         Extension(change.session.who.clone()),
         change.ip,
     )
     .await
     {
-        Ok(Json(c)) => change.done(&back, &format!("Confirmed: saved as version {}", c.version)),
+        Ok(Json(c)) => {
+            // A confirmed change supersedes the last rollback's story.
+            *state
+                .last_rollback
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            change.done(&back, &format!("Confirmed: saved as version {}", c.version))
+        }
         Err(p) => change.done(&back, &format!("Not confirmed: {}", p.detail)),
     }
 }

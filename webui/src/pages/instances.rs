@@ -102,7 +102,7 @@ async fn list_view(
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
             address: i.addresses.host_addr.clone().unwrap_or_default(),
-            command: i.command.join(" "),
+            command: shown_command(&i.command),
             restarts: i.process.as_ref().map(|p| p.restarts).unwrap_or(0),
             note: i
                 .process
@@ -142,6 +142,21 @@ async fn list_view(
 /// `GET /instances`.
 pub async fn list(State(state): State<AppState>, s: Session) -> Response {
     list_view(&state, &s, None, FieldErrors::default()).await
+}
+
+/// A command line as a shell would need it typed: empty arguments and
+/// ones with white space or quotes in quotes, so `--save ""` is seen.
+fn shown_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The arguments of a command typed one per line (a line may be empty:
@@ -695,5 +710,12 @@ mod tests {
             ["redis-server", "--save", "", "--port", "6379"]
         );
         assert!(argv("\n \n").is_empty());
+        let shown = shown_command(&[
+            "redis-server".into(),
+            "--save".into(),
+            String::new(),
+            "daemon off;".into(),
+        ]);
+        assert_eq!(shown, r#"redis-server --save "" "daemon off;""#);
     }
 }

@@ -10,7 +10,14 @@ PACKAGES=(
   redis-server redis-tools nginx-light curl wrk iperf3 python3  # real applications under LD_PRELOAD
   shellcheck                                      # test.sh lints our shell scripts
   python3-venv                                    # webui's contract test installs schemathesis (PyPI) in a venv
+  chromium                                        # webui's browser test (driven by playwright-core from npm)
 )
+# Node.js and npm run the browser test's Playwright driver. A machine that
+# already has them (Debian's or NodeSource's) keeps its own: Debian's npm
+# package conflicts with NodeSource's nodejs.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

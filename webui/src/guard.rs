@@ -179,11 +179,14 @@ pub fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Pro
 }
 
 /// Security headers on every answer: no framing, no sniffing, no
-/// referrer, a strict CSP, HSTS, and no caching of API answers.
+/// referrer (but for the pages' own forms), a strict CSP, HSTS, and no
+/// caching of API answers.
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     let cached = h.contains_key(header::CACHE_CONTROL);
+    // The pages ask for `same-origin` (see `pages`); all else sends none.
+    let has_referrer_policy = h.contains_key(header::REFERRER_POLICY);
     let mut set = |name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
     };
@@ -193,23 +196,15 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     );
     set("x-frame-options", "DENY");
     set("x-content-type-options", "nosniff");
-    set("referrer-policy", "no-referrer");
+    if !has_referrer_policy {
+        set("referrer-policy", "no-referrer");
+    }
     set("strict-transport-security", "max-age=31536000");
     set("cross-origin-opener-policy", "same-origin");
     if !cached {
         set("cache-control", "no-store");
     }
     response
-}
-
-/// `/`: where things are.
-pub async fn root() -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "api": "/api/v1",
-        "openapi": "/api/v1/openapi.json",
-        "metrics": "/metrics",
-        "login": "POST /api/v1/auth/login",
-    }))
 }
 
 /// Unknown paths.

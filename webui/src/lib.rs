@@ -23,6 +23,9 @@
 //! - [`audit`]: who changed what (with the config diff), when, from where,
 //!   and the outcome, as JSON lines;
 //! - [`problem`]: every error as `application/problem+json`;
+//! - [`pages`]: the HTML dashboard (askama templates) over the same
+//!   handlers, sessions, CSRF tokens and audit log, usable without
+//!   JavaScript but for its live charts and the confirm countdown;
 //! - [`tls`]: the certificate (the operator's, or a self-signed one made
 //!   on first start) and the redirect from plain HTTP.
 //!
@@ -47,6 +50,7 @@ pub mod auth;
 pub mod daemons;
 pub mod guard;
 pub mod metrics;
+pub mod pages;
 pub mod poller;
 pub mod problem;
 pub mod tls;
@@ -81,6 +85,20 @@ pub struct PendingChange {
     pub toml: String,
 }
 
+/// A pending change that was rolled back, as the pages tell it.
+#[derive(Debug, Clone)]
+pub struct RollbackNote {
+    /// When, ms since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Who rolled it back (an account, or `applianced` at the deadline).
+    pub by: String,
+    /// Who made the change.
+    pub change_by: String,
+    /// What was undone and restored: a unified diff from the rolled-back
+    /// config to the restored one (empty when unknown).
+    pub diff: String,
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct Shared {
@@ -101,6 +119,8 @@ pub struct Shared {
     pub pending: Mutex<Option<PendingChange>>,
     /// applianced's runtime directory (the MACs of NICs on DPDK drivers).
     pub appliance_runtime_dir: std::path::PathBuf,
+    /// The last rollback of a change this server made, for the pages.
+    pub last_rollback: Mutex<Option<RollbackNote>>,
 }
 
 /// The handlers' state.
@@ -124,12 +144,13 @@ impl Shared {
             edit_lock: tokio::sync::Mutex::new(()),
             pending: Mutex::new(None),
             appliance_runtime_dir: appliance::supervisor::DEFAULT_RUNTIME_DIR.into(),
+            last_rollback: Mutex::new(None),
         })
     }
 }
 
-/// The whole application: `/api/v1`, `/metrics`, with authentication,
-/// CSRF and role checks, body limits and security headers.
+/// The whole application: `/api/v1`, `/metrics`, the HTML pages, with
+/// authentication, CSRF and role checks, body limits and security headers.
 pub fn app(state: AppState) -> Router {
     let (api, _doc) = api::router().split_for_parts();
     let api = api
@@ -144,7 +165,7 @@ pub fn app(state: AppState) -> Router {
             "/metrics",
             axum::routing::get(metrics::serve).with_state(state.clone()),
         )
-        .route("/", axum::routing::get(guard::root))
+        .merge(pages::router(state.clone()))
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

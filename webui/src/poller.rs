@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::AuditEntry;
-use crate::AppState;
+use crate::{AppState, PendingChange, RollbackNote};
 
 /// The rates of one second, for every daemon that answered.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -143,6 +143,7 @@ pub async fn follow_pending(state: &AppState) {
     let (outcome, detail) = if saved.as_deref() == Some(change.toml.as_str()) {
         ("confirmed", "confirmed outside this server (appliancectl)")
     } else {
+        note_rollback(state, &change, "applianced").await;
         (
             "rolled_back",
             "not confirmed before its deadline: applianced rolled it back",
@@ -152,4 +153,34 @@ pub async fn follow_pending(state: &AppState) {
     entry.who = "applianced".into();
     entry.detail = Some(format!("{detail} (change made by {})", change.who));
     state.audit.record(&entry);
+}
+
+/// Keeps what a rollback of `change` restored (the diff from it to what
+/// runs now) for the pages to show.
+pub async fn note_rollback(state: &AppState, change: &PendingChange, by: &str) {
+    let restored = match state
+        .daemons
+        .appliance(
+            ApiRequest::GetConfig {
+                which: Which::Running,
+            },
+            false,
+        )
+        .await
+    {
+        Ok(ApiResponse::Config { toml, .. }) => toml,
+        _ => None,
+    };
+    let diff = restored
+        .map(|r| crate::audit::diff(&change.toml, &r, "rolled back", "restored"))
+        .unwrap_or_default();
+    *state
+        .last_rollback
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(RollbackNote {
+        at_unix_ms: unix_ms(SystemTime::now()),
+        by: by.to_owned(),
+        change_by: change.who.clone(),
+        diff,
+    });
 }

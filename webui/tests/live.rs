@@ -18,65 +18,14 @@
 //! `target/release/{applianced,ltran,liblstack.so,gazellectl}` (`cargo
 //! build --release -p appliance -p ltran -p lstack-preload -p gazellectl`).
 
+mod rig;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use netns_testbed::{hugepages, require_root, Topology, TopologyOptions};
+use rig::{release, wait_for, Rig, PASSWORD, PORT};
 use serde_json::{json, Value};
-
-const PORT: &str = "16391";
-const PASSWORD: &str = "live-test-password";
-
-fn release(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p appliance -p ltran -p lstack-preload -p gazellectl",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills a child on drop (SIGTERM, then SIGKILL after 15 s).
-struct Daemon(Child, &'static str);
-
-impl Daemon {
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > end {
-                let _ = self.0.kill();
-                return self.0.wait().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            eprintln!("stopping {}", self.1);
-            self.stop();
-        }
-    }
-}
 
 /// The REST API through curl.
 struct Api {
@@ -185,144 +134,23 @@ fn between(before: &Value, mid: &Value, after: &Value, at: &str) {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < end, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn rest_equals_gazellectl_and_bond_changes_confirm_or_roll_back() {
-    require_root();
-    let topo = Topology::new(TopologyOptions {
-        name_hint: "webui".into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let huge = hugepages::ensure(128).unwrap();
-    let prefix = hugepages::dpdk_file_prefix("webui-live");
-    let dir = tempfile::tempdir().unwrap();
-    let gazelle_run = dir.path().join("gazelle");
-    let o = topo.stack_ip4.octets();
-    let ip = topo.stack_ip4.to_string();
-    let config = format!(
-        r#"[ltran]
-forward_kit_args = ["-l", "0", "--no-pci", "--no-telemetry", "--file-prefix={prefix}", "--huge-dir={huge}", "--socket-limit=192", "--log-level=*:notice", "--vdev=net_af_packet0,iface={iface},blocksz=4096,framesz=2048,framecnt=4096"]
-dispatch_max_clients = 4
-dispatch_subnet = "{a}.{b}.{c}.0"
-dispatch_subnet_length = 8
-bond_mode = 1
-bond_miimon = 100
-bond_ports = ["0x1"]
-bond_macs = ["{mac}"]
-rx_mbuf_pool_size = 4096
-tx_mbuf_pool_size = 4096
-
-[[instances]]
-name = "redis"
-command = ["redis-server", "--port", "{PORT}", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
-restart = {{ mode = "on-failure", initial_backoff_ms = 200, max_backoff_ms = 2000 }}
-
-[instances.lstack]
-dpdk_args = ["--no-pci", "--no-telemetry", "--log-level=*:notice"]
-use_ltran = 1
-num_cpus = "1"
-host_addr = "{ip}"
-mask_addr = "255.255.255.0"
-devices = "{mac}"
-tcp_conn_count = 200
-"#,
-        huge = huge.huge_dir.display(),
-        iface = topo.host_if,
-        a = o[0],
-        b = o[1],
-        c = o[2],
-        mac = topo.stack_mac,
-    );
-    let etc = dir.path().join("etc/appliance.toml");
-    std::fs::create_dir_all(etc.parent().unwrap()).unwrap();
-    std::fs::write(&etc, config).unwrap();
-    // applianced sets what the data path needs (rp_filter) in this
-    // namespace; put it back afterwards.
-    let rp_filter = "/proc/sys/net/ipv4/conf/all/rp_filter";
-    let rp_before = std::fs::read_to_string(rp_filter).unwrap();
-    let socket = dir.path().join("appliance.sock");
-    let mut applianced = Daemon(
-        Command::new(release("applianced"))
-            .arg("--config")
-            .arg(&etc)
-            .arg("--state-dir")
-            .arg(dir.path().join("store"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--runtime-dir")
-            .arg(dir.path().join("run"))
-            .arg("--lstack-lib")
-            .arg(release("liblstack.so"))
-            .arg("--ltran-bin")
-            .arg(release("ltran"))
-            .arg("--gazelle-run-dir")
-            .arg(&gazelle_run)
-            .args([
-                "--confirm-timeout",
-                "10",
-                "--ready-timeout",
-                "60",
-                "--ready-uptime-ms",
-                "500",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "applianced",
-    );
-    let status = || {
-        appliance::api::request(
-            &socket,
-            appliance::api::Request::Status,
-            Duration::from_secs(10),
-        )
-    };
-    let running = || {
-        matches!(status(), Ok(appliance::api::Response::Status { processes, .. })
-            if processes.len() == 2 && processes.iter().all(|p| p.state == appliance::supervisor::ProcessState::Running))
-    };
-    wait_for("ltran and redis running", Duration::from_secs(90), running);
-
-    let state = dir.path().join("webui");
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    let (https, http) = (free_port(), free_port());
-    let mut webui = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_gazelle-webui"))
-            .args(["--listen", &format!("127.0.0.1:{https}")])
-            .args(["--http-redirect", &format!("127.0.0.1:{http}")])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--appliance-socket")
-            .arg(&socket)
-            .arg("--run-dir")
-            .arg(&gazelle_run)
-            .arg("--initial-password-file")
-            .arg(&pw)
-            .spawn()
-            .unwrap(),
-        "gazelle-webui",
-    );
+    let rig = Rig::start("webui", 10);
+    let (ip, gazelle_run) = (rig.ip.clone(), rig.gazelle_run.clone());
+    let topo = &rig.topo;
+    let dir = rig.dir.path().to_owned();
+    let https = rig.https;
+    let http = rig.http;
     let mut api = Api {
-        base: format!("https://localhost:{https}"),
-        cacert: state.join("tls/cert.pem"),
+        base: rig.base(),
+        cacert: rig.cacert(),
         token: None,
     };
-    wait_for("gazelle-webui answering", Duration::from_secs(30), || {
-        api.cacert.exists() && api.call("GET", "/api/v1/openapi.json", None, &[]).0 == 200
-    });
 
     // A browser's login, then an admin token for the rest (made with the
     // session's CSRF token and our own Origin).
-    let jar = dir.path().join("cookies");
+    let jar = dir.join("cookies");
     let jar_s = jar.to_str().unwrap();
     let (code, body) = api.call(
         "POST",
@@ -554,15 +382,5 @@ tcp_conn_count = 200
         format!("308 https://127.0.0.1:{https}/api/v1/bond?x=1")
     );
 
-    assert!(
-        webui.stop().success(),
-        "gazelle-webui did not stop cleanly on SIGTERM"
-    );
-    assert!(
-        applianced.stop().success(),
-        "applianced did not stop cleanly"
-    );
-    std::fs::write(rp_filter, rp_before).unwrap();
-    hugepages::remove_dpdk_runtime_dir(&prefix).unwrap();
-    topo.teardown().unwrap();
+    rig.stop();
 }

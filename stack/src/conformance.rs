@@ -42,6 +42,16 @@ const ACK: u8 = 0x10;
 /// How long a flow may go unseen before its entry may be reused when the
 /// table is full.
 const IDLE_NS: u64 = 120_000_000_000;
+/// The same for a flow we have sent a FIN on: it is closing (FIN-WAIT,
+/// LAST-ACK, TIME-WAIT), and without its entry it only loses the checks
+/// for the rest of its short life. Without this, connections that closed
+/// gracefully would fill the table for two minutes and every new one
+/// would go unchecked.
+const CLOSING_IDLE_NS: u64 = 1_000_000_000;
+/// A full table is swept for reusable entries at most this often: a sweep
+/// visits every entry, and a flood of new flows must not pay it per
+/// segment.
+const SWEEP_GAP_NS: u64 = 1_000_000_000;
 /// At most one challenge ACK per flow in this time (Linux's
 /// `tcp_invalid_ratelimit`).
 const FLOW_CHALLENGE_GAP_NS: u64 = 500_000_000;
@@ -260,6 +270,8 @@ pub(crate) enum Incoming {
 pub(crate) struct Conformance {
     flows: HashMap<FlowKey, FlowSeq>,
     capacity: usize,
+    /// No sweep of a full table before this time.
+    next_sweep_ns: u64,
     /// Set while smoltcp ingests a segment without ACK: (the peer's port,
     /// SEG.SEQ + SEG.LEN) for the RST it may answer with.
     pub(crate) rst_ack: Option<(u16, u32)>,
@@ -281,6 +293,7 @@ impl Conformance {
         Self {
             flows: HashMap::with_capacity(capacity),
             capacity,
+            next_sweep_ns: 0,
             rst_ack: None,
             challenges: RateLimit::new(1000, 100),
             icmp_errors: RateLimit::new(1000, 50),
@@ -432,8 +445,13 @@ impl Conformance {
                 challenged_ns: 0,
             };
             if self.flows.len() >= self.capacity && !self.flows.contains_key(&flow) {
-                self.flows
-                    .retain(|_, e| now_ns.saturating_sub(e.last_ns) < IDLE_NS);
+                if now_ns >= self.next_sweep_ns {
+                    self.next_sweep_ns = now_ns.saturating_add(SWEEP_GAP_NS);
+                    self.flows.retain(|_, e| {
+                        let idle = now_ns.saturating_sub(e.last_ns);
+                        idle < if e.closing { CLOSING_IDLE_NS } else { IDLE_NS }
+                    });
+                }
                 if self.flows.len() >= self.capacity {
                     // Untracked, this flow behaves as smoltcp alone would.
                     return;
@@ -706,17 +724,24 @@ mod tests {
         assert!(!after(7, 7));
     }
 
-    #[test]
-    fn table_never_exceeds_its_capacity() {
-        let mut c = Conformance::new(16);
-        // A SYN-ACK frame of ours, rewritten with new ports each time.
+    /// An IPv4 TCP segment of ours with `flags` and no payload (ports
+    /// zero: the caller writes them).
+    fn our_segment(flags: u8) -> [u8; 14 + 20 + 20] {
         let mut f = [0u8; 14 + 20 + 20];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         f[14] = 0x45;
         f[16..18].copy_from_slice(&40u16.to_be_bytes());
         f[14 + 9] = 6;
         f[34 + 12] = 0x50;
-        f[34 + 13] = SYN | ACK;
+        f[34 + 13] = flags;
+        f
+    }
+
+    #[test]
+    fn table_never_exceeds_its_capacity() {
+        let mut c = Conformance::new(16);
+        // A SYN-ACK frame of ours, rewritten with new ports each time.
+        let mut f = our_segment(SYN | ACK);
         for port in 0..100u16 {
             f[34..36].copy_from_slice(&port.to_be_bytes());
             c.on_transmit(&mut f, true);
@@ -725,6 +750,45 @@ mod tests {
         // Much later, idle entries make room again.
         c.now_ns = IDLE_NS * 2;
         f[34..36].copy_from_slice(&9999u16.to_be_bytes());
+        c.on_transmit(&mut f, true);
+        assert_eq!(c.len(), 1);
+    }
+
+    /// Connections that closed gracefully leave the table within a second
+    /// or so, and a full table is swept at most once a second.
+    #[test]
+    fn closed_flows_make_room_and_sweeps_are_rate_limited() {
+        let mut c = Conformance::new(16);
+        let mut f = our_segment(SYN | ACK);
+        let t0 = 10 * SWEEP_GAP_NS;
+        c.now_ns = t0;
+        // 16 connections opened, then closed by us (our FIN).
+        for port in 0..16u16 {
+            f[34..36].copy_from_slice(&port.to_be_bytes());
+            f[34 + 13] = SYN | ACK;
+            c.on_transmit(&mut f, true);
+            f[34 + 13] = FIN | ACK;
+            c.on_transmit(&mut f, true);
+        }
+        assert_eq!(c.len(), 16);
+        // Full, half a second later: a new flow sweeps, finds nothing
+        // closed long enough ago, and goes untracked.
+        let half = SWEEP_GAP_NS / 2;
+        f[34 + 13] = SYN | ACK;
+        c.now_ns = t0 + half;
+        f[34..36].copy_from_slice(&100u16.to_be_bytes());
+        c.on_transmit(&mut f, true);
+        assert_eq!(c.len(), 16);
+        // The closed entries are old enough now, but the last sweep was
+        // less than SWEEP_GAP_NS ago: no sweep, still untracked.
+        c.now_ns = t0 + CLOSING_IDLE_NS + half / 2;
+        assert!(c.now_ns < t0 + half + SWEEP_GAP_NS);
+        f[34..36].copy_from_slice(&101u16.to_be_bytes());
+        c.on_transmit(&mut f, true);
+        assert_eq!(c.len(), 16);
+        // Once the gap has passed, the sweep drops every closed flow.
+        c.now_ns = t0 + half + SWEEP_GAP_NS;
+        f[34..36].copy_from_slice(&102u16.to_be_bytes());
         c.on_transmit(&mut f, true);
         assert_eq!(c.len(), 1);
     }

@@ -675,30 +675,17 @@ pub(crate) fn protocol_unreachable(
     h[2..4].copy_from_slice(&((20 + icmp_len) as u16).to_be_bytes());
     h[12..16].copy_from_slice(&our_ip.octets());
     h[16..20].copy_from_slice(ip.get(12..16)?);
-    let c = internet_checksum(h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    smoltcp::wire::Ipv4Packet::new_unchecked(&mut *h).fill_checksum();
     let m = &mut out[34..];
     m[..8].copy_from_slice(&[3, 2, 0, 0, 0, 0, 0, 0]);
     m[8..].copy_from_slice(quote);
-    let c = internet_checksum(m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    smoltcp::wire::Icmpv4Packet::new_unchecked(&mut *m).fill_checksum();
     Some(len)
 }
 
 /// Room [`protocol_unreachable`] needs: Ethernet, two IPv4 headers of at
 /// most 60 bytes, ICMP and 8 bytes.
 pub(crate) const UNREACHABLE_MAX: usize = 14 + 20 + 8 + 60 + 8;
-
-fn internet_checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in b.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
 
 #[cfg(test)]
 mod tests {
@@ -791,6 +778,33 @@ mod tests {
         f[34..36].copy_from_slice(&102u16.to_be_bytes());
         c.on_transmit(&mut f, true);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn protocol_unreachable_has_valid_checksums_and_quotes_the_datagram() {
+        let ours = Ipv4Address::new(10, 0, 0, 1);
+        // IPv4, protocol 253, 12 bytes of payload, to us.
+        let mut f = [0u8; 14 + 20 + 12];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&32u16.to_be_bytes());
+        f[14 + 8] = 64;
+        f[14 + 9] = 253;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&ours.octets());
+        let mut out = [0u8; UNREACHABLE_MAX];
+        let len = protocol_unreachable(&f, [2, 0, 0, 0, 0, 1], ours, &mut out).unwrap();
+        let ip = smoltcp::wire::Ipv4Packet::new_checked(&out[14..len]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 0, 0, 2));
+        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!((icmp.msg_type(), icmp.msg_code()), (3.into(), 2));
+        // The datagram's header and its first 8 bytes.
+        assert_eq!(&icmp.as_ref()[8..], &f[14..14 + 28]);
+        assert_eq!(&out[..6], &f[6..12]);
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub enum ConfigError {
         key: &'static str,
     },
 
+    /// A value lstack or ltran does not implement (see
+    /// [`crate::support`]): only `accepted` is.
+    #[error("{field} = {value} is not implemented (only {accepted} is): {advice}")]
+    NotImplemented {
+        /// The key.
+        field: &'static str,
+        /// The value as it was written.
+        value: String,
+        /// The one value accepted.
+        accepted: &'static str,
+        /// Why, and what to do instead.
+        advice: &'static str,
+    },
+
     /// A value of the wrong type or format for its key.
     #[error("{field} = {value}: {reason}")]
     InvalidValue {
@@ -270,6 +284,7 @@ impl ConfigError {
             Self::UnknownKey { key, .. } => Some(key),
             Self::MissingKey { key } => Some(key),
             Self::InvalidValue { field, .. } => Some(field),
+            Self::NotImplemented { field, .. } => Some(field),
             Self::OutOfRange { field, .. }
             | Self::NotPowerOfTwo { field, .. }
             | Self::NotOneOf { field, .. }

@@ -109,6 +109,7 @@ pub mod format;
 pub mod gazelle_syntax;
 pub mod lstack;
 pub mod ltran;
+pub mod support;
 #[cfg(test)]
 mod test_support;
 pub mod value;

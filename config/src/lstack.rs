@@ -17,6 +17,7 @@ use crate::check::{check_one_of, check_range, check_unix_prefix};
 use crate::de::{flag, mac_list};
 use crate::error::ConfigError;
 use crate::format::config_file_api;
+use crate::support;
 use crate::value::{CpuList, Ipv6Cidr, MacAddr};
 
 /// Where [`LstackConfig::load_from_env`] looks when [`LSTACK_CONF_ENV`] is
@@ -222,9 +223,11 @@ pub struct LstackConfig {
     #[serde(default)]
     pub stack_thread_mode: StackThreadMode,
 
-    /// Whether idle stack threads sleep until a receive interrupt instead of
-    /// busy-polling. Not with `run-to-completion` or bonding. Default `false`.
-    #[serde(default, deserialize_with = "flag")]
+    /// Whether idle stack threads sleep until a receive interrupt (after a
+    /// short adaptive spin) instead of busy-polling a core. Default `true`
+    /// (gazelle's is `false`: on a small machine a spinning thread costs
+    /// more than it saves); `false` is refused with `run-to-completion`.
+    #[serde(default = "defaults::yes", deserialize_with = "flag")]
     pub stack_interrupt: bool,
 
     /// Whether small writes are batched before transmission. Default `false`.
@@ -242,8 +245,10 @@ pub struct LstackConfig {
     pub use_sockmap: bool,
 
     /// Whether every listening socket is copied onto every stack thread, so
-    /// each thread accepts its own connections. Default `false`.
-    #[serde(default, deserialize_with = "flag")]
+    /// each thread accepts its own connections. lstack always does this
+    /// (RSS spreads flows over the threads), so the default is `true`
+    /// (gazelle's is `false`) and `false` is refused.
+    #[serde(default = "defaults::yes", deserialize_with = "flag")]
     pub listen_shadow: bool,
 
     /// The stack's IPv4 address. Required. Must be a unicast address that is
@@ -398,11 +403,11 @@ impl LstackConfig {
             app_exclude_cpus: None,
             main_thread_affinity: false,
             stack_thread_mode: StackThreadMode::default(),
-            stack_interrupt: false,
+            stack_interrupt: defaults::yes(),
             send_cache_mode: false,
             udp_enable: defaults::yes(),
             use_sockmap: false,
-            listen_shadow: false,
+            listen_shadow: defaults::yes(),
             host_addr,
             mask_addr,
             gateway_addr: None,
@@ -463,6 +468,7 @@ impl LstackConfig {
         check_one_of("bond_mode", self.bond_mode.into(), limits::BOND_MODE)?;
         check_range("bond_miimon", self.bond_miimon, limits::BOND_MIIMON)?;
         check_range("num_process", self.num_process, limits::NUM_PROCESS)?;
+        self.check_implemented()?;
         self.check_addresses()?;
         self.check_names()?;
         self.check_combinations()
@@ -520,6 +526,101 @@ impl LstackConfig {
         Ok(())
     }
 
+    /// Refuses the values of keys lstack does not implement (see
+    /// [`crate::support::LSTACK`]): accepting them and doing something else
+    /// would leave an operator believing in a behaviour that is not there.
+    fn check_implemented(&self) -> Result<(), ConfigError> {
+        let refuse = |name: &'static str, refused: bool, value: String| {
+            if refused {
+                Err(support::refusal(support::LSTACK, name, value))
+            } else {
+                Ok(())
+            }
+        };
+        let flag = |b: bool| u8::from(b).to_string();
+        refuse("kni_switch", self.kni_switch, flag(self.kni_switch))?;
+        refuse(
+            "flow_bifurcation",
+            self.flow_bifurcation,
+            flag(self.flow_bifurcation),
+        )?;
+        refuse(
+            "low_power_mode",
+            self.low_power_mode,
+            flag(self.low_power_mode),
+        )?;
+        refuse(
+            "mbuf_count_per_conn",
+            self.mbuf_count_per_conn != defaults::mbuf_count_per_conn(),
+            self.mbuf_count_per_conn.to_string(),
+        )?;
+        refuse("stack_num", self.stack_num != 0, self.stack_num.to_string())?;
+        refuse(
+            "send_cache_mode",
+            self.send_cache_mode,
+            flag(self.send_cache_mode),
+        )?;
+        refuse("use_sockmap", self.use_sockmap, flag(self.use_sockmap))?;
+        refuse(
+            "listen_shadow",
+            !self.listen_shadow,
+            flag(self.listen_shadow),
+        )?;
+        refuse(
+            "nic_vlan_mode",
+            self.nic_vlan_mode != -1,
+            self.nic_vlan_mode.to_string(),
+        )?;
+        refuse(
+            "bond_mode",
+            self.bond_mode != -1,
+            self.bond_mode.to_string(),
+        )?;
+        refuse(
+            "bond_slave_mac",
+            !self.bond_slave_mac.is_empty(),
+            format!(
+                "{:?}",
+                self.bond_slave_mac
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        )?;
+        refuse(
+            "bond_miimon",
+            self.bond_miimon != defaults::bond_miimon(),
+            self.bond_miimon.to_string(),
+        )?;
+        refuse("tuple_filter", self.tuple_filter, flag(self.tuple_filter))?;
+        refuse(
+            "num_process",
+            self.num_process != 1,
+            self.num_process.to_string(),
+        )?;
+        refuse(
+            "process_idx",
+            self.process_idx != 0,
+            self.process_idx.to_string(),
+        )?;
+        refuse(
+            "process_numa",
+            self.process_numa.is_some(),
+            format!(
+                "{:?}",
+                self.process_numa
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        )?;
+        refuse(
+            "xdp_eth_name",
+            self.xdp_eth_name.is_some(),
+            format!("{:?}", self.xdp_eth_name.clone().unwrap_or_default()),
+        )
+    }
+
     fn check_names(&self) -> Result<(), ConfigError> {
         check_unix_prefix(&self.unix_prefix)?;
         if let Some(name) = &self.xdp_eth_name {
@@ -553,19 +654,12 @@ impl LstackConfig {
                     "gazelle offers the KNI path to the kernel only without ltran; turn one off",
             });
         }
-        if self.stack_interrupt && self.stack_thread_mode == StackThreadMode::RunToCompletion {
+        if !self.stack_interrupt && self.stack_thread_mode == StackThreadMode::RunToCompletion {
             return Err(ConfigError::Conflict {
-                first: "stack_interrupt = true".into(),
+                first: "stack_interrupt = false".into(),
                 second: "stack_thread_mode = \"run-to-completion\"".into(),
-                reason:
-                    "receive interrupts wake stack threads, which run-to-completion does not have",
-            });
-        }
-        if self.stack_interrupt && self.bond_mode != -1 {
-            return Err(ConfigError::Conflict {
-                first: "stack_interrupt = true".into(),
-                second: format!("bond_mode = {}", self.bond_mode),
-                reason: "gazelle supports receive interrupts only without bonding",
+                reason: "run-to-completion has no stack thread to busy-poll: the application's \
+                         threads sleep on receive interrupts in their own waits",
             });
         }
         if self.bond_mode != -1 && self.bond_slave_mac.len() != 2 {
@@ -689,8 +783,8 @@ mod tests {
         assert_eq!(c.num_cpus.as_slice(), &[2]);
         assert_eq!(c.stack_num, 0);
         assert!(c.app_bind_numa && c.udp_enable);
-        assert!(!c.main_thread_affinity && !c.stack_interrupt && !c.send_cache_mode);
-        assert!(!c.use_sockmap && !c.listen_shadow && !c.tuple_filter);
+        assert!(!c.main_thread_affinity && c.stack_interrupt && !c.send_cache_mode);
+        assert!(!c.use_sockmap && c.listen_shadow && !c.tuple_filter);
         assert_eq!(c.stack_thread_mode, StackThreadMode::RunToWakeup);
         assert_eq!(c.app_exclude_cpus, None);
         assert_eq!((c.gateway_addr, c.host_addr6), (None, None));
@@ -709,9 +803,10 @@ mod tests {
     fn example_files_are_equivalent() {
         let example: LstackConfig = load_examples("lstack");
 
-        // And they set (nearly) everything away from the defaults.
+        // And they set what lstack implements away from the defaults.
         assert_eq!(example.num_cpus.as_slice(), &[2, 4, 5]);
-        assert_eq!(example.bond_slave_mac.len(), 2);
+        assert_eq!((example.rpc_number, example.nic_read_number), (8, 64));
+        assert!(!example.udp_enable && !example.app_bind_numa);
         assert_eq!(example.host_addr6.unwrap().prefix_len(), 64);
         assert_eq!(example.stack_thread_mode, StackThreadMode::RunToWakeup);
         assert!(example.dpdk_args.iter().any(|a| a == "--huge-dir"));
@@ -787,14 +882,14 @@ mod tests {
 
     #[test]
     fn bond_slave_mac_in_both_spellings() {
-        let list = toml_with(
-            "bond_mode = 1\nbond_slave_mac = [\"aa:bb:cc:dd:ee:ff\", \"aa:bb:cc:dd:ee:fe\"]",
-        )
-        .unwrap();
+        // Both spellings parse to the same list (which lstack then refuses:
+        // it has no bond of its own).
+        let list = toml_with("bond_slave_mac = [\"aa:bb:cc:dd:ee:ff\", \"aa:bb:cc:dd:ee:fe\"]")
+            .unwrap_err();
         let joined =
-            conf_with("bond_mode=1\nbond_slave_mac=\"aa:bb:cc:dd:ee:ff;AA:BB:CC:DD:EE:FE\"")
-                .unwrap();
-        assert_eq!(list, joined);
+            conf_with("bond_slave_mac=\"aa:bb:cc:dd:ee:ff;AA:BB:CC:DD:EE:FE\"").unwrap_err();
+        assert_eq!(list.to_string(), joined.to_string());
+        assert!(list.to_string().contains("aa:bb:cc:dd:ee:fe"), "{list}");
     }
 
     #[test]
@@ -869,16 +964,10 @@ mod tests {
     #[rstest]
     #[case("tcp_conn_count", "1")]
     #[case("tcp_conn_count", "20000")]
-    #[case("mbuf_count_per_conn", "4096")]
     #[case("mem_cache_num", "16")]
     #[case("mem_cache_num", "1024")]
     #[case("nic_rxqueue_size", "512")]
     #[case("nic_txqueue_size", "8192")]
-    #[case("stack_num", "1")]
-    #[case("nic_vlan_mode", "0")]
-    #[case("nic_vlan_mode", "4094")]
-    #[case("bond_miimon", "60000")]
-    #[case("num_process", "32")]
     fn range_edges_accepted(#[case] field: &str, #[case] value: &str) {
         for result in MINIMAL.with::<LstackConfig>(field, value, value) {
             result.unwrap();
@@ -1127,25 +1216,27 @@ mod tests {
     }
 
     #[test]
-    fn ltran_and_kni_conflict() {
-        let err = toml_with("use_ltran = true\nkni_switch = true").unwrap_err();
-        assert_eq!(err.field(), Some("use_ltran"));
-        assert!(err.to_string().contains("kni_switch"), "{err}");
+    fn kni_is_refused_with_or_without_ltran() {
+        for lines in ["use_ltran = true\nkni_switch = true", "kni_switch = true"] {
+            let err = toml_with(lines).unwrap_err();
+            assert_eq!(err.field(), Some("kni_switch"), "{err}");
+            assert!(err.to_string().contains("ltran"), "{err}");
+        }
         toml_with("use_ltran = true").unwrap();
-        toml_with("kni_switch = true").unwrap();
+        // The conflict is still checked for configurations built in code.
+        let mut c = minimal();
+        (c.use_ltran, c.kni_switch) = (true, true);
+        assert_eq!(c.validate().unwrap_err().field(), Some("kni_switch"));
     }
 
     #[test]
     fn stack_interrupt_conflicts() {
         let err =
-            conf_with("stack_interrupt=1\nstack_thread_mode=\"run-to-completion\"").unwrap_err();
+            conf_with("stack_interrupt=0\nstack_thread_mode=\"run-to-completion\"").unwrap_err();
+        assert_eq!(err.field(), Some("stack_interrupt"), "{err}");
         assert!(err.to_string().contains("run-to-completion"), "{err}");
-        let err = conf_with(
-            "stack_interrupt=1\nbond_mode=4\nbond_slave_mac=\"aa:bb:cc:dd:ee:01;aa:bb:cc:dd:ee:02\"",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("bond_mode = 4"), "{err}");
-        conf_with("stack_interrupt=1").unwrap();
+        conf_with("stack_interrupt=1\nstack_thread_mode=\"run-to-completion\"").unwrap();
+        assert!(!conf_with("stack_interrupt=0").unwrap().stack_interrupt);
         assert_eq!(
             conf_with("stack_thread_mode=\"run-to-completion\"")
                 .unwrap()
@@ -1154,50 +1245,62 @@ mod tests {
         );
     }
 
+    /// Each key lstack does not implement is refused beyond the one value
+    /// it behaves as, naming the key, the value and what to do instead.
     #[rstest]
-    #[case("bond_mode = 1", Some(0))]
-    #[case("bond_mode = 4\nbond_slave_mac = [\"aa:bb:cc:dd:ee:01\"]", Some(1))]
-    #[case(
-        "bond_mode = 6\nbond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:02\", \"aa:bb:cc:dd:ee:03\"]",
-        Some(3)
-    )]
-    #[case(
-        "bond_mode = 6\nbond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:02\"]",
-        None
-    )]
-    #[case("bond_slave_mac = [\"aa:bb:cc:dd:ee:01\"]", None)]
-    fn bond_needs_two_slaves(#[case] lines: &str, #[case] count: Option<usize>) {
-        match (toml_with(lines), count) {
-            (Ok(_), None) => {}
-            (Err(err), Some(count)) => {
-                assert_eq!(err.field(), Some("bond_slave_mac"));
-                assert!(err
-                    .to_string()
-                    .starts_with(&format!("bond_slave_mac has {count} entries")));
-            }
-            (result, _) => panic!("{lines}: {result:?}"),
+    #[case("kni_switch", "1", "0")]
+    #[case("flow_bifurcation", "true", "0")]
+    #[case("low_power_mode", "1", "0")]
+    #[case("mbuf_count_per_conn", "200", "170")]
+    #[case("stack_num", "1", "0")]
+    #[case("send_cache_mode", "1", "0")]
+    #[case("use_sockmap", "1", "0")]
+    #[case("listen_shadow", "0", "1")]
+    #[case("nic_vlan_mode", "100", "-1")]
+    #[case("bond_mode", "1", "-1")]
+    #[case("bond_slave_mac", "[\"aa:bb:cc:dd:ee:01\"]", "[]")]
+    #[case("bond_miimon", "100", "10")]
+    #[case("tuple_filter", "1", "0")]
+    #[case("num_process", "2", "1")]
+    #[case("process_idx", "1", "0")]
+    #[case("process_numa", "\"0\"", "(none)")]
+    #[case("xdp_eth_name", "\"eth0\"", "(none)")]
+    fn unimplemented_values_are_refused(
+        #[case] field: &str,
+        #[case] value: &str,
+        #[case] accepted: &str,
+    ) {
+        let err = toml_with(&format!("{field} = {value}")).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("{field} = "))
+                && message.contains(&format!("is not implemented (only {accepted} is): ")),
+            "{message}"
+        );
+        let key = support::find(support::LSTACK, field).unwrap();
+        assert!(message.ends_with(key.note), "{message}");
+        // The accepted value itself loads (gazelle files spell defaults out).
+        if !accepted.starts_with('(') {
+            toml_with(&format!("{field} = {accepted}")).unwrap();
         }
     }
 
+    /// Every key of the schema is classified, in the schema's order, and
+    /// every refused key is refused by `validate` (the table and the checks
+    /// cannot drift apart).
     #[test]
-    fn mbuf_product_is_bounded() {
-        let err = toml_with("tcp_conn_count = 20000\nmbuf_count_per_conn = 1000").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "tcp_conn_count * mbuf_count_per_conn = 20000 * 1000 = 20000000 mbufs is more than 16777216"
-        );
-        let exact = toml_with("tcp_conn_count = 4096\nmbuf_count_per_conn = 4096").unwrap();
-        assert_eq!(exact.mbuf_pool_size(), 16_777_216 + 4096 + 2048);
-    }
-
-    #[test]
-    fn process_index_must_fit() {
-        let err = toml_with("num_process = 2\nprocess_idx = 2").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "process_idx = 2 must be less than num_process = 2"
-        );
-        toml_with("num_process = 2\nprocess_idx = 1").unwrap();
+    fn every_key_is_classified() {
+        let mut full = minimal();
+        full.gateway_addr = Some(Ipv4Addr::new(192, 168, 1, 1));
+        full.host_addr6 = Some("fd00::2".parse().unwrap());
+        full.app_exclude_cpus = Some("1".parse().unwrap());
+        full.process_numa = Some("0".parse().unwrap());
+        full.xdp_eth_name = Some("eth0".into());
+        let text = full.to_toml_string();
+        let keys = crate::test_support::top_level_keys(&text);
+        let table: Vec<&str> = support::LSTACK.iter().map(|k| k.name).collect();
+        assert_eq!(keys, table);
     }
 
     #[test]
@@ -1240,25 +1343,20 @@ mod tests {
     }
 
     prop_compose! {
+        /// Any configuration `validate` accepts: the keys lstack refuses
+        /// stay at the one value it accepts.
         fn any_config()(
             mac in any_mac(),
             num_cpus in any_cpu_list(),
             exclude in proptest::option::of(any_cpu_list()),
-            numa in proptest::option::of(any_cpu_list()),
             host_addr6 in proptest::option::of(any_ipv6_cidr()),
-            slaves in (any_mac(), any_mac()),
-            bond_mode in proptest::sample::select(vec![-1i32, 1, 4, 6]),
             prefix in 8u8..=30,
             host_low in 1u32..=u32::MAX,
-            numbers in (limits::TCP_CONN_COUNT, 1u32..=838, limits::MEM_CACHE_NUM,
+            numbers in (limits::TCP_CONN_COUNT, limits::UDP_CONN_COUNT, limits::MEM_CACHE_NUM,
                         limits::RPC_NUMBER, limits::NIC_READ_NUMBER, 9u32..=13, 9u32..=13),
-            flags in proptest::collection::vec(any::<bool>(), 13),
-            vlan in limits::NIC_VLAN_MODE,
-            miimon in limits::BOND_MIIMON,
-            (num_process, process_idx) in limits::NUM_PROCESS.prop_flat_map(|n| (Just(n), 0..n)),
+            flags in proptest::collection::vec(any::<bool>(), 8),
             dpdk_args in proptest::collection::vec("[ -~]{0,12}", 0..6),
             unix_prefix in "[A-Za-z0-9_-]{0,32}",
-            xdp in proptest::option::of("[a-z][a-z0-9]{0,14}"),
         ) -> LstackConfig {
             let mask = u32::MAX << (32 - u32::from(prefix));
             // A host in 10.0.0.0/8 that is neither network nor broadcast.
@@ -1269,40 +1367,22 @@ mod tests {
                 Ipv4Addr::from(mask),
                 mac,
             );
-            c.gateway_addr = flags[12].then(|| Ipv4Addr::from(network | if host_part == 1 { 2 } else { 1 }));
+            c.gateway_addr = flags[7].then(|| Ipv4Addr::from(network | if host_part == 1 { 2 } else { 1 }));
             c.num_cpus = num_cpus;
             c.app_exclude_cpus = exclude;
-            c.process_numa = numa;
             c.host_addr6 = host_addr6;
-            c.bond_mode = bond_mode;
-            if bond_mode != -1 {
-                c.bond_slave_mac = vec![slaves.0, slaves.1];
-            }
-            (c.tcp_conn_count, c.mbuf_count_per_conn, c.mem_cache_num, c.rpc_number, c.nic_read_number) =
+            (c.tcp_conn_count, c.udp_conn_count, c.mem_cache_num, c.rpc_number, c.nic_read_number) =
                 (numbers.0, numbers.1, numbers.2, numbers.3, numbers.4);
             c.nic_rxqueue_size = 1 << numbers.5;
             c.nic_txqueue_size = 1 << numbers.6;
             c.use_ltran = flags[0];
-            c.kni_switch = flags[1] && !flags[0];
-            c.flow_bifurcation = flags[2];
-            c.low_power_mode = flags[3];
-            c.app_bind_numa = flags[4];
-            c.main_thread_affinity = flags[5];
-            c.send_cache_mode = flags[6];
-            c.udp_enable = flags[7];
-            c.use_sockmap = flags[8];
-            c.listen_shadow = flags[9];
-            c.tuple_filter = flags[10];
-            c.stack_thread_mode = if flags[11] { StackThreadMode::RunToCompletion } else { StackThreadMode::RunToWakeup };
-            c.stack_interrupt = !flags[11] && bond_mode == -1 && flags[3];
-            c.stack_num = u32::from(flags[2]);
-            c.nic_vlan_mode = vlan;
-            c.bond_miimon = miimon;
-            c.num_process = num_process;
-            c.process_idx = process_idx;
+            c.app_bind_numa = flags[1];
+            c.main_thread_affinity = flags[2];
+            c.udp_enable = flags[3];
+            c.stack_thread_mode = if flags[4] { StackThreadMode::RunToCompletion } else { StackThreadMode::RunToWakeup };
+            c.stack_interrupt = flags[4] || flags[5];
             c.dpdk_args = dpdk_args;
             c.unix_prefix = unix_prefix;
-            c.xdp_eth_name = xdp;
             c
         }
     }

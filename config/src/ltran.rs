@@ -326,6 +326,13 @@ impl LtranConfig {
             ("bond_tx_queue_num", self.bond_tx_queue_num),
         ] {
             check_range(field, value, limits::BOND_QUEUE_NUM)?;
+            if value != 1 {
+                return Err(crate::support::refusal(
+                    crate::support::LTRAN,
+                    field,
+                    value.to_string(),
+                ));
+            }
         }
         check_range(
             "tcp_conn_scan_interval",
@@ -648,6 +655,25 @@ tcp_conn_scan_interval = 10
         MINIMAL.conf_with(extra)
     }
 
+    /// Every key of the schema is classified in `support::LTRAN`, in the
+    /// schema's order, and a refused value is refused.
+    #[test]
+    fn every_key_is_classified() {
+        let mut full = minimal();
+        full.dispatch_subnet6 = Some("fd00:1::/64".parse().unwrap());
+        let text = full.to_toml_string();
+        let keys = crate::test_support::top_level_keys(&text);
+        let table: Vec<&str> = crate::support::LTRAN.iter().map(|k| k.name).collect();
+        assert_eq!(keys, table);
+        full.bond_rx_queue_num = 2;
+        let err = full.validate().unwrap_err();
+        assert_eq!(err.field(), Some("bond_rx_queue_num"));
+        assert!(
+            err.to_string().contains("is not implemented (only 1 is)"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn minimal_file_gives_gazelle_defaults() {
         assert_eq!(LtranConfig::from_toml_str(MINIMAL_TOML).unwrap(), minimal());
@@ -800,8 +826,6 @@ tcp_conn_scan_interval = 10
     #[case("bond_miimon", "60000")]
     #[case("bond_mtu", "68")]
     #[case("bond_mtu", "1500")]
-    #[case("bond_rx_queue_num", "64")]
-    #[case("bond_tx_queue_num", "64")]
     #[case("tcp_conn_scan_interval", "1")]
     #[case("tcp_conn_scan_interval", "86400")]
     #[case("rx_mbuf_pool_size", "1024")]
@@ -1278,6 +1302,8 @@ tcp_conn_scan_interval = 10
             (c.dispatch_max_clients, c.bond_miimon, c.bond_mtu, c.bond_rx_queue_num,
              c.bond_tx_queue_num, c.tcp_conn_scan_interval, c.rx_mbuf_pool_size,
              c.tx_mbuf_pool_size) = numbers;
+            // ltran runs one queue per bond (see `support::LTRAN`).
+            (c.bond_rx_queue_num, c.bond_tx_queue_num) = (1, 1);
             if c.dispatch_subnet6.is_some() {
                 c.bond_mtu = c.bond_mtu.max(limits::IPV6_MIN_MTU);
             }

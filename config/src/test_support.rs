@@ -152,3 +152,12 @@ fn lines_replace_and_drop_keys() {
     assert_eq!(without_key(base, "a"), "ab = 2\nb=3\n");
     assert_eq!(without_key(base, "b"), "a = 1\nab = 2\n");
 }
+
+/// The top-level keys of a TOML text as [`crate::format`] writes it, in
+/// order (lines `key = value`; continuation lines of arrays are indented).
+pub(crate) fn top_level_keys(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+        .filter(|k| !k.starts_with(' ') && !k.starts_with('"'))
+        .collect()
+}

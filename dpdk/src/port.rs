@@ -405,6 +405,17 @@ impl Port {
         stats_of(self.id())
     }
 
+    /// Sets the port's MTU (bytes of IP packet, without the Ethernet
+    /// header); a `net_af_packet` port sets its kernel interface's.
+    pub fn set_mtu(&mut self, mtu: u16) -> Result<(), DpdkError> {
+        // SAFETY: valid port id.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.id(), mtu) };
+        DpdkError::check(ret, || {
+            format!("setting the MTU of port {} to {mtu}", self.id())
+        })?;
+        Ok(())
+    }
+
     /// Sets the port's MAC address (a bond's slaves all take the bond's).
     pub fn set_mac(&mut self, mac: [u8; 6]) -> Result<(), DpdkError> {
         let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac };
@@ -497,7 +508,13 @@ impl RxQueue {
     /// arrived.
     #[inline]
     pub fn rx_burst(&mut self, batch: &mut MbufBatch) -> usize {
+        self.rx_burst_max(batch, crate::mbuf::BURST_SIZE)
+    }
+
+    /// As [`RxQueue::rx_burst`], receiving at most `max` frames.
+    pub fn rx_burst_max(&mut self, batch: &mut MbufBatch, max: usize) -> usize {
         let (slots, room) = batch.spare_raw();
+        let room = room.min(max);
         // SAFETY: this handle is the only user of the queue (not Sync, taken
         // once); `slots` has room for `room` pointers.
         let n = unsafe {

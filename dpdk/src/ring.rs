@@ -98,7 +98,13 @@ impl Ring {
     /// Moves mbufs from the ring into the free slots of `batch`.
     #[inline]
     pub fn dequeue(&mut self, batch: &mut MbufBatch) -> usize {
+        self.dequeue_max(batch, crate::mbuf::BURST_SIZE)
+    }
+
+    /// As [`Ring::dequeue`], taking at most `max` entries.
+    pub fn dequeue_max(&mut self, batch: &mut MbufBatch, max: usize) -> usize {
         let (slots, room) = batch.spare_raw();
+        let room = room.min(max);
         // SAFETY: slots has `room` free entries; the ring only holds mbufs put
         // there by `enqueue`, whose ownership passes to the batch.
         let n = unsafe {

@@ -315,6 +315,26 @@ fn serve(
         }
         let mut port = Port::open(&eal, id, &port_config, Arc::clone(&rx_pool))
             .with_context(|| format!("bond_ports: opening port {id}"))?;
+        // The range check of the config keeps it within u16.
+        let mtu = u16::try_from(config.bond_mtu).unwrap_or(1500);
+        match port.set_mtu(mtu) {
+            Ok(()) => {}
+            // A PMD that cannot change its MTU (net_null, say) is fine at
+            // Ethernet's default; any other MTU it cannot honour is an
+            // error, not a silently different frame size.
+            Err(e) if e.errno == libc::ENOTSUP && mtu == 1500 => {
+                tracing::info!(port = id, %e, "the port keeps its own MTU");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "bond_mtu = {}: port {id} ({}) does not take that MTU",
+                        config.bond_mtu,
+                        port.info().name
+                    )
+                })
+            }
+        }
         if let Err(e) = port.set_mac(mac) {
             tracing::warn!(port = id, %e, "cannot set the bond MAC on the port; relying on promiscuous mode");
         }
@@ -324,7 +344,7 @@ fn serve(
             .next()
             .context("the port gave no queue pair")?;
         let iface = vdev_iface(args, &port.info().name);
-        tracing::info!(port = id, name = %port.info().name, ?iface, "bond port up");
+        tracing::info!(port = id, name = %port.info().name, ?iface, mtu, "bond port up");
         members.push(BondMember {
             port,
             rx,

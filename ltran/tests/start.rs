@@ -182,3 +182,26 @@ fn a_config_file_that_is_not_a_regular_file_is_refused() {
         }
     }
 }
+
+/// `bond_mtu` is set on the bond's ports: on a `net_af_packet` port, its
+/// kernel interface's MTU follows (1500 before).
+#[test]
+fn bond_mtu_is_set_on_the_ports() {
+    require_root();
+    let topo = common::topology("ltran-mtu", "10.77.3.2".parse().unwrap());
+    let mtu_file = format!("/sys/class/net/{}/mtu", topo.host_if);
+    let mtu = || {
+        std::fs::read_to_string(&mtu_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(mtu(), "1500");
+    let running = common::Ltran::start(
+        "ltran-mtu",
+        &[common::af_packet_vdev(0, &topo.host_if)],
+        &format!("{ONE_BOND}bond_mtu = 1400\n"),
+    );
+    assert_eq!(mtu(), "1400", "bond_mtu = 1400 was not applied");
+    drop(running);
+}

@@ -123,7 +123,12 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
         let stream = base == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
         let dgram = base == libc::SOCK_DGRAM && matches!(protocol, 0 | libc::IPPROTO_UDP);
-        if ip && (stream || dgram) && table().fits(fd) && stack().is_some() {
+        if ip
+            && (stream || dgram)
+            && table().fits(fd)
+            && stack().is_some()
+            && (stream || runtime::udp_enabled())
+        {
             let kind = Kind::Fresh {
                 domain,
                 stream,

@@ -21,6 +21,16 @@ thread_local! {
 /// every socket call goes to the kernel (as gazelle does).
 pub static FORKED: AtomicBool = AtomicBool::new(false);
 
+/// The configuration's `udp_enable`: with `false`, UDP sockets stay on the
+/// kernel (set once, before the stack exists).
+static UDP_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Whether UDP sockets may go to lstack (`udp_enable`); meaningful once
+/// [`stack`] returned one.
+pub fn udp_enabled() -> bool {
+    UDP_ENABLED.load(Ordering::Relaxed)
+}
+
 /// Whether calls on this thread must bypass lstack.
 pub fn bypassed() -> bool {
     FORKED.load(Ordering::Relaxed) || BYPASS.try_with(Cell::get).unwrap_or(true)
@@ -89,6 +99,10 @@ fn start() -> Option<Stack> {
             return None;
         }
     };
+    UDP_ENABLED.store(config.udp_enable, Ordering::Relaxed);
+    if !config.udp_enable {
+        tracing::info!("udp_enable = 0: every UDP socket stays on the kernel");
+    }
     match Stack::start(&config, StackOptions::for_config(&config)) {
         Ok(s) => {
             tracing::info!(process = %name, "lstack started");

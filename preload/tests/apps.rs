@@ -474,3 +474,42 @@ fn preloaded_clients_reach_kernel_servers(
     println!("redis-benchmark on lstack -> kernel redis: {rates:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `udp_enable = 0` leaves UDP sockets on the kernel and TCP on lstack: in
+/// the same accelerated process a TCP socket binds the stack's address
+/// (only lstack has it) while a UDP socket cannot (the kernel has no such
+/// address: EADDRNOTAVAIL). With the default, both bind. Fails if the key
+/// is ignored.
+#[test]
+fn udp_enable_0_leaves_udp_on_the_kernel() {
+    let (_g, topo) = topo();
+    let script = "import socket, sys\n\
+                  ip = sys.argv[1]\n\
+                  t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+                  t.bind((ip, 17771))\n\
+                  print('tcp bound', flush=True)\n\
+                  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  try:\n\
+                  \x20   u.bind((ip, 0))\n\
+                  \x20   print('udp bound')\n\
+                  except OSError as e:\n\
+                  \x20   print('udp errno', e.errno)\n";
+    for (enable, want) in [(true, "udp bound"), (false, "udp errno 99")] {
+        let name = if enable { "udp-on" } else { "udp-off" };
+        let mut cfg = common::config_for(topo, name, &AfPacketEal::default());
+        cfg.udp_enable = enable;
+        let path = scratch(name).join("lstack.toml");
+        std::fs::write(&path, cfg.to_toml_string()).unwrap();
+        let mut py = Command::new("python3");
+        py.env("LD_PRELOAD", liblstack())
+            .env("LSTACK_CONF_PATH", &path)
+            .args(["-c", script, &topo.stack_ip4.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_ok(&mut py);
+        assert!(
+            out.contains("tcp bound") && out.contains(want),
+            "udp_enable = {enable}: expected {want:?}, got {out:?}"
+        );
+    }
+}

@@ -34,9 +34,14 @@ impl RxSource {
     /// Fills `batch` with what arrived.
     #[inline]
     pub fn rx_burst(&mut self, batch: &mut MbufBatch) -> usize {
+        self.rx_burst_max(batch, dpdk::BURST_SIZE)
+    }
+
+    /// As [`RxSource::rx_burst`], reading at most `max` frames.
+    pub fn rx_burst_max(&mut self, batch: &mut MbufBatch, max: usize) -> usize {
         match self {
-            Self::Port(q) => q.rx_burst(batch),
-            Self::Ring(r) => r.dequeue(batch),
+            Self::Port(q) => q.rx_burst_max(batch, max),
+            Self::Ring(r) => r.dequeue_max(batch, max),
         }
     }
 }

@@ -466,6 +466,12 @@ pub(crate) struct StackShared {
     /// TCP flows stay on the thread they arrive on (behind ltran, which
     /// places them); otherwise the flow hash places them.
     pub(crate) arrival_placement: bool,
+    /// Idle stack threads spin instead of sleeping (`stack_interrupt = 0`).
+    pub(crate) busy_poll: bool,
+    /// Application requests a thread takes per pass (`rpc_number`).
+    pub(crate) commands_per_pass: usize,
+    /// Frames a thread reads from its queue per pass (`nic_read_number`).
+    pub(crate) rx_per_pass: usize,
     /// Run to completion: the stack contexts application threads drive
     /// (one per NIC queue; `None` once the stack stopped). Empty when
     /// stack threads run.
@@ -504,6 +510,9 @@ impl StackShared {
             connected_udp: RwLock::new(HashMap::new()),
             connected_udp_count: AtomicUsize::new(0),
             arrival_placement: false,
+            busy_poll: false,
+            commands_per_pass: usize::MAX,
+            rx_per_pass: dpdk::BURST_SIZE,
             ltran: std::sync::OnceLock::new(),
             rtc: OnceLock::new(),
             clock: crate::clock::Clock::new(),
@@ -1069,7 +1078,7 @@ impl Worker {
             }
             self.me().stats.idle_loops.incr();
             let since = *idle_since.get_or_insert(now_ns);
-            if now_ns.saturating_sub(since) < spin_ns {
+            if self.shared.busy_poll || now_ns.saturating_sub(since) < spin_ns {
                 std::hint::spin_loop();
                 continue;
             }
@@ -1114,29 +1123,42 @@ impl Worker {
         // threads steered here. A steered frame is never copied to the
         // other threads again (they got their own copies), or two
         // threads would bounce a broadcast between them forever.
-        self.rx.rx_burst(batch);
-        let from_nic = batch.len();
-        while !batch.is_full() {
-            match self.me().steer.pop() {
-                Some(m) => {
-                    let _ = batch.push(m);
-                    self.me().stats.steered_in.incr();
+        // Up to `rx_per_pass` frames from the queue (`nic_read_number`), a
+        // burst at a time, while bursts come back full.
+        let mut budget = self.shared.rx_per_pass;
+        loop {
+            let want = budget.min(dpdk::BURST_SIZE);
+            let got = self.rx.rx_burst_max(batch, want);
+            budget -= got.min(budget);
+            let from_nic = batch.len();
+            let last = got < want || budget == 0;
+            if last {
+                while !batch.is_full() {
+                    match self.me().steer.pop() {
+                        Some(m) => {
+                            let _ = batch.push(m);
+                            self.me().stats.steered_in.incr();
+                        }
+                        None => break,
+                    }
                 }
-                None => break,
             }
-        }
-        if !batch.is_empty() {
-            busy = true;
-            for (i, m) in batch.drain().enumerate() {
-                let steered = i >= from_nic;
-                // A frame that trips a bug (ours or smoltcp's) is dropped
-                // and counted; it must not take the stack thread down.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.ingress(now_ns, m, steered)
-                }));
-                if r.is_err() {
-                    self.survived_panic("processing a received frame");
+            if !batch.is_empty() {
+                busy = true;
+                for (i, m) in batch.drain().enumerate() {
+                    let steered = i >= from_nic;
+                    // A frame that trips a bug (ours or smoltcp's) is dropped
+                    // and counted; it must not take the stack thread down.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.ingress(now_ns, m, steered)
+                    }));
+                    if r.is_err() {
+                        self.survived_panic("processing a received frame");
+                    }
                 }
+            }
+            if last {
+                break;
             }
         }
 
@@ -1369,7 +1391,12 @@ impl Worker {
 
     fn run_commands(&mut self, now: u64) -> bool {
         let mut any = false;
-        while let Some(cmd) = self.shared.threads[self.index].commands.pop() {
+        let mut left = self.shared.commands_per_pass;
+        while left > 0 {
+            let Some(cmd) = self.shared.threads[self.index].commands.pop() else {
+                break;
+            };
+            left -= 1;
             any = true;
             match cmd {
                 Command::Connect {

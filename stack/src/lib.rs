@@ -65,6 +65,70 @@ use crate::{
     engine::{StackShared, Worker},
 };
 
+/// After EAL pinned the calling thread to its main lcore: unless the
+/// config asks for that (`main_thread_affinity`), give the application its
+/// CPUs back, limited to the NUMA nodes of the stack's CPUs
+/// (`app_bind_numa`) and without `app_exclude_cpus`. Threads the
+/// application creates later inherit it. A limit that would leave no CPU is
+/// not applied (and said in the log).
+pub(crate) fn restore_app_affinity(config: &LstackConfig, before: Option<nix::sched::CpuSet>) {
+    if config.main_thread_affinity {
+        return;
+    }
+    let Some(before) = before else {
+        return;
+    };
+    let cpus = app_cpus(config, &before);
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in &cpus {
+        let _ = set.set(cpu);
+    }
+    let target = if cpus.is_empty() {
+        tracing::warn!(
+            app_bind_numa = config.app_bind_numa,
+            app_exclude_cpus = ?config.app_exclude_cpus.as_ref().map(ToString::to_string),
+            "no CPU is left for the application: its affinity is left as it was"
+        );
+        before
+    } else {
+        set
+    };
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &target);
+}
+
+/// The CPUs of `before` the application keeps (see
+/// [`restore_app_affinity`]).
+fn app_cpus(config: &LstackConfig, before: &nix::sched::CpuSet) -> Vec<usize> {
+    let nodes: Vec<usize> = config
+        .num_cpus
+        .as_slice()
+        .iter()
+        .filter_map(|&c| numa_node_of(c as usize))
+        .collect();
+    let excluded: &[u16] = config
+        .app_exclude_cpus
+        .as_ref()
+        .map(|l| l.as_slice())
+        .unwrap_or(&[]);
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| before.is_set(c).unwrap_or(false))
+        .filter(|&c| {
+            !config.app_bind_numa
+                || nodes.is_empty()
+                || numa_node_of(c).is_none_or(|n| nodes.contains(&n))
+        })
+        .filter(|&c| u16::try_from(c).map_or(true, |c| !excluded.contains(&c)))
+        .collect()
+}
+
+/// The NUMA node of `cpu`, from sysfs (`None` on a kernel without NUMA).
+fn numa_node_of(cpu: usize) -> Option<usize> {
+    std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
+}
+
 /// Largest TCP receive buffer a socket gets: 65535 << 5 bytes (about
 /// 2 MiB), a size [`tcp_rx_buffer_size`] allows.
 pub const MAX_TCP_RX_BUFFER: usize = 65535 << 5;
@@ -393,6 +457,9 @@ impl Stack {
         );
         stack_shared.arrival_placement = ltran.is_some();
         stack_shared.udp_limit = config.udp_conn_count as usize;
+        stack_shared.busy_poll = !config.stack_interrupt;
+        stack_shared.commands_per_pass = config.rpc_number as usize;
+        stack_shared.rx_per_pass = config.nic_read_number as usize;
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }
@@ -535,11 +602,7 @@ impl Stack {
         // application its CPUs back so its threads are not all on one core.
         let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
         let eal = Eal::init(&args)?;
-        if !config.main_thread_affinity {
-            if let Some(set) = before {
-                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-            }
-        }
+        restore_app_affinity(config, before);
 
         let port_count = Port::count(&eal);
         if port_count == 0 {

@@ -122,11 +122,7 @@ pub(crate) fn attach(config: &LstackConfig, threads: usize) -> Result<Attached, 
     };
     let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
     let eal = Eal::init(&secondary_args(&config.dpdk_args, &hello.file_prefix))?;
-    if !config.main_thread_affinity {
-        if let Some(set) = before {
-            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-        }
-    }
+    crate::restore_app_affinity(config, before);
     dpdk::owner::enable(&eal, 0)?;
 
     let conn = UnixStream::connect(&socket)

@@ -74,6 +74,9 @@ pub struct File {
     /// `SO_RCVBUF`/`SO_SNDBUF` as asked (applied to TCP sockets created from
     /// it: the connection of `connect`, the connections a listener accepts).
     pub buffers: Mutex<BufferRequest>,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` in µs (0: none): blocking reads,
+    /// accepts and writes give up with `EAGAIN` after that long.
+    pub timeouts: [std::sync::atomic::AtomicU64; 2],
     /// Pending error for `SO_ERROR`.
     pub so_error: AtomicI32,
     /// epoll instances this file was added to, so `close` can take it out of
@@ -94,6 +97,7 @@ impl File {
             linger_zero: AtomicBool::new(false),
             map_v4: AtomicBool::new(false),
             buffers: Mutex::new(BufferRequest::default()),
+            timeouts: Default::default(),
             so_error: AtomicI32::new(0),
             watchers: Mutex::new(Vec::new()),
         })
@@ -150,6 +154,16 @@ impl File {
                 .then(|| std::time::Duration::from_secs(idle)),
         );
         s.set_abort_on_close(self.linger_zero.load(Ordering::Relaxed));
+        s.set_read_timeout(self.timeout(0));
+        s.set_write_timeout(self.timeout(1));
+    }
+
+    /// `SO_RCVTIMEO` (`dir` 0) or `SO_SNDTIMEO` (1).
+    pub fn timeout(&self, dir: usize) -> Option<std::time::Duration> {
+        match self.timeouts[dir].load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(std::time::Duration::from_micros(us)),
+        }
     }
 
     /// The buffer sizes asked for with `SO_RCVBUF`/`SO_SNDBUF`.
@@ -172,6 +186,9 @@ impl File {
             .store(self.map_v4.load(Ordering::Relaxed), Ordering::Relaxed);
         to.v6only
             .store(self.v6only.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (mine, theirs) in self.timeouts.iter().zip(&to.timeouts) {
+            theirs.store(mine.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 

@@ -279,6 +279,7 @@ pub unsafe extern "C" fn accept4(
             return fail(libc::EINVAL);
         };
         let mut driven = false;
+        let mut accept_deadline: Option<Option<std::time::Instant>> = None;
         loop {
             if let Some((stream, peer)) = listener.try_accept() {
                 let cloexec = if flags & libc::SOCK_CLOEXEC != 0 {
@@ -331,7 +332,14 @@ pub unsafe extern "C" fn accept4(
                 return fail(libc::EAGAIN);
             }
             let kfd = kernel.then_some(fd);
-            if let Err(e) = wait::until_ready(&[&*f], kfd, None) {
+            // SO_RCVTIMEO bounds a blocking accept as a read (EAGAIN).
+            let deadline = *accept_deadline
+                .get_or_insert_with(|| f.timeout(0).map(|t| std::time::Instant::now() + t));
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return fail(libc::EAGAIN);
+            }
+            if let Err(e) = wait::until_ready(&[&*f], kfd, left) {
                 return fail(e);
             }
         }
@@ -1191,6 +1199,31 @@ pub unsafe extern "C" fn setsockopt(
                 if let Kind::Listener { listener, .. } = &f.kind {
                     listener.set_buffers(*req);
                 }
+            }
+            (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {
+                if v.is_null() || (len as usize) < std::mem::size_of::<libc::timeval>() {
+                    return fail(libc::EINVAL);
+                }
+                // SAFETY: a struct timeval, checked above.
+                let t = unsafe { std::ptr::read_unaligned(v.cast::<libc::timeval>()) };
+                if !(0..1_000_000).contains(&t.tv_usec) {
+                    return fail(libc::EDOM);
+                }
+                // As Linux: a negative time is "no timeout".
+                let us = if t.tv_sec < 0 {
+                    0
+                } else {
+                    (t.tv_sec as u64)
+                        .saturating_mul(1_000_000)
+                        .saturating_add(t.tv_usec as u64)
+                };
+                let dir = usize::from(name == libc::SO_SNDTIMEO);
+                f.timeouts[dir].store(us, Ordering::Relaxed);
+                f.apply_stream_options();
+                // The kernel socket keeps it too, for getsockopt.
+                // SAFETY: forwarding the caller's checked buffer.
+                unsafe { (real().setsockopt)(fd, level, name, v, len) };
+                return 0;
             }
             (libc::SOL_SOCKET, libc::SO_LINGER) => {
                 if v.is_null() || (len as usize) < std::mem::size_of::<libc::linger>() {

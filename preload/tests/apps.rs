@@ -513,3 +513,67 @@ fn udp_enable_0_leaves_udp_on_the_kernel() {
         );
     }
 }
+
+/// `SO_RCVTIMEO` bounds a blocking `recv` and `accept` on lstack sockets as
+/// on Linux (EAGAIN): an application that relies on a receive timeout must
+/// not block forever. The peer's kernel server accepts and stays silent.
+#[test]
+fn so_rcvtimeo_ends_a_blocking_recv_and_accept_with_eagain() {
+    let (_g, topo) = topo();
+    const PORT: u16 = 18090;
+    let mut silent = topo.cmd("python3");
+    silent.args([
+        "-c",
+        "import socket, time\n\
+         l = socket.socket()\n\
+         l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('0.0.0.0', 18090))\n\
+         l.listen()\n\
+         c, _ = l.accept()\n\
+         time.sleep(60)\n",
+    ]);
+    silent.stdout(Stdio::null()).stderr(Stdio::null());
+    let _silent = topo.spawn(&mut silent).unwrap();
+    topo.wait_tcp_listening(PORT, Duration::from_secs(20))
+        .unwrap();
+    let script = "import socket, struct, sys\n\
+                  peer, me = sys.argv[1], sys.argv[2]\n\
+                  tv = struct.pack('ll', 0, 200000)\n\
+                  c = socket.socket()\n\
+                  c.connect((peer, 18090))\n\
+                  c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)\n\
+                  try:\n\
+                  \x20   c.recv(10)\n\
+                  \x20   print('recv returned')\n\
+                  except OSError as e:\n\
+                  \x20   print('recv errno', e.errno)\n\
+                  l = socket.socket()\n\
+                  l.bind((me, 18091))\n\
+                  l.listen()\n\
+                  l.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)\n\
+                  try:\n\
+                  \x20   l.accept()\n\
+                  \x20   print('accept returned')\n\
+                  except OSError as e:\n\
+                  \x20   print('accept errno', e.errno)\n";
+    for mode in [
+        StackThreadMode::RunToWakeup,
+        StackThreadMode::RunToCompletion,
+    ] {
+        // `timeout` only guards the test against the hang being tested.
+        let mut py = preloaded(topo, "rcvtimeo", "timeout", mode);
+        py.args([
+            "60",
+            "python3",
+            "-c",
+            script,
+            &topo.peer_ip4.to_string(),
+            &topo.stack_ip4.to_string(),
+        ]);
+        let out = run_ok(&mut py);
+        assert!(
+            out.contains("recv errno 11") && out.contains("accept errno 11"),
+            "{mode:?}: SO_RCVTIMEO was not honoured: {out:?}"
+        );
+    }
+}

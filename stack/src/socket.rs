@@ -10,7 +10,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -312,6 +312,7 @@ impl Stack {
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
             abort_on_close: AtomicBool::new(false),
+            timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
             rx_mark,
         })
     }
@@ -654,6 +655,9 @@ pub struct TcpStream {
     abort_on_close: AtomicBool,
     /// When the data waiting to be read arrived (receive latency).
     rx_mark: Arc<RxMark>,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` in µs (0: wait forever): a blocking
+    /// read or write that waited this long fails with `WouldBlock`.
+    timeouts: [AtomicU64; 2],
 }
 
 const LIFE_UP: u8 = 1;
@@ -674,6 +678,7 @@ impl TcpStream {
             reset_reported: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
             abort_on_close: AtomicBool::new(false),
+            timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
             rx_mark: a.rx_mark,
         }
     }
@@ -796,6 +801,35 @@ impl TcpStream {
         self.recv(buf, self.nonblocking.load(Ordering::Relaxed), false)
     }
 
+    /// How long a blocking read waits before it fails with `WouldBlock`
+    /// (`SO_RCVTIMEO`; `None`: forever).
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        self.timeouts[0].store(timeout_us(t), Ordering::Relaxed);
+    }
+
+    /// How long a blocking write waits for room (`SO_SNDTIMEO`).
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        self.timeouts[1].store(timeout_us(t), Ordering::Relaxed);
+    }
+
+    /// When a blocking wait of direction `dir` (0 read, 1 write) started
+    /// now gives up.
+    fn deadline(&self, dir: usize) -> Option<Instant> {
+        match self.timeouts[dir].load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Instant::now() + Duration::from_micros(us)),
+        }
+    }
+
+    /// Waits as [`TcpStream::wait`]; a passed `deadline` is `WouldBlock`,
+    /// as a socket timeout is on Linux (EAGAIN).
+    fn wait_timed(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
+        match self.wait(seen, deadline) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(io::ErrorKind::WouldBlock.into()),
+            r => r,
+        }
+    }
+
     /// Reads into `buf`, waiting unless `nonblocking`; with `peek` the data
     /// stays queued (`MSG_PEEK`).
     pub fn recv(&self, buf: &mut [u8], nonblocking: bool, peek: bool) -> io::Result<usize> {
@@ -803,6 +837,7 @@ impl TcpStream {
             return Ok(0);
         }
         let mut driven = false;
+        let deadline = if nonblocking { None } else { self.deadline(0) };
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -865,7 +900,7 @@ impl TcpStream {
                     return Err(io::ErrorKind::WouldBlock.into())
                 }
                 None if nonblocking => {}
-                None => self.wait(seen, None)?,
+                None => self.wait_timed(seen, deadline)?,
             }
         }
     }
@@ -881,6 +916,7 @@ impl TcpStream {
             return Ok(0);
         }
         let mut driven = false;
+        let deadline = if nonblocking { None } else { self.deadline(1) };
         loop {
             let seen = self.event.generation();
             let waker = self.event.waker();
@@ -917,7 +953,7 @@ impl TcpStream {
                     return Err(io::ErrorKind::WouldBlock.into())
                 }
                 None if nonblocking => {}
-                None => self.wait(seen, None)?,
+                None => self.wait_timed(seen, deadline)?,
             }
         }
     }
@@ -1337,4 +1373,12 @@ fn udp_rx(handle: SocketHandle, port: u16) -> RxSocket {
         port,
         remote: None,
     }
+}
+
+/// A socket timeout in µs for [`TcpStream::set_read_timeout`] (0: none; a
+/// non-zero duration below 1 µs is 1 µs, not "forever").
+fn timeout_us(t: Option<Duration>) -> u64 {
+    t.map_or(0, |d| {
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    })
 }

@@ -1551,7 +1551,14 @@ impl Worker {
                     copy_to_others(shared, self.index, &self.pool, &m);
                 }
                 resolved = crate::conformance::neighbour_resolved(m.data());
-                (self.index, me.control_shard())
+                let mut thread = self.index;
+                if matches!(
+                    (seen.ip, seen.icmp_type),
+                    (Some(IpVersion::Ipv4), Some(3)) | (Some(IpVersion::Ipv6), Some(2))
+                ) {
+                    thread = too_big(shared, self.index, &mut self.tx, &m, now_ns);
+                }
+                (thread, shared.threads[thread].control_shard())
             }
         };
         if thread != self.index {
@@ -1710,6 +1717,31 @@ impl Worker {
         self.touched_list.clear();
         true
     }
+}
+
+/// Takes an ICMP "fragmentation needed" or ICMPv6 Packet Too Big `m` that
+/// thread `index` received (see [`crate::pmtu`]): if it quotes a flow
+/// another thread owns, returns that thread, for the frame to go there;
+/// else lowers the path MTU in `tx` if the quoted segment is in flight on a
+/// flow of ours, counts it either way, and returns `index`.
+fn too_big(shared: &StackShared, index: usize, tx: &mut TxPath, m: &Mbuf, now_ns: u64) -> usize {
+    let Some(tb) = crate::pmtu::too_big(m.data()) else {
+        return index;
+    };
+    if !shared.arrival_placement {
+        let (owner, _) = shared.place(&tb.flow);
+        if owner != index {
+            return owner;
+        }
+    }
+    let stats = &shared.threads[index].stats;
+    if tx.conformance.in_flight(&tb.flow, tb.seq) {
+        tx.pmtu.lower(tb.flow.remote_addr, tb.mtu, now_ns);
+        stats.pmtu_learned.incr();
+    } else {
+        stats.pmtu_ignored.incr();
+    }
+    index
 }
 
 /// Removes `len` bytes of IPv6 extension headers that [`classify_seen`]

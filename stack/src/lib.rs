@@ -36,6 +36,7 @@ pub mod event;
 mod handshake;
 mod ltran;
 pub mod mib;
+mod pmtu;
 pub mod socket;
 pub mod stats;
 

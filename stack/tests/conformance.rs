@@ -713,3 +713,85 @@ fn simultaneous_open() {
         println!("{}: ok", t.name);
     }
 }
+
+/// Path MTU discovery (RFC 1191, RFC 8201; RFC 5927 5.2): an ICMP
+/// "fragmentation needed" (IPv4, next-hop MTU 1000) or Packet Too Big
+/// (IPv6, 1280: the least an IPv6 link has) quoting a segment in flight
+/// makes the target send that connection's data in packets that fit; one
+/// quoting a flow that does not exist or a sequence number outside the
+/// window changes nothing. The IPv4 and IPv6 rounds use different
+/// destinations' path MTUs, each lowered only at the end of its round.
+#[test]
+fn too_big_lowers_the_path_mtu_and_forged_ones_are_ignored() {
+    on_both(|p| {
+        for (v6, mtu) in [(false, 1000u16), (true, 1280)] {
+            let mtu_len = usize::from(mtu);
+            let data: Vec<u8> = (0..1400u32).map(|i| (i * 13 % 251) as u8).collect();
+            let mut c = p.connect(v6, ECHO);
+            // Round 1: echoed at full size; forged messages quote it.
+            p.send_data(&mut c, &data);
+            let s = p
+                .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
+                .unwrap_or_else(|| panic!("{}: no echo", p.target.name));
+            assert!(
+                s.ip_len() > mtu_len,
+                "{}: v6 {v6}: echo of {} bytes in a {}-byte packet: test needs a larger one",
+                p.target.name,
+                data.len(),
+                s.ip_len()
+            );
+            let mut stranger = s.clone();
+            stranger.dport = stranger.dport.wrapping_add(1000);
+            p.send(&p.too_big(&stranger, s.seq, mtu));
+            p.send(&p.too_big(&s, s.seq.wrapping_add(1 << 20), mtu));
+            p.send(&p.too_big(&s, s.seq.wrapping_sub(1 << 20), mtu));
+            let (got, _) = p.read_data(&mut c, data.len());
+            assert_eq!(got, data, "{}: v6 {v6}: first echo", p.target.name);
+            // Round 2: still full size after the forged messages.
+            p.send_data(&mut c, &data);
+            let s = p
+                .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
+                .unwrap_or_else(|| panic!("{}: no second echo", p.target.name));
+            assert!(
+                s.ip_len() > mtu_len,
+                "{}: v6 {v6}: a forged Too Big lowered the path MTU: {}-byte packet",
+                p.target.name,
+                s.ip_len()
+            );
+            // The real one, quoting that segment, unacknowledged.
+            p.send(&p.too_big(&s, s.seq, mtu));
+            let mut got = Vec::new();
+            while got.len() < data.len() {
+                let s = p
+                    .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: v6 {v6}: only {} of {} bytes after Too Big",
+                            p.target.name,
+                            got.len(),
+                            data.len()
+                        )
+                    });
+                assert!(
+                    s.ip_len() <= mtu_len,
+                    "{}: v6 {v6}: {}-byte packet after Too Big {mtu}",
+                    p.target.name,
+                    s.ip_len()
+                );
+                assert!(
+                    s.checksum_ok || p.target.name == "kernel",
+                    "{}: v6 {v6}: TCP checksum of a {}-byte segment after Too Big",
+                    p.target.name,
+                    s.payload.len()
+                );
+                if s.seq == c.rcv_nxt {
+                    got.extend_from_slice(&s.payload);
+                    c.rcv_nxt = c.rcv_nxt.wrapping_add(s.payload.len() as u32);
+                }
+                p.send_flags(&c, ACK, &[]);
+            }
+            assert_eq!(got, data, "{}: v6 {v6}: data after Too Big", p.target.name);
+            p.send_flags(&c, RST, &[]);
+        }
+    });
+}

@@ -847,6 +847,9 @@ impl StackShared {
         let rx = tcp::SocketBuffer::new(vec![0; rx]);
         let tx = tcp::SocketBuffer::new(vec![0; tx]);
         let mut s = tcp::Socket::new(rx, tx);
+        // Timestamps offered on our SYN and in a SYN-ACK answering a SYN
+        // that has them (smoltcp drops them when the peer's SYN does not).
+        s.set_tsval_generator(Some(tcp_tsval));
         s.set_nagle_enabled(self.opts.nagle);
         s.set_ack_delay(
             self.opts
@@ -855,6 +858,17 @@ impl StackShared {
         );
         s
     }
+}
+
+/// The TSval of our TCP timestamps (RFC 7323): a millisecond clock from a
+/// random start of this process's. smoltcp takes a bare `fn() -> u32`, so
+/// the offset is per process, not per connection as RFC 7323 7.1 suggests;
+/// it still tells a peer nothing of the host's uptime.
+fn tcp_tsval() -> u32 {
+    static START: std::sync::OnceLock<(std::time::Instant, u32)> = std::sync::OnceLock::new();
+    let (start, offset) =
+        START.get_or_init(|| (std::time::Instant::now(), crate::random_seed() as u32));
+    (start.elapsed().as_millis() as u32).wrapping_add(*offset)
 }
 
 /// Local ports handed out to outgoing connections, unique per remote end.

@@ -114,6 +114,15 @@ impl Segment {
         tcp_option(&self.options, 8).is_some()
     }
 
+    /// The timestamp option's TSval and TSecr, if present.
+    pub fn timestamps(&self) -> Option<(u32, u32)> {
+        let v = tcp_option(&self.options, 8).filter(|v| v.len() == 8)?;
+        Some((
+            u32::from_be_bytes(v[..4].try_into().unwrap()),
+            u32::from_be_bytes(v[4..].try_into().unwrap()),
+        ))
+    }
+
     /// The length of the IP packet that carried the segment (no IPv4
     /// options or IPv6 extension headers: the targets send none).
     pub fn ip_len(&self) -> usize {

@@ -724,73 +724,51 @@ fn simultaneous_open() {
 #[test]
 fn too_big_lowers_the_path_mtu_and_forged_ones_are_ignored() {
     on_both(|p| {
+        let name = p.target.name;
         for (v6, mtu) in [(false, 1000u16), (true, 1280)] {
             let mtu_len = usize::from(mtu);
             let data: Vec<u8> = (0..1400u32).map(|i| (i * 13 % 251) as u8).collect();
             let mut c = p.connect(v6, ECHO);
-            // Round 1: echoed at full size; forged messages quote it.
-            p.send_data(&mut c, &data);
-            let s = p
-                .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
-                .unwrap_or_else(|| panic!("{}: no echo", p.target.name));
-            assert!(
-                s.ip_len() > mtu_len,
-                "{}: v6 {v6}: echo of {} bytes in a {}-byte packet: test needs a larger one",
-                p.target.name,
-                data.len(),
-                s.ip_len()
-            );
+            // Sends `data` and returns the first segment of its echo, at
+            // full size (larger than `mtu`), not acknowledged yet.
+            let full_size_echo = |c: &mut Conn, why: &str| {
+                p.send_data(c, &data);
+                let s = p
+                    .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
+                    .unwrap_or_else(|| panic!("{name}: v6 {v6}: no echo {why}"));
+                assert!(
+                    s.ip_len() > mtu_len,
+                    "{name}: v6 {v6}: {}-byte packet {why}",
+                    s.ip_len()
+                );
+                s
+            };
+            // Forged messages quote the first echo: another flow, and SEQs
+            // outside SND.UNA..SND.NXT.
+            let s = full_size_echo(&mut c, "at first");
             let mut stranger = s.clone();
             stranger.dport = stranger.dport.wrapping_add(1000);
             p.send(&p.too_big(&stranger, s.seq, mtu));
             p.send(&p.too_big(&s, s.seq.wrapping_add(1 << 20), mtu));
             p.send(&p.too_big(&s, s.seq.wrapping_sub(1 << 20), mtu));
             let (got, _) = p.read_data(&mut c, data.len());
-            assert_eq!(got, data, "{}: v6 {v6}: first echo", p.target.name);
-            // Round 2: still full size after the forged messages.
-            p.send_data(&mut c, &data);
-            let s = p
-                .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
-                .unwrap_or_else(|| panic!("{}: no second echo", p.target.name));
-            assert!(
-                s.ip_len() > mtu_len,
-                "{}: v6 {v6}: a forged Too Big lowered the path MTU: {}-byte packet",
-                p.target.name,
-                s.ip_len()
-            );
-            // The real one, quoting that segment, unacknowledged.
+            assert_eq!(got, data, "{name}: v6 {v6}: first echo");
+            // The real one quotes the second, unacknowledged.
+            let s = full_size_echo(&mut c, "after forged Too Big messages");
             p.send(&p.too_big(&s, s.seq, mtu));
-            let mut got = Vec::new();
-            while got.len() < data.len() {
-                let s = p
-                    .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "{}: v6 {v6}: only {} of {} bytes after Too Big",
-                            p.target.name,
-                            got.len(),
-                            data.len()
-                        )
-                    });
+            let got = p.read_data_checked(&mut c, data.len(), |s| {
                 assert!(
                     s.ip_len() <= mtu_len,
-                    "{}: v6 {v6}: {}-byte packet after Too Big {mtu}",
-                    p.target.name,
+                    "{name}: v6 {v6}: {}-byte packet after Too Big {mtu}",
                     s.ip_len()
                 );
                 assert!(
-                    s.checksum_ok || p.target.name == "kernel",
-                    "{}: v6 {v6}: TCP checksum of a {}-byte segment after Too Big",
-                    p.target.name,
+                    s.checksum_ok || name == "kernel",
+                    "{name}: v6 {v6}: TCP checksum of a {}-byte segment after Too Big",
                     s.payload.len()
                 );
-                if s.seq == c.rcv_nxt {
-                    got.extend_from_slice(&s.payload);
-                    c.rcv_nxt = c.rcv_nxt.wrapping_add(s.payload.len() as u32);
-                }
-                p.send_flags(&c, ACK, &[]);
-            }
-            assert_eq!(got, data, "{}: v6 {v6}: data after Too Big", p.target.name);
+            });
+            assert_eq!(got, data, "{name}: v6 {v6}: data after Too Big");
             p.send_flags(&c, RST, &[]);
         }
     });

@@ -663,8 +663,20 @@ impl Probe {
     /// returns them and the largest segment seen. Panics if they do not
     /// come.
     pub fn read_data(&self, c: &mut Conn, n: usize) -> (Vec<u8>, usize) {
-        let mut got = Vec::new();
         let mut largest = 0;
+        let got = self.read_data_checked(c, n, |s| largest = largest.max(s.payload.len()));
+        (got, largest)
+    }
+
+    /// [`Probe::read_data`], showing `check` every segment with data that
+    /// comes meanwhile, in order or not.
+    pub fn read_data_checked(
+        &self,
+        c: &mut Conn,
+        n: usize,
+        mut check: impl FnMut(&Segment),
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
         while got.len() < n {
             let s = self
                 .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
@@ -675,14 +687,14 @@ impl Probe {
                         got.len()
                     )
                 });
-            largest = largest.max(s.payload.len());
+            check(&s);
             if s.seq == c.rcv_nxt {
                 got.extend_from_slice(&s.payload);
                 c.rcv_nxt = c.rcv_nxt.wrapping_add(s.payload.len() as u32);
             }
             self.send_flags(c, ACK, &[]);
         }
-        (got, largest)
+        got
     }
 
     /// Sends `data` and expects it echoed back whole.

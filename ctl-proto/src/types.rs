@@ -178,6 +178,16 @@ pub struct ThreadCounters {
     /// Challenges answered: sources proven real.
     #[serde(default)]
     pub syn_challenges_answered: u64,
+    /// ICMP Too Big messages that lowered a path MTU.
+    #[serde(default)]
+    pub pmtu_learned: u64,
+    /// ICMP Too Big messages ignored: no flow of ours, or a sequence number
+    /// not in flight (RFC 5927).
+    #[serde(default)]
+    pub pmtu_ignored: u64,
+    /// TCP segments cut to fit a lowered path MTU.
+    #[serde(default)]
+    pub pmtu_split: u64,
     /// Loop iterations with nothing to do.
     pub idle_loops: u64,
     /// Times the thread slept, idle.
@@ -207,6 +217,9 @@ impl ThreadCounters {
         self.half_open_expired += o.half_open_expired;
         self.syn_challenges += o.syn_challenges;
         self.syn_challenges_answered += o.syn_challenges_answered;
+        self.pmtu_learned += o.pmtu_learned;
+        self.pmtu_ignored += o.pmtu_ignored;
+        self.pmtu_split += o.pmtu_split;
         self.idle_loops += o.idle_loops;
         self.sleeps += o.sleeps;
         self.panics += o.panics;

@@ -87,6 +87,13 @@ pub fn lstack(s: &LstackStats) -> String {
         total.syn_challenges,
         total.syn_challenges_answered
     );
+    if total.pmtu_learned + total.pmtu_ignored + total.pmtu_split > 0 {
+        let _ = writeln!(
+            o,
+            "path MTU: {} lowered, {} ICMP ignored, {} segments cut to fit",
+            total.pmtu_learned, total.pmtu_ignored, total.pmtu_split
+        );
+    }
     if !total.drops.is_empty() {
         let reasons: Vec<String> = total
             .drops

@@ -393,6 +393,15 @@ impl Conformance {
         Incoming::Pass
     }
 
+    /// Whether `seq` is in flight on `flow`, a flow of ours: within
+    /// SND.UNA..SND.NXT (RFC 5927 5.2, what an ICMP error quoting one of our
+    /// segments must carry). `false` for a flow not tracked here.
+    pub(crate) fn in_flight(&self, flow: &FlowKey, seq: u32) -> bool {
+        self.flows
+            .get(flow)
+            .is_some_and(|e| !after(e.snd_una, seq) && after(e.snd_nxt, seq))
+    }
+
     /// Looks at a frame smoltcp just wrote, before it goes out: learns the
     /// sequence numbers of our TCP segments and fixes what smoltcp gets
     /// wrong. `software_checksums`: checksums are ours to compute (no

@@ -78,6 +78,8 @@ pub struct TxPath {
     offload: bool,
     /// The thread's RFC fixes over smoltcp: they see every frame it writes.
     pub(crate) conformance: crate::conformance::Conformance,
+    /// Lowered path MTUs: TCP segments larger are cut to fit.
+    pub(crate) pmtu: crate::pmtu::PathMtu,
 }
 
 impl TxPath {
@@ -96,6 +98,7 @@ impl TxPath {
             scratch: Box::new([0; MAX_FRAME]),
             offload,
             conformance: crate::conformance::Conformance::new(flows),
+            pmtu: crate::pmtu::PathMtu::new(),
         }
     }
 
@@ -114,6 +117,44 @@ impl TxPath {
             if self.batch.push(m).is_err() {
                 self.stats.tx_dropped.incr();
             }
+        }
+    }
+
+    /// Counts `m` in the MIB, asks the NIC for its checksums if it does
+    /// them, and queues it.
+    #[inline]
+    fn emit(&mut self, mut m: Mbuf) {
+        self.stats.mib.count_tx(m.data());
+        if self.offload {
+            request_checksums(&mut m);
+        }
+        self.push(m);
+    }
+
+    /// Sends the TCP segment `m` as the pieces `plan` cuts it into (see
+    /// [`crate::pmtu`]): `m` itself becomes the first, the others go into
+    /// fresh mbufs. A piece the pool has no mbuf for is dropped, counted,
+    /// and so are those after it: TCP retransmits them.
+    #[cold]
+    fn emit_split(&mut self, mut m: Mbuf, plan: crate::pmtu::Split) {
+        let software = !self.offload;
+        let len = m.len();
+        self.scratch[..len].copy_from_slice(m.data());
+        let first = plan.cut_first(m.data_mut(), software);
+        m.trim(len - first);
+        self.stats.pmtu_split.incr();
+        self.emit(m);
+        for i in 1..plan.pieces() {
+            let Some(mut p) = self.pool.alloc() else {
+                self.stats.tx_nombuf.incr();
+                return;
+            };
+            let Some(buf) = p.append(plan.piece_len(i)) else {
+                self.stats.tx_dropped.incr();
+                return;
+            };
+            plan.write(&self.scratch[..len], i, buf, software);
+            self.emit(p);
         }
     }
 
@@ -244,11 +285,13 @@ impl phy::TxToken for MbufTxToken<'_> {
         };
         let r = f(buf);
         tx.conformance.on_transmit(m.data_mut(), !tx.offload);
-        tx.stats.mib.count_tx(m.data());
-        if tx.offload {
-            request_checksums(&mut m);
+        if let Some(mtu) = tx.pmtu.exceeded(m.data(), tx.conformance.now_ns) {
+            if let Some(plan) = crate::pmtu::Split::plan(m.data(), mtu) {
+                tx.emit_split(m, plan);
+                return r;
+            }
         }
-        tx.push(m);
+        tx.emit(m);
         r
     }
 }

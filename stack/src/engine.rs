@@ -856,6 +856,9 @@ impl StackShared {
         let rx = tcp::SocketBuffer::new(vec![0; rx]);
         let tx = tcp::SocketBuffer::new(vec![0; tx]);
         let mut s = tcp::Socket::new(rx, tx);
+        // Timestamps offered on our SYN and in a SYN-ACK answering a SYN
+        // that has them (smoltcp drops them when the peer's SYN does not).
+        s.set_tsval_generator(Some(tcp_tsval));
         s.set_nagle_enabled(self.opts.nagle);
         s.set_ack_delay(
             self.opts
@@ -864,6 +867,17 @@ impl StackShared {
         );
         s
     }
+}
+
+/// The TSval of our TCP timestamps (RFC 7323): a millisecond clock from a
+/// random start of this process's. smoltcp takes a bare `fn() -> u32`, so
+/// the offset is per process, not per connection as RFC 7323 7.1 suggests;
+/// it still tells a peer nothing of the host's uptime.
+fn tcp_tsval() -> u32 {
+    static START: std::sync::OnceLock<(std::time::Instant, u32)> = std::sync::OnceLock::new();
+    let (start, offset) =
+        START.get_or_init(|| (std::time::Instant::now(), crate::random_seed() as u32));
+    (start.elapsed().as_millis() as u32).wrapping_add(*offset)
 }
 
 /// Local ports handed out to outgoing connections, unique per remote end.
@@ -1578,7 +1592,14 @@ impl Worker {
                     copy_to_others(shared, self.index, &self.pool, &m);
                 }
                 resolved = crate::conformance::neighbour_resolved(m.data());
-                (self.index, me.control_shard())
+                let mut thread = self.index;
+                if matches!(
+                    (seen.ip, seen.icmp_type),
+                    (Some(IpVersion::Ipv4), Some(3)) | (Some(IpVersion::Ipv6), Some(2))
+                ) {
+                    thread = too_big(shared, self.index, &mut self.tx, &m, now_ns);
+                }
+                (thread, shared.threads[thread].control_shard())
             }
         };
         if thread != self.index {
@@ -1737,6 +1758,31 @@ impl Worker {
         self.touched_list.clear();
         true
     }
+}
+
+/// Takes an ICMP "fragmentation needed" or ICMPv6 Packet Too Big `m` that
+/// thread `index` received (see [`crate::pmtu`]): if it quotes a flow
+/// another thread owns, returns that thread, for the frame to go there;
+/// else lowers the path MTU in `tx` if the quoted segment is in flight on a
+/// flow of ours, counts it either way, and returns `index`.
+fn too_big(shared: &StackShared, index: usize, tx: &mut TxPath, m: &Mbuf, now_ns: u64) -> usize {
+    let Some(tb) = crate::pmtu::too_big(m.data()) else {
+        return index;
+    };
+    if !shared.arrival_placement {
+        let (owner, _) = shared.place(&tb.flow);
+        if owner != index {
+            return owner;
+        }
+    }
+    let stats = &shared.threads[index].stats;
+    if tx.conformance.in_flight(&tb.flow, tb.seq) {
+        tx.pmtu.lower(tb.flow.remote_addr, tb.mtu, now_ns);
+        stats.pmtu_learned.incr();
+    } else {
+        stats.pmtu_ignored.incr();
+    }
+    index
 }
 
 /// Removes `len` bytes of IPv6 extension headers that [`classify_seen`]

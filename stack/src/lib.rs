@@ -36,6 +36,7 @@ pub mod event;
 mod handshake;
 mod ltran;
 pub mod mib;
+mod pmtu;
 pub mod socket;
 pub mod stats;
 
@@ -888,7 +889,7 @@ fn link_local(mac: EthernetAddress) -> Ipv6Address {
 }
 
 /// A per-process random seed (std's hasher keys come from the OS RNG).
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish()

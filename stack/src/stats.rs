@@ -48,6 +48,14 @@ pub struct ThreadStats {
     pub syn_challenges: Counter,
     /// Challenges answered: sources proven real.
     pub syn_challenges_answered: Counter,
+    /// ICMP "fragmentation needed" / Packet Too Big messages that lowered
+    /// a path MTU (RFC 1191, RFC 8201).
+    pub pmtu_learned: Counter,
+    /// Such messages ignored: they quoted no flow of ours, or a sequence
+    /// number outside what is in flight (RFC 5927).
+    pub pmtu_ignored: Counter,
+    /// TCP segments cut to fit a lowered path MTU.
+    pub pmtu_split: Counter,
     /// Loop iterations that found nothing to do.
     pub idle_loops: Counter,
     /// Times the thread slept because it was idle.

@@ -713,3 +713,152 @@ fn simultaneous_open() {
         println!("{}: ok", t.name);
     }
 }
+
+/// Path MTU discovery (RFC 1191, RFC 8201; RFC 5927 5.2): an ICMP
+/// "fragmentation needed" (IPv4, next-hop MTU 1000) or Packet Too Big
+/// (IPv6, 1280: the least an IPv6 link has) quoting a segment in flight
+/// makes the target send that connection's data in packets that fit; one
+/// quoting a flow that does not exist or a sequence number outside the
+/// window changes nothing. The IPv4 and IPv6 rounds use different
+/// destinations' path MTUs, each lowered only at the end of its round.
+#[test]
+fn too_big_lowers_the_path_mtu_and_forged_ones_are_ignored() {
+    on_both(|p| {
+        let name = p.target.name;
+        for (v6, mtu) in [(false, 1000u16), (true, 1280)] {
+            let mtu_len = usize::from(mtu);
+            let data: Vec<u8> = (0..1400u32).map(|i| (i * 13 % 251) as u8).collect();
+            let mut c = p.connect(v6, ECHO);
+            // Sends `data` and returns the first segment of its echo, at
+            // full size (larger than `mtu`), not acknowledged yet.
+            let full_size_echo = |c: &mut Conn, why: &str| {
+                p.send_data(c, &data);
+                let s = p
+                    .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
+                    .unwrap_or_else(|| panic!("{name}: v6 {v6}: no echo {why}"));
+                assert!(
+                    s.ip_len() > mtu_len,
+                    "{name}: v6 {v6}: {}-byte packet {why}",
+                    s.ip_len()
+                );
+                s
+            };
+            // Forged messages quote the first echo: another flow, and SEQs
+            // outside SND.UNA..SND.NXT.
+            let s = full_size_echo(&mut c, "at first");
+            let mut stranger = s.clone();
+            stranger.dport = stranger.dport.wrapping_add(1000);
+            p.send(&p.too_big(&stranger, s.seq, mtu));
+            p.send(&p.too_big(&s, s.seq.wrapping_add(1 << 20), mtu));
+            p.send(&p.too_big(&s, s.seq.wrapping_sub(1 << 20), mtu));
+            let (got, _) = p.read_data(&mut c, data.len());
+            assert_eq!(got, data, "{name}: v6 {v6}: first echo");
+            // The real one quotes the second, unacknowledged.
+            let s = full_size_echo(&mut c, "after forged Too Big messages");
+            p.send(&p.too_big(&s, s.seq, mtu));
+            let got = p.read_data_checked(&mut c, data.len(), |s| {
+                assert!(
+                    s.ip_len() <= mtu_len,
+                    "{name}: v6 {v6}: {}-byte packet after Too Big {mtu}",
+                    s.ip_len()
+                );
+                assert!(
+                    s.checksum_ok || name == "kernel",
+                    "{name}: v6 {v6}: TCP checksum of a {}-byte segment after Too Big",
+                    s.payload.len()
+                );
+            });
+            assert_eq!(got, data, "{name}: v6 {v6}: data after Too Big");
+            p.send_flags(&c, RST, &[]);
+        }
+    });
+}
+
+/// The timestamp option as a SYN or segment of the probe carries it:
+/// NOP NOP TS(tsval, tsecr).
+fn ts_option(tsval: u32, tsecr: u32) -> [u8; 12] {
+    let mut o = [1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+    o[4..8].copy_from_slice(&tsval.to_be_bytes());
+    o[8..].copy_from_slice(&tsecr.to_be_bytes());
+    o
+}
+
+/// RFC 7323: a SYN with window scaling and timestamps gets a SYN-ACK with
+/// both (a shift of at least 1: both targets' receive buffers are over
+/// 64 KiB), timestamps echo the peer's on later segments; a SYN without
+/// them gets a SYN-ACK without them.
+#[test]
+fn syn_ack_offers_timestamps_and_window_scaling_when_the_syn_does() {
+    on_both(|p| {
+        for v6 in [false, true] {
+            let name = p.target.name;
+            // MSS 1460, SACK permitted, TS(1000, 0), NOP, WS 7.
+            let mut opts = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
+            opts.extend_from_slice(&1000u32.to_be_bytes());
+            opts.extend_from_slice(&[0, 0, 0, 0, 1, 3, 3, 7]);
+            let sport = probe::fresh_port();
+            let iss = 0x5000_0000u32.wrapping_mul(u32::from(sport));
+            let sa = p.syn(v6, sport, ECHO, iss, &opts);
+            assert!(
+                sa.window_scale().is_some_and(|s| s >= 1),
+                "{name}: v6 {v6}: SYN-ACK window scale {:?}",
+                sa.window_scale()
+            );
+            let (their_ts, echoed) = sa
+                .timestamps()
+                .unwrap_or_else(|| panic!("{name}: v6 {v6}: SYN-ACK without timestamps"));
+            assert_eq!(echoed, 1000, "{name}: v6 {v6}: SYN-ACK's TSecr");
+            let mut c = Conn {
+                v6,
+                sport,
+                dport: ECHO,
+                snd_nxt: iss.wrapping_add(1),
+                rcv_nxt: sa.seq.wrapping_add(1),
+            };
+            let ts = ts_option(1001, their_ts);
+            p.send(&p.tcp_frame(v6, sport, ECHO, c.snd_nxt, c.rcv_nxt, ACK, &ts, &[]));
+            let ts = ts_option(1002, their_ts);
+            p.send(&p.tcp_frame(
+                v6,
+                sport,
+                ECHO,
+                c.snd_nxt,
+                c.rcv_nxt,
+                ACK | PSH,
+                &ts,
+                b"stamped",
+            ));
+            c.snd_nxt = c.snd_nxt.wrapping_add(7);
+            let s = p
+                .wait_segment(ECHO, sport, |s| !s.payload.is_empty())
+                .unwrap_or_else(|| panic!("{name}: v6 {v6}: no echo"));
+            assert_eq!(s.payload, b"stamped", "{name}: v6 {v6}: echo");
+            let (tsval, tsecr) = s
+                .timestamps()
+                .unwrap_or_else(|| panic!("{name}: v6 {v6}: data without timestamps"));
+            assert_eq!(tsecr, 1002, "{name}: v6 {v6}: TSecr of the echo");
+            assert!(
+                tsval.wrapping_sub(their_ts) < 1 << 31,
+                "{name}: v6 {v6}: TSval went back: {their_ts} -> {tsval}"
+            );
+            p.send_at(&c, c.snd_nxt, c.rcv_nxt, RST, &[]);
+
+            // Without them in the SYN: neither in the SYN-ACK.
+            let sport = probe::fresh_port();
+            let sa = p.syn(v6, sport, ECHO, iss, &[2, 4, 0x05, 0xb4]);
+            assert_eq!(
+                (sa.window_scale(), sa.has_timestamps()),
+                (None, false),
+                "{name}: v6 {v6}: SYN-ACK to a SYN with only MSS"
+            );
+            p.send(&p.tcp_frame(v6, sport, ECHO, iss.wrapping_add(1), 0, RST, &[], &[]));
+            let sport = probe::fresh_port();
+            let sa = p.syn(v6, sport, ECHO, iss, &probe::SYN_OPTIONS);
+            assert!(
+                !sa.has_timestamps() && sa.window_scale().is_some(),
+                "{name}: v6 {v6}: SYN-ACK to a SYN with window scaling, no timestamps"
+            );
+            p.send(&p.tcp_frame(v6, sport, ECHO, iss.wrapping_add(1), 0, RST, &[], &[]));
+        }
+    });
+}

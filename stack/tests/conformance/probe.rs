@@ -78,6 +78,9 @@ pub struct Segment {
     pub window: u16,
     pub options: Vec<u8>,
     pub payload: Vec<u8>,
+    /// The TCP checksum is right (a kernel target on a veth leaves it to
+    /// an offload that never happens: check it on lstack only).
+    pub checksum_ok: bool,
 }
 
 impl Segment {
@@ -109,6 +112,21 @@ impl Segment {
     /// Whether the segment carries a timestamp option.
     pub fn has_timestamps(&self) -> bool {
         tcp_option(&self.options, 8).is_some()
+    }
+
+    /// The timestamp option's TSval and TSecr, if present.
+    pub fn timestamps(&self) -> Option<(u32, u32)> {
+        let v = tcp_option(&self.options, 8).filter(|v| v.len() == 8)?;
+        Some((
+            u32::from_be_bytes(v[..4].try_into().unwrap()),
+            u32::from_be_bytes(v[4..].try_into().unwrap()),
+        ))
+    }
+
+    /// The length of the IP packet that carried the segment (no IPv4
+    /// options or IPv6 extension headers: the targets send none).
+    pub fn ip_len(&self) -> usize {
+        (if self.v6 { 40 } else { 20 }) + 20 + self.options.len() + self.payload.len()
     }
 }
 
@@ -336,20 +354,21 @@ impl Probe {
 
     fn parse(&self, frame: &[u8]) -> Option<Packet> {
         let et = u16::from_be_bytes([frame[12], frame[13]]);
-        let (v6, proto, l4) = match et {
+        let (v6, proto, l4, addrs) = match et {
             0x0800 => {
                 let ip = frame.get(14..)?;
                 let ihl = usize::from(ip[0] & 0xf) * 4;
                 let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                (false, ip[9], ip.get(ihl..total)?)
+                (false, ip[9], ip.get(ihl..total)?, ip.get(12..20)?)
             }
             0x86dd => {
                 let ip = frame.get(14..)?;
                 let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-                (true, ip[6], ip.get(40..40 + len)?)
+                (true, ip[6], ip.get(40..40 + len)?, ip.get(8..40)?)
             }
             _ => return None,
         };
+        let pseudo = sum(0, addrs) + l4.len() as u32 + u32::from(proto);
         match proto {
             6 if l4.len() >= 20 => {
                 let off = usize::from(l4[12] >> 4) * 4;
@@ -363,6 +382,7 @@ impl Probe {
                     window: u16::from_be_bytes([l4[14], l4[15]]),
                     options: l4.get(20..off)?.to_vec(),
                     payload: l4.get(off..)?.to_vec(),
+                    checksum_ok: fold(sum(pseudo, l4)) == 0,
                 }))
             }
             1 if !v6 && l4.len() >= 8 => Some(Packet::Icmp4 {
@@ -468,6 +488,46 @@ impl Probe {
         let c = fold(sum(0, &f[14..34]));
         f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
         f
+    }
+
+    /// An ICMP "fragmentation needed" (IPv4) or Packet Too Big (IPv6)
+    /// reporting next-hop `mtu`, as a router on the way would send it,
+    /// quoting the target's segment `s` but with `seq`.
+    pub fn too_big(&self, s: &Segment, seq: u32, mtu: u16) -> Vec<u8> {
+        let mut tcp = Vec::with_capacity(20);
+        tcp.extend_from_slice(&s.sport.to_be_bytes());
+        tcp.extend_from_slice(&s.dport.to_be_bytes());
+        tcp.extend_from_slice(&seq.to_be_bytes());
+        tcp.extend_from_slice(&s.ack.to_be_bytes());
+        tcp.extend_from_slice(&[((20 + s.options.len()) / 4) as u8 * 16, s.flags]);
+        tcp.extend_from_slice(&s.window.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        if s.v6 {
+            let mut body = vec![0, 0];
+            body.extend_from_slice(&mtu.to_be_bytes());
+            body.extend_from_slice(&[0x60, 0, 0, 0]);
+            body.extend_from_slice(&((s.ip_len() - 40) as u16).to_be_bytes());
+            body.extend_from_slice(&[6, 64]);
+            body.extend_from_slice(&self.target.ip6.octets());
+            body.extend_from_slice(&PROBE_IP6.octets());
+            body.extend_from_slice(&tcp);
+            self.icmp6_frame(self.target.ip6, 2, 0, &body)
+        } else {
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&(s.ip_len() as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+            ip.extend_from_slice(&self.target.ip4.octets());
+            ip.extend_from_slice(&PROBE_IP4.octets());
+            let c = fold(sum(0, &ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut m = vec![3, 4, 0, 0, 0, 0];
+            m.extend_from_slice(&mtu.to_be_bytes());
+            m.extend_from_slice(&ip);
+            m.extend_from_slice(&tcp);
+            let c = fold(sum(0, &m));
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            self.ipv4_frame(1, 2, &m)
+        }
     }
 
     /// A TCP header and payload with a correct checksum.
@@ -603,8 +663,20 @@ impl Probe {
     /// returns them and the largest segment seen. Panics if they do not
     /// come.
     pub fn read_data(&self, c: &mut Conn, n: usize) -> (Vec<u8>, usize) {
-        let mut got = Vec::new();
         let mut largest = 0;
+        let got = self.read_data_checked(c, n, |s| largest = largest.max(s.payload.len()));
+        (got, largest)
+    }
+
+    /// [`Probe::read_data`], showing `check` every segment with data that
+    /// comes meanwhile, in order or not.
+    pub fn read_data_checked(
+        &self,
+        c: &mut Conn,
+        n: usize,
+        mut check: impl FnMut(&Segment),
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
         while got.len() < n {
             let s = self
                 .wait_segment(c.dport, c.sport, |s| !s.payload.is_empty())
@@ -615,14 +687,14 @@ impl Probe {
                         got.len()
                     )
                 });
-            largest = largest.max(s.payload.len());
+            check(&s);
             if s.seq == c.rcv_nxt {
                 got.extend_from_slice(&s.payload);
                 c.rcv_nxt = c.rcv_nxt.wrapping_add(s.payload.len() as u32);
             }
             self.send_flags(c, ACK, &[]);
         }
-        (got, largest)
+        got
     }
 
     /// Sends `data` and expects it echoed back whole.

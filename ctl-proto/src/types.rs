@@ -96,6 +96,10 @@ pub struct LstackStats {
     pub tcp_connections: u64,
     /// Free mbufs in the stack's pool.
     pub mbufs_available: u64,
+    /// TCP and UDP sockets the process kept on the kernel, by reason
+    /// (loopback, `udp_enable = 0`...): nothing falls back silently.
+    #[serde(default)]
+    pub kernel_sockets: BTreeMap<String, u64>,
     /// The DPDK port's own counters.
     pub port: PortCounters,
     /// One entry per stack thread.

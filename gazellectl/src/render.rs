@@ -102,6 +102,14 @@ pub fn lstack(s: &LstackStats) -> String {
             .collect();
         let _ = writeln!(o, "rx drops by reason: {}", reasons.join(", "));
     }
+    if !s.kernel_sockets.is_empty() {
+        let reasons: Vec<String> = s
+            .kernel_sockets
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(o, "sockets left on the kernel: {}", reasons.join(", "));
+    }
     o
 }
 
@@ -372,6 +380,14 @@ mod tests {
         assert!(
             t.lines()
                 .any(|l| l.starts_with("total") && l.contains("14")),
+            "{t}"
+        );
+        assert!(!t.contains("left on the kernel"), "{t}");
+        let mut s = sample(7, 70, 1);
+        s.kernel_sockets = [("loopback".to_owned(), 2), ("udp_enable = 0".to_owned(), 1)].into();
+        let t = lstack(&s);
+        assert!(
+            t.contains("sockets left on the kernel: loopback 2, udp_enable = 0 1"),
             "{t}"
         );
     }

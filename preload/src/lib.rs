@@ -43,6 +43,8 @@ use std::{
 
 use libc::{c_int, c_ulong, c_void, size_t, sockaddr, socklen_t, ssize_t};
 
+use lstack_core::KernelPath;
+
 use crate::{
     file::{table, File, Kind},
     real::real,
@@ -116,6 +118,9 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: forwarding the caller's arguments.
     let fd = unsafe { (real().socket)(domain, ty, protocol) };
     if fd < 0 || bypassed() {
+        if fd >= 0 && (domain == libc::AF_INET || domain == libc::AF_INET6) {
+            runtime::note_forked_socket();
+        }
         return fd;
     }
     guarded("socket", || {
@@ -123,12 +128,24 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
         let stream = base == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
         let dgram = base == libc::SOCK_DGRAM && matches!(protocol, 0 | libc::IPPROTO_UDP);
-        if ip
-            && (stream || dgram)
-            && table().fits(fd)
-            && stack().is_some()
-            && (stream || runtime::udp_enabled())
-        {
+        let st = if ip && (stream || dgram) {
+            stack()
+        } else {
+            None
+        };
+        if let Some(st) = st {
+            if !table().fits(fd) {
+                st.count_kernel_socket(KernelPath::DescriptorTableFull);
+                tracing::warn!(
+                    fd,
+                    "descriptor beyond lstack's table: this socket stays on the kernel"
+                );
+                return fd;
+            }
+            if dgram && !runtime::udp_enabled() {
+                st.count_kernel_socket(KernelPath::UdpDisabled);
+                return fd;
+            }
             let kind = Kind::Fresh {
                 domain,
                 stream,
@@ -165,6 +182,13 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
         if !(ours || sa.ip().is_unspecified()) || sa.port() == 0 && *stream {
             // Not an lstack address (or a client binding an ephemeral port):
             // the kernel keeps this socket.
+            st.count_kernel_socket(
+                if sa.port() == 0 && *stream && (ours || sa.ip().is_unspecified()) {
+                    KernelPath::EphemeralBind
+                } else {
+                    KernelPath::ForeignAddress
+                },
+            );
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().bind)(fd, a, len) };
@@ -214,6 +238,9 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         };
         let Some(sa) = bound else {
             // Listening without bind: the kernel picks a port; kernel path.
+            if let Some(st) = stack() {
+                st.count_kernel_socket(KernelPath::ListenWithoutBind);
+            }
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().listen)(fd, backlog) };
@@ -364,6 +391,11 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
         match &f.kind {
             Kind::Fresh { stream, .. } => {
                 if sa.ip().is_loopback() || !st.on_link(sa.ip()) {
+                    st.count_kernel_socket(if sa.ip().is_loopback() {
+                        KernelPath::Loopback
+                    } else {
+                        KernelPath::OffSubnet
+                    });
                     table().take(fd);
                     // SAFETY: forwarding.
                     return unsafe { (real().connect)(fd, a, len) };

@@ -21,6 +21,10 @@ thread_local! {
 /// every socket call goes to the kernel (as gazelle does).
 pub static FORKED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the log level (`LSTACK_LOG`) asks for the one-line summary of
+/// kernel-path sockets at exit (info or more).
+static SUMMARY_AT_EXIT: AtomicBool = AtomicBool::new(false);
+
 /// The configuration's `udp_enable`: with `false`, UDP sockets stay on the
 /// kernel (set once, before the stack exists).
 static UDP_ENABLED: AtomicBool = AtomicBool::new(true);
@@ -29,6 +33,22 @@ static UDP_ENABLED: AtomicBool = AtomicBool::new(true);
 /// [`stack`] returned one.
 pub fn udp_enabled() -> bool {
     UDP_ENABLED.load(Ordering::Relaxed)
+}
+
+/// In a forked child: says once, on stderr, that its IP sockets stay on
+/// the kernel (the stack's threads did not come along), so a worker that
+/// is not accelerated is never silently so.
+pub fn note_forked_socket() {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if FORKED.load(Ordering::Relaxed) && !SAID.swap(true, Ordering::Relaxed) {
+        let msg = format!(
+            "liblstack: pid {} is a forked child of an accelerated process: its sockets \
+             stay on the kernel (lstack runs in the parent only)\n",
+            std::process::id()
+        );
+        // SAFETY: write(2) of a valid buffer to stderr.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }
 }
 
 /// Whether calls on this thread must bypass lstack.
@@ -100,6 +120,7 @@ fn start() -> Option<Stack> {
         }
     };
     UDP_ENABLED.store(config.udp_enable, Ordering::Relaxed);
+    SUMMARY_AT_EXIT.store(tracing::enabled!(tracing::Level::INFO), Ordering::Relaxed);
     if !config.udp_enable {
         tracing::info!("udp_enable = 0: every UDP socket stays on the kernel");
     }
@@ -125,6 +146,20 @@ fn start() -> Option<Stack> {
 extern "C" fn at_exit() {
     if FORKED.load(Ordering::Relaxed) {
         return;
+    }
+    if let Some(Some(stack)) = STACK_FOR_EXIT.get() {
+        let kernel = stack.kernel_sockets();
+        if SUMMARY_AT_EXIT.load(Ordering::Relaxed) && !kernel.is_empty() {
+            let reasons: Vec<String> = kernel.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            // Not through tracing: its thread-locals may be gone at exit.
+            let msg = format!(
+                "liblstack: pid {}: sockets left on the kernel: {} (gazellectl lstack show counts them while it runs)\n",
+                std::process::id(),
+                reasons.join(", ")
+            );
+            // SAFETY: write(2) of a valid buffer to stderr.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }
     }
     let _ = std::panic::catch_unwind(flush_before_exit);
 }

@@ -577,3 +577,38 @@ fn so_rcvtimeo_ends_a_blocking_recv_and_accept_with_eagain() {
         );
     }
 }
+
+/// No silent fallback: every socket an accelerated process keeps on the
+/// kernel is counted by reason and said at exit (and shown by `gazellectl
+/// lstack show` meanwhile). Here a loopback listener (bound to an address
+/// not on the stack) and a loopback client.
+#[test]
+fn kernel_path_sockets_are_counted_and_said_at_exit() {
+    let (_g, topo) = topo();
+    let script = "import socket\n\
+                  l = socket.socket()\n\
+                  l.bind(('127.0.0.1', 0))\n\
+                  l.listen()\n\
+                  c = socket.socket()\n\
+                  c.connect(l.getsockname())\n\
+                  s, _ = l.accept()\n\
+                  c.sendall(b'kernel')\n\
+                  print(s.recv(10).decode())\n";
+    let mut py = preloaded(topo, "fallback", "python3", StackThreadMode::RunToWakeup);
+    py.env("LSTACK_LOG", "info").args(["-c", script]);
+    let out = py.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("kernel"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "sockets left on the kernel: bound to an address not on the stack 1, loopback 1"
+        ),
+        "no summary of the kernel-path sockets at exit: {stderr}"
+    );
+}

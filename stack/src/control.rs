@@ -226,6 +226,7 @@ impl Stack {
             uptime_secs: self.runtime.started.elapsed().as_secs(),
             tcp_connections: self.tcp_connections() as u64,
             mbufs_available: u64::from(self.mbufs_available()),
+            kernel_sockets: self.kernel_sockets(),
             port,
             threads: self
                 .shared

@@ -130,6 +130,53 @@ fn numa_node_of(cpu: usize) -> Option<usize> {
         .find_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
 }
 
+/// Why a TCP or UDP socket of an accelerated process stays on the kernel:
+/// every such socket is counted under one of these (no silent fallback),
+/// shown by `gazellectl lstack show` and the REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelPath {
+    /// Connected to a loopback address.
+    Loopback,
+    /// Connected to an address outside the stack's subnets.
+    OffSubnet,
+    /// Bound to an address the stack does not have.
+    ForeignAddress,
+    /// A TCP socket bound to port 0 (a client choosing its source address).
+    EphemeralBind,
+    /// Listening without a `bind` (the kernel picks the port).
+    ListenWithoutBind,
+    /// A UDP socket, with `udp_enable = 0`.
+    UdpDisabled,
+    /// A descriptor number beyond lstack's table.
+    DescriptorTableFull,
+}
+
+impl KernelPath {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [KernelPath; 7] = [
+        Self::Loopback,
+        Self::OffSubnet,
+        Self::ForeignAddress,
+        Self::EphemeralBind,
+        Self::ListenWithoutBind,
+        Self::UdpDisabled,
+        Self::DescriptorTableFull,
+    ];
+
+    /// The reason's name in statistics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback",
+            Self::OffSubnet => "destination off the stack's subnets",
+            Self::ForeignAddress => "bound to an address not on the stack",
+            Self::EphemeralBind => "TCP bind to port 0",
+            Self::ListenWithoutBind => "listen without bind",
+            Self::UdpDisabled => "udp_enable = 0",
+            Self::DescriptorTableFull => "descriptor beyond lstack's table",
+        }
+    }
+}
+
 /// Largest TCP receive buffer a socket gets: 65535 << 5 bytes (about
 /// 2 MiB), a size [`tcp_rx_buffer_size`] allows.
 pub const MAX_TCP_RX_BUFFER: usize = 65535 << 5;
@@ -351,6 +398,8 @@ struct Runtime {
     /// The stack's on-link subnets: (address, prefix length).
     subnets: Vec<(std::net::IpAddr, u8)>,
     started: std::time::Instant,
+    /// Sockets of the process that stayed on the kernel, by [`KernelPath`].
+    kernel_sockets: [std::sync::atomic::AtomicU64; KernelPath::ALL.len()],
     /// The `gazellectl` socket, served while the stack runs.
     control: Mutex<Option<gazelle_ctl_proto::server::Server>>,
 }
@@ -586,6 +635,7 @@ impl Stack {
                 v
             },
             started: std::time::Instant::now(),
+            kernel_sockets: Default::default(),
             control: Mutex::new(None),
         });
         let stack = Stack { shared, runtime };
@@ -796,6 +846,22 @@ impl Stack {
             std::net::IpAddr::V4(_) => l.ipv4.map(std::net::IpAddr::V4),
             std::net::IpAddr::V6(_) => l.ipv6.map(std::net::IpAddr::V6),
         }
+    }
+
+    /// Counts a socket the process keeps on the kernel, and why.
+    pub fn count_kernel_socket(&self, why: KernelPath) {
+        let i = KernelPath::ALL.iter().position(|&k| k == why).unwrap_or(0);
+        self.runtime.kernel_sockets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sockets kept on the kernel so far, by reason (non-zero only).
+    pub fn kernel_sockets(&self) -> std::collections::BTreeMap<String, u64> {
+        KernelPath::ALL
+            .iter()
+            .zip(&self.runtime.kernel_sockets)
+            .map(|(k, n)| (k.name().to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Whether `ip` is an address of this stack.

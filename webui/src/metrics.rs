@@ -295,6 +295,16 @@ async fn collect(state: &AppState) -> Builder {
             &l,
             s.mbufs_available as f64,
         );
+        for (reason, n) in &s.kernel_sockets {
+            let mut with_reason = l.clone();
+            with_reason.push(("reason".into(), reason.clone()));
+            b.counter(
+                "lstack_kernel_sockets",
+                "Sockets the process kept on the kernel, by reason",
+                &with_reason,
+                *n,
+            );
+        }
         b.fields(
             "lstack_port",
             "Counters of the lstack's DPDK port",

@@ -124,6 +124,7 @@ pub fn lstack_stats(n: u64) -> LstackStats {
         ip: Some(LSTACK_IP.into()),
         uptime_secs: 50 + n,
         tcp_connections: 3,
+        kernel_sockets: [("loopback".to_owned(), 2)].into(),
         threads: vec![ThreadCounters {
             rx_packets: 20 * n,
             tx_packets: 10 * n,

@@ -49,6 +49,7 @@ pub mod audit;
 pub mod auth;
 pub mod daemons;
 pub mod guard;
+pub mod history;
 pub mod metrics;
 pub mod pages;
 pub mod poller;

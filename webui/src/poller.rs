@@ -4,8 +4,8 @@
 //! sample on a watch channel. Every live-stream subscriber and every rates
 //! request reads that one sample: ten dashboards cost what one does. The
 //! same look gives the receive latency of the second (each lstack's
-//! cumulative histogram minus the one of the last look; see
-//! [`crate::history`]).
+//! cumulative histogram minus the one of the last look) and feeds the
+//! bond's failover history (see [`crate::history`]).
 //!
 //! It also follows a change pending confirmation that this server made:
 //! when applianced no longer reports it pending, the audit log gets how it
@@ -71,10 +71,20 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     if let Some((then, prev)) = &last_ltran {
                         sample.ltran = Some(LtranRates::between(prev, &stats, now - *then));
                     }
+                    state
+                        .bond_history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(sample.time_unix_ms, &stats.bond);
                     last_ltran = Some((now, stats));
                 }
                 Err(p) => {
                     last_ltran = None;
+                    state
+                        .bond_history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lost();
                     if state.daemons.ltran_socket().exists() {
                         sample.unavailable.push(p.detail);
                     }

@@ -208,7 +208,8 @@ async function main() {
     await go(page, "/bond");
     check((await page.$("#bond-history h2")) !== null, "the bond page has a failover history");
     if (EXPECT_FAILOVER) {
-      const rows = await page.$$eval("#failovers tbody tr", (trs) => trs.map((tr) => tr.textContent));
+      const rows = await page.$$eval("#failovers tbody tr", (trs) =>
+        trs.map((tr) => Array.from(tr.cells, (c) => c.textContent.trim()).join(" | ")));
       check(rows.length > 0, `a failover is listed: ${await page.textContent("#bond-history")}`);
       check(rows.every((r) => /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/.test(r)), `failovers have their time: ${rows}`);
       log(`failover history: ${rows[0]}`);

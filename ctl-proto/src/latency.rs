@@ -86,6 +86,22 @@ impl RxLatency {
         r
     }
 
+    /// The histogram of these latencies (ns), built the way a stack thread
+    /// records them: for tests and tools that make one up.
+    pub fn from_samples(samples: &[u64]) -> RxLatency {
+        let mut buckets = vec![0; LATENCY_BUCKETS];
+        for &s in samples {
+            buckets[latency_bucket(s)] += 1;
+        }
+        RxLatency::new(
+            samples.len() as u64,
+            samples.iter().sum(),
+            samples.iter().copied().min().unwrap_or(0),
+            samples.iter().copied().max().unwrap_or(0),
+            buckets,
+        )
+    }
+
     /// Several threads' histograms as one.
     pub fn merge<'a>(parts: impl IntoIterator<Item = &'a RxLatency>) -> RxLatency {
         let (mut count, mut sum, mut min, mut max) = (0u64, 0u64, u64::MAX, 0u64);
@@ -174,19 +190,8 @@ impl LstackLatency {
 mod tests {
     use super::*;
 
-    /// A histogram of `samples`, built the way the stack records.
     fn hist(samples: &[u64]) -> RxLatency {
-        let mut buckets = vec![0; LATENCY_BUCKETS];
-        for &s in samples {
-            buckets[latency_bucket(s)] += 1;
-        }
-        RxLatency::new(
-            samples.len() as u64,
-            samples.iter().sum(),
-            samples.iter().copied().min().unwrap_or(0),
-            samples.iter().copied().max().unwrap_or(0),
-            buckets,
-        )
+        RxLatency::from_samples(samples)
     }
 
     #[test]

@@ -17,7 +17,9 @@ data NIC's link). Everything (QEMU, taps, namespace) is torn down on exit,
 even on Ctrl-C; the run directory with the serial log is kept on failure.
 
 Only stdlib: CI needs nothing but apt packages (qemu-system-x86, ovmf,
-openssh-client, iproute2, redis-tools).
+openssh-client, iproute2, redis-tools; chromium, and Node.js with npm, for the
+dashboard's browser check, which installs playwright-core, the driver
+only, under target/browser-test on first use).
 """
 
 import argparse
@@ -47,6 +49,12 @@ PCI = {"mgmt": "0x3", "data0": "0x4", "data1": "0x5"}
 GUEST_PCI = {"data0": "0000:00:04.0", "data1": "0000:00:05.0"}
 HOST_NS_ADDR = "192.168.100.1/24"
 REDIS_ADDR = "192.168.100.10"
+# The instance the browser check adds (in the default config's subnet).
+BROWSER_NEW_ADDR, BROWSER_NEW_PORT = "192.168.100.20", "16392"
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_SCRIPT = REPO / "webui/tests/browser/dashboard.cjs"
+# Where the browser check's screenshots and log go (kept after a passing run).
+BROWSER_ARTIFACTS = REPO / "target/vm-browser-artifacts"
 DISK_EXTRA = 2 << 30  # bytes the VM's disk has beyond the image
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -340,6 +348,9 @@ class Checks:
     def failed(self):
         return [r for r in self.results if r[1] == "FAIL"]
 
+    def passed(self, name):
+        return any(n == name and status == "PASS" for n, status, _ in self.results)
+
     # --- base: what the image itself sets up
     def system_running(self):
         state = self.vm.ssh("systemctl is-system-running", check=False).stdout.strip()
@@ -580,6 +591,59 @@ class Checks:
             raise CheckFailed(f"no audit entry for the change: {audit}")
         return f"bond active port {live['active']}, links {[p['link_up'] for p in live['ports']]}; change saved"
 
+    def browser_dashboard(self, failover_seen):
+        """The dashboard's browser flows (webui/tests/browser/dashboard.cjs,
+        the script the rig's browser test runs) against the booted image
+        through the forwarded port, in Debian's headless Chromium: log in
+        with the first password; live numbers and charts move while
+        redis-benchmark runs from the test namespace and settle after; the
+        bond page lists the failover of the earlier check; bond miimon
+        changed and confirmed, another change rolled back at the deadline;
+        an instance added and serving a client; a viewer sees no buttons
+        that change things and is refused; labels, titles, no console
+        errors. The instance it adds is removed again afterwards."""
+        for what, ok in (("node", shutil.which("node")), ("npm", shutil.which("npm")),
+                         (str(CHROMIUM), CHROMIUM.exists())):
+            if not ok:
+                raise CheckFailed(f"{what} is missing on the host (scripts/install-deps.sh installs it)")
+        modules = playwright_modules()
+        shutil.rmtree(BROWSER_ARTIFACTS, ignore_errors=True)
+        BROWSER_ARTIFACTS.mkdir(parents=True)
+        password = self.vm.ssh("cat /var/lib/gazelle/webui/initial-admin-password").stdout.strip()
+        env = dict(os.environ, NODE_PATH=str(modules), CHROMIUM=str(CHROMIUM),
+                   BASE=f"https://localhost:{self.vm.web_port}", PASSWORD=password,
+                   ARTIFACTS=str(BROWSER_ARTIFACTS), NS=self.net.name, STACK_IP=REDIS_ADDR,
+                   REDIS_PORT="6379", NEW_IP=BROWSER_NEW_ADDR, NEW_PORT=BROWSER_NEW_PORT,
+                   EXPECT_FAILOVER="1" if failover_seen else "0",
+                   TIMEOUT_SCALE="2" if self.vm.accel == "kvm" else "4",
+                   NODE_EXTRA_CA_CERTS=str(self.vm.rundir / "webui-cert.pem"))
+        try:
+            p = run(["node", str(BROWSER_SCRIPT)], check=False, capture_output=True, env=env, timeout=2400)
+        finally:
+            self.remove_instance("redis2")
+        out = (p.stdout + p.stderr).strip()
+        (BROWSER_ARTIFACTS / "browser.log").write_text(out + "\n")
+        if p.returncode != 0:
+            tail = "\n".join(out.splitlines()[-15:])
+            raise CheckFailed(f"the browser script failed (screenshots in {BROWSER_ARTIFACTS}):\n{tail}")
+        steps = [line.removeprefix("browser: ") for line in out.splitlines() if line.startswith("browser: ")]
+        shown = [line for line in steps if line.startswith(("latency chart", "failover history", "skipped"))]
+        return f"{'; '.join(shown + steps[-1:])} (log and screenshots in {BROWSER_ARTIFACTS})"
+
+    def remove_instance(self, name):
+        """Takes an instance a check added out of the config again (through
+        REST, confirmed), so the checks after it see the image's own."""
+        try:
+            password = self.vm.ssh("cat /var/lib/gazelle/webui/initial-admin-password").stdout.strip()
+            self.web.login("admin", password)
+            names = [i.get("name") for i in self.web.call("GET", "/api/v1/instances")]
+            if name not in names:
+                return
+            if (self.web.call("DELETE", f"/api/v1/instances/{name}") or {}).get("confirmation_needed"):
+                self.web.call("POST", "/api/v1/config/confirm")
+        except CheckFailed as e:
+            log(f"could not remove instance {name}: {e}")
+
     def web_change_survived(self):
         """After the reboot the REST change is what runs."""
         password = self.vm.ssh("cat /var/lib/gazelle/webui/initial-admin-password").stdout.strip()
@@ -612,6 +676,23 @@ class Checks:
         if key not in self.vm.ssh("appliancectl config get").stdout:
             raise CheckFailed("the change is not in the running config after the reboot")
         return f"{key} = {value} after a reboot"
+
+
+def playwright_modules():
+    """target/browser-test/node_modules with playwright-core (the driver
+    only, never a browser), installed on first use like the rig's browser
+    test does, with the version it pins."""
+    pin = next(line.split('"')[1] for line in (REPO / "webui/tests/browser.rs").read_text().splitlines()
+               if line.startswith("const PLAYWRIGHT: &str"))
+    prefix = REPO / "target/browser-test"
+    modules = prefix / "node_modules"
+    if not (modules / "playwright-core/package.json").exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        p = run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(prefix), pin],
+                check=False, capture_output=True, env=dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1"))
+        if p.returncode != 0:
+            raise CheckFailed(f"npm install {pin} failed: {(p.stdout + p.stderr).strip()[-2000:]}")
+    return modules
 
 
 class WebApi:
@@ -735,12 +816,16 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c.run("data NICs bound to a DPDK driver", c.nics_bound, needs=["/usr/sbin/applianced"], after=[daemon])
         c.run(ltran, c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[daemon])
         c.run(redis, c.redis_on_lstack, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[ltran])
-        c.run("bond failover (set_link data0 off)", c.bond_failover,
+        failover = "bond failover (set_link data0 off)"
+        c.run(failover, c.bond_failover,
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
         c.run("ordered stop and start of the appliance", c.ordered_stop,
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])
         web = "web API: log in, read the bond, change the config"
         c.run(web, c.web_api, needs=["/usr/bin/gazelle-webui"], after=[ltran])
+        c.run("dashboard in Chromium through the forwarded port",
+              lambda: c.browser_dashboard(c.passed(failover)),
+              needs=["/usr/bin/gazelle-webui"], after=[web, redis])
         reboot = "config change survives a reboot"
         c.run(reboot, c.config_survives_reboot,
               needs=["/usr/sbin/applianced", "/usr/bin/appliancectl"], after=[daemon])

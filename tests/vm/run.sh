@@ -26,7 +26,7 @@ done
 
 # What the harness itself runs on the host.
 missing=()
-for p in qemu-system-x86 qemu-utils ovmf openssh-client iproute2 redis-tools python3; do
+for p in qemu-system-x86 qemu-utils ovmf openssh-client iproute2 redis-tools python3 chromium; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

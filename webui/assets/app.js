@@ -29,10 +29,11 @@ const POINTS = 180; // three minutes at one sample a second
 const SVGNS = "http://www.w3.org/2000/svg";
 const W = 420, H = 170, PAD_L = 84, PAD_B = 20;
 
-const UNITS = { bps: "bit/s", pps: "pkt/s", drops: "frames/s", conns: "" };
+const UNITS = { bps: "bit/s", pps: "pkt/s", drops: "frames/s", conns: "", latency: "µs" };
 
 function si(v, unit) {
   const a = Math.abs(v);
+  if (unit === "µs" && a >= 1000) return (v / 1000).toFixed(1) + " ms";
   let s;
   if (a >= 1e9) s = (v / 1e9).toFixed(1) + " G";
   else if (a >= 1e6) s = (v / 1e6).toFixed(1) + " M";
@@ -134,6 +135,9 @@ function charts() {
     byKind.pps && byKind.pps.push({ rx: rxPps, tx: txPps });
     byKind.drops && byKind.drops.push({ lstack: sum(s.lstacks, (l) => l.drops_per_sec), ltran: dispatchDrops });
     byKind.conns && byKind.conns.push({ tcp: sum(s.lstacks, (l) => l.tcp_connections) });
+    // Every instance's reads of the last second, summarised by the server.
+    const lat = s.rx_latency;
+    byKind.latency && byKind.latency.push({ p50: lat ? lat.p50_us : 0, p99: lat ? lat.p99_us : 0 });
     if (state) state.textContent = "Live: updated every second from the appliance's stream of rates.";
   });
   source.onerror = () => {

@@ -49,6 +49,7 @@ pub mod audit;
 pub mod auth;
 pub mod daemons;
 pub mod guard;
+pub mod history;
 pub mod metrics;
 pub mod pages;
 pub mod poller;
@@ -121,6 +122,8 @@ pub struct Shared {
     pub appliance_runtime_dir: std::path::PathBuf,
     /// The last rollback of a change this server made, for the pages.
     pub last_rollback: Mutex<Option<RollbackNote>>,
+    /// The bond's failovers the poller saw.
+    pub bond_history: Mutex<history::BondHistory>,
 }
 
 /// The handlers' state.
@@ -145,6 +148,7 @@ impl Shared {
             pending: Mutex::new(None),
             appliance_runtime_dir: appliance::supervisor::DEFAULT_RUNTIME_DIR.into(),
             last_rollback: Mutex::new(None),
+            bond_history: Mutex::new(history::BondHistory::default()),
         })
     }
 }

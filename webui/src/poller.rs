@@ -2,7 +2,10 @@
 //! (the same control-socket request `gazellectl` makes; the data path does
 //! nothing per packet for it) and publishes the rates since the last
 //! sample on a watch channel. Every live-stream subscriber and every rates
-//! request reads that one sample: ten dashboards cost what one does.
+//! request reads that one sample: ten dashboards cost what one does. The
+//! same look gives the receive latency of the second (each lstack's
+//! cumulative histogram minus the one of the last look) and feeds the
+//! bond's failover history (see [`crate::history`]).
 //!
 //! It also follows a change pending confirmation that this server made:
 //! when applianced no longer reports it pending, the audit log gets how it
@@ -14,11 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use appliance::api::{Request as ApiRequest, Response as ApiResponse, Which};
-use gazelle_ctl_proto::{LstackRates, LstackStats, LtranRates, LtranStats, Request, Response};
+use gazelle_ctl_proto::{
+    LstackRates, LstackStats, LtranRates, LtranStats, Request, Response, RxLatency,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::AuditEntry;
+use crate::history::{latency_between, LatencySecond};
 use crate::{AppState, PendingChange, RollbackNote};
 
 /// The rates of one second, for every daemon that answered.
@@ -32,6 +38,9 @@ pub struct RatesSample {
     pub ltran: Option<LtranRates>,
     /// Every lstack's rates, by address.
     pub lstacks: Vec<LstackRates>,
+    /// The receive latency of every instance's reads since the last
+    /// sample (none: no reads measured).
+    pub rx_latency: Option<LatencySecond>,
     /// Daemons that did not answer this time, with why.
     pub unavailable: Vec<String>,
 }
@@ -46,6 +55,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ltran: Option<(Instant, LtranStats)> = None;
         let mut last_lstacks: BTreeMap<IpAddr, (Instant, LstackStats)> = BTreeMap::new();
+        let mut last_latency: BTreeMap<IpAddr, RxLatency> = BTreeMap::new();
         let mut sequence = 0;
         loop {
             ticker.tick().await;
@@ -61,10 +71,20 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     if let Some((then, prev)) = &last_ltran {
                         sample.ltran = Some(LtranRates::between(prev, &stats, now - *then));
                     }
+                    state
+                        .bond_history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(sample.time_unix_ms, &stats.bond);
                     last_ltran = Some((now, stats));
                 }
                 Err(p) => {
                     last_ltran = None;
+                    state
+                        .bond_history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lost();
                     if state.daemons.ltran_socket().exists() {
                         sample.unavailable.push(p.detail);
                     }
@@ -89,6 +109,25 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                 }
             }
             last_lstacks = seen;
+            // The histograms are cumulative: the second's reads are the
+            // difference from the last look, per stack, then merged.
+            let mut latency_now = BTreeMap::new();
+            let mut second = Vec::new();
+            for ip in last_lstacks.keys() {
+                if let Ok(Response::LstackLatency(l)) =
+                    state.daemons.lstack(*ip, Request::LstackLatency).await
+                {
+                    if let Some(d) = last_latency
+                        .get(ip)
+                        .and_then(|before| latency_between(before, &l.total))
+                    {
+                        second.push(d);
+                    }
+                    latency_now.insert(*ip, l.total);
+                }
+            }
+            last_latency = latency_now;
+            sample.rx_latency = LatencySecond::of(&RxLatency::merge(&second));
             state.rates.send_replace(Arc::new(sample));
             follow_pending(&state).await;
         }

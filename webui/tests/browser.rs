@@ -5,8 +5,10 @@
 //! redis-server on lstack (see `rig`), with `redis-benchmark` in the peer
 //! namespace making traffic.
 //!
-//! The script, `tests/browser/dashboard.cjs`, logs in; sees the counters
-//! and charts move while traffic flows and settle when it stops; changes
+//! The script, `tests/browser/dashboard.cjs` (the VM harness runs it too,
+//! against the booted image), logs in; sees the counters and charts
+//! (receive latency among them) move while traffic flows and settle when
+//! it stops; finds the bond's failover history; changes
 //! the bond's miimon and confirms it in the banner; makes another change
 //! and lets the countdown run out, then reads on the page what the
 //! rollback restored; adds an instance and sees it serve a kernel client;
@@ -106,6 +108,7 @@ fn the_dashboard_runs_the_appliance_in_a_browser() {
         "login",
         "dashboard",
         "dashboard-phone",
+        "bond",
         "bond-invalid",
         "bond-pending",
         "rolled-back",

@@ -876,7 +876,7 @@ async fn every_gazellectl_view_is_a_resource() {
 }
 
 #[tokio::test]
-async fn the_stream_pushes_rates_once_a_second_from_one_poller() {
+async fn the_stream_pushes_rates_and_latency_once_a_second_from_one_poller() {
     let f = Fixture::new();
     let _poller = gazelle_webui::poller::spawn(f.state.clone());
     let s = f.login("viewer", VIEWER_PASSWORD).await;
@@ -915,6 +915,15 @@ async fn the_stream_pushes_rates_once_a_second_from_one_poller() {
     let pps = data["ltran"]["ports"][0]["rx_pps"].as_f64().unwrap();
     assert!(pps > 500.0 && pps < 2000.0, "{data}");
     assert_eq!(data["lstacks"][0]["ip"], LSTACK_IP);
+    // The stand-in's histogram gains a 1 µs and a 2 µs read per question:
+    // the stream has the second's two reads, not the total.
+    let latency = &data["rx_latency"];
+    assert_eq!(latency["reads"], 2, "{data}");
+    let (p50, p99) = (
+        latency["p50_us"].as_f64().unwrap(),
+        latency["p99_us"].as_f64().unwrap(),
+    );
+    assert!((1.0..=2.0).contains(&p50) && p99 == 2.0, "{data}");
     let rates = f
         .send(
             req(Method::GET, "/api/v1/stats/rates")

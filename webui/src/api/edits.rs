@@ -384,6 +384,10 @@ pub struct Bond {
     pub live: Option<BondStatus>,
     /// Why `live` is absent.
     pub live_unavailable: Option<String>,
+    /// The failovers this server saw, newest first (at most
+    /// [`FAILOVERS_KEPT`](crate::history::FAILOVERS_KEPT)).
+    #[serde(default)]
+    pub failover_history: Vec<crate::history::Failover>,
 }
 
 /// A change of the bond; absent fields stay as they are.
@@ -459,6 +463,11 @@ pub async fn get_bond(State(state): State<AppState>) -> Result<Json<Bond>, Probl
         config_file: file,
         live,
         live_unavailable,
+        failover_history: state
+            .bond_history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failovers(),
     }))
 }
 

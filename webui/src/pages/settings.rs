@@ -62,6 +62,17 @@ struct BondPage {
     live: Option<String>,
     live_ports: Vec<LivePort>,
     failovers: Option<u64>,
+    history: Vec<FailoverRow>,
+    kept: usize,
+}
+
+/// A failover, as the bond page lists it.
+#[derive(Debug)]
+pub struct FailoverRow {
+    at: String,
+    from: String,
+    to: String,
+    reason: String,
 }
 
 async fn bond_view(
@@ -74,8 +85,20 @@ async fn bond_view(
     let bond = edits::get_bond(State(state.clone())).await;
     let (mut page_form, mut config_file, mut no_ltran, mut live, mut live_ports, mut failovers) =
         (BondForm::default(), None, None, None, Vec::new(), None);
+    let mut history = Vec::new();
     match bond {
         Ok(Json(b)) => {
+            let none = || "none (no link up)".to_owned();
+            history = b
+                .failover_history
+                .iter()
+                .map(|f| FailoverRow {
+                    at: super::utc(f.at_unix_ms),
+                    from: f.from.clone().unwrap_or_else(none),
+                    to: f.to.clone().unwrap_or_else(none),
+                    reason: f.reason.clone(),
+                })
+                .collect();
             if let Some(c) = &b.config {
                 page_form = BondForm {
                     bond_mode: c.mode.map(|v| v.to_string()).unwrap_or_default(),
@@ -125,6 +148,8 @@ async fn bond_view(
         live,
         live_ports,
         failovers,
+        history,
+        kept: crate::history::FAILOVERS_KEPT,
     };
     (status, render(&page)).into_response()
 }

@@ -197,6 +197,7 @@ impl Fixture {
         });
         let lstack = options.lstack.then(|| {
             let n = AtomicU64::new(1);
+            let reads = AtomicU64::new(1);
             gazelle_ctl_proto::server::Server::start(
                 &run_dir.join(format!("lstack-{LSTACK_IP}.sock")),
                 "fake-lstack",
@@ -238,13 +239,17 @@ impl Fixture {
                                 pid: 99,
                                 process: "redis-server".into(),
                                 ip: Some(LSTACK_IP.into()),
-                                threads: vec![gazelle_ctl_proto::RxLatency::new(
-                                    2,
-                                    3000,
-                                    1000,
-                                    2000,
-                                    vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
-                                )],
+                                // Two more reads (1 µs and 2 µs) each time.
+                                threads: vec![{
+                                    let m = reads.fetch_add(1, Ordering::Relaxed);
+                                    gazelle_ctl_proto::RxLatency::new(
+                                        2 * m,
+                                        3000 * m,
+                                        1000,
+                                        2000,
+                                        vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, m, m],
+                                    )
+                                }],
                                 ..Default::default()
                             }
                             .with_total(),

@@ -179,16 +179,9 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
             return fail(libc::EIO);
         };
         let ours = st.owns_addr(sa.ip());
-        if !(ours || sa.ip().is_unspecified()) || sa.port() == 0 && *stream {
-            // Not an lstack address (or a client binding an ephemeral port):
-            // the kernel keeps this socket.
-            st.count_kernel_socket(
-                if sa.port() == 0 && *stream && (ours || sa.ip().is_unspecified()) {
-                    KernelPath::EphemeralBind
-                } else {
-                    KernelPath::ForeignAddress
-                },
-            );
+        if !(ours || sa.ip().is_unspecified()) {
+            // Not an lstack address: the kernel keeps this socket.
+            st.count_kernel_socket(KernelPath::ForeignAddress);
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().bind)(fd, a, len) };
@@ -207,6 +200,13 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
                 }
                 Err(e) => io_fail(&e),
             };
+        }
+        if sa.port() == 0 {
+            // A client choosing its source address (or none) and an
+            // ephemeral port: `connect` decides (lstack for the stack's
+            // subnets), or `listen` (the kernel picks the port).
+            *bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(sa);
+            return 0;
         }
         if sa.ip().is_unspecified() {
             // Wildcard: the kernel socket binds too, for local clients.
@@ -236,8 +236,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             Kind::Listener { .. } => return 0,
             _ => return fail(libc::EOPNOTSUPP),
         };
-        let Some(sa) = bound else {
-            // Listening without bind: the kernel picks a port; kernel path.
+        let Some(sa) = bound.filter(|sa| sa.port() != 0) else {
+            // Listening without a port: the kernel picks one; kernel path.
             if let Some(st) = stack() {
                 st.count_kernel_socket(KernelPath::ListenWithoutBind);
             }

@@ -517,6 +517,8 @@ fn udp_enable_0_leaves_udp_on_the_kernel() {
 /// `SO_RCVTIMEO` bounds a blocking `recv` and `accept` on lstack sockets as
 /// on Linux (EAGAIN): an application that relies on a receive timeout must
 /// not block forever. The peer's kernel server accepts and stays silent.
+/// The client binds the stack's address with port 0 first (choosing its
+/// source address, as `curl --interface` does), which must stay on lstack.
 #[test]
 fn so_rcvtimeo_ends_a_blocking_recv_and_accept_with_eagain() {
     let (_g, topo) = topo();
@@ -540,6 +542,7 @@ fn so_rcvtimeo_ends_a_blocking_recv_and_accept_with_eagain() {
                   peer, me = sys.argv[1], sys.argv[2]\n\
                   tv = struct.pack('ll', 0, 200000)\n\
                   c = socket.socket()\n\
+                  c.bind((me, 0))\n\
                   c.connect((peer, 18090))\n\
                   c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)\n\
                   try:\n\

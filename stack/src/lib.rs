@@ -141,9 +141,7 @@ pub enum KernelPath {
     OffSubnet,
     /// Bound to an address the stack does not have.
     ForeignAddress,
-    /// A TCP socket bound to port 0 (a client choosing its source address).
-    EphemeralBind,
-    /// Listening without a `bind` (the kernel picks the port).
+    /// Listening without a port (no `bind`, or port 0): the kernel picks it.
     ListenWithoutBind,
     /// A UDP socket, with `udp_enable = 0`.
     UdpDisabled,
@@ -153,11 +151,10 @@ pub enum KernelPath {
 
 impl KernelPath {
     /// Every reason, in the order of their counters.
-    pub const ALL: [KernelPath; 7] = [
+    pub const ALL: [KernelPath; 6] = [
         Self::Loopback,
         Self::OffSubnet,
         Self::ForeignAddress,
-        Self::EphemeralBind,
         Self::ListenWithoutBind,
         Self::UdpDisabled,
         Self::DescriptorTableFull,
@@ -169,8 +166,7 @@ impl KernelPath {
             Self::Loopback => "loopback",
             Self::OffSubnet => "destination off the stack's subnets",
             Self::ForeignAddress => "bound to an address not on the stack",
-            Self::EphemeralBind => "TCP bind to port 0",
-            Self::ListenWithoutBind => "listen without bind",
+            Self::ListenWithoutBind => "listen without a port",
             Self::UdpDisabled => "udp_enable = 0",
             Self::DescriptorTableFull => "descriptor beyond lstack's table",
         }

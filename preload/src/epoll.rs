@@ -419,7 +419,7 @@ fn wait_impl(
             {
                 continue;
             }
-            if crate::runtime::stack().is_some_and(|s| s.run_to_completion()) {
+            if crate::runtime::running().is_some_and(|s| s.run_to_completion()) {
                 // Run to completion: sleep where the stack can wake us too
                 // (frames, its timers), on the application's epoll and our
                 // eventfd (the signal mask is not applied there).

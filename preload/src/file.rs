@@ -14,7 +14,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use lstack_core::{BufferRequest, Interest, Readiness, TcpListener, TcpStream, UdpSocket};
+use lstack_core::{BufferRequest, Interest, Readiness, Stack, TcpListener, TcpStream, UdpSocket};
 
 use crate::runtime::FORKED;
 
@@ -35,12 +35,19 @@ pub enum Kind {
     /// A listening socket; `kernel` is set when the fd's kernel socket also
     /// listens (wildcard bind), so local clients reach it too.
     Listener {
-        /// The lstack listener.
-        listener: TcpListener,
+        /// The lstack listener, made on this process's stack when it runs
+        /// ([`File::listener`]): a socket that listened before the stack
+        /// started (a server that listens, then forks its workers) is set
+        /// up by each process that first uses it. `None`: it cannot be set
+        /// up in this process (no stack here, or the stack refused it, as
+        /// logged); it then never has a connection to accept.
+        listener: OnceLock<Option<TcpListener>>,
         /// The fd's kernel socket listens too.
         kernel: bool,
         /// The address bound (port included).
         bound: SocketAddr,
+        /// `listen`'s backlog.
+        backlog: usize,
     },
     /// A TCP connection.
     Stream(TcpStream),
@@ -113,7 +120,10 @@ impl File {
     pub fn poll_readiness(&self, hook: &std::task::Waker, interest: Interest) -> Option<Readiness> {
         match &self.kind {
             Kind::Fresh { .. } => None,
-            Kind::Listener { listener, .. } => Some(listener.poll_readiness(hook, interest)),
+            Kind::Listener { .. } => Some(match self.listener() {
+                Some(l) => l.poll_readiness(hook, interest),
+                None => Readiness::default(),
+            }),
             Kind::Stream(s) => Some(s.poll_readiness(hook, interest)),
             Kind::Udp { socket, peer } => {
                 let peer = *peer.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,6 +142,69 @@ fn default_v6only() -> bool {
 }
 
 impl File {
+    /// A listening socket's lstack listener, starting this process's stack
+    /// (which sets up every listener of the process) if it is not running;
+    /// `None` when that cannot be (said once) or the file is no listener.
+    pub fn listener(&self) -> Option<&TcpListener> {
+        let Kind::Listener {
+            listener, bound, ..
+        } = &self.kind
+        else {
+            return None;
+        };
+        if let Some(l) = listener.get() {
+            return l.as_ref();
+        }
+        match crate::runtime::stack() {
+            Some(st) => self.start_listener(st),
+            None => {
+                listener.get_or_init(|| {
+                    tracing::warn!(%bound, "no stack runs in this process: the listener gets no connections here");
+                    None
+                });
+            }
+        }
+        listener.get().and_then(Option::as_ref)
+    }
+
+    /// Sets a listening socket up on `st` if it is not yet (errors, such as
+    /// the port taken, are logged: `listen` returned long ago).
+    pub fn start_listener(&self, st: &Stack) {
+        let Kind::Listener {
+            listener,
+            bound,
+            backlog,
+            ..
+        } = &self.kind
+        else {
+            return;
+        };
+        listener.get_or_init(|| match self.listen_on(st, *bound, *backlog) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "liblstack: pid {}: the listener on {bound} could not be set up on lstack: {e}; it gets no connections",
+                    std::process::id()
+                );
+                tracing::error!(%bound, error = %e, "listener not set up");
+                None
+            }
+        });
+    }
+
+    /// A listener on `st` for `bound` with this file's options.
+    pub fn listen_on(
+        &self,
+        st: &Stack,
+        bound: SocketAddr,
+        backlog: usize,
+    ) -> std::io::Result<TcpListener> {
+        let v4_too = !self.v6only.load(Ordering::Relaxed);
+        let l = st.tcp_listen_dual(bound, backlog, v4_too)?;
+        l.set_buffers(self.buffers());
+        Ok(l)
+    }
+
     /// How to show `sa` to the application: IPv4 as v4-mapped IPv6 on an
     /// IPv6 socket.
     pub fn present(&self, sa: SocketAddr) -> SocketAddr {
@@ -266,8 +339,92 @@ impl Table {
         }
     }
 
+    /// Sets up, on the stack that just started, every listener the process
+    /// made before it ran.
+    pub fn start_listeners(&self, st: &Stack) {
+        for slot in self.slots.iter() {
+            if let Some(f) = slot.load().as_ref() {
+                f.start_listener(st);
+            }
+        }
+    }
+
+    /// In a child forked after lstack started in its parent: the stack's
+    /// threads did not come along, so no inherited lstack socket can work.
+    /// Each becomes a kernel descriptor that says so at once instead of
+    /// hanging: a connection reads end-of-file (and writes fail with
+    /// `EPIPE`), a listener never has a connection (a wildcard listener
+    /// keeps its kernel side). Nothing of the parent's stack is touched
+    /// (the files are leaked, not dropped). Returns how many there were.
+    pub fn orphan_all(&self) -> usize {
+        let mut n = 0;
+        for (fd, slot) in self.slots.iter().enumerate() {
+            let Some(f) = slot.swap(None) else { continue };
+            n += 1;
+            let fd = fd as i32;
+            replace_with_dead(fd, &f);
+            std::mem::forget(f);
+        }
+        n
+    }
+
     /// Whether `fd` fits the table.
     pub fn fits(&self, fd: i32) -> bool {
         usize::try_from(fd).is_ok_and(|i| i < self.slots.len())
+    }
+}
+
+/// Puts a kernel descriptor that fails cleanly in place of `fd` (see
+/// [`Table::orphan_all`]), keeping its close-on-exec and non-blocking flags.
+fn replace_with_dead(fd: i32, f: &File) {
+    let real = crate::real::real();
+    // SAFETY: plain descriptor calls on descriptors we create, and on `fd`,
+    // which the application holds.
+    unsafe {
+        let dead = match &f.kind {
+            Kind::Listener { kernel: true, .. } => return,
+            Kind::Listener { bound, .. } => {
+                // Listening on loopback, port chosen by the kernel: nobody
+                // connects, accept says EAGAIN or waits.
+                let (domain, lo) = if bound.is_ipv4() {
+                    (libc::AF_INET, SocketAddr::from(([127, 0, 0, 1], 0)))
+                } else {
+                    (
+                        libc::AF_INET6,
+                        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+                    )
+                };
+                let s = (real.socket)(domain, libc::SOCK_STREAM, 0);
+                let mut sa: libc::sockaddr_storage = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                let _ = crate::addr::write(
+                    lo,
+                    (&mut sa as *mut libc::sockaddr_storage).cast(),
+                    &mut len,
+                );
+                if s < 0
+                    || (real.bind)(s, (&sa as *const libc::sockaddr_storage).cast(), len) < 0
+                    || (real.listen)(s, 1) < 0
+                {
+                    return;
+                }
+                s
+            }
+            _ => {
+                // One end of a pair whose other end is closed: end of file.
+                let mut pair = [-1; 2];
+                if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) < 0 {
+                    return;
+                }
+                (real.close)(pair[1]);
+                pair[0]
+            }
+        };
+        if f.nonblocking() {
+            libc::fcntl(dead, libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        let cloexec = libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+        libc::dup3(dead, fd, if cloexec { libc::O_CLOEXEC } else { 0 });
+        (real.close)(dead);
     }
 }

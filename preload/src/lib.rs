@@ -11,9 +11,17 @@
 //! bound to an address of the stack or a wildcard, or connecting to an
 //! address on the stack's subnets. Everything else (loopback, other
 //! subnets, other families) stays on the kernel. A wildcard listener listens
-//! on both, so local clients still reach it. After `fork` the child runs on
-//! the kernel only. `GAZELLE_BIND_PROCNAME` limits acceleration to one
-//! process name.
+//! on both, so local clients still reach it. `GAZELLE_BIND_PROCNAME` limits
+//! acceleration to one process name.
+//!
+//! The stack starts when a socket first needs it, not at `socket`, `bind`
+//! or `listen` ([`runtime::stack`]): a server that listens and then forks
+//! its workers (nginx, pre-fork servers) leaves the stack to them, and each
+//! worker starts its own (behind ltran, several processes share the
+//! address; standalone, the first owns the NIC and the others' listeners
+//! stay idle, as they say). A child forked after the stack started runs on
+//! the kernel only, and the lstack sockets it inherited fail cleanly
+//! ([`file::Table::orphan_all`]).
 //!
 //! Modules: [`real`] (the C library's functions), [`runtime`] (starting the
 //! stack once), [`file`] (the descriptor table), [`addr`] (sockaddr
@@ -128,14 +136,14 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
         let stream = base == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
         let dgram = base == libc::SOCK_DGRAM && matches!(protocol, 0 | libc::IPPROTO_UDP);
-        let st = if ip && (stream || dgram) {
-            stack()
+        let plan = if ip && (stream || dgram) {
+            runtime::plan()
         } else {
             None
         };
-        if let Some(st) = st {
+        if plan.is_some() {
             if !table().fits(fd) {
-                st.count_kernel_socket(KernelPath::DescriptorTableFull);
+                runtime::count_kernel_socket(KernelPath::DescriptorTableFull);
                 tracing::warn!(
                     fd,
                     "descriptor beyond lstack's table: this socket stays on the kernel"
@@ -143,7 +151,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
                 return fd;
             }
             if dgram && !runtime::udp_enabled() {
-                st.count_kernel_socket(KernelPath::UdpDisabled);
+                runtime::count_kernel_socket(KernelPath::UdpDisabled);
                 return fd;
             }
             let kind = Kind::Fresh {
@@ -175,18 +183,21 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
         let Kind::Fresh { stream, bound, .. } = &f.kind else {
             return fail(libc::EINVAL);
         };
-        let Some(st) = stack() else {
+        let Some(plan) = runtime::plan() else {
             return fail(libc::EIO);
         };
-        let ours = st.owns_addr(sa.ip());
+        let ours = plan.owns_addr(sa.ip());
         if !(ours || sa.ip().is_unspecified()) {
             // Not an lstack address: the kernel keeps this socket.
-            st.count_kernel_socket(KernelPath::ForeignAddress);
+            runtime::count_kernel_socket(KernelPath::ForeignAddress);
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().bind)(fd, a, len) };
         }
         if !*stream {
+            let Some(st) = stack() else {
+                return fail(libc::EIO);
+            };
             return match st.udp_bind(sa) {
                 Ok(u) => {
                     let kind = Kind::Udp {
@@ -238,23 +249,27 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         };
         let Some(sa) = bound.filter(|sa| sa.port() != 0) else {
             // Listening without a port: the kernel picks one; kernel path.
-            if let Some(st) = stack() {
-                st.count_kernel_socket(KernelPath::ListenWithoutBind);
-            }
+            runtime::count_kernel_socket(KernelPath::ListenWithoutBind);
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().listen)(fd, backlog) };
         };
-        let Some(st) = stack() else {
-            return fail(libc::EIO);
-        };
         let backlog = usize::try_from(backlog).unwrap_or(128).max(1);
-        let v4_too = !f.v6only.load(Ordering::Relaxed);
-        let listener = match st.tcp_listen_dual(sa, backlog, v4_too) {
-            Ok(l) => l,
-            Err(e) => return io_fail(&e),
-        };
-        listener.set_buffers(f.buffers());
+        // With the stack running, the listener is made now (so `listen`
+        // reports a taken port); before, by the process that first uses it
+        // (the stack starts then): a server that forks its workers after
+        // listening leaves its listeners to them.
+        let listener = std::sync::OnceLock::new();
+        if let Some(st) = runtime::running() {
+            match f.listen_on(st, sa, backlog) {
+                Ok(l) => {
+                    let _ = listener.set(Some(l));
+                }
+                Err(e) => return io_fail(&e),
+            }
+        } else {
+            runtime::listened_before_start();
+        }
         let kernel = sa.ip().is_unspecified();
         if kernel {
             // SAFETY: forwarding; the kernel listener is polled without
@@ -272,6 +287,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
                 listener,
                 kernel,
                 bound: sa,
+                backlog,
             },
             f.nonblocking(),
         );
@@ -299,16 +315,15 @@ pub unsafe extern "C" fn accept4(
         return unsafe { (real().accept4)(fd, a, len, flags) };
     };
     guarded("accept4", || {
-        let Kind::Listener {
-            listener, kernel, ..
-        } = &f.kind
-        else {
+        let Kind::Listener { kernel, .. } = &f.kind else {
             return fail(libc::EINVAL);
         };
+        // None: no stack here; nothing to accept but the kernel side's.
+        let listener = f.listener();
         let mut driven = false;
         let mut accept_deadline: Option<Option<std::time::Instant>> = None;
         loop {
-            if let Some((stream, peer)) = listener.try_accept() {
+            if let Some((stream, peer)) = listener.and_then(|l| l.try_accept()) {
                 let cloexec = if flags & libc::SOCK_CLOEXEC != 0 {
                     libc::EFD_CLOEXEC
                 } else {
@@ -385,21 +400,28 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
             Ok(sa) => sa,
             Err(e) => return fail(e),
         };
+        if let Kind::Fresh { .. } = &f.kind {
+            // Decided before the stack starts: a connection that stays on
+            // the kernel does not start it.
+            let Some(plan) = runtime::plan() else {
+                return fail(libc::EIO);
+            };
+            if sa.ip().is_loopback() || !plan.on_link(sa.ip()) {
+                runtime::count_kernel_socket(if sa.ip().is_loopback() {
+                    KernelPath::Loopback
+                } else {
+                    KernelPath::OffSubnet
+                });
+                table().take(fd);
+                // SAFETY: forwarding.
+                return unsafe { (real().connect)(fd, a, len) };
+            }
+        }
         let Some(st) = stack() else {
             return fail(libc::EIO);
         };
         match &f.kind {
             Kind::Fresh { stream, .. } => {
-                if sa.ip().is_loopback() || !st.on_link(sa.ip()) {
-                    st.count_kernel_socket(if sa.ip().is_loopback() {
-                        KernelPath::Loopback
-                    } else {
-                        KernelPath::OffSubnet
-                    });
-                    table().take(fd);
-                    // SAFETY: forwarding.
-                    return unsafe { (real().connect)(fd, a, len) };
-                }
                 if *stream {
                     let s = match st.tcp_connect_start_with(sa, f.buffers()) {
                         Ok(s) => s,
@@ -731,10 +753,11 @@ fn autobind_udp(fd: c_int, f: &Arc<File>, to: SocketAddr) -> Option<Arc<File>> {
     let Kind::Fresh { stream: false, .. } = f.kind else {
         return None;
     };
-    let st = stack()?;
-    if to.ip().is_loopback() || !st.on_link(to.ip()) {
+    let plan = runtime::plan()?;
+    if to.ip().is_loopback() || !plan.on_link(to.ip()) {
         return None;
     }
+    let st = stack()?;
     let any: std::net::IpAddr = if to.is_ipv4() {
         std::net::Ipv4Addr::UNSPECIFIED.into()
     } else {
@@ -1114,7 +1137,9 @@ pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut sock
             Kind::Udp { socket, peer } => {
                 let mut sa = socket.local_addr();
                 let peer = *peer.lock().unwrap_or_else(|e| e.into_inner());
-                if let (true, Some(p), Some(st)) = (sa.ip().is_unspecified(), peer, stack()) {
+                if let (true, Some(p), Some(st)) =
+                    (sa.ip().is_unspecified(), peer, runtime::running())
+                {
                     if let Some(ip) = st.local_ip_for(p.ip()) {
                         sa.set_ip(ip);
                     }
@@ -1229,7 +1254,9 @@ pub unsafe extern "C" fn setsockopt(
                     req.tx = Some(size);
                 }
                 if let Kind::Listener { listener, .. } = &f.kind {
-                    listener.set_buffers(*req);
+                    if let Some(Some(l)) = listener.get() {
+                        l.set_buffers(*req);
+                    }
                 }
             }
             (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {
@@ -1506,12 +1533,41 @@ unsafe fn dup3_impl(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int 
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     // SAFETY: forwarding.
     let pid = unsafe { (real().fork)() };
-    if pid == 0 {
-        // The stack's threads did not come along: the child uses the kernel.
+    if pid == 0 && runtime::running().is_some() {
+        // The stack's threads did not come along: the child uses the
+        // kernel, and the lstack sockets it inherited fail cleanly.
+        let orphans = table().orphan_all();
         runtime::FORKED.store(true, Ordering::SeqCst);
         signal::after_fork_child();
+        runtime::after_fork_child(orphans);
     }
+    // A parent whose stack never started (it listened, then forked its
+    // workers): the child is a process like any other, and starts its own
+    // stack when it first needs one, setting up the listeners it inherited.
     pid
+}
+
+// A forked worker that drops privileges (nginx's workers become `user`
+// before they use the listeners they inherited) starts its stack first,
+// while it may still open the NIC and the hugepages.
+macro_rules! privilege_drop {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+            runtime::before_privilege_drop();
+            // SAFETY: forwarding.
+            unsafe { (real().$name)($($arg),*) }
+        }
+    )*};
+}
+
+privilege_drop! {
+    setuid(uid: libc::uid_t);
+    setgid(gid: libc::gid_t);
+    setreuid(r: libc::uid_t, e: libc::uid_t);
+    setregid(r: libc::gid_t, e: libc::gid_t);
+    setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t);
+    setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t);
 }
 
 /// `sendfile` to an lstack socket: read a chunk of the file and send it

@@ -80,7 +80,7 @@ fn poll_mixed(
             });
             let timeout = if ready > 0 { 0 } else { poll_timeout(deadline) };
             let n = kernel.len() as nfds_t;
-            let rtc = crate::runtime::stack().is_some_and(|s| s.run_to_completion());
+            let rtc = crate::runtime::running().is_some_and(|s| s.run_to_completion());
             // SAFETY: `kernel` holds n valid pollfds.
             let r = unsafe {
                 match sigmask {

@@ -84,6 +84,12 @@ real_fns! {
     close_range: fn(c_uint, c_uint, c_int) -> c_int;
     sigaction: fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
     signal: fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+    setuid: fn(libc::uid_t) -> c_int;
+    setgid: fn(libc::gid_t) -> c_int;
+    setreuid: fn(libc::uid_t, libc::uid_t) -> c_int;
+    setregid: fn(libc::gid_t, libc::gid_t) -> c_int;
+    setresuid: fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+    setresgid: fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int;
 }
 
 /// The C library's functions (resolved on first use).

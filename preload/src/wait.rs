@@ -94,13 +94,13 @@ pub fn with_waiter<R>(f: impl FnOnce(&ThreadWaiter) -> R) -> Result<R, i32> {
 /// Run to completion: one pass of the stack on this thread. Returns whether
 /// the stack had work (nothing to do with stack threads).
 pub fn drive() -> bool {
-    crate::runtime::stack().is_some_and(|s| s.run_to_completion() && s.drive())
+    crate::runtime::running().is_some_and(|s| s.run_to_completion() && s.drive())
 }
 
 /// Run to completion: one pass of the stack on this thread; false (and no
 /// pass) with stack threads.
 pub fn drive_now() -> bool {
-    crate::runtime::stack()
+    crate::runtime::running()
         .filter(|s| s.run_to_completion())
         .map(|s| s.drive())
         .is_some()
@@ -109,7 +109,7 @@ pub fn drive_now() -> bool {
 /// Run to completion: sends what this thread's writes left due before it
 /// waits outside the stack (a `poll` of kernel descriptors only).
 pub fn flush_pending() {
-    if let Some(s) = crate::runtime::stack().filter(|s| s.egress_pending()) {
+    if let Some(s) = crate::runtime::running().filter(|s| s.egress_pending()) {
         s.drive();
     }
 }
@@ -119,7 +119,7 @@ pub fn flush_pending() {
 /// run to completion, also until the stack has work (frames, a timer).
 /// Returns `poll`'s result: the number of `fds` ready, or -1 (errno set).
 pub fn sleep(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> c_int {
-    if let Some(st) = crate::runtime::stack().filter(|s| s.run_to_completion()) {
+    if let Some(st) = crate::runtime::running().filter(|s| s.run_to_completion()) {
         let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if st.sleep_for_work(fds, limit) {
             return fds.iter().filter(|p| p.revents != 0).count() as c_int;

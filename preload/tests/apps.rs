@@ -615,3 +615,217 @@ fn kernel_path_sockets_are_counted_and_said_at_exit() {
         "no summary of the kernel-path sockets at exit: {stderr}"
     );
 }
+
+/// Child processes of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The pid written in the standalone stack's lock file whose name starts
+/// with `prefix` and whose holder is one of `pids`.
+fn lock_holder(prefix: &str, pids: &[u32]) -> u32 {
+    let run_dir = gazelle_ctl_proto::paths::run_dir();
+    let holders: Vec<u32> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            if !(name.starts_with(prefix) && name.ends_with(".lock")) {
+                return None;
+            }
+            std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()
+        })
+        .collect();
+    let mine: Vec<u32> = holders
+        .iter()
+        .copied()
+        .filter(|p| pids.contains(p))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "lock holders {holders:?}, candidates {pids:?}"
+    );
+    mine[0]
+}
+
+/// nginx as Debian ships it (`/etc/nginx/nginx.conf`'s shape): a master
+/// that listens and forks `worker_processes auto` workers, which drop to
+/// `www-data` and accept. Only `daemon off` is added, so the test owns the
+/// process. Standalone, the first worker to use the listener starts the
+/// stack and owns the NIC; the other says why it stays idle.
+#[rstest]
+fn nginx_default_config_serves_from_forked_workers(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
+    let (_g, topo) = topo();
+    let dir = scratch("nginx-default");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = common::pattern(1 << 20, 1 << 20);
+    std::fs::write(www.join("1m.bin"), &body).unwrap();
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(
+        &conf_path,
+        format!(
+            "user www-data;\nworker_processes auto;\npid {d}/nginx.pid;\n\
+             error_log stderr notice;\n\
+             events {{ worker_connections 768; }}\n\
+             http {{\n  sendfile on;\n  tcp_nopush on;\n  types_hash_max_size 2048;\n\
+               include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n\
+               access_log off;\n  gzip on;\n\
+               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+               uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               server {{ listen {ip}:18081; root {r}; }}\n}}\n",
+            d = dir.display(),
+            r = www.display(),
+            ip = topo.stack_ip4,
+        ),
+    )
+    .unwrap();
+    let mut cmd = preloaded(topo, "nginx-default", "nginx", mode);
+    cmd.args(["-c", conf_path.to_str().unwrap(), "-g", "daemon off;"]);
+    let mut master = ChildGuard::spawn(&mut cmd).unwrap();
+    topo.wait_connectable(
+        SocketAddr::new(topo.stack_ip4.into(), 18081),
+        &mut master,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    let got = dir.join("got.bin");
+    let url = format!("http://{}:18081/1m.bin", topo.stack_ip4);
+    for _ in 0..3 {
+        run_ok(
+            topo.cmd("curl")
+                .args(["-sS", "--fail", "-o", got.to_str().unwrap(), &url]),
+        );
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            body,
+            "the file differs after download"
+        );
+    }
+    std::fs::write(www.join("index.html"), "served by a forked worker\n").unwrap();
+    let small = format!("http://{}:18081/index.html", topo.stack_ip4);
+    let out = run_ok(topo.cmd("wrk").args([
+        "-t",
+        "2",
+        "-c",
+        "50",
+        "-d",
+        "5s",
+        "--timeout",
+        "10s",
+        &small,
+    ]));
+    println!("{out}");
+    assert!(
+        !out.contains("Socket errors"),
+        "wrk saw socket errors: {out}"
+    );
+    assert!(!out.contains("Non-2xx"), "wrk saw non-2xx answers: {out}");
+
+    // The master never started a stack; exactly one worker did (it holds
+    // the address's lock), and the other said why it stays idle.
+    let workers = children(master.id());
+    assert!(workers.len() >= 2, "workers: {workers:?}");
+    let owner = lock_holder(&format!("lstack-{}-", topo.stack_ip4), &workers);
+    assert!(
+        workers.contains(&owner),
+        "lock held by {owner}, workers {workers:?}"
+    );
+    let owner_threads = thread_names(owner);
+    if mode == StackThreadMode::RunToWakeup {
+        assert!(
+            owner_threads.iter().any(|n| n.starts_with("lstack-stack")),
+            "{owner_threads:?}"
+        );
+    }
+    assert!(
+        !thread_names(master.id())
+            .iter()
+            .any(|n| n.starts_with("lstack") || n.starts_with("eal")),
+        "the master started a stack: {:?}",
+        thread_names(master.id())
+    );
+    let stderr = master.stderr_so_far();
+    assert!(
+        stderr.contains(&format!("is served by lstack in pid {owner} (nginx)")),
+        "the idle worker did not say why: {stderr}"
+    );
+    assert!(!stderr.contains("accept4() failed"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child forked after its parent's stack started cannot use the lstack
+/// sockets it inherited: they fail at once (end of file), the child says
+/// why, and nothing hangs (PostgreSQL's fork-per-connection shape).
+#[test]
+fn a_child_forked_after_the_stack_started_sees_end_of_file() {
+    let (_g, topo) = topo();
+    let script = format!(
+        "import os, socket, sys\n\
+         l = socket.socket()\n\
+         l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('{ip}', 18082))\n\
+         l.listen()\n\
+         print('listening', flush=True)\n\
+         s, _ = l.accept()\n\
+         pid = os.fork()\n\
+         if pid == 0:\n\
+         \x20   s.settimeout(10)\n\
+         \x20   got = s.recv(100)\n\
+         \x20   print('child read', len(got), flush=True)\n\
+         \x20   os._exit(0)\n\
+         _, status = os.waitpid(pid, 0)\n\
+         s.sendall(b'parent still serves')\n\
+         s.close()\n\
+         print('child status', status, flush=True)\n",
+        ip = topo.stack_ip4
+    );
+    let mut py = preloaded(topo, "forked", "python3", StackThreadMode::RunToWakeup);
+    py.args(["-c", &script]);
+    let mut server = ChildGuard::spawn(&mut py).unwrap();
+    // Not wait_connectable: its probe would be the one connection accepted.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.stdout_so_far().contains("listening") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = topo
+        .cmd("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns = socket.create_connection(('{}', 18082), timeout=20)\n\
+                 print(s.recv(100).decode())",
+                topo.stack_ip4
+            ),
+        ])
+        .output()
+        .unwrap();
+    let client = String::from_utf8_lossy(&out.stdout);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let mut status = None;
+    while status.is_none() && std::time::Instant::now() < until {
+        status = server.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stdout = server.stdout_so_far();
+    let stderr = server.stderr_so_far();
+    assert!(status.is_some_and(|s| s.success()), "{stdout}\n{stderr}");
+    assert!(stdout.contains("child read 0"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("child status 0"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("was forked after lstack started in its parent: its 2 inherited lstack socket(s) are closed here"),
+        "{stderr}"
+    );
+    assert!(client.contains("parent still serves"), "client: {client}");
+}

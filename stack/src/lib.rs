@@ -889,7 +889,9 @@ impl Stack {
     }
 }
 
-fn same_prefix(a: std::net::IpAddr, b: std::net::IpAddr, len: u8) -> bool {
+/// Whether `a` and `b` share their first `len` bits (false across
+/// families): `b` is on `a`'s subnet of that prefix length.
+pub fn same_prefix(a: std::net::IpAddr, b: std::net::IpAddr, len: u8) -> bool {
     use std::net::IpAddr::{V4, V6};
     match (a, b) {
         (V4(a), V4(b)) => {

@@ -67,9 +67,17 @@ pub fn instances(s: &LtranStats) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "instances: {}", s.instances.len());
     for i in &s.instances {
+        // Forked workers of one server may share an address (ltran spreads
+        // new connections over them): say with whom.
+        let sharing: Vec<String> = s
+            .instances
+            .iter()
+            .filter(|j| j.slot != i.slot && j.ipv4 == i.ipv4)
+            .map(|j| j.slot.to_string())
+            .collect();
         let _ = writeln!(
             o,
-            "  slot {} pid {} uid {} {} ip {}{} threads {} registered {} s ago",
+            "  slot {} pid {} uid {} {} ip {}{}{} threads {} registered {} s ago",
             i.slot,
             i.pid,
             i.uid,
@@ -79,6 +87,11 @@ pub fn instances(s: &LtranStats) -> String {
                 .as_deref()
                 .map(|a| format!(" ip6 {a}"))
                 .unwrap_or_default(),
+            if sharing.is_empty() {
+                String::new()
+            } else {
+                format!(" (shared with slot {})", sharing.join(", "))
+            },
             i.threads.len(),
             i.registered_secs
         );
@@ -177,4 +190,43 @@ pub fn rates(r: &LtranRates) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use gazelle_ctl_proto::InstanceInfo;
+
+    use super::*;
+
+    #[test]
+    fn instances_sharing_an_address_say_with_whom() {
+        let inst = |slot, ipv4: &str| InstanceInfo {
+            slot,
+            pid: 100 + slot,
+            process: "nginx".into(),
+            ipv4: ipv4.into(),
+            ..Default::default()
+        };
+        let s = LtranStats {
+            instances: vec![
+                inst(0, "10.0.0.2"),
+                inst(1, "10.0.0.5"),
+                inst(2, "10.0.0.5"),
+            ],
+            ..Default::default()
+        };
+        let text = instances(&s);
+        assert!(
+            text.contains("pid 100 uid 0 nginx ip 10.0.0.2 threads"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pid 101 uid 0 nginx ip 10.0.0.5 (shared with slot 2) threads"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pid 102 uid 0 nginx ip 10.0.0.5 (shared with slot 1) threads"),
+            "{text}"
+        );
+    }
 }

@@ -7,6 +7,12 @@
 //! instance killed with SIGKILL is noticed at once and its rings, table
 //! entries and mbufs are taken back while the others keep running.
 //!
+//! An address belongs to one process family: a second instance may
+//! register it only as the holders' child or sibling (parents read from
+//! `/proc`, not claimed), as the same user, with the same IPv4 and IPv6
+//! pair; forked workers of one server then share the address and its
+//! listening ports (see [`table`](crate::table)).
+//!
 //! Every line read here is bounded: at most [`MAX_LINE`] bytes, and once its
 //! first byte is in, its newline must follow within [`LINE_DEADLINE`]. A
 //! request line that breaks either is refused; on a lease, the lease is
@@ -50,6 +56,8 @@ pub const LINE_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 struct Entry {
     pid: u32,
+    /// Its parent when it registered (the kernel's, `/proc/<pid>/stat`).
+    ppid: u32,
     uid: u32,
     process: String,
     ipv4: Ipv4Addr,
@@ -309,11 +317,83 @@ fn process_name(pid: u32) -> Option<String> {
     Some(comm.trim_end_matches('\n').to_owned())
 }
 
-/// Checks a registration and reserves a slot for `process` (its name);
-/// the error is for the client.
+/// The kernel's parent of process `pid` (`/proc/<pid>/stat`, the field
+/// after the name, which may hold spaces and parentheses).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether a process (`pid`, `ppid`, `uid`) registering `reg` may share
+/// the addresses `holders` hold (all those whose IPv4 or IPv6 address is
+/// one of `reg`'s): only as the same pair of addresses, of the same user,
+/// and of the same process family as one of them (its child, or its
+/// sibling through a parent other than init, which every orphan has).
+/// The error is for the client.
+fn may_share(
+    holders: &[&Entry],
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    reg: &Registration,
+) -> Result<(), String> {
+    let Some(first) = holders.first() else {
+        return Ok(());
+    };
+    let held = |e: &Entry| {
+        if e.ipv4 == reg.ipv4 {
+            IpAddr::V4(reg.ipv4)
+        } else {
+            IpAddr::V6(reg.ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED))
+        }
+    };
+    let by = |e: &Entry| {
+        format!(
+            "{} is already registered by pid {} ({}) for {} s",
+            held(e),
+            e.pid,
+            e.process,
+            e.since.elapsed().as_secs()
+        )
+    };
+    let v6 = |a: Option<Ipv6Addr>| a.map_or("no IPv6 address".to_owned(), |a| a.to_string());
+    if let Some(e) = holders
+        .iter()
+        .find(|e| e.ipv4 != reg.ipv4 || e.ipv6 != reg.ipv6)
+    {
+        return Err(format!(
+            "{}, with {} and {}: instances share an address only as the same IPv4 and IPv6 pair",
+            by(e),
+            e.ipv4,
+            v6(e.ipv6)
+        ));
+    }
+    if let Some(e) = holders.iter().find(|e| e.uid != uid) {
+        return Err(format!(
+            "{} as uid {}, not this process's uid {uid}: one address belongs to one user's process family",
+            by(e),
+            e.uid
+        ));
+    }
+    let related = holders
+        .iter()
+        .any(|e| ppid == e.pid || (ppid == e.ppid && ppid > 1));
+    if !related {
+        return Err(format!(
+            "{}, which is not this process's parent or sibling (pid {pid}, parent {ppid}): one address belongs to one process family",
+            by(first)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a registration and reserves a slot for `process` (its name,
+/// `ppid` its parent); the error is for the client.
 fn admit(
     control: &Control,
     pid: u32,
+    ppid: u32,
     uid: u32,
     process: &str,
     reg: &Registration,
@@ -334,24 +414,16 @@ fn admit(
         ));
     }
     let mut r = control.registry.lock().unwrap_or_else(|e| e.into_inner());
-    for e in r.slots.iter().flatten() {
-        if e.ipv4 == reg.ipv4 || (reg.ipv6.is_some() && e.ipv6 == reg.ipv6) {
-            let ip = if e.ipv4 == reg.ipv4 {
-                IpAddr::V4(reg.ipv4)
-            } else {
-                IpAddr::V6(reg.ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED))
-            };
-            return Err(format!(
-                "{ip} is already registered by pid {} ({}) for {} s: one address belongs to one live instance",
-                e.pid,
-                e.process,
-                e.since.elapsed().as_secs()
-            ));
-        }
-        if e.pid == pid {
-            return Err(format!("pid {pid} is already registered (as {})", e.ipv4));
-        }
+    if let Some(e) = r.slots.iter().flatten().find(|e| e.pid == pid) {
+        return Err(format!("pid {pid} is already registered (as {})", e.ipv4));
     }
+    let holders: Vec<&Entry> = r
+        .slots
+        .iter()
+        .flatten()
+        .filter(|e| e.ipv4 == reg.ipv4 || (reg.ipv6.is_some() && e.ipv6 == reg.ipv6))
+        .collect();
+    may_share(&holders, pid, ppid, uid, reg)?;
     let Some(slot) = r.slots.iter().position(Option::is_none) else {
         return Err(format!(
             "ltran already serves {} instances (dispatch_max_clients)",
@@ -362,6 +434,7 @@ fn admit(
     r.next_tag = r.next_tag.wrapping_add(1).max(1);
     r.slots[slot] = Some(Entry {
         pid,
+        ppid,
         uid,
         process: process.to_owned(),
         ipv4: reg.ipv4,
@@ -516,7 +589,12 @@ fn session(control: &Arc<Control>, conn: UnixStream, lines: Lines, reg: Registra
             "cannot read /proc/{pid}/comm of the registering process"
         ));
     };
-    let (slot, tag) = match admit(control, pid, uid, &process, &reg) {
+    let Some(ppid) = parent_pid(pid) else {
+        return refuse(format!(
+            "cannot read /proc/{pid}/stat of the registering process"
+        ));
+    };
+    let (slot, tag) = match admit(control, pid, ppid, uid, &process, &reg) {
         Ok(x) => x,
         Err(m) => return refuse(m),
     };
@@ -563,6 +641,7 @@ fn session(control: &Arc<Control>, conn: UnixStream, lines: Lines, reg: Registra
     }
     tracing::info!(
         pid,
+        ppid,
         uid,
         %process,
         claimed = %reg.process,
@@ -798,5 +877,78 @@ mod tests {
             Lines::new(None).next(&a, Some(pidfd.as_raw_fd())),
             Next::Exited
         );
+    }
+
+    fn holder(pid: u32, ppid: u32, uid: u32, ipv4: &str, ipv6: Option<&str>) -> Entry {
+        Entry {
+            pid,
+            ppid,
+            uid,
+            process: "nginx".into(),
+            ipv4: ipv4.parse().unwrap(),
+            ipv6: ipv6.map(|a| a.parse().unwrap()),
+            since: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn an_address_is_shared_only_within_a_process_family() {
+        let r = reg("10.0.0.2", None);
+        let worker = holder(200, 100, 33, "10.0.0.2", None);
+        // Nobody holds it.
+        may_share(&[], 300, 1, 0, &r).unwrap();
+        // A sibling (same master), and a holder's child.
+        may_share(&[&worker], 201, 100, 33, &r).unwrap();
+        may_share(&[&worker], 300, 200, 33, &r).unwrap();
+        // The related one may be any holder.
+        let other = holder(250, 240, 33, "10.0.0.2", None);
+        may_share(&[&other, &worker], 201, 100, 33, &r).unwrap();
+        // Unrelated: another parent, or a grandchild.
+        let e = may_share(&[&worker], 400, 399, 33, &r).unwrap_err();
+        assert!(
+            e.starts_with("10.0.0.2 is already registered by pid 200 (nginx) for 0 s, which is not this process's parent or sibling"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("one address belongs to one process family"),
+            "{e}"
+        );
+        // Orphans are all init's children: no family through pid 1.
+        let orphan = holder(200, 1, 33, "10.0.0.2", None);
+        may_share(&[&orphan], 201, 1, 33, &r).unwrap_err();
+        // Same family, another user.
+        let e = may_share(&[&worker], 201, 100, 0, &r).unwrap_err();
+        assert!(e.contains("as uid 33, not this process's uid 0"), "{e}");
+    }
+
+    #[test]
+    fn a_shared_address_is_the_same_ipv4_and_ipv6_pair() {
+        let both = holder(200, 100, 0, "10.0.0.2", Some("fd00:1::2"));
+        may_share(&[&both], 201, 100, 0, &reg("10.0.0.2", Some("fd00:1::2"))).unwrap();
+        for r in [
+            reg("10.0.0.2", None),
+            reg("10.0.0.2", Some("fd00:1::3")),
+            reg("10.0.0.3", Some("fd00:1::2")),
+        ] {
+            let e = may_share(&[&both], 201, 100, 0, &r).unwrap_err();
+            assert!(e.contains("same IPv4 and IPv6 pair"), "{e}");
+        }
+        let v4 = holder(200, 100, 0, "10.0.0.2", None);
+        let e = may_share(&[&v4], 201, 100, 0, &reg("10.0.0.2", Some("fd00:1::2"))).unwrap_err();
+        assert!(e.contains("with 10.0.0.2 and no IPv6 address"), "{e}");
+    }
+
+    #[test]
+    fn the_parent_is_the_kernels() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        assert_eq!(parent_pid(child.id()), Some(me));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(parent_pid(me), Some(std::os::unix::process::parent_id()));
+        assert_eq!(parent_pid(u32::MAX), None);
     }
 }

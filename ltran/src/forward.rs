@@ -11,7 +11,7 @@
 //! batches are made when an instance registers.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc, Mutex,
@@ -266,12 +266,15 @@ impl Dispatcher {
     /// port `to`.
     fn announce(&mut self, to: usize) {
         let mut batch = MbufBatch::new();
-        let addrs: Vec<(Ipv4Addr, Option<Ipv6Addr>)> = self
+        let mut addrs: Vec<(Ipv4Addr, Option<Ipv6Addr>)> = self
             .served
             .iter()
             .flatten()
             .map(|s| (s.ipv4, s.ipv6))
             .collect();
+        // Instances sharing an address are announced once.
+        addrs.sort_unstable();
+        addrs.dedup();
         for (v4, v6) in addrs {
             for n in 0..2 {
                 let Some(mut m) = self.rx_pool.alloc() else {
@@ -501,27 +504,56 @@ impl Dispatcher {
         }
     }
 
+    /// Queues `m` for `slot`'s `thread`.
     #[inline]
-    fn dispatch(&mut self, mut m: Mbuf, now_ms: u64, kni_out: &mut MbufBatch) {
+    fn deliver(&mut self, slot: Slot, thread: u16, mut m: Mbuf) {
+        let Some(s) = self.served.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let t = usize::from(thread).min(s.rings.len() - 1);
+        dpdk::owner::set(&mut m, s.tag);
+        let c = &mut s.counters[t];
+        c.rx_packets += 1;
+        c.rx_bytes += m.len() as u64;
+        if let Err(m) = s.pending[t].push(m) {
+            // Batch full: hand it over now and retry once.
+            flush_one(
+                &mut s.rings[t].rx,
+                &mut s.pending[t],
+                c,
+                &mut self.tables.counters.ring_full,
+            );
+            let _ = s.pending[t].push(m);
+        }
+    }
+
+    #[inline]
+    fn dispatch(&mut self, m: Mbuf, now_ms: u64, kni_out: &mut MbufBatch) {
         match self.tables.rx(m.data(), now_ms) {
-            Decision::Deliver { slot, thread } => {
-                let Some(s) = self.served[slot as usize].as_mut() else {
-                    return;
-                };
-                let t = usize::from(thread).min(s.rings.len() - 1);
-                dpdk::owner::set(&mut m, s.tag);
-                let c = &mut s.counters[t];
-                c.rx_packets += 1;
-                c.rx_bytes += m.len() as u64;
-                if let Err(m) = s.pending[t].push(m) {
-                    // Batch full: hand it over now and retry once.
-                    flush_one(
-                        &mut s.rings[t].rx,
-                        &mut s.pending[t],
-                        c,
-                        &mut self.tables.counters.ring_full,
-                    );
-                    let _ = s.pending[t].push(m);
+            Decision::Deliver { slot, thread } => self.deliver(slot, thread, m),
+            Decision::EachMember(ip) => {
+                // A copy (from the receive pool) to every member but the
+                // primary, which gets the frame itself. The group is
+                // bounded by the instances; nothing is allocated but mbufs.
+                let ip = IpAddr::V4(ip);
+                let n = self.tables.members(ip).len();
+                for i in 1..n {
+                    let slot = self.tables.members(ip)[i];
+                    let copy = self.rx_pool.alloc().and_then(|mut c| {
+                        c.append(m.len())?.copy_from_slice(m.data());
+                        Some(c)
+                    });
+                    let Some(copy) = copy else {
+                        // The pool is dry: this member misses it, counted.
+                        if let Some(s) = self.served[slot as usize].as_mut() {
+                            s.counters[0].rx_dropped += 1;
+                        }
+                        continue;
+                    };
+                    self.deliver(slot, 0, copy);
+                }
+                if let Some(&primary) = self.tables.members(ip).first() {
+                    self.deliver(primary, 0, m);
                 }
             }
             Decision::AllIpv6 => {

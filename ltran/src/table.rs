@@ -5,7 +5,14 @@
 //! checks a frame an instance sends (it may only speak for its own
 //! addresses) and learns the connections it opens; [`Tables::expire`]
 //! ages the connection table a bounded slice at a time (see
-//! [`conn_table`](crate::conn_table) for its states and quotas). Everything
+//! [`conn_table`](crate::conn_table) for its states and quotas).
+//!
+//! Instances may share an address (forked workers of one server, admitted
+//! by the control side): an address maps to a group of instances, the
+//! first of them its primary. ARP for the address reaches every member;
+//! ICMP, UDP and TCP segments of no known connection go to the primary; a
+//! SYN goes to the member listening on its port with the fewest
+//! connections, and the rest of that connection follows it. Everything
 //! here runs on the dispatcher thread only, so there are no locks; the
 //! tables are sized at start and never grow on the hot path. Times are
 //! milliseconds from any monotonic origin.
@@ -13,7 +20,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gazelle_ctl_proto::DispatchCounters;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 pub use crate::conn_table::{Limits, Slot};
 use crate::{
@@ -34,6 +41,10 @@ pub enum Decision {
     /// A copy to every instance with an IPv6 address (multicast NDP such as
     /// router advertisements).
     AllIpv6,
+    /// A copy to thread 0 of every instance sharing this address (ARP:
+    /// each stack keeps its own neighbour cache); see [`Tables::members`].
+    /// Only said when more than one instance holds it.
+    EachMember(Ipv4Addr),
     /// Nobody here owns it: to the kernel's exception interface if there is
     /// one, else dropped.
     Kernel,
@@ -66,11 +77,14 @@ pub struct Tables {
     mac: [u8; 6],
     /// The link-local address of `mac`, which every instance has.
     link_local: Ipv6Addr,
-    v4: FxHashMap<Ipv4Addr, Slot>,
-    v6: FxHashMap<Ipv6Addr, Slot>,
+    /// The instances holding each address, in the order they came: the
+    /// first is the primary.
+    v4: FxHashMap<Ipv4Addr, Vec<Slot>>,
+    v6: FxHashMap<Ipv6Addr, Vec<Slot>>,
     instances: Vec<Option<Instance>>,
     conns: ConnTable,
-    listens: FxHashSet<(IpAddr, u16)>,
+    /// Who listens on each (address, port): the instances, by slot.
+    listens: FxHashMap<(IpAddr, u16), Vec<Slot>>,
     /// What happened to received and sent frames.
     pub counters: DispatchCounters,
 }
@@ -86,13 +100,14 @@ impl Tables {
             v6: FxHashMap::with_capacity_and_hasher(max_instances, Default::default()),
             instances: vec![None; max_instances],
             conns: ConnTable::new(capacity, max_instances, limits),
-            listens: FxHashSet::default(),
+            listens: FxHashMap::default(),
             counters: DispatchCounters::default(),
         }
     }
 
-    /// Adds an instance. The registry has already checked that the slot and
-    /// addresses are free.
+    /// Adds an instance. The registry has already checked that the slot is
+    /// free and that the addresses are free or held by the instance's
+    /// process family (then it joins their group, after them).
     pub fn add_instance(
         &mut self,
         slot: Slot,
@@ -100,9 +115,10 @@ impl Tables {
         ipv6: Option<Ipv6Addr>,
         threads: u16,
     ) {
-        self.v4.insert(ipv4, slot);
+        let bound = self.instances.len();
+        join(self.v4.entry(ipv4).or_default(), slot, bound);
         if let Some(a) = ipv6 {
-            self.v6.insert(a, slot);
+            join(self.v6.entry(a).or_default(), slot, bound);
         }
         self.instances[slot as usize] = Some(Instance {
             ipv4,
@@ -112,18 +128,20 @@ impl Tables {
         self.conns.add_owner(slot, threads);
     }
 
-    /// Removes an instance with its addresses, listeners and connections;
-    /// returns how many connections were removed.
+    /// Removes an instance with its listeners and connections, and its
+    /// addresses unless other instances share them (the next one becomes
+    /// their primary); returns how many connections were removed.
     pub fn remove_instance(&mut self, slot: Slot) -> u64 {
         let Some(inst) = self.instances.get_mut(slot as usize).and_then(Option::take) else {
             return 0;
         };
-        self.v4.remove(&inst.ipv4);
+        leave(&mut self.v4, inst.ipv4, slot);
         if let Some(a) = inst.ipv6 {
-            self.v6.remove(&a);
+            leave(&mut self.v6, a, slot);
         }
-        self.listens.retain(|(ip, _)| {
-            *ip != IpAddr::V4(inst.ipv4) && inst.ipv6.map(IpAddr::V6) != Some(*ip)
+        self.listens.retain(|_, slots| {
+            slots.retain(|&s| s != slot);
+            !slots.is_empty()
         });
         self.conns.remove_owner(slot)
     }
@@ -132,18 +150,29 @@ impl Tables {
     /// every address of the instance). An instance can only listen on its
     /// own addresses: anything else is refused.
     pub fn listen(&mut self, slot: Slot, ip: IpAddr, port: u16) -> Result<(), String> {
+        let bound = self.instances.len();
         for ip in self.own_addrs(slot, ip)? {
-            self.listens.insert((ip, port));
+            join(self.listens.entry((ip, port)).or_default(), slot, bound);
         }
         Ok(())
     }
 
-    /// Undoes [`Self::listen`].
+    /// Undoes [`Self::listen`] for `slot` only: the other instances sharing
+    /// the address keep listening.
     pub fn unlisten(&mut self, slot: Slot, ip: IpAddr, port: u16) -> Result<(), String> {
         for ip in self.own_addrs(slot, ip)? {
-            self.listens.remove(&(ip, port));
+            leave(&mut self.listens, (ip, port), slot);
         }
         Ok(())
+    }
+
+    /// The instances holding `ip`, the primary first (empty if none).
+    pub fn members(&self, ip: IpAddr) -> &[Slot] {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&a),
+            IpAddr::V6(a) => self.v6.get(&a),
+        }
+        .map_or(&[], Vec::as_slice)
     }
 
     fn own_addrs(&self, slot: Slot, ip: IpAddr) -> Result<Vec<IpAddr>, String> {
@@ -195,23 +224,29 @@ impl Tables {
         self.conns.expire(now, budget)
     }
 
-    /// Listening (address, port) pairs.
+    /// Listening (address, port) pairs (one however many instances
+    /// sharing the address listen on it).
     pub fn listeners(&self) -> usize {
         self.listens.len()
     }
 
+    /// The primary of the instances holding `ip`.
     fn owner(&self, ip: IpAddr) -> Option<Slot> {
         match ip {
-            IpAddr::V4(a) => self.v4.get(&a).copied(),
-            IpAddr::V6(a) => self.v6.get(&a).copied().or_else(|| {
-                // Every instance has the bond MAC's link-local address: the
-                // first instance with IPv6 answers for it.
-                if a == self.link_local {
-                    self.first_v6()
-                } else {
-                    None
-                }
-            }),
+            IpAddr::V4(a) => self.v4.get(&a).and_then(|g| g.first().copied()),
+            IpAddr::V6(a) => self
+                .v6
+                .get(&a)
+                .and_then(|g| g.first().copied())
+                .or_else(|| {
+                    // Every instance has the bond MAC's link-local address: the
+                    // first instance with IPv6 answers for it.
+                    if a == self.link_local {
+                        self.first_v6()
+                    } else {
+                        None
+                    }
+                }),
         }
     }
 
@@ -244,12 +279,16 @@ impl Tables {
             return Decision::Kernel;
         }
         match f.net {
-            Net::Arp { target, .. } => match self.v4.get(&target) {
-                Some(&slot) => {
+            Net::Arp { target, .. } => match self.v4.get(&target).map(Vec::as_slice) {
+                Some(&[slot]) => {
                     self.counters.arp += 1;
                     Decision::Deliver { slot, thread: 0 }
                 }
-                None => Decision::Kernel,
+                Some([_, _, ..]) => {
+                    self.counters.arp += 1;
+                    Decision::EachMember(target)
+                }
+                _ => Decision::Kernel,
             },
             Net::Ip { src, dst, l4 } => self.rx_ip(src, dst, l4, now),
             Net::Other(_) => Decision::Kernel,
@@ -292,7 +331,7 @@ impl Tables {
                     lport: dport,
                 };
                 match self.tcp_in(slot, key, flags, now) {
-                    Some(thread) => {
+                    Some((slot, thread)) => {
                         if !v6 {
                             self.counters.tcp += 1;
                         }
@@ -321,24 +360,41 @@ impl Tables {
         decision
     }
 
-    /// Thread for a received TCP segment; `None` when dropped.
-    fn tcp_in(&mut self, slot: Slot, key: ConnKey, flags: u8, now: u64) -> Option<u16> {
+    /// Instance and thread for a received TCP segment to an address whose
+    /// primary is `primary`; `None` when dropped.
+    fn tcp_in(&mut self, primary: Slot, key: ConnKey, flags: u8, now: u64) -> Option<(Slot, u16)> {
         if let Some((owner, thread)) = self.conns.segment(&key, Side::Remote, flags, now) {
-            if owner == slot {
-                return Some(thread);
+            // The owner must still hold the address (link-local aside,
+            // which only the primary answers).
+            if owner == primary || self.members(key.local).contains(&owner) {
+                return Some((owner, thread));
             }
         }
         if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
-            // Not a new connection and not one we know: the owner's first
+            // Not a new connection and not one we know: the primary's first
             // thread answers it (with a reset, unless it knows better).
-            return Some(0);
+            return Some((primary, 0));
         }
-        if !self.listens.contains(&(key.local, key.lport)) {
+        let Some(slot) = self.listener(primary, &key) else {
             self.counters.syn_no_listener += 1;
-            return Some(0);
-        }
+            return Some((primary, 0));
+        };
         let placed = self.conns.insert(key, slot, Thread::Fewest, now);
-        self.count_insert(placed).ok()
+        self.count_insert(placed).ok().map(|thread| (slot, thread))
+    }
+
+    /// The instance a new connection `key` goes to: of those listening on
+    /// its address and port that hold the address (or the primary, for the
+    /// shared link-local address), the one with the fewest connections,
+    /// the first listener on a tie. Bounded by the instances.
+    fn listener(&self, primary: Slot, key: &ConnKey) -> Option<Slot> {
+        let listening = self.listens.get(&(key.local, key.lport))?;
+        let members = self.members(key.local);
+        listening
+            .iter()
+            .copied()
+            .filter(|&s| s == primary || members.contains(&s))
+            .min_by_key(|&s| self.conns.len_of(s))
     }
 
     /// Counts what [`ConnTable::insert`] did.
@@ -431,6 +487,23 @@ impl Tables {
         if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             let placed = self.conns.insert(key, slot, Thread::Given(thread), now);
             let _ = self.count_insert(placed);
+        }
+    }
+}
+
+/// Adds `slot` to `group` (once, at most `bound` members).
+fn join(group: &mut Vec<Slot>, slot: Slot, bound: usize) {
+    if !group.contains(&slot) && group.len() < bound {
+        group.push(slot);
+    }
+}
+
+/// Takes `slot` out of the group at `key`, and the group out when empty.
+fn leave<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, Vec<Slot>>, key: K, slot: Slot) {
+    if let Some(group) = map.get_mut(&key) {
+        group.retain(|&s| s != slot);
+        if group.is_empty() {
+            map.remove(&key);
         }
     }
 }
@@ -940,5 +1013,189 @@ mod tests {
         let f = frame([0x33, 0x33, 0xff, 0, 0, 3], PEER, 0x86dd, &ip6);
         assert_eq!(t.rx(&f, 0), Decision::Deliver { slot: 1, thread: 0 });
         assert_eq!(t.counters.ipv6, 1);
+    }
+
+    /// Instances 1 and 2 share 10.0.0.5 (1 first: the primary), one
+    /// thread each; instance 0 holds 10.0.0.2.
+    fn shared() -> Tables {
+        let mut t = Tables::new(MAC, 4, 64, LIMITS);
+        t.add_instance(0, "10.0.0.2".parse().unwrap(), None, 1);
+        t.add_instance(1, "10.0.0.5".parse().unwrap(), None, 1);
+        t.add_instance(2, "10.0.0.5".parse().unwrap(), None, 1);
+        t
+    }
+
+    fn slot_of(d: Decision) -> Slot {
+        match d {
+            Decision::Deliver { slot, thread: 0 } => slot,
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn syns_spread_over_the_members_listening() {
+        let mut t = shared();
+        t.listen(1, "0.0.0.0".parse().unwrap(), 80).unwrap();
+        t.listen(2, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        let slots: Vec<Slot> = (0..6)
+            .map(|p| slot_of(rx_tcp(&mut t, "10.0.0.5", 40000 + p, 80, TCP_SYN)))
+            .collect();
+        assert_eq!(slots, vec![1, 2, 1, 2, 1, 2]);
+        assert_eq!(t.thread_connections(1), &[3]);
+        assert_eq!(t.thread_connections(2), &[3]);
+        assert_eq!(t.listeners(), 1, "one (address, port) pair");
+        // Only members listening get them.
+        t.listen(2, "10.0.0.5".parse().unwrap(), 8080).unwrap();
+        for p in 0..3 {
+            assert_eq!(
+                slot_of(rx_tcp(&mut t, "10.0.0.5", 50000 + p, 8080, TCP_SYN)),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn a_retransmitted_syn_and_the_rest_of_a_connection_reach_its_member() {
+        let mut t = shared();
+        t.listen(1, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        t.listen(2, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        let first = slot_of(rx_tcp(&mut t, "10.0.0.5", 40000, 80, TCP_SYN));
+        let second = slot_of(rx_tcp(&mut t, "10.0.0.5", 40001, 80, TCP_SYN));
+        assert_ne!(first, second);
+        for _ in 0..3 {
+            // Retransmitted: the other member now has fewer, yet it stays.
+            assert_eq!(
+                slot_of(rx_tcp(&mut t, "10.0.0.5", 40001, 80, TCP_SYN)),
+                second
+            );
+        }
+        for flags in [TCP_ACK, TCP_ACK | TCP_FIN, TCP_RST] {
+            assert_eq!(
+                slot_of(rx_tcp(&mut t, "10.0.0.5", 40001, 80, flags)),
+                second
+            );
+        }
+        // An answer from the member that owns it is learnt as its own.
+        let synack = frame(
+            PEER,
+            MAC,
+            0x0800,
+            &tcp4("10.0.0.5", 80, "10.0.0.100", 40000, TCP_SYN | TCP_ACK),
+        );
+        t.tx(first, 0, &synack, 0).unwrap();
+        assert_eq!(
+            slot_of(rx_tcp(&mut t, "10.0.0.5", 40000, 80, TCP_ACK)),
+            first
+        );
+    }
+
+    #[test]
+    fn arp_reaches_every_member_and_the_rest_goes_to_the_primary() {
+        let mut t = shared();
+        let req = frame([0xff; 6], PEER, 0x0806, &arp(1, "10.0.0.100", "10.0.0.5"));
+        let d = t.rx(&req, 0);
+        assert_eq!(d, Decision::EachMember("10.0.0.5".parse().unwrap()));
+        assert_eq!(t.members("10.0.0.5".parse().unwrap()), &[1, 2]);
+        let reply = frame(MAC, PEER, 0x0806, &arp(2, "10.0.0.100", "10.0.0.5"));
+        assert_eq!(t.rx(&reply, 0), d);
+        assert_eq!(t.counters.arp, 2);
+        // A lone holder's ARP is delivered as before.
+        let lone = frame([0xff; 6], PEER, 0x0806, &arp(1, "10.0.0.100", "10.0.0.2"));
+        assert_eq!(t.rx(&lone, 0), Decision::Deliver { slot: 0, thread: 0 });
+        // UDP, ICMP and segments of no known connection: the primary.
+        let udp = frame(MAC, PEER, 0x0800, &udp4("10.0.0.100", "10.0.0.5", 53));
+        assert_eq!(slot_of(t.rx(&udp, 0)), 1);
+        let mut icmp = udp4("10.0.0.100", "10.0.0.5", 53);
+        icmp[9] = 1;
+        assert_eq!(slot_of(t.rx(&frame(MAC, PEER, 0x0800, &icmp), 0)), 1);
+        assert_eq!(t.counters.icmp, 1);
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 1, 80, TCP_ACK)), 1);
+        // A SYN nobody listens on: the primary resets it.
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 1, 80, TCP_SYN)), 1);
+        assert_eq!(t.counters.syn_no_listener, 1);
+    }
+
+    #[test]
+    fn every_member_may_send_as_the_address() {
+        let mut t = shared();
+        for slot in [1, 2] {
+            let f = frame(PEER, MAC, 0x0800, &udp4("10.0.0.5", "10.0.0.100", 53));
+            assert_eq!(t.tx(slot, 0, &f, 0), Ok(()));
+            let a = frame([0xff; 6], MAC, 0x0806, &arp(2, "10.0.0.5", "10.0.0.100"));
+            assert_eq!(t.tx(slot, 0, &a, 0), Ok(()));
+            let other = frame(PEER, MAC, 0x0800, &udp4("10.0.0.2", "10.0.0.100", 53));
+            assert_eq!(t.tx(slot, 0, &other, 0), Err(TxRefusal::Spoofed));
+        }
+        assert!(t.listen(1, "10.0.0.2".parse().unwrap(), 80).is_err());
+    }
+
+    #[test]
+    fn a_member_leaving_takes_only_its_own() {
+        let mut t = shared();
+        t.listen(1, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        t.listen(2, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        t.listen(2, "10.0.0.5".parse().unwrap(), 81).unwrap();
+        let a = slot_of(rx_tcp(&mut t, "10.0.0.5", 1, 80, TCP_SYN));
+        rx_tcp(&mut t, "10.0.0.5", 1, 80, TCP_ACK);
+        let b = slot_of(rx_tcp(&mut t, "10.0.0.5", 2, 80, TCP_SYN));
+        rx_tcp(&mut t, "10.0.0.5", 2, 80, TCP_ACK);
+        assert_eq!((a, b), (1, 2));
+        // The primary leaves: its connection goes, 2 keeps its own and
+        // becomes the primary.
+        assert_eq!(t.remove_instance(1), 1);
+        assert_eq!(t.members("10.0.0.5".parse().unwrap()), &[2]);
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 2, 80, TCP_ACK)), 2);
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 3, 80, TCP_SYN)), 2);
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 4, 81, TCP_SYN)), 2);
+        let udp = frame(MAC, PEER, 0x0800, &udp4("10.0.0.100", "10.0.0.5", 53));
+        assert_eq!(slot_of(t.rx(&udp, 0)), 2);
+        let req = frame([0xff; 6], PEER, 0x0806, &arp(1, "10.0.0.100", "10.0.0.5"));
+        assert_eq!(t.rx(&req, 0), Decision::Deliver { slot: 2, thread: 0 });
+        assert_eq!(t.counters.syn_no_listener, 0);
+        assert_eq!(t.listeners(), 2);
+        // A newcomer joins after it; 2 stays the primary.
+        t.add_instance(1, "10.0.0.5".parse().unwrap(), None, 1);
+        assert_eq!(t.members("10.0.0.5".parse().unwrap()), &[2, 1]);
+        t.remove_instance(1);
+        // The last member leaving frees the address.
+        assert_eq!(t.remove_instance(2), 3);
+        assert!(t.members("10.0.0.5".parse().unwrap()).is_empty());
+        assert_eq!(t.listeners(), 0);
+        assert_eq!(t.rx(&udp, 0), Decision::Kernel);
+        assert_eq!(t.rx(&req, 0), Decision::Kernel);
+        // And another may take it.
+        t.add_instance(3, "10.0.0.5".parse().unwrap(), None, 1);
+        assert_eq!(slot_of(t.rx(&udp, 0)), 3);
+    }
+
+    #[test]
+    fn unlisten_by_one_member_leaves_the_others_listening() {
+        let mut t = shared();
+        t.listen(1, "0.0.0.0".parse().unwrap(), 80).unwrap();
+        t.listen(2, "0.0.0.0".parse().unwrap(), 80).unwrap();
+        t.unlisten(1, "0.0.0.0".parse().unwrap(), 80).unwrap();
+        assert_eq!(t.listeners(), 1);
+        for p in 0..4 {
+            assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", p, 80, TCP_SYN)), 2);
+        }
+        t.unlisten(2, "10.0.0.5".parse().unwrap(), 80).unwrap();
+        assert_eq!(t.listeners(), 0);
+        assert_eq!(slot_of(rx_tcp(&mut t, "10.0.0.5", 9, 80, TCP_SYN)), 1);
+        assert_eq!(t.counters.syn_no_listener, 1);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_shared_alike() {
+        let mut t = Tables::new(MAC, 4, 64, LIMITS);
+        let v6: Ipv6Addr = "fd00::5".parse().unwrap();
+        t.add_instance(1, "10.0.0.5".parse().unwrap(), Some(v6), 1);
+        t.add_instance(2, "10.0.0.5".parse().unwrap(), Some(v6), 1);
+        assert_eq!(t.members(IpAddr::V6(v6)), &[1, 2]);
+        let f = frame(MAC, PEER, 0x86dd, &udp6("fd00::9".parse().unwrap(), v6));
+        assert_eq!(slot_of(t.rx(&f, 0)), 1);
+        t.remove_instance(1);
+        assert_eq!(slot_of(t.rx(&f, 0)), 2);
+        t.remove_instance(2);
+        assert_eq!(t.rx(&f, 0), Decision::Kernel);
     }
 }

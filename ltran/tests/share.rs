@@ -1,0 +1,237 @@
+//! Forked workers keep the fast path: two `lstack-echo` processes spawned
+//! by this test (siblings: the same parent) register the same address with
+//! ltran and both listen on port 7; kernel clients in a peer namespace
+//! connect several times, every byte echoed, and ltran spreads the
+//! connections over both. A third process of the same user registering
+//! that address from outside the family (a grandchild of this test, its
+//! parent a shell) is refused with a message naming the rule.
+//!
+//! Needs root, hugepages, python3 and the workspace's build of
+//! `lstack-echo` next to ltran (`cargo build --workspace`).
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{af_packet_vdev, topology, Ltran};
+use netns_testbed::ChildGuard;
+
+const SHARED_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 20);
+const CONNECTIONS: usize = 8;
+
+fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        p.display()
+    );
+    p
+}
+
+fn lstack_config(dir: &Path, name: &str, mac: &str) -> PathBuf {
+    let text = format!(
+        r#"dpdk_args = ["--no-pci", "--no-telemetry", "--log-level=*:notice"]
+use_ltran = true
+num_cpus = "0"
+host_addr = "{SHARED_IP}"
+mask_addr = "255.255.255.0"
+devices = "{mac}"
+tcp_conn_count = 200
+"#
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `lstack-echo` on port 7 with `conf`, through `wrapper` (a program and
+/// its arguments before lstack-echo's path) if given.
+fn echo(ltran: &Ltran, conf: &Path, wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper {
+        [] => Command::new(built("lstack-echo")),
+        [program, args @ ..] => {
+            let mut c = Command::new(program);
+            c.args(args).arg(built("lstack-echo"));
+            c
+        }
+    };
+    cmd.args(["--port", "7"])
+        .env("LSTACK_CONF_PATH", conf)
+        .env("GAZELLE_RUN_DIR", &ltran.run_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Opens `CONNECTIONS` connections to port 7 one after the other, each
+/// echoing 64 KiB checked byte for byte, prints `ok N` with all of them
+/// open, keeps them open 5 s, then closes them.
+const CLIENT: &str = r#"
+import os, socket, sys, time
+ip, n = sys.argv[1], int(sys.argv[2])
+socks, ok = [], 0
+for i in range(n):
+    s = socket.create_connection((ip, 7), 10)
+    s.settimeout(20)
+    data = os.urandom(65536)
+    s.sendall(data)
+    got = bytearray()
+    while len(got) < len(data):
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    ok += bytes(got) == data
+    socks.append(s)
+print("ok" if ok == n else "FAILED", ok, flush=True)
+time.sleep(5)
+for s in socks:
+    s.close()
+sys.exit(0 if ok == n else 1)
+"#;
+
+#[test]
+fn siblings_share_an_address_and_strangers_are_refused() {
+    let topo = topology("ltsh", SHARED_IP);
+    let mac = topo.stack_mac.to_string();
+    let ltran = Ltran::start(
+        "ltran-share",
+        &[af_packet_vdev(0, &topo.host_if)],
+        &format!("bond_ports = [\"0x1\"]\nbond_macs = [\"{mac}\"]\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two workers, both children of this test.
+    let mut workers: Vec<ChildGuard> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            ChildGuard::spawn(&mut echo(&ltran, &lstack_config(dir.path(), n, &mac), &[])).unwrap()
+        })
+        .collect();
+    for w in &mut workers {
+        if let Err(e) = w.wait_for_output("echoing TCP", Duration::from_secs(60)) {
+            panic!(
+                "a worker did not start: {e:#}\n{}\nltran: {}",
+                w.stderr_so_far(),
+                ltran.child.stderr_so_far()
+            );
+        }
+    }
+    let shown = ltran.wait_stats("both workers listed", Duration::from_secs(10), |s| {
+        s.instances.len() == 2
+    });
+    assert!(
+        shown
+            .instances
+            .iter()
+            .all(|i| i.ipv4 == SHARED_IP.to_string()),
+        "{:#?}",
+        shown.instances
+    );
+    let mut pids: Vec<u32> = shown.instances.iter().map(|i| i.pid).collect();
+    pids.sort_unstable();
+    let mut want: Vec<u32> = workers.iter().map(ChildGuard::id).collect();
+    want.sort_unstable();
+    assert_eq!(pids, want);
+    // Each has told ltran it listens (the event follows the listen call
+    // on the lease); the dispatcher takes it within a housekeeping tick.
+    std::thread::sleep(Duration::from_millis(500));
+    topo.wait_connectable(
+        SocketAddr::from((SHARED_IP, 7)),
+        &mut workers[0],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    let mut client = topo
+        .spawn(
+            topo.cmd("python3")
+                .args([
+                    "-c",
+                    CLIENT,
+                    &SHARED_IP.to_string(),
+                    &CONNECTIONS.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
+    if let Err(e) = client.wait_for_output("ok ", Duration::from_secs(60)) {
+        panic!(
+            "the clients did not finish: {e:#}\n{}{}\nworkers: {}\n{}",
+            client.stdout_so_far(),
+            client.stderr_so_far(),
+            workers[0].stderr_so_far(),
+            workers[1].stderr_so_far()
+        );
+    }
+    // With every connection open (the probe's may linger too), each
+    // worker holds some of them.
+    let held = |s: &gazelle_ctl_proto::LtranStats| -> Vec<u64> {
+        s.instances
+            .iter()
+            .map(|i| i.threads.iter().map(|t| t.connections).sum())
+            .collect()
+    };
+    let during = ltran.wait_stats(
+        "every connection in the table",
+        Duration::from_secs(3),
+        |s| held(s).iter().sum::<u64>() >= CONNECTIONS as u64,
+    );
+    assert!(
+        held(&during)
+            .iter()
+            .all(|&h| h >= CONNECTIONS as u64 / 2 - 1),
+        "connections not spread over both workers: {:?}",
+        held(&during)
+    );
+    let out = client
+        .wait_with_output_timeout(Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "echo failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ok {CONNECTIONS}")));
+
+    // A process of the same user but not of the family: its parent is a
+    // shell that is neither a worker nor the workers' parent.
+    // Accepted, it would serve on: its group is killed after a while.
+    let stranger = ChildGuard::spawn(&mut echo(
+        &ltran,
+        &lstack_config(dir.path(), "stranger", &mac),
+        &["sh", "-c", "\"$0\" \"$@\"; exit $?"],
+    ))
+    .unwrap()
+    .wait_with_output_timeout(Duration::from_secs(30))
+    .unwrap_or_else(|e| panic!("an unrelated process joined {SHARED_IP}: {e:#}"));
+    let err = String::from_utf8_lossy(&stranger.stderr);
+    assert!(
+        !stranger.status.success(),
+        "an unrelated process joined {SHARED_IP}: {err}"
+    );
+    assert!(
+        err.contains(&format!("{SHARED_IP} is already registered by pid"))
+            && err.contains("which is not this process's parent or sibling")
+            && err.contains("one address belongs to one process family"),
+        "unclear refusal: {err}"
+    );
+    assert_eq!(ltran.stats().instances.len(), 2);
+    for w in &mut workers {
+        assert!(w.try_wait().unwrap().is_none(), "a worker died");
+    }
+}

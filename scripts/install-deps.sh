@@ -8,6 +8,7 @@ PACKAGES=(
   dpdk dpdk-dev libdpdk-dev                       # DPDK 22.11 runtime, headers, dpdk-testpmd
   iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
   redis-server redis-tools nginx-light curl wrk iperf3 python3  # real applications under LD_PRELOAD
+  memcached libmemcached-tools haproxy wget postgresql  # the compatibility matrix (preload/tests/matrix.rs; memcslap)
   shellcheck                                      # test.sh lints our shell scripts
   python3-venv                                    # webui's contract test installs schemathesis (PyPI) in a venv
   chromium                                        # webui's browser test (driven by playwright-core from npm)

@@ -11,10 +11,13 @@ extern crate lstack_core as lstack;
 
 #[path = "../../stack/tests/common/mod.rs"]
 mod common;
+#[path = "common/mod.rs"]
+mod shared;
 
+use shared::{liblstack, run_ok, sha256, thread_names};
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{Mutex, MutexGuard, OnceLock},
     time::Duration,
@@ -38,22 +41,6 @@ fn topo() -> (MutexGuard<'static, ()>, &'static Topology) {
         .expect("topology")
     });
     (guard, topo)
-}
-
-/// liblstack.so of this build (target/<profile>/liblstack.so).
-fn liblstack() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let lib = dir.join("liblstack.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: build it with `cargo build --release -p lstack-preload`",
-        lib.display()
-    );
-    lib
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -81,27 +68,6 @@ fn preloaded(topo: &Topology, name: &str, program: &str, mode: StackThreadMode) 
     cmd
 }
 
-/// The names (`comm`) of process `pid`'s threads.
-fn thread_names(pid: u32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_owned())
-        .collect()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// `name: N requests per second` lines of redis-benchmark -q.
 fn benchmark_rates(out: &str) -> Vec<(String, f64)> {
     out.split(['\r', '\n'])
@@ -114,11 +80,6 @@ fn benchmark_rates(out: &str) -> Vec<(String, f64)> {
         })
         .filter(|(_, r)| *r > 0.0)
         .collect()
-}
-
-fn sha256(path: &Path) -> String {
-    let out = run_ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace().next().unwrap().to_owned()
 }
 
 #[rstest]

@@ -1453,10 +1453,23 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
-    let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+    let Some(f) = lookup(fd) else {
         // SAFETY: forwarding.
         return unsafe { (real().ioctl)(fd, req, arg) };
     };
+    if matches!(f.kind, Kind::Fresh { .. }) {
+        // Its kernel socket answers; FIONBIO is also the lstack socket's to
+        // come (Python's `setblocking` sets it before `listen`, and a
+        // listener that forgot it blocked asyncio's accept loop).
+        // SAFETY: forwarding.
+        let r = unsafe { (real().ioctl)(fd, req, arg) };
+        if r == 0 && req == libc::FIONBIO && !arg.is_null() {
+            // SAFETY: FIONBIO takes an int*.
+            let on = unsafe { *arg.cast::<c_int>() } != 0;
+            f.nonblocking.store(on, Ordering::Relaxed);
+        }
+        return r;
+    }
     guarded("ioctl", || match req {
         libc::FIONBIO => {
             if arg.is_null() {

@@ -122,6 +122,12 @@ impl Drop for BypassGuard {
 #[derive(Debug)]
 pub struct Plan {
     config: LstackConfig,
+    /// The stack's options, the control socket's path among them: read
+    /// with the environment as the process started (`GAZELLE_RUN_DIR`),
+    /// since servers clear theirs before the stack starts (nginx does).
+    opts: StackOptions,
+    /// The run directory (`GAZELLE_RUN_DIR`), for the NIC's lock.
+    run_dir: std::path::PathBuf,
     /// The stack's on-link subnets: (address, prefix length).
     subnets: Vec<(IpAddr, u8)>,
 }
@@ -263,7 +269,12 @@ fn load_plan() -> Option<Plan> {
     if let Some(c) = &config.host_addr6 {
         subnets.push((IpAddr::V6(c.addr()), c.prefix_len()));
     }
-    Some(Plan { config, subnets })
+    Some(Plan {
+        opts: StackOptions::for_config(&config),
+        run_dir: gazelle_ctl_proto::paths::run_dir(),
+        config,
+        subnets,
+    })
 }
 
 fn start(plan: &Plan) -> Option<Stack> {
@@ -275,7 +286,7 @@ fn start(plan: &Plan) -> Option<Stack> {
     let lock = if config.use_ltran {
         None
     } else {
-        match claim_address(config) {
+        match claim_address(config, &plan.run_dir) {
             Ok(l) => Some(l),
             Err(why) => {
                 eprintln!(
@@ -287,7 +298,7 @@ fn start(plan: &Plan) -> Option<Stack> {
             }
         }
     };
-    match Stack::start(config, StackOptions::for_config(config)) {
+    match Stack::start(config, plan.opts.clone()) {
         Ok(s) => {
             tracing::info!(process = %name, "lstack started");
             // Held (open, locked) while the process lives.
@@ -328,10 +339,9 @@ fn process_is_live(pid: &str) -> bool {
 /// `flock`, released by the kernel when the process ends, however it
 /// ends), writing our pid into it; the error names the process that holds
 /// it.
-fn claim_address(config: &LstackConfig) -> Result<std::fs::File, String> {
+fn claim_address(config: &LstackConfig, dir: &std::path::Path) -> Result<std::fs::File, String> {
     use std::io::{Read, Seek, Write};
-    let dir = gazelle_ctl_proto::paths::run_dir();
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::create_dir_all(dir);
     // One NIC: the same device and EAL arguments in the same network
     // namespace (test topologies reuse addresses in namespaces of their own).
     let netns = std::fs::read_link("/proc/self/ns/net").unwrap_or_default();

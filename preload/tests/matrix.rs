@@ -114,10 +114,8 @@ const ROWS: &[Row] = &[
         version: &["nginx", "-v"],
         client: "curl",
         mode: RTW,
-        expect: Expect::NotYet(
-            "forked workers run on the kernel and never see the master's lstack listener (issue 17)",
-        ),
-        notes: "",
+        expect: Expect::Works,
+        notes: "the master listens and never starts a stack; the first worker owns the NIC, the other says so and idles (behind ltran both serve)",
         run: nginx_default,
     },
     Row {
@@ -137,7 +135,7 @@ const ROWS: &[Row] = &[
         client: "pgbench, psql",
         mode: RTW,
         expect: Expect::NotYet(
-            "the postmaster forks a backend per connection; the backend runs on the kernel",
+            "the postmaster accepts, then forks a backend per connection: the backend cannot use its parent's stack and reads end of file (it says so on stderr)",
         ),
         notes: "",
         run: postgresql,
@@ -168,9 +166,7 @@ const ROWS: &[Row] = &[
         version: &["/usr/bin/python3", "--version"],
         client: "python socket clients",
         mode: RTW,
-        expect: Expect::NotYet(
-            "not a fork issue: the stack completes the handshakes, but asyncio never accepts (its epoll never reports the listener readable), in both modes",
-        ),
+        expect: Expect::Works,
         notes: "8 connections echo exactly the 256 KiB each sent",
         run: python_asyncio,
     },
@@ -587,7 +583,7 @@ fn nginx_default(bed: &Bed, mode: StackThreadMode) -> Result<(), String> {
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log stderr;\n\
+            "daemon off;\nuser www-data;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log stderr;\n\
              events {{ worker_connections 768; }}\n\
              http {{ sendfile on; tcp_nopush on; access_log off;\n\
                client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\

@@ -254,6 +254,10 @@ pub struct StackOptions {
     /// Where to serve `gazellectl` (see [`gazelle_ctl_proto::paths`]);
     /// `None`: no control socket.
     pub control_socket: Option<std::path::PathBuf>,
+    /// The run directory, where ltran's control socket is
+    /// ([`gazelle_ctl_proto::paths::run_dir`] when the options were made:
+    /// an application may clear its environment before its stack starts).
+    pub run_dir: std::path::PathBuf,
 }
 
 impl StackOptions {
@@ -272,6 +276,7 @@ impl StackOptions {
             ack_delay: Some(Duration::from_millis(10)),
             idle_sleep: Duration::from_micros(200),
             syn_recv_lifetime: Duration::from_secs(60),
+            run_dir: gazelle_ctl_proto::paths::run_dir(),
             control_socket: Some(gazelle_ctl_proto::paths::lstack_socket(
                 &gazelle_ctl_proto::paths::run_dir(),
                 &config.unix_prefix,
@@ -468,7 +473,7 @@ impl Stack {
             mac,
             ltran,
         } = if config.use_ltran {
-            Self::attach_ltran(config, want_threads)?
+            Self::attach_ltran(config, &opts.run_dir, want_threads)?
         } else {
             Self::open_port(config, want_threads)?
         };
@@ -715,8 +720,12 @@ impl Stack {
 
     /// Attaches to ltran as a secondary and registers one ring pair per
     /// stack thread.
-    fn attach_ltran(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
-        let a = ltran::attach(config, usize::from(want_threads))?;
+    fn attach_ltran(
+        config: &LstackConfig,
+        run_dir: &std::path::Path,
+        want_threads: u16,
+    ) -> Result<Backend, StackError> {
+        let a = ltran::attach(config, run_dir, usize::from(want_threads))?;
         Ok(Backend {
             eal: a.eal,
             pool: a.pool,

@@ -113,8 +113,12 @@ pub(crate) fn secondary_args(dpdk_args: &[String], file_prefix: &str) -> Vec<Str
 }
 
 /// Attaches to ltran and registers `threads` stack threads.
-pub(crate) fn attach(config: &LstackConfig, threads: usize) -> Result<Attached, StackError> {
-    let socket = paths::ltran_socket(&paths::run_dir(), &config.unix_prefix);
+pub(crate) fn attach(
+    config: &LstackConfig,
+    run_dir: &std::path::Path,
+    threads: usize,
+) -> Result<Attached, StackError> {
+    let socket = paths::ltran_socket(run_dir, &config.unix_prefix);
     let hello = match client::request(&socket, "ltran", Request::Hello, Duration::from_secs(5)) {
         Ok(Response::Hello(h)) => h,
         Ok(other) => return Err(ltran_err(format!("ltran answered Hello with {other:?}"))),

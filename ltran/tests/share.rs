@@ -235,3 +235,151 @@ fn siblings_share_an_address_and_strangers_are_refused() {
         assert!(w.try_wait().unwrap().is_none(), "a worker died");
     }
 }
+
+/// Opens `n` keep-alive HTTP connections to port 18090, one after the
+/// other, each answered with the page (checked), prints `ok N` with all of
+/// them open, keeps them open 5 s, then closes them.
+const HTTP_CLIENT: &str = r#"
+import socket, sys, time
+ip, n = sys.argv[1], int(sys.argv[2])
+socks, ok = [], 0
+for i in range(n):
+    s = socket.create_connection((ip, 18090), 10)
+    s.settimeout(20)
+    s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"served by a forked nginx worker" not in got:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    ok += got.startswith(b"HTTP/1.1 200") and b"served by a forked nginx worker" in got
+    socks.append(s)
+print("ok" if ok == n else "FAILED", ok, flush=True)
+time.sleep(5)
+for s in socks:
+    s.close()
+sys.exit(0 if ok == n else 1)
+"#;
+
+/// nginx as Debian ships it (a master, two workers that drop to
+/// `www-data`) under `LD_PRELOAD` behind ltran: the master never starts a
+/// stack, each worker registers the same address as its own instance, and
+/// kernel clients' connections are served by both.
+#[test]
+fn nginx_workers_behind_ltran_both_serve() {
+    let topo = topology("ltng", SHARED_IP);
+    let mac = topo.stack_mac.to_string();
+    let ltran = Ltran::start(
+        "ltran-nginx",
+        &[af_packet_vdev(0, &topo.host_if)],
+        &format!("bond_ports = [\"0x1\"]\nbond_macs = [\"{mac}\"]\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served by a forked nginx worker\n").unwrap();
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user www-data;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log stderr notice;\n\
+             events {{ worker_connections 768; }}\n\
+             http {{ sendfile on; tcp_nopush on; access_log off;\n\
+               client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+               uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               server {{ listen {SHARED_IP}:18090; root {r}; }} }}\n",
+            d = d.display(),
+            r = www.display(),
+        ),
+    )
+    .unwrap();
+    let mut master = ChildGuard::spawn(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .env("LD_PRELOAD", built("liblstack.so"))
+            .env("LSTACK_CONF_PATH", lstack_config(d, "nginx", &mac))
+            .env("GAZELLE_RUN_DIR", &ltran.run_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let shown = ltran.wait_stats("both workers registered", Duration::from_secs(60), |s| {
+        s.instances.len() == 2
+    });
+    assert!(
+        shown
+            .instances
+            .iter()
+            .all(|i| i.ipv4 == SHARED_IP.to_string()),
+        "{:#?}",
+        shown.instances
+    );
+    assert!(
+        shown.instances.iter().all(|i| i.pid != master.id()),
+        "the master registered: {:#?}",
+        shown.instances
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    topo.wait_connectable(
+        SocketAddr::from((SHARED_IP, 18090)),
+        &mut master,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut client = topo
+        .spawn(
+            topo.cmd("python3")
+                .args([
+                    "-c",
+                    HTTP_CLIENT,
+                    &SHARED_IP.to_string(),
+                    &CONNECTIONS.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
+    if let Err(e) = client.wait_for_output("ok ", Duration::from_secs(60)) {
+        panic!(
+            "the clients did not finish: {e:#}\n{}{}\nnginx: {}",
+            client.stdout_so_far(),
+            client.stderr_so_far(),
+            master.stderr_so_far(),
+        );
+    }
+    let held = |s: &gazelle_ctl_proto::LtranStats| -> Vec<u64> {
+        s.instances
+            .iter()
+            .map(|i| i.threads.iter().map(|t| t.connections).sum())
+            .collect()
+    };
+    let during = ltran.wait_stats(
+        "every connection in the table",
+        Duration::from_secs(3),
+        |s| held(s).iter().sum::<u64>() >= CONNECTIONS as u64,
+    );
+    assert!(
+        held(&during).iter().all(|&h| h >= 2),
+        "connections not spread over both workers: {:?}",
+        held(&during)
+    );
+    let out = client
+        .wait_with_output_timeout(Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("ok {CONNECTIONS}")),
+        "HTTP through both workers failed: {}{}\nnginx: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        master.stderr_so_far()
+    );
+    assert!(
+        master.try_wait().unwrap().is_none(),
+        "nginx died: {}",
+        master.stderr_so_far()
+    );
+}

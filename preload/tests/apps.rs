@@ -665,8 +665,17 @@ fn nginx_default_config_serves_from_forked_workers(
     let url = format!("http://{}:18081/1m.bin", topo.stack_ip4);
     for _ in 0..3 {
         run_ok(
-            topo.cmd("curl")
-                .args(["-sS", "--fail", "-o", got.to_str().unwrap(), &url]),
+            // Bounded: a listener nobody accepts on still completes
+            // handshakes, and curl would wait for the answer forever.
+            topo.cmd("curl").args([
+                "-sS",
+                "--fail",
+                "--max-time",
+                "30",
+                "-o",
+                got.to_str().unwrap(),
+                &url,
+            ]),
         );
         assert_eq!(
             std::fs::read(&got).unwrap(),

@@ -17,12 +17,32 @@ static void show_so_error(int fd)
         say("getsockopt(SO_ERROR) = 0 value=%s", err ? errname(err) : "0");
 }
 
+/*
+ * poll(IN, 5000) on a socket the peer resets. The kernel sets the error a
+ * moment before the state becomes CLOSE; a poll that looks in between sees
+ * ERR without HUP (a race of the baseline, seen once in CI, not a
+ * behaviour). Such a result is looked at again (bounded) until it settles.
+ */
+static void show_poll_reset(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, 5000);
+    for (int i = 0; i < 100 && r == 1 && (p.revents & POLLERR) && !(p.revents & POLLHUP); i++) {
+        p.revents = 0;
+        r = poll(&p, 1, 10);
+    }
+    if (r < 0)
+        say("poll(IN, 5000) = -1 %s", errname(errno));
+    else
+        say("poll(IN, 5000) = %d revents=%s", r, poll_mask(p.revents));
+}
+
 static void app(void)
 {
     char buf[64];
     int s = tcp_client(other_ip4, port);
     show("send(\"unread\")", send(s, "unread", 6, 0));
-    show_poll1("poll(IN, 5000)", s, POLLIN, 5000);
+    show_poll_reset(s);
     show_data("recv", recv(s, buf, sizeof buf, 0), buf);
     show_data("recv", recv(s, buf, sizeof buf, 0), buf);
     show("send(MSG_NOSIGNAL)", send(s, "x", 1, MSG_NOSIGNAL));
@@ -30,7 +50,7 @@ static void app(void)
 
     int t = tcp_client(other_ip4, port);
     show("send(\"read\")", send(t, "read", 4, 0));
-    show_poll1("poll(IN, 5000)", t, POLLIN, 5000);
+    show_poll_reset(t);
     show_so_error(t);
     show_data("recv", recv(t, buf, sizeof buf, 0), buf);
     show("send(MSG_NOSIGNAL)", send(t, "x", 1, MSG_NOSIGNAL));

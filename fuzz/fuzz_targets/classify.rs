@@ -239,6 +239,21 @@ fn read_ip<'a>(frame: &'a [u8], local: &LocalAddrs, checked: RxChecked) -> Ip<'a
     }
 }
 
+/// The upper-layer protocol and payload behind IPv6 Hop-by-Hop (0),
+/// Routing (43) and Destination Options (60) headers starting with `next`
+/// over `payload` (as they are; a header that does not fit ends the walk).
+fn after_ipv6_extensions(mut next: u8, mut payload: &[u8]) -> (u8, &[u8]) {
+    while matches!(next, 0 | 43 | 60) && payload.len() >= 8 {
+        let len = (usize::from(payload[1]) + 1) * 8;
+        if len > payload.len() {
+            break;
+        }
+        next = payload[0];
+        payload = &payload[len..];
+    }
+    (next, payload)
+}
+
 fn is_ipv4_fragment(frame: &[u8]) -> bool {
     be16(frame, ETH + 6) & 0x3fff != 0
 }
@@ -249,7 +264,12 @@ fn check_tcp(frame: &[u8], local: &LocalAddrs, checked: RxChecked, flow: FlowKey
         "TCP verdict for a {}-byte frame",
         frame.len()
     );
-    let ip = read_ip(frame, local, checked);
+    let mut ip = read_ip(frame, local, checked);
+    if let IpAddress::Ipv6(_) = ip.dst {
+        // The stack takes TCP behind skippable IPv6 extension headers
+        // (Hop-by-Hop, Routing, Destination Options): walk them.
+        (ip.protocol, ip.payload) = after_ipv6_extensions(ip.protocol, ip.payload);
+    }
     assert_eq!(
         ip.protocol, PROTO_TCP,
         "TCP verdict for IP protocol {}",

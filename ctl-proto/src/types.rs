@@ -100,6 +100,11 @@ pub struct LstackStats {
     /// (loopback, `udp_enable = 0`...): nothing falls back silently.
     #[serde(default)]
     pub kernel_sockets: BTreeMap<String, u64>,
+    /// Socket options the application set that lstack does not honour on
+    /// its sockets (accepted, as gazelle does, but without effect), by
+    /// option name: times set. Each is also logged once.
+    #[serde(default)]
+    pub unhonoured_options: BTreeMap<String, u64>,
     /// The DPDK port's own counters.
     pub port: PortCounters,
     /// One entry per stack thread.
@@ -238,13 +243,15 @@ impl ThreadCounters {
     }
 }
 
-/// One TCP socket of an lstack process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One socket of an lstack process: a TCP socket of the stack, or a TCP or
+/// UDP socket the process kept on the kernel (then `kernel` says why).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connection {
-    /// Stack thread that owns it.
+    /// Stack thread that owns it (0 for a kernel-path socket).
     pub thread: usize,
-    /// TCP state, as `ss` names it (`ESTAB`, `LISTEN`, `TIME-WAIT`...).
+    /// TCP state, as `ss` names it (`ESTAB`, `LISTEN`, `TIME-WAIT`...);
+    /// `UNCONN` for a UDP socket.
     pub state: String,
     /// Local address and port.
     pub local: String,
@@ -258,4 +265,21 @@ pub struct Connection {
     pub recv_capacity: u64,
     /// Send buffer size.
     pub send_capacity: u64,
+    /// Set for a socket on the kernel's path: its descriptor, protocol and
+    /// why it is not on lstack. Absent for the stack's own sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelPathSocket>,
+}
+
+/// Why and where a socket of an accelerated process stays on the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelPathSocket {
+    /// The descriptor in the process.
+    pub fd: i32,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Why it is on the kernel (the names of
+    /// [`LstackStats::kernel_sockets`]).
+    pub reason: String,
 }

@@ -110,6 +110,18 @@ pub fn lstack(s: &LstackStats) -> String {
             .collect();
         let _ = writeln!(o, "sockets left on the kernel: {}", reasons.join(", "));
     }
+    if !s.unhonoured_options.is_empty() {
+        let options: Vec<String> = s
+            .unhonoured_options
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "socket options set but not honoured by lstack: {}",
+            options.join(", ")
+        );
+    }
     o
 }
 
@@ -236,29 +248,44 @@ pub fn latency(l: &LstackLatency) -> String {
     o
 }
 
-/// `gazellectl lstack show <ip> -c`.
+/// `gazellectl lstack show <ip> -c`: the stack's sockets, then those the
+/// process kept on the kernel, each with the reason.
 pub fn connections(c: &[Connection]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<7}{:<12}{:>9}{:>9}{:>9}{:>9}  {:<46}remote",
-        "thread", "state", "recv_q", "send_q", "rcvbuf", "sndbuf", "local"
+        "{:<7}{:<12}{:>9}{:>9}{:>9}{:>9}  {:<46}{:<46}path",
+        "thread", "state", "recv_q", "send_q", "rcvbuf", "sndbuf", "local", "remote"
     );
     for x in c {
+        let (thread, path) = match &x.kernel {
+            None => (x.thread.to_string(), "lstack".to_owned()),
+            Some(k) => (
+                "-".to_owned(),
+                format!("kernel ({} fd {}): {}", k.protocol, k.fd, k.reason),
+            ),
+        };
         let _ = writeln!(
             o,
-            "{:<7}{:<12}{:>9}{:>9}{:>9}{:>9}  {:<46}{}",
-            x.thread,
+            "{:<7}{:<12}{:>9}{:>9}{:>9}{:>9}  {:<46}{:<46}{}",
+            thread,
             x.state,
             x.recv_queue,
             x.send_queue,
             x.recv_capacity,
             x.send_capacity,
             x.local,
-            x.remote
+            x.remote,
+            path
         );
     }
-    let _ = writeln!(o, "{} sockets", c.len());
+    let kernel = c.iter().filter(|x| x.kernel.is_some()).count();
+    let _ = writeln!(
+        o,
+        "{} sockets: {} on lstack, {kernel} on the kernel",
+        c.len(),
+        c.len() - kernel
+    );
     o
 }
 
@@ -390,5 +417,48 @@ mod tests {
             t.contains("sockets left on the kernel: loopback 2, udp_enable = 0 1"),
             "{t}"
         );
+        assert!(!t.contains("not honoured"), "{t}");
+        s.unhonoured_options = [("IPPROTO_TCP/TCP_DEFER_ACCEPT".to_owned(), 3)].into();
+        let t = lstack(&s);
+        assert!(
+            t.contains(
+                "socket options set but not honoured by lstack: IPPROTO_TCP/TCP_DEFER_ACCEPT 3"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_connection_list_marks_kernel_path_sockets_with_the_reason() {
+        let on_stack = Connection {
+            thread: 1,
+            state: "ESTAB".into(),
+            local: "10.0.0.2:6379".into(),
+            remote: "10.0.0.1:40000".into(),
+            ..Default::default()
+        };
+        let on_kernel = Connection {
+            state: "LISTEN".into(),
+            local: "127.0.0.1:6379".into(),
+            remote: "*".into(),
+            kernel: Some(gazelle_ctl_proto::KernelPathSocket {
+                fd: 7,
+                protocol: "tcp".into(),
+                reason: "bound to an address not on the stack".into(),
+            }),
+            ..Default::default()
+        };
+        let t = connections(&[on_stack, on_kernel]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[1].starts_with("1 ") && lines[1].ends_with("lstack"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("- ")
+                && lines[2].ends_with("kernel (tcp fd 7): bound to an address not on the stack"),
+            "{t}"
+        );
+        assert!(t.contains("2 sockets: 1 on lstack, 1 on the kernel"), "{t}");
     }
 }

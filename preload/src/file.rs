@@ -89,7 +89,15 @@ pub struct File {
     /// epoll instances this file was added to, so `close` can take it out of
     /// them as the kernel does.
     pub watchers: Mutex<Vec<std::sync::Weak<crate::epoll::EpollSet>>>,
+    /// Options lstack does not honour, set while the socket was
+    /// [`Kind::Fresh`]: counted when it becomes an lstack socket (if it
+    /// stays on the kernel, they did take effect). At most
+    /// [`PENDING_OPTIONS`].
+    pending_options: Mutex<Vec<(libc::c_int, libc::c_int, u64)>>,
 }
+
+/// Distinct unhonoured options a fresh socket remembers.
+const PENDING_OPTIONS: usize = 16;
 
 impl File {
     /// A file of `kind`.
@@ -107,7 +115,31 @@ impl File {
             timeouts: Default::default(),
             so_error: AtomicI32::new(0),
             watchers: Mutex::new(Vec::new()),
+            pending_options: Mutex::new(Vec::new()),
         })
+    }
+
+    /// An option lstack does not honour was set: counted now, or (on a
+    /// fresh socket, which may still end on the kernel) when the socket
+    /// becomes an lstack socket.
+    pub fn unhonoured_option(&self, level: libc::c_int, name: libc::c_int) {
+        if !matches!(self.kind, Kind::Fresh { .. }) {
+            crate::fallback::unhonoured(level, name, 1);
+            return;
+        }
+        let mut p = self
+            .pending_options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = p.iter_mut().find(|(l, n, _)| (*l, *n) == (level, name)) {
+            seen.2 += 1;
+        } else if p.len() < PENDING_OPTIONS {
+            p.push((level, name, 1));
+        } else {
+            // More distinct options than remembered: counted now.
+            drop(p);
+            crate::fallback::unhonoured(level, name, 1);
+        }
     }
 
     /// Whether calls on it return `EAGAIN` instead of waiting.
@@ -244,8 +276,18 @@ impl File {
         *self.buffers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A copy of this file's socket options for a file derived from it.
+    /// A copy of this file's socket options for a file derived from it
+    /// (a fresh socket becoming an lstack one, an accepted connection).
     pub fn inherit(&self, to: &File) {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_options
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (level, name, times) in pending {
+            crate::fallback::unhonoured(level, name, times);
+        }
         *to.buffers.lock().unwrap_or_else(|e| e.into_inner()) = self.buffers();
         to.keepalive
             .store(self.keepalive.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -34,6 +34,7 @@
 
 pub mod addr;
 pub mod epoll;
+pub mod fallback;
 pub mod file;
 pub mod poll;
 pub mod real;
@@ -144,14 +145,12 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         if plan.is_some() {
             if !table().fits(fd) {
                 runtime::count_kernel_socket(KernelPath::DescriptorTableFull);
-                tracing::warn!(
-                    fd,
-                    "descriptor beyond lstack's table: this socket stays on the kernel"
-                );
+                fallback::beyond_table(fd);
                 return fd;
             }
             if dgram && !runtime::udp_enabled() {
                 runtime::count_kernel_socket(KernelPath::UdpDisabled);
+                fallback::record(fd, KernelPath::UdpDisabled);
                 return fd;
             }
             let kind = Kind::Fresh {
@@ -190,6 +189,7 @@ pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> 
         if !(ours || sa.ip().is_unspecified()) {
             // Not an lstack address: the kernel keeps this socket.
             runtime::count_kernel_socket(KernelPath::ForeignAddress);
+            fallback::record(fd, KernelPath::ForeignAddress);
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().bind)(fd, a, len) };
@@ -250,6 +250,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         let Some(sa) = bound.filter(|sa| sa.port() != 0) else {
             // Listening without a port: the kernel picks one; kernel path.
             runtime::count_kernel_socket(KernelPath::ListenWithoutBind);
+            fallback::record(fd, KernelPath::ListenWithoutBind);
             table().take(fd);
             // SAFETY: forwarding.
             return unsafe { (real().listen)(fd, backlog) };
@@ -312,7 +313,15 @@ pub unsafe extern "C" fn accept4(
 ) -> c_int {
     let Some(f) = lookup(fd) else {
         // SAFETY: forwarding.
-        return unsafe { (real().accept4)(fd, a, len, flags) };
+        let k = unsafe { (real().accept4)(fd, a, len, flags) };
+        if k >= 0 {
+            // A kernel-path listener's connections are on the kernel too.
+            if let Some(why) = fallback::reason(fd) {
+                runtime::count_kernel_socket(why);
+                fallback::record(k, why);
+            }
+        }
+        return k;
     };
     guarded("accept4", || {
         let Kind::Listener { kernel, .. } = &f.kind else {
@@ -356,6 +365,8 @@ pub unsafe extern "C" fn accept4(
                 // SAFETY: forwarding; the kernel listener is non-blocking.
                 let k = unsafe { (real().accept4)(fd, a, len, flags) };
                 if k >= 0 {
+                    runtime::count_kernel_socket(KernelPath::WildcardLocalClient);
+                    fallback::record(k, KernelPath::WildcardLocalClient);
                     return k;
                 }
                 let e = io::Error::last_os_error()
@@ -407,11 +418,13 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
                 return fail(libc::EIO);
             };
             if sa.ip().is_loopback() || !plan.on_link(sa.ip()) {
-                runtime::count_kernel_socket(if sa.ip().is_loopback() {
+                let why = if sa.ip().is_loopback() {
                     KernelPath::Loopback
                 } else {
                     KernelPath::OffSubnet
-                });
+                };
+                runtime::count_kernel_socket(why);
+                fallback::record(fd, why);
                 table().take(fd);
                 // SAFETY: forwarding.
                 return unsafe { (real().connect)(fd, a, len) };
@@ -1043,6 +1056,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             }
         });
         epoll::forget(fd);
+        fallback::forget(fd);
     }
     // SAFETY: forwarding.
     unsafe { (real().close)(fd) }
@@ -1066,6 +1080,7 @@ pub unsafe extern "C" fn close_range(
                     epoll::closed(fd, &f);
                 }
                 epoll::forget(fd);
+                fallback::forget(fd);
             }
         });
     }
@@ -1209,6 +1224,9 @@ pub unsafe extern "C" fn setsockopt(
         return unsafe { (real().setsockopt)(fd, level, name, v, len) };
     };
     guarded("setsockopt", || {
+        if !fallback::honoured(level, name) {
+            f.unhonoured_option(level, name);
+        }
         if level == libc::IPPROTO_IPV6 && name == libc::IPV6_V6ONLY {
             // SAFETY: caller's option buffer.
             if let Some(on) = unsafe { int_opt(v, len) } {
@@ -1504,6 +1522,8 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     if n >= 0 {
         if let Some(f) = lookup(fd) {
             table().set(n, f);
+        } else {
+            fallback::duplicated(fd, n);
         }
     }
     n
@@ -1535,6 +1555,7 @@ unsafe fn dup3_impl(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int 
         // `new` was closed by the kernel: forget what it was, then share `old`'s file.
         table().take(new);
         epoll::forget(new);
+        fallback::duplicated(old, new);
         if let Some(f) = file {
             table().set(new, f);
         }

@@ -269,8 +269,10 @@ fn load_plan() -> Option<Plan> {
     if let Some(c) = &config.host_addr6 {
         subnets.push((IpAddr::V6(c.addr()), c.prefix_len()));
     }
+    let mut opts = StackOptions::for_config(&config);
+    opts.process = Some(crate::fallback::view());
     Some(Plan {
-        opts: StackOptions::for_config(&config),
+        opts,
         run_dir: gazelle_ctl_proto::paths::run_dir(),
         config,
         subnets,
@@ -410,18 +412,36 @@ extern "C" fn at_exit() {
             .filter(|(_, n)| *n > 0)
             .collect(),
     };
-    if SUMMARY_AT_EXIT.load(Ordering::Relaxed) && !kernel.is_empty() {
-        let reasons: Vec<String> = kernel.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        // Not through tracing: its thread-locals may be gone at exit.
-        let msg = format!(
-            "liblstack: pid {}: sockets left on the kernel: {} (gazellectl lstack show counts them while it runs)\n",
-            std::process::id(),
-            reasons.join(", ")
+    if SUMMARY_AT_EXIT.load(Ordering::Relaxed) {
+        summary_line(
+            "sockets left on the kernel",
+            &kernel,
+            " (gazellectl lstack show counts them while it runs)",
         );
-        // SAFETY: write(2) of a valid buffer to stderr.
-        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        summary_line(
+            "socket options set but not honoured by lstack",
+            &crate::fallback::unhonoured_options(),
+            "",
+        );
     }
     let _ = std::panic::catch_unwind(flush_before_exit);
+}
+
+/// Writes `liblstack: pid N: <what>: name count, ...<tail>` on stderr,
+/// unless `counts` is empty; not through tracing, whose thread-locals may be
+/// gone at exit.
+fn summary_line(what: &str, counts: &std::collections::BTreeMap<String, u64>, tail: &str) {
+    if counts.is_empty() {
+        return;
+    }
+    let named: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let msg = format!(
+        "liblstack: pid {}: {what}: {}{tail}\n",
+        std::process::id(),
+        named.join(", ")
+    );
+    // SAFETY: write(2) of a valid buffer to stderr.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
 /// Closes every lstack socket and waits (up to 2 s) until what they queued

@@ -569,11 +569,150 @@ fn kernel_path_sockets_are_counted_and_said_at_exit() {
         out.status.success() && stdout.contains("kernel"),
         "{stdout}\n{stderr}"
     );
+    // The listener, and the connection it accepted.
     assert!(
         stderr.contains(
-            "sockets left on the kernel: bound to an address not on the stack 1, loopback 1"
+            "sockets left on the kernel: bound to an address not on the stack 2, loopback 1"
         ),
         "no summary of the kernel-path sockets at exit: {stderr}"
+    );
+}
+
+/// `gazellectl lstack show <ip> -c` lists the sockets a process keeps on
+/// the kernel one by one, with the reason, beside the stack's own; options
+/// lstack does not honour are counted by option and logged once each.
+#[test]
+fn kernel_path_sockets_are_listed_and_unhonoured_options_counted() {
+    let (_g, topo) = topo();
+    let me = topo.stack_ip4.to_string();
+    let script = "import socket, sys\n\
+                  me = sys.argv[1]\n\
+                  l = socket.socket()\n\
+                  l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  l.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)\n\
+                  l.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 6)\n\
+                  l.bind((me, 18096))\n\
+                  l.listen()\n\
+                  l.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 16)\n\
+                  k = socket.socket()\n\
+                  k.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)\n\
+                  k.bind(('127.0.0.1', 0))\n\
+                  k.listen()\n\
+                  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  u.connect(('127.0.0.1', 9))\n\
+                  l.settimeout(0.2)\n\
+                  try:\n\
+                  \x20   l.accept()\n\
+                  except OSError:\n\
+                  \x20   pass\n\
+                  print('ready', k.fileno(), k.getsockname()[1], u.fileno(), flush=True)\n\
+                  sys.stdin.read()\n";
+    let mut py = preloaded(topo, "listed", "python3", StackThreadMode::RunToWakeup);
+    py.env("LSTACK_LOG", "info")
+        .args(["-c", script, &me])
+        .stdin(Stdio::piped());
+    let mut py = ChildGuard::spawn(&mut py).unwrap();
+    py.wait_for_output("ready", Duration::from_secs(30))
+        .unwrap();
+    let ready = py.stdout_so_far();
+    let nums: Vec<i64> = ready
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (kfd, kport, ufd) = (nums[0], nums[1], nums[2]);
+
+    let sock = gazelle_ctl_proto::paths::lstack_socket(
+        &gazelle_ctl_proto::paths::run_dir(),
+        "",
+        topo.stack_ip4.into(),
+    );
+    let ask = |req| {
+        gazelle_ctl_proto::client::request(&sock, "lstack", req, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("asking {}: {e}", sock.display()))
+    };
+    let gazelle_ctl_proto::Response::LstackConnections { connections } =
+        ask(gazelle_ctl_proto::Request::LstackConnections)
+    else {
+        panic!("lstack answered another question");
+    };
+    let shown = format!("{connections:#?}");
+    let listener = connections
+        .iter()
+        .find(|c| c.local == format!("{me}:18096"))
+        .unwrap_or_else(|| panic!("the lstack listener is not listed: {shown}"));
+    assert_eq!(listener.state, "LISTEN", "{shown}");
+    assert!(listener.kernel.is_none(), "{shown}");
+    let kernel_listener = connections
+        .iter()
+        .find(|c| c.kernel.as_ref().is_some_and(|k| i64::from(k.fd) == kfd))
+        .unwrap_or_else(|| panic!("the loopback listener (fd {kfd}) is not listed: {shown}"));
+    assert_eq!(kernel_listener.state, "LISTEN", "{shown}");
+    assert_eq!(
+        kernel_listener.local,
+        format!("127.0.0.1:{kport}"),
+        "{shown}"
+    );
+    let k = kernel_listener.kernel.as_ref().unwrap();
+    assert_eq!(
+        (k.protocol.as_str(), k.reason.as_str()),
+        ("tcp", "bound to an address not on the stack"),
+        "{shown}"
+    );
+    let udp = connections
+        .iter()
+        .find(|c| c.kernel.as_ref().is_some_and(|k| i64::from(k.fd) == ufd))
+        .unwrap_or_else(|| panic!("the loopback UDP socket (fd {ufd}) is not listed: {shown}"));
+    assert_eq!(udp.remote, "127.0.0.1:9", "{shown}");
+    let k = udp.kernel.as_ref().unwrap();
+    assert_eq!(
+        (k.protocol.as_str(), k.reason.as_str()),
+        ("udp", "loopback"),
+        "{shown}"
+    );
+    assert_eq!(
+        connections.iter().filter(|c| c.kernel.is_some()).count(),
+        2,
+        "{shown}"
+    );
+
+    let gazelle_ctl_proto::Response::LstackStats(stats) =
+        ask(gazelle_ctl_proto::Request::LstackStats)
+    else {
+        panic!("lstack answered another question");
+    };
+    let options = &stats.unhonoured_options;
+    assert_eq!(
+        options.get("IPPROTO_TCP/TCP_DEFER_ACCEPT"),
+        Some(&2),
+        "{options:?}"
+    );
+    assert_eq!(options.get("IPPROTO_IP/IP_TOS"), Some(&1), "{options:?}");
+    // Set on a socket that stayed on the kernel, where it took effect.
+    assert!(!options.contains_key("IPPROTO_TCP/TCP_CORK"), "{options:?}");
+    assert!(
+        !options.keys().any(|k| k.contains("SO_REUSEADDR")),
+        "{options:?}"
+    );
+
+    py.close_stdin();
+    let out = py
+        .wait_with_output_timeout(Duration::from_secs(30))
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("option=IPPROTO_TCP/TCP_DEFER_ACCEPT")
+            .count(),
+        1,
+        "the unhonoured option is not logged exactly once: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "socket options set but not honoured by lstack: IPPROTO_IP/IP_TOS 1, IPPROTO_TCP/TCP_DEFER_ACCEPT 2"
+        ),
+        "no summary of unhonoured options at exit: {stderr}"
     );
 }
 

@@ -227,6 +227,12 @@ impl Stack {
             tcp_connections: self.tcp_connections() as u64,
             mbufs_available: u64::from(self.mbufs_available()),
             kernel_sockets: self.kernel_sockets(),
+            unhonoured_options: self
+                .shared
+                .opts
+                .process
+                .map(|p| (p.unhonoured_options)())
+                .unwrap_or_default(),
             port,
             threads: self
                 .shared
@@ -270,7 +276,8 @@ impl Stack {
 
     /// Every TCP socket of the stack: listeners (as `ss` shows them: the
     /// accept queue as receive queue, the backlog as send queue), connections
-    /// and sockets closing.
+    /// and sockets closing; then the process's sockets on the kernel's path,
+    /// with the reason (see [`crate::ProcessView`]).
     pub fn connections(&self) -> Vec<Connection> {
         let mut out = Vec::new();
         let listeners = self
@@ -296,6 +303,7 @@ impl Stack {
                 send_queue: l.backlog as u64,
                 recv_capacity: 0,
                 send_capacity: 0,
+                kernel: None,
             });
         }
         drop(listeners);
@@ -320,9 +328,13 @@ impl Stack {
                         send_queue: s.send_queue() as u64,
                         recv_capacity: s.recv_capacity() as u64,
                         send_capacity: s.send_capacity() as u64,
+                        kernel: None,
                     });
                 }
             }
+        }
+        if let Some(p) = self.shared.opts.process {
+            out.extend((p.kernel_sockets)());
         }
         out
     }

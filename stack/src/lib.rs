@@ -147,17 +147,21 @@ pub enum KernelPath {
     UdpDisabled,
     /// A descriptor number beyond lstack's table.
     DescriptorTableFull,
+    /// Accepted by the kernel side of a wildcard listener: a client on
+    /// this host (loopback or a kernel address).
+    WildcardLocalClient,
 }
 
 impl KernelPath {
     /// Every reason, in the order of their counters.
-    pub const ALL: [KernelPath; 6] = [
+    pub const ALL: [KernelPath; 7] = [
         Self::Loopback,
         Self::OffSubnet,
         Self::ForeignAddress,
         Self::ListenWithoutBind,
         Self::UdpDisabled,
         Self::DescriptorTableFull,
+        Self::WildcardLocalClient,
     ];
 
     /// The reason's name in statistics and logs.
@@ -169,6 +173,7 @@ impl KernelPath {
             Self::ListenWithoutBind => "listen without a port",
             Self::UdpDisabled => "udp_enable = 0",
             Self::DescriptorTableFull => "descriptor beyond lstack's table",
+            Self::WildcardLocalClient => "local client of a wildcard listener",
         }
     }
 }
@@ -227,7 +232,7 @@ pub struct BufferRequest {
 }
 
 /// Tunables of the stack that gazelle's `lstack.conf` does not have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StackOptions {
     /// TCP socket shards per stack thread (see the `engine` docs). More
     /// shards: fewer sockets met per packet, more to scan for timers.
@@ -258,6 +263,20 @@ pub struct StackOptions {
     /// ([`gazelle_ctl_proto::paths::run_dir`] when the options were made:
     /// an application may clear its environment before its stack starts).
     pub run_dir: std::path::PathBuf,
+    /// What the process around the stack knows and the stack does not (its
+    /// kernel-path sockets, options it set that lstack ignores), for
+    /// `gazellectl` and the REST API; `None`: nothing to add.
+    pub process: Option<ProcessView>,
+}
+
+/// The accelerated process's view of its sockets, given to the stack by
+/// the layer that intercepts the socket calls (`liblstack.so`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessView {
+    /// The TCP and UDP sockets it kept on the kernel, with the reason.
+    pub kernel_sockets: fn() -> Vec<gazelle_ctl_proto::Connection>,
+    /// Socket options set that lstack does not honour: name, times set.
+    pub unhonoured_options: fn() -> std::collections::BTreeMap<String, u64>,
 }
 
 impl StackOptions {
@@ -282,6 +301,7 @@ impl StackOptions {
                 &config.unix_prefix,
                 std::net::IpAddr::V4(config.host_addr),
             )),
+            process: None,
         }
     }
 }

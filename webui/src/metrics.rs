@@ -305,6 +305,16 @@ async fn collect(state: &AppState) -> Builder {
                 *n,
             );
         }
+        for (option, n) in &s.unhonoured_options {
+            let mut with_option = l.clone();
+            with_option.push(("option".into(), option.clone()));
+            b.counter(
+                "lstack_unhonoured_socket_options",
+                "Socket options the application set that lstack does not honour, by option",
+                &with_option,
+                *n,
+            );
+        }
         b.fields(
             "lstack_port",
             "Counters of the lstack's DPDK port",

@@ -994,6 +994,7 @@ async fn metrics_answer_loopback_and_tokens_only() {
         "gazelle_lstack_thread_rx_packets_total{instance=\"192.168.100.10\",thread=\"0\"}",
         "gazelle_lstack_thread_drops_total{instance=\"192.168.100.10\",thread=\"0\",reason=\"malformed\"}",
         "gazelle_lstack_kernel_sockets_total{instance=\"192.168.100.10\",reason=\"loopback\"} 2",
+        "gazelle_lstack_unhonoured_socket_options_total{instance=\"192.168.100.10\",option=\"IPPROTO_TCP/TCP_DEFER_ACCEPT\"} 1",
         "gazelle_appliance_up 1.0",
         "gazelle_host_cpus",
         "gazelle_host_load_average{minutes=\"1\"}",

@@ -209,8 +209,18 @@ async fn every_page_renders_with_its_title_nav_and_units() {
             "<meter",
         ],
     );
-    let html = page(&f, &s, "/instances/redis?state=ESTAB").await.text();
-    assert!(html.contains("0 of 1 connections shown"), "{html}");
+    assert!(
+        html.contains("option not honoured: IPPROTO_TCP/TCP_DEFER_ACCEPT"),
+        "{html}"
+    );
+    assert!(html.contains("on the kernel: loopback"), "{html}");
+    // A socket the application kept on the kernel is listed, with why.
+    assert!(
+        html.contains("kernel (tcp fd 9): loopback"),
+        "the kernel-path socket is not shown with its reason: {html}"
+    );
+    let html = page(&f, &s, "/instances/redis?state=LISTEN").await.text();
+    assert!(html.contains("1 of 2 sockets shown"), "{html}");
     let a = page(&f, &s, "/instances/nope").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // The script and the stylesheet.

@@ -387,7 +387,10 @@ pub struct ConnRow {
     remote: String,
     recv_q: String,
     send_q: String,
-    thread: usize,
+    /// The stack thread, or `-` for a socket on the kernel's path.
+    thread: String,
+    /// `lstack`, or `kernel: <why>` (fd, protocol and reason).
+    path: String,
 }
 
 /// A latency bucket.
@@ -411,6 +414,9 @@ struct InstancePage {
     errors: FieldErrors,
     counters: Vec<(String, String)>,
     drops: Vec<(String, u64)>,
+    /// What the process does not accelerate: sockets on the kernel by
+    /// reason, then socket options lstack ignores.
+    not_accelerated: Vec<(String, String)>,
     stack_unavailable: Option<String>,
     filter: ConnFilter,
     states: Vec<String>,
@@ -483,6 +489,7 @@ async fn instance_view(
             .unwrap_or_default(),
     };
     let (mut counters, mut drops, mut stack_unavailable) = (Vec::new(), Vec::new(), None);
+    let mut not_accelerated = Vec::new();
     let (mut connections, mut states, mut connections_total) = (Vec::new(), Vec::new(), 0);
     let (mut mib, mut latency, mut buckets, mut bucket_max) = (Vec::new(), None, Vec::new(), 0);
     match stats::lstack(State(state.clone()), Path(addr.clone())).await {
@@ -504,6 +511,15 @@ async fn instance_view(
                 counters.push((k, shown));
             }
             drops = total.drops.into_iter().collect();
+            for (why, n) in &st.kernel_sockets {
+                not_accelerated.push((format!("on the kernel: {why}"), format!("{n} sockets")));
+            }
+            for (option, n) in &st.unhonoured_options {
+                not_accelerated.push((
+                    format!("option not honoured: {option}"),
+                    format!("set {n} times"),
+                ));
+            }
             if let Ok(Json(list)) =
                 stats::lstack_connections(State(state.clone()), Path(addr.clone())).await
             {
@@ -530,7 +546,15 @@ async fn instance_view(
                         remote: c.remote,
                         recv_q: format!("{} B", c.recv_queue),
                         send_q: format!("{} B", c.send_queue),
-                        thread: c.thread,
+                        thread: if c.kernel.is_some() {
+                            "-".into()
+                        } else {
+                            c.thread.to_string()
+                        },
+                        path: c.kernel.map_or_else(
+                            || "lstack".into(),
+                            |k| format!("kernel ({} fd {}): {}", k.protocol, k.fd, k.reason),
+                        ),
                     })
                     .collect();
             }
@@ -606,6 +630,7 @@ async fn instance_view(
         errors,
         counters,
         drops,
+        not_accelerated,
         stack_unavailable,
         filter,
         states,

@@ -125,6 +125,7 @@ pub fn lstack_stats(n: u64) -> LstackStats {
         uptime_secs: 50 + n,
         tcp_connections: 3,
         kernel_sockets: [("loopback".to_owned(), 2)].into(),
+        unhonoured_options: [("IPPROTO_TCP/TCP_DEFER_ACCEPT".to_owned(), 1)].into(),
         threads: vec![ThreadCounters {
             rx_packets: 20 * n,
             tx_packets: 10 * n,
@@ -209,16 +210,34 @@ impl Fixture {
                     }
                     gazelle_ctl_proto::Request::LstackConnections => {
                         gazelle_ctl_proto::Response::LstackConnections {
-                            connections: vec![gazelle_ctl_proto::Connection {
-                                thread: 0,
-                                state: "LISTEN".into(),
-                                local: format!("{LSTACK_IP}:6379"),
-                                remote: "*".into(),
-                                recv_queue: 0,
-                                send_queue: 0,
-                                recv_capacity: 65536,
-                                send_capacity: 65536,
-                            }],
+                            connections: vec![
+                                gazelle_ctl_proto::Connection {
+                                    thread: 0,
+                                    state: "LISTEN".into(),
+                                    local: format!("{LSTACK_IP}:6379"),
+                                    remote: "*".into(),
+                                    recv_queue: 0,
+                                    send_queue: 0,
+                                    recv_capacity: 65536,
+                                    send_capacity: 65536,
+                                    kernel: None,
+                                },
+                                gazelle_ctl_proto::Connection {
+                                    thread: 0,
+                                    state: "ESTAB".into(),
+                                    local: "127.0.0.1:40000".into(),
+                                    remote: "127.0.0.1:5432".into(),
+                                    recv_queue: 0,
+                                    send_queue: 0,
+                                    recv_capacity: 131072,
+                                    send_capacity: 16384,
+                                    kernel: Some(gazelle_ctl_proto::KernelPathSocket {
+                                        fd: 9,
+                                        protocol: "tcp".into(),
+                                        reason: "loopback".into(),
+                                    }),
+                                },
+                            ],
                         }
                     }
                     gazelle_ctl_proto::Request::LstackSnmp => {

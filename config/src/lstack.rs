@@ -245,9 +245,11 @@ pub struct LstackConfig {
     pub use_sockmap: bool,
 
     /// Whether every listening socket is copied onto every stack thread, so
-    /// each thread accepts its own connections. lstack always does this
-    /// (RSS spreads flows over the threads), so the default is `true`
-    /// (gazelle's is `false`) and `false` is refused.
+    /// each thread takes its own connections (the NIC's RSS and the stack's
+    /// flow hash spread them). With `false` (gazelle's default), each
+    /// listening port's connections are all served by one stack thread
+    /// (ports are given to threads in turn as they are first listened on).
+    /// Default `true`.
     #[serde(default = "defaults::yes", deserialize_with = "flag")]
     pub listen_shadow: bool,
 
@@ -561,11 +563,6 @@ impl LstackConfig {
             flag(self.send_cache_mode),
         )?;
         refuse("use_sockmap", self.use_sockmap, flag(self.use_sockmap))?;
-        refuse(
-            "listen_shadow",
-            !self.listen_shadow,
-            flag(self.listen_shadow),
-        )?;
         refuse(
             "nic_vlan_mode",
             self.nic_vlan_mode != -1,
@@ -1255,7 +1252,6 @@ mod tests {
     #[case("stack_num", "1", "0")]
     #[case("send_cache_mode", "1", "0")]
     #[case("use_sockmap", "1", "0")]
-    #[case("listen_shadow", "0", "1")]
     #[case("nic_vlan_mode", "100", "-1")]
     #[case("bond_mode", "1", "-1")]
     #[case("bond_slave_mac", "[\"aa:bb:cc:dd:ee:01\"]", "[]")]

@@ -115,7 +115,7 @@ pub const LSTACK: &[Key] = &[
     refused(
         "send_cache_mode",
         "0",
-        "not implemented; writes are sent at the stack thread's next poll (use TCP_CORK or MSG_MORE to batch)",
+        "not implemented; writes are sent at the stack thread's next poll (Nagle batches small writes unless TCP_NODELAY is set)",
     ),
     implemented("udp_enable", "0 leaves every UDP socket on the kernel"),
     refused(
@@ -123,10 +123,9 @@ pub const LSTACK: &[Key] = &[
         "0",
         "not implemented; local connections go through the NIC (or use loopback, which stays on the kernel)",
     ),
-    refused(
+    implemented(
         "listen_shadow",
-        "1",
-        "every stack thread serves every listener (RSS spreads flows over them); default 1 (gazelle: 0)",
+        "1 (default; gazelle: 0): every stack thread takes connections of every listener; 0: each listening port's connections are on one stack thread",
     ),
     implemented("host_addr", ""),
     implemented("mask_addr", ""),

@@ -472,6 +472,10 @@ pub(crate) struct StackShared {
     pub(crate) commands_per_pass: usize,
     /// Frames a thread reads from its queue per pass (`nic_read_number`).
     pub(crate) rx_per_pass: usize,
+    /// `listen_shadow = 0` with several threads: per local port, 0 or
+    /// 1 + the thread that serves every TCP flow of that port (set when the
+    /// port is first listened on, and kept, so a flow never changes thread).
+    pub(crate) port_home: Option<PortHomes>,
     /// Run to completion: the stack contexts application threads drive
     /// (one per NIC queue; `None` once the stack stopped). Empty when
     /// stack threads run.
@@ -481,6 +485,53 @@ pub(crate) struct StackShared {
     /// Time zero of the stack's clock: smoltcp's timestamps and the
     /// receive-latency marks count from here.
     pub(crate) clock: crate::clock::Clock,
+}
+
+/// Which stack thread serves each listening port (`listen_shadow = 0`):
+/// ports get threads in turn as they are first listened on, and keep them.
+#[derive(Debug)]
+pub(crate) struct PortHomes {
+    /// Per port: 0 (by the flow hash), or 1 + the thread.
+    home: Box<[std::sync::atomic::AtomicU16]>,
+    next: AtomicUsize,
+    threads: usize,
+}
+
+impl PortHomes {
+    pub(crate) fn new(threads: usize) -> Self {
+        Self {
+            home: (0..=u16::MAX)
+                .map(|_| std::sync::atomic::AtomicU16::new(0))
+                .collect(),
+            next: AtomicUsize::new(0),
+            threads: threads.clamp(1, usize::from(u16::MAX - 1)),
+        }
+    }
+
+    /// The thread of `port`, if it was ever listened on.
+    #[inline]
+    pub(crate) fn get(&self, port: u16) -> Option<usize> {
+        let h = self.home[usize::from(port)].load(Ordering::Relaxed);
+        (h != 0).then(|| usize::from(h) - 1)
+    }
+
+    /// `port` is listened on: it gets the next thread, unless it has one.
+    /// Returns its thread.
+    pub(crate) fn listen(&self, port: u16) -> usize {
+        if let Some(t) = self.get(port) {
+            return t;
+        }
+        let t = self.next.fetch_add(1, Ordering::Relaxed) % self.threads;
+        match self.home[usize::from(port)].compare_exchange(
+            0,
+            t as u16 + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => t,
+            Err(other) => usize::from(other) - 1,
+        }
+    }
 }
 
 impl StackShared {
@@ -513,6 +564,7 @@ impl StackShared {
             busy_poll: false,
             commands_per_pass: usize::MAX,
             rx_per_pass: dpdk::BURST_SIZE,
+            port_home: None,
             ltran: std::sync::OnceLock::new(),
             rtc: OnceLock::new(),
             clock: crate::clock::Clock::new(),
@@ -525,13 +577,18 @@ impl StackShared {
         self.clock.now_ns()
     }
 
-    /// (thread, shard) that own `flow`.
+    /// (thread, shard) that own `flow`: by the flow hash, or the thread of
+    /// its local port ([`PortHomes`], `listen_shadow = 0`).
     #[inline]
     pub(crate) fn place(&self, flow: &FlowKey) -> (usize, usize) {
         let h = flow.hash(self.seed);
         let threads = self.threads.len() as u64;
         let shards = self.opts.tcp_shards as u64;
-        ((h % threads) as usize, ((h / threads) % shards) as usize)
+        let mut thread = (h % threads) as usize;
+        if let Some(home) = self.port_home.as_ref().and_then(|p| p.get(flow.local_port)) {
+            thread = home;
+        }
+        (thread, ((h / threads) % shards) as usize)
     }
 
     /// Whether application threads run the stack (run to completion).
@@ -1140,9 +1197,11 @@ impl Worker {
         // Up to `rx_per_pass` frames from the queue (`nic_read_number`), a
         // burst at a time, while bursts come back full.
         let mut budget = self.shared.rx_per_pass;
+        let mut read = 0;
         loop {
             let want = budget.min(dpdk::BURST_SIZE);
             let got = self.rx.rx_burst_max(batch, want);
+            read += got;
             budget -= got.min(budget);
             let from_nic = batch.len();
             let last = got < want || budget == 0;
@@ -1175,6 +1234,7 @@ impl Worker {
                 break;
             }
         }
+        self.me().stats.rx_pass_max.raise(read as u64);
 
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.egress(now_ns))) {
             Ok(b) => busy |= b,
@@ -1449,6 +1509,8 @@ impl Worker {
                 Command::Unlisten(listener) => self.unlisten(&listener),
             }
         }
+        let taken = self.shared.commands_per_pass - left;
+        self.me().stats.commands_pass_max.raise(taken as u64);
         any
     }
 

@@ -531,6 +531,9 @@ impl Stack {
         stack_shared.busy_poll = !config.stack_interrupt;
         stack_shared.commands_per_pass = config.rpc_number as usize;
         stack_shared.rx_per_pass = config.nic_read_number as usize;
+        if !config.listen_shadow && opts_threads > 1 && ltran.is_none() {
+            stack_shared.port_home = Some(engine::PortHomes::new(opts_threads));
+        }
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }

@@ -163,6 +163,14 @@ impl Stack {
         }
         list.push(Arc::clone(&shared));
         drop(map);
+        if let Some(homes) = &self.shared.port_home {
+            let t = homes.listen(addr.port());
+            tracing::debug!(
+                port = addr.port(),
+                thread = t,
+                "listen_shadow = 0: the port's connections are served by one stack thread"
+            );
+        }
         if let Some(link) = self.shared.ltran.get() {
             link.listen(&endpoint, shared.v6, true);
         }

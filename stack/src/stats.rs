@@ -56,6 +56,11 @@ pub struct ThreadStats {
     pub pmtu_ignored: Counter,
     /// TCP segments cut to fit a lowered path MTU.
     pub pmtu_split: Counter,
+    /// Most frames read from the queue in one pass (at most
+    /// `nic_read_number`).
+    pub rx_pass_max: Counter,
+    /// Most application requests taken in one pass (at most `rpc_number`).
+    pub commands_pass_max: Counter,
     /// Loop iterations that found nothing to do.
     pub idle_loops: Counter,
     /// Times the thread slept because it was idle.
@@ -112,6 +117,15 @@ impl Counter {
             self.0.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
         );
+    }
+
+    /// Raises the value to `v` if it is lower: for a maximum, kept by its
+    /// one writer.
+    #[inline]
+    pub fn raise(&self, v: u64) {
+        if v > self.get() {
+            self.set(v);
+        }
     }
 
     /// Sets the value: for a gauge, which its one writer keeps current.

@@ -18,26 +18,11 @@ use std::{
     time::Duration,
 };
 
-use common::{af_packet_vdev, topology, Ltran};
+use common::{af_packet_vdev, built, topology, Ltran};
 use netns_testbed::ChildGuard;
 
 const SHARED_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 20);
 const CONNECTIONS: usize = 8;
-
-fn built(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`)",
-        p.display()
-    );
-    p
-}
 
 fn lstack_config(dir: &Path, name: &str, mac: &str) -> PathBuf {
     let text = format!(
@@ -57,6 +42,35 @@ tcp_conn_count = 200
 
 /// `lstack-echo` on port 7 with `conf`, through `wrapper` (a program and
 /// its arguments before lstack-echo's path) if given.
+/// Runs the python client `script` (its arguments: the shared address and
+/// [`CONNECTIONS`]) in the peer namespace until it prints `ok `; on failure,
+/// panics with its output and the servers' stderr.
+fn run_clients(topo: &netns_testbed::Topology, script: &str, servers: &[ChildGuard]) -> ChildGuard {
+    let mut client = topo
+        .spawn(
+            topo.cmd("python3")
+                .args([
+                    "-c",
+                    script,
+                    &SHARED_IP.to_string(),
+                    &CONNECTIONS.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
+    if let Err(e) = client.wait_for_output("ok ", Duration::from_secs(60)) {
+        let stderr: Vec<String> = servers.iter().map(ChildGuard::stderr_so_far).collect();
+        panic!(
+            "the clients did not finish: {e:#}\n{}{}\nservers: {}",
+            client.stdout_so_far(),
+            client.stderr_so_far(),
+            stderr.join("\n")
+        );
+    }
+    client
+}
+
 fn echo(ltran: &Ltran, conf: &Path, wrapper: &[&str]) -> Command {
     let mut cmd = match wrapper {
         [] => Command::new(built("lstack-echo")),
@@ -155,28 +169,7 @@ fn siblings_share_an_address_and_strangers_are_refused() {
     )
     .unwrap();
 
-    let mut client = topo
-        .spawn(
-            topo.cmd("python3")
-                .args([
-                    "-c",
-                    CLIENT,
-                    &SHARED_IP.to_string(),
-                    &CONNECTIONS.to_string(),
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )
-        .unwrap();
-    if let Err(e) = client.wait_for_output("ok ", Duration::from_secs(60)) {
-        panic!(
-            "the clients did not finish: {e:#}\n{}{}\nworkers: {}\n{}",
-            client.stdout_so_far(),
-            client.stderr_so_far(),
-            workers[0].stderr_so_far(),
-            workers[1].stderr_so_far()
-        );
-    }
+    let client = run_clients(&topo, CLIENT, &workers);
     // With every connection open (the probe's may linger too), each
     // worker holds some of them.
     let held = |s: &gazelle_ctl_proto::LtranStats| -> Vec<u64> {
@@ -329,27 +322,7 @@ fn nginx_workers_behind_ltran_both_serve() {
         Duration::from_secs(30),
     )
     .unwrap();
-    let mut client = topo
-        .spawn(
-            topo.cmd("python3")
-                .args([
-                    "-c",
-                    HTTP_CLIENT,
-                    &SHARED_IP.to_string(),
-                    &CONNECTIONS.to_string(),
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )
-        .unwrap();
-    if let Err(e) = client.wait_for_output("ok ", Duration::from_secs(60)) {
-        panic!(
-            "the clients did not finish: {e:#}\n{}{}\nnginx: {}",
-            client.stdout_so_far(),
-            client.stderr_so_far(),
-            master.stderr_so_far(),
-        );
-    }
+    let client = run_clients(&topo, HTTP_CLIENT, std::slice::from_ref(&master));
     let held = |s: &gazelle_ctl_proto::LtranStats| -> Vec<u64> {
         s.instances
             .iter()

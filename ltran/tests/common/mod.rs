@@ -18,6 +18,27 @@ pub const LTRAN: &str = env!("CARGO_BIN_EXE_ltran");
 /// Writes an ltran config with `forward_kit_args` and `extra` lines to
 /// `dir/ltran.toml` (subnet 10.99.0.0/24; pools of 4096 mbufs unless
 /// `extra` sets `rx_mbuf_pool_size`).
+/// A binary of this workspace's build (`lstack-echo`, `gazellectl`,
+/// `liblstack.so`), next to the test binary's `deps` directory.
+///
+/// # Panics
+///
+/// When it is not built, saying how to build it.
+pub fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        p.display()
+    );
+    p
+}
+
 pub fn config(dir: &Path, eal: &[&str], extra: &str) -> PathBuf {
     let args: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
     let mut text = format!(

@@ -39,6 +39,7 @@ pub mod mib;
 mod pmtu;
 pub mod socket;
 pub mod stats;
+pub mod vlan;
 
 use std::{
     hash::{BuildHasher, Hasher},
@@ -258,6 +259,10 @@ pub struct StackOptions {
     /// ([`gazelle_ctl_proto::paths::run_dir`] when the options were made:
     /// an application may clear its environment before its stack starts).
     pub run_dir: std::path::PathBuf,
+    /// With `nic_vlan_mode`, use the port's VLAN strip and insert offloads
+    /// where it has them (default); false tags and untags every frame in
+    /// software (see [`vlan`]).
+    pub vlan_offload: bool,
 }
 
 impl StackOptions {
@@ -282,6 +287,7 @@ impl StackOptions {
                 &config.unix_prefix,
                 std::net::IpAddr::V4(config.host_addr),
             )),
+            vlan_offload: true,
         }
     }
 }
@@ -377,6 +383,7 @@ struct Backend {
     tx_offload: bool,
     mac: [u8; 6],
     ltran: Option<ltran::LtranLink>,
+    vlan: Option<vlan::Vlan>,
 }
 
 /// A running stack: cheap to clone; the threads stop when
@@ -472,10 +479,11 @@ impl Stack {
             tx_offload,
             mac,
             ltran,
+            vlan,
         } = if config.use_ltran {
             Self::attach_ltran(config, &opts.run_dir, want_threads)?
         } else {
-            Self::open_port(config, want_threads)?
+            Self::open_port(config, want_threads, opts.vlan_offload)?
         };
         if queues.len() < usize::from(want_threads) {
             tracing::warn!(
@@ -511,6 +519,7 @@ impl Stack {
         stack_shared.busy_poll = !config.stack_interrupt;
         stack_shared.commands_per_pass = config.rpc_number as usize;
         stack_shared.rx_per_pass = config.nic_read_number as usize;
+        stack_shared.vlan = vlan;
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }
@@ -525,7 +534,7 @@ impl Stack {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
             let per_thread = (config.tcp_conn_count as usize).div_ceil(opts_threads.max(1));
-            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread);
+            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread, vlan);
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
             let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);
@@ -647,7 +656,13 @@ impl Stack {
     }
 
     /// Opens the NIC whose MAC is `devices` as the DPDK primary.
-    fn open_port(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+    /// On `nic_vlan_mode`'s VLAN, with the port's VLAN offloads if
+    /// `vlan_offload` and it has them.
+    fn open_port(
+        config: &LstackConfig,
+        want_threads: u16,
+        vlan_offload: bool,
+    ) -> Result<Backend, StackError> {
         let args = eal_args(config);
         // EAL pins the calling thread to its main lcore; unless the config
         // asks for that (gazelle's main_thread_affinity), give the
@@ -697,6 +712,7 @@ impl Stack {
             promiscuous: false,
             checksum_offload: true,
             rx_interrupts: true,
+            vlan_offload: vlan_offload && config.nic_vlan_mode >= 0,
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         let queues = port
@@ -706,6 +722,17 @@ impl Stack {
             .collect();
         let tx_offload = port.info().tx_checksum();
         let mac = port.mac();
+        // -1: no VLAN (validation keeps the rest within 0..=4094).
+        let vlan = u16::try_from(config.nic_vlan_mode).ok().map(|id| {
+            let info = port.info();
+            tracing::info!(
+                vlan = id,
+                rx_strip = info.rx_vlan_strip(),
+                tx_insert = info.tx_vlan_insert(),
+                "on a VLAN: tags the port does not strip or insert are handled in software"
+            );
+            vlan::Vlan::new(id, info.rx_vlan_strip(), info.tx_vlan_insert())
+        });
         Ok(Backend {
             eal,
             pool,
@@ -715,6 +742,7 @@ impl Stack {
             tx_offload,
             mac,
             ltran: None,
+            vlan,
         })
     }
 
@@ -739,6 +767,8 @@ impl Stack {
             tx_offload: false,
             mac: config.devices.octets(),
             ltran: Some(a.link),
+            // Refused by validation: ltran owns the port.
+            vlan: None,
         })
     }
 
@@ -768,6 +798,12 @@ impl Stack {
     /// Counters of stack thread `i`.
     pub fn thread_stats(&self, i: usize) -> Option<&ThreadStats> {
         self.shared.threads.get(i).map(|t| &*t.stats)
+    }
+
+    /// The VLAN the stack is on (`nic_vlan_mode`), with the offloads its
+    /// port does for it.
+    pub fn vlan(&self) -> Option<vlan::Vlan> {
+        self.shared.vlan
     }
 
     /// Counters of the DPDK port.

@@ -7,7 +7,9 @@
 mod common;
 mod vlan_scenario;
 
+use netns_testbed::AfPacketEal;
+
 #[test]
 fn serves_its_vlan_with_the_ports_offloads() {
-    vlan_scenario::run("lvlan", true);
+    vlan_scenario::run("lvlan", &AfPacketEal::default(), true, true);
 }

@@ -7,7 +7,9 @@
 mod common;
 mod vlan_scenario;
 
+use netns_testbed::AfPacketEal;
+
 #[test]
 fn serves_its_vlan_with_tags_in_software() {
-    vlan_scenario::run("lvlsw", false);
+    vlan_scenario::run("lvlsw", &AfPacketEal::default(), false, true);
 }

@@ -30,9 +30,11 @@ use crate::common::{
 pub const VLAN: u16 = 100;
 const PORT: u16 = 7600;
 
-/// Runs the scenario on a new topology named after `name`; `offload`: let
-/// the stack use the port's VLAN offloads (`net_af_packet` has both).
-pub fn run(name: &str, offload: bool) {
+/// Runs the scenario on a new topology named after `name`, the stack's port
+/// made by `eal`; `offload`: let the stack use the port's VLAN offloads,
+/// `expect_offloads`: the port then has both (`net_af_packet`) or none
+/// (`net_af_xdp`).
+pub fn run(name: &str, eal: &AfPacketEal, offload: bool, expect_offloads: bool) {
     require_root();
     let topo = Topology::new(TopologyOptions {
         name_hint: name.to_owned(),
@@ -40,7 +42,7 @@ pub fn run(name: &str, offload: bool) {
     })
     .expect("creating the test topology");
     let vlan_if = move_peer_to_vlan(&topo, VLAN);
-    let mut config = crate::common::config_for(&topo, name, &AfPacketEal::default());
+    let mut config = crate::common::config_for(&topo, name, eal);
     config.nic_vlan_mode = i32::from(VLAN);
     let mut opts = StackOptions::for_config(&config);
     opts.vlan_offload = offload;
@@ -70,10 +72,11 @@ pub fn run(name: &str, offload: bool) {
         .vlan()
         .expect("nic_vlan_mode = 100: the stack is on a VLAN");
     assert_eq!(vlan.id(), VLAN);
+    let used = offload && expect_offloads;
     assert_eq!(
         (vlan.rx_strip(), vlan.tx_insert()),
-        (offload, offload),
-        "net_af_packet offers VLAN strip and insert: used exactly when allowed"
+        (used, used),
+        "the port's VLAN offloads are used exactly when allowed and offered"
     );
 
     let seen = vlan_if.stack_frames();

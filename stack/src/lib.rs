@@ -3,6 +3,9 @@
 //! Layers, bottom up:
 //! - [`device`]: smoltcp's `Device` over DPDK mbufs. Receive parses frames in
 //!   place in the mbuf; transmit writes into a fresh mbuf and sends in bursts.
+//! - [`vlan`]: with `nic_vlan_mode`, the 802.1Q tag comes off every
+//!   received frame before anything else looks at it (or the frame is
+//!   dropped) and goes onto every frame sent, by the port or in place.
 //! - [`classify`]: the first look at every frame: checks lengths and
 //!   checksums, counts and drops bad or foreign frames per [`DropReason`], and
 //!   says which thread and socket shard a good one belongs to.

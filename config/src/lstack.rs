@@ -564,11 +564,6 @@ impl LstackConfig {
         )?;
         refuse("use_sockmap", self.use_sockmap, flag(self.use_sockmap))?;
         refuse(
-            "nic_vlan_mode",
-            self.nic_vlan_mode != -1,
-            self.nic_vlan_mode.to_string(),
-        )?;
-        refuse(
             "bond_mode",
             self.bond_mode != -1,
             self.bond_mode.to_string(),
@@ -649,6 +644,15 @@ impl LstackConfig {
                 second: "kni_switch = true".into(),
                 reason:
                     "gazelle offers the KNI path to the kernel only without ltran; turn one off",
+            });
+        }
+        if self.use_ltran && self.nic_vlan_mode != -1 {
+            return Err(ConfigError::Conflict {
+                first: format!("nic_vlan_mode = {}", self.nic_vlan_mode),
+                second: "use_ltran = true".into(),
+                reason: "behind ltran, ltran owns the port and hands lstack untagged frames; \
+                         give ltran's port a VLAN interface (af_packet on eth0.100), or run \
+                         lstack on its own port (use_ltran = 0)",
             });
         }
         if !self.stack_interrupt && self.stack_thread_mode == StackThreadMode::RunToCompletion {
@@ -1226,6 +1230,46 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field(), Some("kni_switch"));
     }
 
+    /// A standalone lstack takes any VLAN id of the range; behind ltran a
+    /// VLAN is refused, naming the key, its value and why, in both syntaxes.
+    #[test]
+    fn nic_vlan_mode_is_for_a_standalone_lstack() {
+        for id in [0, 100, 4094] {
+            assert_eq!(
+                toml_with(&format!("nic_vlan_mode = {id}"))
+                    .unwrap()
+                    .nic_vlan_mode,
+                id
+            );
+            assert_eq!(
+                conf_with(&format!("nic_vlan_mode={id}"))
+                    .unwrap()
+                    .nic_vlan_mode,
+                id
+            );
+        }
+        toml_with("use_ltran = true\nnic_vlan_mode = -1").unwrap();
+        for err in [
+            toml_with("use_ltran = true\nnic_vlan_mode = 100").unwrap_err(),
+            conf_with("use_ltran=1\nnic_vlan_mode=100").unwrap_err(),
+        ] {
+            assert_eq!(err.field(), Some("nic_vlan_mode"), "{err}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with("nic_vlan_mode = 100 and use_ltran = true cannot be used")
+                    && message.contains("ltran owns the port"),
+                "{message}"
+            );
+        }
+        for bad in ["-2", "4095"] {
+            let err = toml_with(&format!("nic_vlan_mode = {bad}")).unwrap_err();
+            assert!(
+                err.to_string().contains(bad) && err.to_string().contains("-1..=4094"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn stack_interrupt_conflicts() {
         let err =
@@ -1252,7 +1296,6 @@ mod tests {
     #[case("stack_num", "1", "0")]
     #[case("send_cache_mode", "1", "0")]
     #[case("use_sockmap", "1", "0")]
-    #[case("nic_vlan_mode", "100", "-1")]
     #[case("bond_mode", "1", "-1")]
     #[case("bond_slave_mac", "[\"aa:bb:cc:dd:ee:01\"]", "[]")]
     #[case("bond_miimon", "100", "10")]
@@ -1352,6 +1395,7 @@ mod tests {
                         limits::RPC_NUMBER, limits::NIC_READ_NUMBER, 9u32..=13, 9u32..=13),
             flags in proptest::collection::vec(any::<bool>(), 8),
             dpdk_args in proptest::collection::vec("[ -~]{0,12}", 0..6),
+            vlan in limits::NIC_VLAN_MODE,
             unix_prefix in "[A-Za-z0-9_-]{0,32}",
         ) -> LstackConfig {
             let mask = u32::MAX << (32 - u32::from(prefix));
@@ -1372,6 +1416,8 @@ mod tests {
             c.nic_rxqueue_size = 1 << numbers.5;
             c.nic_txqueue_size = 1 << numbers.6;
             c.use_ltran = flags[0];
+            // A VLAN only for a standalone lstack.
+            c.nic_vlan_mode = if c.use_ltran { -1 } else { vlan };
             c.app_bind_numa = flags[1];
             c.main_thread_affinity = flags[2];
             c.udp_enable = flags[3];

@@ -133,10 +133,9 @@ pub const LSTACK: &[Key] = &[
     implemented("host_addr6", "an address with an optional prefix length"),
     implemented("devices", "the MAC address of the port lstack opens"),
     implemented("unix_prefix", "prefix of the control sockets, as `gazellectl -u`"),
-    refused(
+    implemented(
         "nic_vlan_mode",
-        "-1",
-        "VLAN tagging is not implemented in lstack; give it a VLAN interface (af_packet/af_xdp on eth0.100)",
+        "standalone only (refused with `use_ltran = 1`): frames of other VLANs or untagged are dropped, counted as `not_our_vlan`; the port's VLAN offloads where it has them",
     ),
     refused(
         "bond_mode",

@@ -27,6 +27,11 @@ _Static_assert(RTE_MBUF_F_TX_IP_CKSUM == (1ULL << 54), "tx ip");
 _Static_assert(RTE_MBUF_F_TX_IPV4 == (1ULL << 55), "tx ipv4");
 _Static_assert(RTE_MBUF_F_TX_IPV6 == (1ULL << 56), "tx ipv6");
 _Static_assert(RTE_MBUF_F_RX_RSS_HASH == (1ULL << 1), "rx rss hash");
+_Static_assert(RTE_ETH_RX_OFFLOAD_VLAN_STRIP == (1ULL << 0), "rx vlan strip");
+_Static_assert(RTE_ETH_TX_OFFLOAD_VLAN_INSERT == (1ULL << 0), "tx vlan insert");
+_Static_assert(RTE_MBUF_F_RX_VLAN == (1ULL << 0), "rx vlan");
+_Static_assert(RTE_MBUF_F_RX_VLAN_STRIPPED == (1ULL << 6), "rx vlan stripped");
+_Static_assert(RTE_MBUF_F_TX_VLAN == (1ULL << 57), "tx vlan");
 
 int shim_rte_errno(void) { return rte_errno; }
 void shim_set_rte_errno(int value) { rte_errno = value; }
@@ -69,6 +74,16 @@ uint16_t shim_rte_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs;
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 int shim_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
+uint16_t shim_rte_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
+char *shim_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len); }
+char *shim_rte_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len); }
+uint16_t shim_rte_mbuf_vlan_tci(const struct rte_mbuf *m) { return m->vlan_tci; }
+
+void shim_rte_mbuf_set_tx_vlan(struct rte_mbuf *m, uint16_t tci)
+{
+	m->ol_flags |= RTE_MBUF_F_TX_VLAN;
+	m->vlan_tci = tci;
+}
 void shim_rte_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value) { rte_mbuf_refcnt_update(m, value); }
 uint64_t shim_rte_mbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
 

@@ -38,6 +38,12 @@ uint16_t shim_rte_pktmbuf_nb_segs(const struct rte_mbuf *m);
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 int shim_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
+uint16_t shim_rte_pktmbuf_headroom(const struct rte_mbuf *m);
+char *shim_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+char *shim_rte_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+uint16_t shim_rte_mbuf_vlan_tci(const struct rte_mbuf *m);
+/* Asks for the 802.1Q tag `tci` on transmit (RTE_MBUF_F_TX_VLAN). */
+void shim_rte_mbuf_set_tx_vlan(struct rte_mbuf *m, uint16_t tci);
 void shim_rte_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
 uint64_t shim_rte_mbuf_ol_flags(const struct rte_mbuf *m);
 void shim_rte_mbuf_set_tx_offload(struct rte_mbuf *m, uint64_t ol_flags,

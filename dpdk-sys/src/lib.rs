@@ -22,6 +22,10 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 /// Offload and mbuf flag bits (checked against the C headers at build time).
 pub mod flags {
+    /// `RTE_ETH_RX_OFFLOAD_VLAN_STRIP`
+    pub const RX_OFFLOAD_VLAN_STRIP: u64 = 1 << 0;
+    /// `RTE_ETH_TX_OFFLOAD_VLAN_INSERT`
+    pub const TX_OFFLOAD_VLAN_INSERT: u64 = 1 << 0;
     /// `RTE_ETH_RX_OFFLOAD_IPV4_CKSUM`
     pub const RX_OFFLOAD_IPV4_CKSUM: u64 = 1 << 1;
     /// `RTE_ETH_RX_OFFLOAD_UDP_CKSUM`
@@ -38,6 +42,12 @@ pub mod flags {
     pub const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
     /// `RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE`
     pub const TX_OFFLOAD_MBUF_FAST_FREE: u64 = 1 << 16;
+    /// `RTE_MBUF_F_RX_VLAN`: `vlan_tci` holds the frame's 802.1Q tag.
+    pub const MBUF_F_RX_VLAN: u64 = 1 << 0;
+    /// `RTE_MBUF_F_RX_VLAN_STRIPPED`: the tag was taken out of the data.
+    pub const MBUF_F_RX_VLAN_STRIPPED: u64 = 1 << 6;
+    /// `RTE_MBUF_F_TX_VLAN`: insert the tag `vlan_tci` on transmit.
+    pub const MBUF_F_TX_VLAN: u64 = 1 << 57;
     /// `RTE_MBUF_F_RX_RSS_HASH`
     pub const MBUF_F_RX_RSS_HASH: u64 = 1 << 1;
     /// `RTE_MBUF_F_RX_IP_CKSUM_MASK`

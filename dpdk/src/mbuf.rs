@@ -123,6 +123,65 @@ impl Mbuf {
         usize::from(unsafe { dpdk_sys::shim_rte_pktmbuf_tailroom(self.raw.as_ptr()) })
     }
 
+    /// Bytes free in front of the data, for [`Mbuf::prepend`].
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        // SAFETY: raw is a valid mbuf we own.
+        usize::from(unsafe { dpdk_sys::shim_rte_pktmbuf_headroom(self.raw.as_ptr()) })
+    }
+
+    /// Grows the data by `len` bytes at the front and returns all of it, the
+    /// `len` new bytes first (not zeroed), or `None` when the headroom is
+    /// too small. Nothing is copied: the start of the data moves.
+    #[inline]
+    pub fn prepend(&mut self, len: usize) -> Option<&mut [u8]> {
+        let len16 = u16::try_from(len).ok()?;
+        // SAFETY: raw is a valid mbuf we own.
+        let ptr = unsafe { dpdk_sys::shim_rte_pktmbuf_prepend(self.raw.as_ptr(), len16) };
+        if ptr.is_null() {
+            return None;
+        }
+        Some(self.data_mut())
+    }
+
+    /// Removes `len` bytes from the front of the data (`rte_pktmbuf_adj`):
+    /// the start of the data moves, nothing is copied. False, and nothing
+    /// changes, when the first segment holds fewer than `len` bytes.
+    #[inline]
+    pub fn adj(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        // SAFETY: raw is a valid mbuf we own; adj checks len against the data.
+        let ptr = unsafe { dpdk_sys::shim_rte_pktmbuf_adj(self.raw.as_ptr(), len) };
+        !ptr.is_null()
+    }
+
+    /// The 802.1Q tag control information (PCP, DEI and VLAN id) the NIC
+    /// took out of the received frame's data (`RTE_MBUF_F_RX_VLAN_STRIPPED`
+    /// with the port's VLAN strip offload), if it did. A tag still in the
+    /// data is not reported here.
+    #[inline]
+    pub fn rx_vlan_stripped(&self) -> Option<u16> {
+        use dpdk_sys::flags::{MBUF_F_RX_VLAN, MBUF_F_RX_VLAN_STRIPPED};
+        let both = MBUF_F_RX_VLAN | MBUF_F_RX_VLAN_STRIPPED;
+        if self.ol_flags() & both != both {
+            return None;
+        }
+        // SAFETY: raw is a valid mbuf we own.
+        Some(unsafe { dpdk_sys::shim_rte_mbuf_vlan_tci(self.raw.as_ptr()) })
+    }
+
+    /// Asks the NIC to insert an 802.1Q tag with control information `tci`
+    /// when it sends the frame (`RTE_MBUF_F_TX_VLAN`). Only for a port with
+    /// the VLAN insert offload enabled ([`crate::PortInfo::tx_vlan_insert`]);
+    /// another sends the frame untagged.
+    #[inline]
+    pub fn request_vlan_insert(&mut self, tci: u16) {
+        // SAFETY: raw is a valid mbuf we own.
+        unsafe { dpdk_sys::shim_rte_mbuf_set_tx_vlan(self.raw.as_ptr(), tci) }
+    }
+
     /// The offload flags (`ol_flags`) the driver set on receive.
     #[inline]
     pub fn ol_flags(&self) -> u64 {

@@ -32,6 +32,12 @@ pub struct PortConfig {
     /// arrive ([`RxQueue::wakeup`]); a port that has none is configured
     /// without them.
     pub rx_interrupts: bool,
+    /// Use the VLAN strip (receive) and insert (transmit) offloads where
+    /// the port has them, each on its own ([`PortInfo::rx_vlan_strip`],
+    /// [`PortInfo::tx_vlan_insert`]). Only for a port whose user is on a
+    /// VLAN: a stripped frame keeps its tag in the mbuf's metadata only
+    /// ([`crate::Mbuf::rx_vlan_stripped`]).
+    pub vlan_offload: bool,
 }
 
 impl Default for PortConfig {
@@ -44,6 +50,7 @@ impl Default for PortConfig {
             promiscuous: false,
             checksum_offload: true,
             rx_interrupts: false,
+            vlan_offload: false,
         }
     }
 }
@@ -97,6 +104,18 @@ impl PortInfo {
             | flags::TX_OFFLOAD_TCP_CKSUM
             | flags::TX_OFFLOAD_UDP_CKSUM;
         self.tx_offloads & all == all
+    }
+
+    /// Whether the port takes 802.1Q tags out of received frames, into
+    /// the mbuf's metadata ([`crate::Mbuf::rx_vlan_stripped`]).
+    pub fn rx_vlan_strip(&self) -> bool {
+        self.rx_offloads & flags::RX_OFFLOAD_VLAN_STRIP != 0
+    }
+
+    /// Whether the port inserts the 802.1Q tag an mbuf asks for on
+    /// transmit ([`crate::Mbuf::request_vlan_insert`]).
+    pub fn tx_vlan_insert(&self) -> bool {
+        self.tx_offloads & flags::TX_OFFLOAD_VLAN_INSERT != 0
     }
 }
 
@@ -229,6 +248,10 @@ impl Port {
             if dev_info.tx_offload_capa & tx_want == tx_want {
                 tx_offloads |= tx_want;
             }
+        }
+        if config.vlan_offload {
+            rx_offloads |= dev_info.rx_offload_capa & flags::RX_OFFLOAD_VLAN_STRIP;
+            tx_offloads |= dev_info.tx_offload_capa & flags::TX_OFFLOAD_VLAN_INSERT;
         }
         if dev_info.tx_offload_capa & flags::TX_OFFLOAD_MBUF_FAST_FREE != 0 {
             // Every mbuf we send comes from one pool with refcount 1.

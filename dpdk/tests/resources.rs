@@ -81,6 +81,28 @@ fn resources_behave_and_errors_say_what_failed() {
         m.append(m.tailroom() + 1).is_none(),
         "appending past the tailroom must fail"
     );
+    // Front: prepend and adj move the start of the data, not the bytes.
+    let head = m.headroom();
+    assert_eq!(head, 128, "DPDK's default headroom");
+    let data = m.prepend(4).expect("4 bytes of headroom");
+    assert_eq!(data.len(), 64);
+    data[..4].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(&m.data()[4..], &[7u8; 60][..], "the old data follows");
+    assert_eq!((m.headroom(), m.pkt_len()), (head - 4, 64));
+    assert!(m.adj(4));
+    assert_eq!(m.data(), &[7u8; 60][..]);
+    assert_eq!((m.headroom(), m.pkt_len()), (head, 60));
+    assert!(!m.adj(61), "removing more than the data must fail");
+    assert_eq!(m.len(), 60, "and change nothing");
+    assert!(
+        m.prepend(head + 1).is_none(),
+        "prepending past the headroom must fail"
+    );
+    assert_eq!(
+        m.rx_vlan_stripped(),
+        None,
+        "a fresh mbuf has no stripped tag"
+    );
     drop(m);
 
     // Ring: order kept; a full ring leaves the rest in the batch.

@@ -307,6 +307,7 @@ fn serve(
         promiscuous: true,
         checksum_offload: false,
         rx_interrupts: false,
+        vlan_offload: false,
     };
     let mut members = Vec::new();
     for id in config.bond_ports[0].ports() {

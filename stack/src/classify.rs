@@ -61,11 +61,14 @@ pub enum DropReason {
     UnsupportedProtocol,
     /// Source address is multicast or broadcast (never a valid sender).
     BadSource,
+    /// Untagged, or tagged for another VLAN, on a stack on one VLAN
+    /// (`nic_vlan_mode`, see [`crate::vlan`]).
+    NotOurVlan,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::EthernetTruncated,
         DropReason::NotOurMac,
         DropReason::UnknownEthertype,
@@ -85,6 +88,7 @@ impl DropReason {
         DropReason::IcmpBadChecksum,
         DropReason::UnsupportedProtocol,
         DropReason::BadSource,
+        DropReason::NotOurVlan,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -111,6 +115,7 @@ impl DropReason {
             DropReason::IcmpBadChecksum => "icmp_bad_checksum",
             DropReason::UnsupportedProtocol => "unsupported_protocol",
             DropReason::BadSource => "bad_source",
+            DropReason::NotOurVlan => "not_our_vlan",
         }
     }
 

@@ -80,12 +80,21 @@ pub struct TxPath {
     pub(crate) conformance: crate::conformance::Conformance,
     /// Lowered path MTUs: TCP segments larger are cut to fit.
     pub(crate) pmtu: crate::pmtu::PathMtu,
+    /// The VLAN whose tag every frame gets (`nic_vlan_mode`).
+    vlan: Option<crate::vlan::Vlan>,
 }
 
 impl TxPath {
     /// A transmit path over `queue` with buffers from `pool`, for a thread
-    /// holding at most `flows` TCP connections.
-    pub fn new(queue: TxSink, pool: Arc<Mempool>, stats: Arc<ThreadStats>, flows: usize) -> Self {
+    /// holding at most `flows` TCP connections, tagging its frames for
+    /// `vlan` if it is on one.
+    pub fn new(
+        queue: TxSink,
+        pool: Arc<Mempool>,
+        stats: Arc<ThreadStats>,
+        flows: usize,
+        vlan: Option<crate::vlan::Vlan>,
+    ) -> Self {
         let offload = match &queue {
             TxSink::Port(q) => q.port_info().tx_checksum(),
             TxSink::Ring(_) => false,
@@ -99,6 +108,7 @@ impl TxPath {
             offload,
             conformance: crate::conformance::Conformance::new(flows),
             pmtu: crate::pmtu::PathMtu::new(),
+            vlan,
         }
     }
 
@@ -107,9 +117,16 @@ impl TxPath {
         self.offload
     }
 
-    /// Queues a frame, sending the burst if it is full.
+    /// Queues a frame, sending the burst if it is full. On a VLAN, the
+    /// frame gets its tag here (or the port is asked to add it).
     #[inline]
-    pub fn push(&mut self, m: Mbuf) {
+    pub fn push(&mut self, mut m: Mbuf) {
+        if let Some(vlan) = &self.vlan {
+            if !vlan.transmit(&mut m) {
+                self.stats.tx_dropped.incr();
+                return;
+            }
+        }
         self.stats.tx_packets.incr();
         self.stats.tx_bytes.add(m.len() as u64);
         if let Err(m) = self.batch.push(m) {
@@ -126,7 +143,9 @@ impl TxPath {
     fn emit(&mut self, mut m: Mbuf) {
         self.stats.mib.count_tx(m.data());
         if self.offload {
-            request_checksums(&mut m);
+            // A tag put into the data later moves L3 by its length.
+            let tag_len = self.vlan.map_or(0, |v| v.data_tag_len());
+            request_checksums(&mut m, tag_len as u16);
         }
         self.push(m);
     }
@@ -297,10 +316,12 @@ impl phy::TxToken for MbufTxToken<'_> {
 }
 
 /// Asks the NIC to fill in the IPv4 header and TCP/UDP checksums of the
-/// frame smoltcp just wrote (which left them alone, see [`capabilities`]).
-fn request_checksums(m: &mut Mbuf) {
+/// frame smoltcp just wrote (which left them alone, see [`capabilities`]);
+/// `tag_len` bytes of VLAN tag will be in front of its L3 header when the
+/// NIC sees it.
+fn request_checksums(m: &mut Mbuf, tag_len: u16) {
     if let Some((flags, l2, l3)) = prepare_checksum_offload(m.data_mut()) {
-        m.set_tx_offload(flags, l2, l3);
+        m.set_tx_offload(flags, l2 + tag_len, l3);
     }
 }
 

@@ -476,6 +476,9 @@ pub(crate) struct StackShared {
     /// 1 + the thread that serves every TCP flow of that port (set when the
     /// port is first listened on, and kept, so a flow never changes thread).
     pub(crate) port_home: Option<PortHomes>,
+    /// The VLAN the stack is on (`nic_vlan_mode`): received frames are
+    /// untagged before anything else looks at them, or dropped.
+    pub(crate) vlan: Option<crate::vlan::Vlan>,
     /// Run to completion: the stack contexts application threads drive
     /// (one per NIC queue; `None` once the stack stopped). Empty when
     /// stack threads run.
@@ -565,6 +568,7 @@ impl StackShared {
             commands_per_pass: usize::MAX,
             rx_per_pass: dpdk::BURST_SIZE,
             port_home: None,
+            vlan: None,
             ltran: std::sync::OnceLock::new(),
             rtc: OnceLock::new(),
             clock: crate::clock::Clock::new(),
@@ -1559,6 +1563,13 @@ impl Worker {
         let me = &shared.threads[self.index];
         me.stats.rx_packets.incr();
         me.stats.rx_bytes.add(m.len() as u64);
+        // A steered frame was untagged by the thread that received it.
+        if let (Some(vlan), false) = (&shared.vlan, steered) {
+            if !vlan.receive(&mut m) {
+                me.stats.drop_frame(DropReason::NotOurVlan);
+                return;
+            }
+        }
         let flags = m.ol_flags();
         let checked = RxChecked {
             ip_good: flags & dpdk_sys::flags::MBUF_F_RX_IP_CKSUM_MASK

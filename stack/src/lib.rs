@@ -3,6 +3,9 @@
 //! Layers, bottom up:
 //! - [`device`]: smoltcp's `Device` over DPDK mbufs. Receive parses frames in
 //!   place in the mbuf; transmit writes into a fresh mbuf and sends in bursts.
+//! - [`vlan`]: with `nic_vlan_mode`, the 802.1Q tag comes off every
+//!   received frame before anything else looks at it (or the frame is
+//!   dropped) and goes onto every frame sent, by the port or in place.
 //! - [`classify`]: the first look at every frame: checks lengths and
 //!   checksums, counts and drops bad or foreign frames per [`DropReason`], and
 //!   says which thread and socket shard a good one belongs to.
@@ -39,6 +42,7 @@ pub mod mib;
 mod pmtu;
 pub mod socket;
 pub mod stats;
+pub mod vlan;
 
 use std::{
     hash::{BuildHasher, Hasher},
@@ -263,6 +267,10 @@ pub struct StackOptions {
     /// ([`gazelle_ctl_proto::paths::run_dir`] when the options were made:
     /// an application may clear its environment before its stack starts).
     pub run_dir: std::path::PathBuf,
+    /// With `nic_vlan_mode`, use the port's VLAN strip and insert offloads
+    /// where it has them (default); false tags and untags every frame in
+    /// software (see [`vlan`]).
+    pub vlan_offload: bool,
     /// What the process around the stack knows and the stack does not (its
     /// kernel-path sockets, options it set that lstack ignores), for
     /// `gazellectl` and the REST API; `None`: nothing to add.
@@ -301,6 +309,7 @@ impl StackOptions {
                 &config.unix_prefix,
                 std::net::IpAddr::V4(config.host_addr),
             )),
+            vlan_offload: true,
             process: None,
         }
     }
@@ -397,6 +406,7 @@ struct Backend {
     tx_offload: bool,
     mac: [u8; 6],
     ltran: Option<ltran::LtranLink>,
+    vlan: Option<vlan::Vlan>,
 }
 
 /// A running stack: cheap to clone; the threads stop when
@@ -492,10 +502,11 @@ impl Stack {
             tx_offload,
             mac,
             ltran,
+            vlan,
         } = if config.use_ltran {
             Self::attach_ltran(config, &opts.run_dir, want_threads)?
         } else {
-            Self::open_port(config, want_threads)?
+            Self::open_port(config, want_threads, opts.vlan_offload)?
         };
         if queues.len() < usize::from(want_threads) {
             tracing::warn!(
@@ -534,6 +545,7 @@ impl Stack {
         if !config.listen_shadow && opts_threads > 1 && ltran.is_none() {
             stack_shared.port_home = Some(engine::PortHomes::new(opts_threads));
         }
+        stack_shared.vlan = vlan;
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }
@@ -548,7 +560,7 @@ impl Stack {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
             let per_thread = (config.tcp_conn_count as usize).div_ceil(opts_threads.max(1));
-            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread);
+            let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread, vlan);
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
             let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);
@@ -670,7 +682,13 @@ impl Stack {
     }
 
     /// Opens the NIC whose MAC is `devices` as the DPDK primary.
-    fn open_port(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+    /// On `nic_vlan_mode`'s VLAN, with the port's VLAN offloads if
+    /// `vlan_offload` and it has them.
+    fn open_port(
+        config: &LstackConfig,
+        want_threads: u16,
+        vlan_offload: bool,
+    ) -> Result<Backend, StackError> {
         let args = eal_args(config);
         // EAL pins the calling thread to its main lcore; unless the config
         // asks for that (gazelle's main_thread_affinity), give the
@@ -720,6 +738,7 @@ impl Stack {
             promiscuous: false,
             checksum_offload: true,
             rx_interrupts: true,
+            vlan_offload: vlan_offload && config.nic_vlan_mode >= 0,
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         let queues = port
@@ -729,6 +748,17 @@ impl Stack {
             .collect();
         let tx_offload = port.info().tx_checksum();
         let mac = port.mac();
+        // -1: no VLAN (validation keeps the rest within 0..=4094).
+        let vlan = u16::try_from(config.nic_vlan_mode).ok().map(|id| {
+            let info = port.info();
+            tracing::info!(
+                vlan = id,
+                rx_strip = info.rx_vlan_strip(),
+                tx_insert = info.tx_vlan_insert(),
+                "on a VLAN: tags the port does not strip or insert are handled in software"
+            );
+            vlan::Vlan::new(id, info.rx_vlan_strip(), info.tx_vlan_insert())
+        });
         Ok(Backend {
             eal,
             pool,
@@ -738,6 +768,7 @@ impl Stack {
             tx_offload,
             mac,
             ltran: None,
+            vlan,
         })
     }
 
@@ -762,6 +793,8 @@ impl Stack {
             tx_offload: false,
             mac: config.devices.octets(),
             ltran: Some(a.link),
+            // Refused by validation: ltran owns the port.
+            vlan: None,
         })
     }
 
@@ -791,6 +824,12 @@ impl Stack {
     /// Counters of stack thread `i`.
     pub fn thread_stats(&self, i: usize) -> Option<&ThreadStats> {
         self.shared.threads.get(i).map(|t| &*t.stats)
+    }
+
+    /// The VLAN the stack is on (`nic_vlan_mode`), with the offloads its
+    /// port does for it.
+    pub fn vlan(&self) -> Option<vlan::Vlan> {
+        self.shared.vlan
     }
 
     /// Counters of the DPDK port.

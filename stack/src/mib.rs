@@ -194,6 +194,7 @@ impl Mib {
                 // Not IP: `seen.ip` is unset for these.
                 DropReason::EthernetTruncated
                 | DropReason::NotOurMac
+                | DropReason::NotOurVlan
                 | DropReason::UnknownEthertype
                 | DropReason::ArpMalformed => {}
             },

@@ -122,6 +122,7 @@ pub fn run(args: GenArgs) -> Result<()> {
         promiscuous: false,
         checksum_offload: false,
         rx_interrupts: false,
+        vlan_offload: false,
     };
     let mut port = Port::open(&eal, 0, &config, Arc::clone(&pool))
         .context("generator: opening the memif server port")?;

@@ -132,28 +132,25 @@ pub const LSTACK: &[Key] = &[
     implemented("mask_addr", ""),
     implemented("gateway_addr", ""),
     implemented("host_addr6", "an address with an optional prefix length"),
-    implemented("devices", "the MAC address of the port lstack opens"),
+    implemented(
+        "devices",
+        "the MAC address of the port lstack opens (with `bond_mode = 1`, of the bond)",
+    ),
     implemented("unix_prefix", "prefix of the control sockets, as `gazellectl -u`"),
     refused(
         "nic_vlan_mode",
         "-1",
         "VLAN tagging is not implemented in lstack; give it a VLAN interface (af_packet/af_xdp on eth0.100)",
     ),
-    refused(
+    implemented(
         "bond_mode",
-        "-1",
-        "lstack has no bond of its own; use ltran's bond (`bond_*` in ltran.toml) or a kernel bond under af_packet",
+        "-1 or 1 (active-backup, standalone only: behind ltran use ltran's bond); 4 and 6 are refused",
     ),
-    refused(
+    implemented(
         "bond_slave_mac",
-        "[]",
-        "only with `bond_mode`, which lstack refuses; use ltran's `bond_macs`",
+        "the two ports, by MAC; `devices` is the bond's MAC, which both take",
     ),
-    refused(
-        "bond_miimon",
-        "10",
-        "only with `bond_mode`, which lstack refuses; use ltran's `bond_miimon`",
-    ),
+    implemented("bond_miimon", "ms between link checks (DPDK's and the kernel interface's)"),
     refused(
         "tuple_filter",
         "0",

@@ -100,8 +100,11 @@ pub struct LstackStats {
     /// (loopback, `udp_enable = 0`...): nothing falls back silently.
     #[serde(default)]
     pub kernel_sockets: BTreeMap<String, u64>,
-    /// The DPDK port's own counters.
+    /// The DPDK port's own counters (with a bond, its ports' added up).
     pub port: PortCounters,
+    /// The bond, when lstack bonds two ports itself (`bond_mode = 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<crate::BondStatus>,
     /// One entry per stack thread.
     pub threads: Vec<ThreadCounters>,
 }

@@ -722,6 +722,7 @@ impl Dispatcher {
                 active,
                 failovers: self.bond.failovers,
                 announcements: self.announcements,
+                backup_dropped: self.tables.counters.backup_dropped,
                 ports,
             },
             dispatch: self.tables.counters.clone(),

@@ -228,6 +228,11 @@ impl Stack {
             mbufs_available: u64::from(self.mbufs_available()),
             kernel_sockets: self.kernel_sockets(),
             port,
+            bond: self
+                .shared
+                .bond
+                .as_ref()
+                .map(|b| b.status(&self.runtime.eal)),
             threads: self
                 .shared
                 .threads

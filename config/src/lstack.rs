@@ -288,13 +288,14 @@ pub struct LstackConfig {
     #[serde(default = "defaults::minus_one")]
     pub nic_vlan_mode: i32,
 
-    /// Bonding mode: -1 (default, no bonding), 1, 4 or 6 (see
-    /// [`limits::BOND_MODE`]).
+    /// Bonding mode: -1 (default, no bonding) or 1 (active-backup over the
+    /// two `bond_slave_mac` ports, without ltran); gazelle's 4 and 6 are
+    /// refused (see [`limits::BOND_MODE`]).
     #[serde(default = "defaults::minus_one")]
     pub bond_mode: i32,
 
-    /// MAC addresses of the two bonded ports; exactly two when `bond_mode`
-    /// is not -1. Written as a list, or as gazelle's single string
+    /// MAC addresses of the two bonded ports (DPDK ports, found by MAC);
+    /// exactly two when `bond_mode` is 1, none otherwise. Written as a list, or as gazelle's single string
     /// `"aa:bb:cc:dd:ee:ff;aa:bb:cc:dd:ee:fe"`. Default: none.
     #[serde(default, deserialize_with = "mac_list")]
     pub bond_slave_mac: Vec<MacAddr>,
@@ -1413,6 +1414,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_examples_commented_bond_loads_in_both_syntaxes() {
+        let toml = include_str!("../examples/lstack.toml").replace("# bond_", "bond_");
+        let t = LstackConfig::from_toml_str(&toml).unwrap();
+        let conf = EXAMPLE_CONF.replace("#bond_", "bond_");
+        let c = LstackConfig::from_gazelle_str(&conf).unwrap();
+        assert_eq!((t.bond_mode, t.bond_miimon), (1, 100));
+        assert_eq!(t.bond_slave_mac.len(), 2);
+        assert_eq!(
+            (c.bond_mode, c.bond_miimon, &c.bond_slave_mac),
+            (t.bond_mode, t.bond_miimon, &t.bond_slave_mac)
+        );
     }
 
     #[test]

@@ -103,11 +103,16 @@ fn active_backup_bond_fails_over_and_the_connection_survives() {
 
     let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
     let prefix = hugepages::dpdk_file_prefix("lbond");
-    let eal = AfPacketEal::default();
+    // Two stack threads: each has its queue of both ports.
+    let eal = AfPacketEal {
+        qpairs: 2,
+        ..Default::default()
+    };
     let mut config = netns_testbed::lstack_config(&topo, &huge, &eal, &prefix).unwrap();
     let mut args = eal.args_all_links(&topo, &huge, &prefix);
     args.remove(0);
     config.dpdk_args = args;
+    config.num_cpus = "0,1".parse().unwrap();
     // The bond's MAC is neither port's own.
     let pid = std::process::id().to_be_bytes();
     let bond_mac = format!("02:b0:{:02x}:{:02x}:{:02x}:01", pid[1], pid[2], pid[3]);
@@ -146,6 +151,15 @@ fn active_backup_bond_fails_over_and_the_connection_survives() {
     let to6 = SocketAddr::new(topo.stack_ip6.into(), PORT);
     let mut long = connect(&topo, to4);
     echo(&mut long, &pattern(1, 256 * 1024), "before the failover");
+    // More connections, spread over both threads, carried across too.
+    let mut others: Vec<KernelStream> = (0..8).map(|_| connect(&topo, to4)).collect();
+    for (i, s) in others.iter_mut().enumerate() {
+        echo(
+            s,
+            &pattern(10 + i as u64, 16 * 1024),
+            "another connection before the failover",
+        );
+    }
 
     // The active port's veth goes down: its operstate says so.
     let cut = before.ports[first]
@@ -169,6 +183,13 @@ fn active_backup_bond_fails_over_and_the_connection_survives() {
         &pattern(2, 256 * 1024),
         "the connection across the failover",
     );
+    for (i, s) in others.iter_mut().enumerate() {
+        echo(
+            s,
+            &pattern(20 + i as u64, 16 * 1024),
+            "another connection across the failover",
+        );
+    }
     let mut v4 = connect(&topo, to4);
     echo(
         &mut v4,
@@ -211,7 +232,13 @@ fn active_backup_bond_fails_over_and_the_connection_survives() {
         &pattern(5, 64 * 1024),
         "after the link came back",
     );
-    drop((long, v4, v6));
+    for t in 0..2 {
+        assert!(
+            stack.thread_stats(t).unwrap().tcp_established.get() > 0,
+            "thread {t} carried no connection"
+        );
+    }
+    drop((long, v4, v6, others));
     stack.shutdown();
 }
 

@@ -458,9 +458,10 @@ fn stop(shared: &StackShared, threads: &Mutex<Vec<JoinHandle<()>>>) {
 
 impl Stack {
     /// Starts the stack described by `config`: initialises the EAL with
-    /// `dpdk_args`, opens the port whose MAC is `devices` with one queue pair
-    /// per `num_cpus` entry (fewer if the port has fewer queues), and runs one
-    /// pinned stack thread per queue pair.
+    /// `dpdk_args`, opens the port whose MAC is `devices` (with
+    /// `bond_mode = 1`, the two `bond_slave_mac` ports as one bond, see
+    /// [`bond`]) with one queue pair per `num_cpus` entry (fewer if the port
+    /// has fewer queues), and runs one pinned stack thread per queue pair.
     ///
     /// Everything that can be checked before DPDK is: the configuration and
     /// the CPUs of `num_cpus`. A start that fails after this process's EAL

@@ -56,6 +56,9 @@ pub mod limits {
     /// `bond_mode`: -1 (no bonding), 1 (active-backup), 4 (802.3ad) or 6
     /// (adaptive load balancing).
     pub const BOND_MODE: &[i64] = &[-1, 1, 4, 6];
+
+    /// The one `bond_mode` lstack implements besides -1: active-backup.
+    pub const BOND_MODE_ACTIVE_BACKUP: i32 = 1;
     /// `bond_miimon`, in milliseconds: the same range as ltran's (see
     /// there why it stops at one minute).
     pub const BOND_MIIMON: RangeInclusive<u32> = crate::ltran::limits::BOND_MIIMON;
@@ -271,8 +274,9 @@ pub struct LstackConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_addr6: Option<Ipv6Cidr>,
 
-    /// MAC address of the NIC port the stack uses (in bond mode 1, the
-    /// primary port). Required.
+    /// MAC address of the NIC port the stack uses. Required. With
+    /// `bond_mode = 1` it is the bond's MAC: both `bond_slave_mac` ports
+    /// are given it (it may be one of theirs or another).
     pub devices: MacAddr,
 
     /// Prefix of the control sockets, so several lstack/ltran instances can
@@ -286,13 +290,14 @@ pub struct LstackConfig {
     #[serde(default = "defaults::minus_one")]
     pub nic_vlan_mode: i32,
 
-    /// Bonding mode: -1 (default, no bonding), 1, 4 or 6 (see
-    /// [`limits::BOND_MODE`]).
+    /// Bonding mode: -1 (default, no bonding) or 1 (active-backup over the
+    /// two `bond_slave_mac` ports, without ltran); gazelle's 4 and 6 are
+    /// refused (see [`limits::BOND_MODE`]).
     #[serde(default = "defaults::minus_one")]
     pub bond_mode: i32,
 
-    /// MAC addresses of the two bonded ports; exactly two when `bond_mode`
-    /// is not -1. Written as a list, or as gazelle's single string
+    /// MAC addresses of the two bonded ports (DPDK ports, found by MAC);
+    /// exactly two when `bond_mode` is 1, none otherwise. Written as a list, or as gazelle's single string
     /// `"aa:bb:cc:dd:ee:ff;aa:bb:cc:dd:ee:fe"`. Default: none.
     #[serde(default, deserialize_with = "mac_list")]
     pub bond_slave_mac: Vec<MacAddr>,
@@ -436,8 +441,8 @@ impl LstackConfig {
     /// /31) neither the network nor the broadcast address; `gateway_addr` is
     /// inside the subnet and is not `host_addr`; `use_ltran` and `kni_switch`
     /// are not both on; `stack_interrupt` is used with neither
-    /// `run-to-completion` nor bonding; bonding has exactly two
-    /// `bond_slave_mac`s; the mbuf product is at most [`limits::MAX_MBUFS`];
+    /// `run-to-completion`; bonding is active-backup without ltran, over
+    /// exactly two distinct `bond_slave_mac`s; the mbuf product is at most [`limits::MAX_MBUFS`];
     /// `process_idx < num_process`; `unix_prefix` and `xdp_eth_name` are
     /// well-formed names.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -563,27 +568,6 @@ impl LstackConfig {
             flag(self.send_cache_mode),
         )?;
         refuse("use_sockmap", self.use_sockmap, flag(self.use_sockmap))?;
-        refuse(
-            "bond_mode",
-            self.bond_mode != -1,
-            self.bond_mode.to_string(),
-        )?;
-        refuse(
-            "bond_slave_mac",
-            !self.bond_slave_mac.is_empty(),
-            format!(
-                "{:?}",
-                self.bond_slave_mac
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-        )?;
-        refuse(
-            "bond_miimon",
-            self.bond_miimon != defaults::bond_miimon(),
-            self.bond_miimon.to_string(),
-        )?;
         refuse("tuple_filter", self.tuple_filter, flag(self.tuple_filter))?;
         refuse(
             "num_process",
@@ -655,6 +639,14 @@ impl LstackConfig {
                          lstack on its own port (use_ltran = 0)",
             });
         }
+        if self.bond_mode != -1 && self.nic_vlan_mode != -1 {
+            return Err(ConfigError::Conflict {
+                first: format!("nic_vlan_mode = {}", self.nic_vlan_mode),
+                second: format!("bond_mode = {}", self.bond_mode),
+                reason: "lstack's own bond does not carry a VLAN yet; bond VLAN interfaces \
+                         instead (af_packet on eth0.100 and eth1.100), or use one port",
+            });
+        }
         if !self.stack_interrupt && self.stack_thread_mode == StackThreadMode::RunToCompletion {
             return Err(ConfigError::Conflict {
                 first: "stack_interrupt = false".into(),
@@ -663,12 +655,7 @@ impl LstackConfig {
                          threads sleep on receive interrupts in their own waits",
             });
         }
-        if self.bond_mode != -1 && self.bond_slave_mac.len() != 2 {
-            return Err(ConfigError::BondSlaveCount {
-                bond_mode: self.bond_mode,
-                count: self.bond_slave_mac.len(),
-            });
-        }
+        self.check_bond()?;
         let total = u64::from(self.tcp_conn_count) * u64::from(self.mbuf_count_per_conn);
         if total > limits::MAX_MBUFS {
             return Err(ConfigError::TooManyMbufs {
@@ -685,6 +672,70 @@ impl LstackConfig {
             });
         }
         Ok(())
+    }
+
+    /// Bonding: only active-backup (`bond_mode = 1`), only standalone
+    /// (ltran owns the ports behind it, with its own bond), over exactly two
+    /// distinct `bond_slave_mac`s; `bond_slave_mac` and `bond_miimon` only
+    /// with a bond (no key is accepted and then ignored).
+    fn check_bond(&self) -> Result<(), ConfigError> {
+        if self.bond_mode == -1 {
+            if !self.bond_slave_mac.is_empty() {
+                return Err(ConfigError::Conflict {
+                    first: format!("bond_slave_mac = {:?}", self.slave_macs()),
+                    second: "bond_mode = -1".into(),
+                    reason: "the bond's ports only mean something with a bond: set bond_mode = 1, or remove bond_slave_mac",
+                });
+            }
+            if self.bond_miimon != defaults::bond_miimon() {
+                return Err(ConfigError::Conflict {
+                    first: format!("bond_miimon = {}", self.bond_miimon),
+                    second: "bond_mode = -1".into(),
+                    reason:
+                        "link checks only run with a bond: set bond_mode = 1, or remove bond_miimon",
+                });
+            }
+            return Ok(());
+        }
+        if self.bond_mode != limits::BOND_MODE_ACTIVE_BACKUP {
+            return Err(ConfigError::InvalidValue {
+                field: "bond_mode".into(),
+                value: self.bond_mode.to_string(),
+                reason: "only -1 (no bond) and 1 (active-backup) are implemented in lstack; \
+                         802.3ad (4) and adaptive load balancing (6) are not"
+                    .into(),
+            });
+        }
+        if self.use_ltran {
+            return Err(ConfigError::Conflict {
+                first: "use_ltran = true".into(),
+                second: "bond_mode = 1".into(),
+                reason: "behind ltran the ports are ltran's: bond them there (bond_ports, bond_macs in ltran.toml)",
+            });
+        }
+        if self.bond_slave_mac.len() != 2 {
+            return Err(ConfigError::BondSlaveCount {
+                bond_mode: self.bond_mode,
+                count: self.bond_slave_mac.len(),
+            });
+        }
+        if self.bond_slave_mac[0] == self.bond_slave_mac[1] {
+            return Err(ConfigError::InvalidValue {
+                field: "bond_slave_mac".into(),
+                value: format!("{:?}", self.slave_macs()),
+                reason:
+                    "the two ports of the bond must be different ports (different MAC addresses)"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn slave_macs(&self) -> Vec<String> {
+        self.bond_slave_mac
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// mbufs the packet pool needs: `tcp_conn_count * mbuf_count_per_conn`
@@ -881,16 +932,63 @@ mod tests {
         assert!(!conf_with("udp_enable=0").unwrap().udp_enable);
     }
 
+    const BOND: &str = "bond_mode = 1\nbond_miimon = 100\n";
+
     #[test]
     fn bond_slave_mac_in_both_spellings() {
-        // Both spellings parse to the same list (which lstack then refuses:
-        // it has no bond of its own).
-        let list = toml_with("bond_slave_mac = [\"aa:bb:cc:dd:ee:ff\", \"aa:bb:cc:dd:ee:fe\"]")
-            .unwrap_err();
-        let joined =
-            conf_with("bond_slave_mac=\"aa:bb:cc:dd:ee:ff;AA:BB:CC:DD:EE:FE\"").unwrap_err();
-        assert_eq!(list.to_string(), joined.to_string());
-        assert!(list.to_string().contains("aa:bb:cc:dd:ee:fe"), "{list}");
+        let list = toml_with(&format!(
+            "{BOND}bond_slave_mac = [\"aa:bb:cc:dd:ee:ff\", \"aa:bb:cc:dd:ee:fe\"]"
+        ))
+        .unwrap();
+        let joined = conf_with(
+            "bond_mode=1\nbond_miimon=100\nbond_slave_mac=\"aa:bb:cc:dd:ee:ff;AA:BB:CC:DD:EE:FE\"",
+        )
+        .unwrap();
+        assert_eq!(list.bond_slave_mac, joined.bond_slave_mac);
+        assert_eq!(list.bond_slave_mac[1].to_string(), "aa:bb:cc:dd:ee:fe");
+        assert_eq!((list.bond_mode, list.bond_miimon), (1, 100));
+    }
+
+    #[rstest]
+    #[case("4")]
+    #[case("6")]
+    fn bond_modes_other_than_active_backup_are_refused(#[case] mode: &str) {
+        let err = toml_with(&format!(
+            "bond_mode = {mode}\nbond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:02\"]"
+        ))
+        .unwrap_err();
+        assert_eq!(err.field(), Some("bond_mode"), "{err}");
+        let m = err.to_string();
+        assert!(
+            m.starts_with(&format!("bond_mode = {mode}"))
+                && m.contains("only -1 (no bond) and 1 (active-backup)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn bond_is_standalone_with_two_distinct_ports_and_its_keys_need_it() {
+        let two = "bond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:02\"]";
+        let err = toml_with(&format!("{BOND}{two}\nuse_ltran = 1")).unwrap_err();
+        assert!(
+            err.to_string().contains("use_ltran") && err.to_string().contains("ltran"),
+            "{err}"
+        );
+        let err =
+            toml_with(&format!("{BOND}bond_slave_mac = [\"aa:bb:cc:dd:ee:01\"]")).unwrap_err();
+        assert_eq!(err.field(), Some("bond_slave_mac"), "{err}");
+        let err = toml_with(&format!(
+            "{BOND}bond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:01\"]"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("different"), "{err}");
+        // Without a bond, its keys would be ignored: refused.
+        let err = toml_with(two).unwrap_err();
+        assert!(err.to_string().contains("bond_mode = -1"), "{err}");
+        let err = toml_with("bond_miimon = 100").unwrap_err();
+        assert!(err.to_string().contains("bond_mode = -1"), "{err}");
+        // gazelle's defaults spelled out still load.
+        toml_with("bond_mode = -1\nbond_miimon = 10\nbond_slave_mac = []").unwrap();
     }
 
     #[test]
@@ -1249,6 +1347,13 @@ mod tests {
             );
         }
         toml_with("use_ltran = true\nnic_vlan_mode = -1").unwrap();
+        let err = toml_with(
+            "nic_vlan_mode = 100\nbond_mode = 1\n\
+             bond_slave_mac = [\"aa:bb:cc:dd:ee:01\", \"aa:bb:cc:dd:ee:02\"]",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("nic_vlan_mode"), "{err}");
+        assert!(err.to_string().contains("bond_mode = 1"), "{err}");
         for err in [
             toml_with("use_ltran = true\nnic_vlan_mode = 100").unwrap_err(),
             conf_with("use_ltran=1\nnic_vlan_mode=100").unwrap_err(),
@@ -1296,9 +1401,6 @@ mod tests {
     #[case("stack_num", "1", "0")]
     #[case("send_cache_mode", "1", "0")]
     #[case("use_sockmap", "1", "0")]
-    #[case("bond_mode", "1", "-1")]
-    #[case("bond_slave_mac", "[\"aa:bb:cc:dd:ee:01\"]", "[]")]
-    #[case("bond_miimon", "100", "10")]
     #[case("tuple_filter", "1", "0")]
     #[case("num_process", "2", "1")]
     #[case("process_idx", "1", "0")]
@@ -1366,6 +1468,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_examples_commented_bond_loads_in_both_syntaxes() {
+        let toml = include_str!("../examples/lstack.toml").replace("# bond_", "bond_");
+        let t = LstackConfig::from_toml_str(&toml).unwrap();
+        let conf = EXAMPLE_CONF.replace("#bond_", "bond_");
+        let c = LstackConfig::from_gazelle_str(&conf).unwrap();
+        assert_eq!((t.bond_mode, t.bond_miimon), (1, 100));
+        assert_eq!(t.bond_slave_mac.len(), 2);
+        assert_eq!(
+            (c.bond_mode, c.bond_miimon, &c.bond_slave_mac),
+            (t.bond_mode, t.bond_miimon, &t.bond_slave_mac)
+        );
     }
 
     #[test]

@@ -131,27 +131,24 @@ pub const LSTACK: &[Key] = &[
     implemented("mask_addr", ""),
     implemented("gateway_addr", ""),
     implemented("host_addr6", "an address with an optional prefix length"),
-    implemented("devices", "the MAC address of the port lstack opens"),
+    implemented(
+        "devices",
+        "the MAC address of the port lstack opens (with `bond_mode = 1`, of the bond)",
+    ),
     implemented("unix_prefix", "prefix of the control sockets, as `gazellectl -u`"),
     implemented(
         "nic_vlan_mode",
-        "standalone only (refused with `use_ltran = 1`): frames of other VLANs or untagged are dropped, counted as `not_our_vlan`; the port's VLAN offloads where it has them",
+        "standalone only (refused with `use_ltran = 1` and with `bond_mode = 1`): frames of other VLANs or untagged are dropped, counted as `not_our_vlan`; the port's VLAN offloads where it has them",
     ),
-    refused(
+    implemented(
         "bond_mode",
-        "-1",
-        "lstack has no bond of its own; use ltran's bond (`bond_*` in ltran.toml) or a kernel bond under af_packet",
+        "-1 or 1 (active-backup, standalone only: behind ltran use ltran's bond); 4 and 6 are refused",
     ),
-    refused(
+    implemented(
         "bond_slave_mac",
-        "[]",
-        "only with `bond_mode`, which lstack refuses; use ltran's `bond_macs`",
+        "the two ports, by MAC; `devices` is the bond's MAC, which both take",
     ),
-    refused(
-        "bond_miimon",
-        "10",
-        "only with `bond_mode`, which lstack refuses; use ltran's `bond_miimon`",
-    ),
+    implemented("bond_miimon", "ms between link checks (DPDK's and the kernel interface's)"),
     refused(
         "tuple_filter",
         "0",

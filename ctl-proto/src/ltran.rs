@@ -91,7 +91,7 @@ pub struct LtranStats {
     pub latency: LatencyStats,
 }
 
-/// Active-backup bond state.
+/// Active-backup bond state (ltran's, or a standalone lstack's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BondStatus {
@@ -107,6 +107,10 @@ pub struct BondStatus {
     pub failovers: u64,
     /// Gratuitous ARPs (and unsolicited NAs) sent to announce a move.
     pub announcements: u64,
+    /// Frames received on a backup port and dropped (active-backup takes
+    /// only what arrives on the active port).
+    #[serde(default)]
+    pub backup_dropped: u64,
     /// The bond's ports.
     pub ports: Vec<BondPort>,
 }

@@ -105,8 +105,11 @@ pub struct LstackStats {
     /// option name: times set. Each is also logged once.
     #[serde(default)]
     pub unhonoured_options: BTreeMap<String, u64>,
-    /// The DPDK port's own counters.
+    /// The DPDK port's own counters (with a bond, its ports' added up).
     pub port: PortCounters,
+    /// The bond, when lstack bonds two ports itself (`bond_mode = 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<crate::BondStatus>,
     /// One entry per stack thread.
     pub threads: Vec<ThreadCounters>,
 }

@@ -14,13 +14,16 @@
 //!   puts back (runtime directory, hugepage files);
 //! - [`af_packet`]: frames the kernel dropped at a `net_af_packet` port's
 //!   sockets, which that PMD does not count, so a port's `rx_missed` does;
-//! - [`af_xdp`]: the sockets a `net_af_xdp` port's thread sleeps on.
+//! - [`af_xdp`]: the sockets a `net_af_xdp` port's thread sleeps on;
+//! - [`bond`]: active-backup bonding (ltran's and a standalone lstack's):
+//!   which port is active, link checks, failover announcements.
 //!
 //! Failures are [`DpdkError`]s: what was being attempted, and DPDK's own
 //! `rte_strerror` text for the `rte_errno` or negative return it gave.
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod bond;
 pub mod cleanup;
 pub mod eal;
 pub mod error;

@@ -188,6 +188,11 @@ impl Port {
         mac_of(port_id)
     }
 
+    /// Link state of port `port_id`, without waiting.
+    pub fn link_by_id(_eal: &Eal, port_id: u16) -> LinkStatus {
+        link_of(port_id)
+    }
+
     /// Counters of port `port_id`.
     pub fn stats_by_id(_eal: &Eal, port_id: u16) -> Result<PortStats, DpdkError> {
         stats_of(port_id)
@@ -413,14 +418,7 @@ impl Port {
 
     /// Link state, without waiting.
     pub fn link(&self) -> LinkStatus {
-        let mut link = dpdk_sys::rte_eth_link::default();
-        // SAFETY: valid port and out-pointer.
-        unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id(), &mut link) };
-        LinkStatus {
-            up: link.link_status() != 0,
-            speed_mbps: link.link_speed,
-            full_duplex: link.link_duplex() != 0,
-        }
+        link_of(self.id())
     }
 
     /// Port counters.
@@ -462,6 +460,17 @@ impl Drop for PortShared {
                 dpdk_sys::rte_eth_dev_close(id);
             }
         }
+    }
+}
+
+fn link_of(port_id: u16) -> LinkStatus {
+    let mut link = dpdk_sys::rte_eth_link::default();
+    // SAFETY: an out-pointer; DPDK checks the port id.
+    unsafe { dpdk_sys::rte_eth_link_get_nowait(port_id, &mut link) };
+    LinkStatus {
+        up: link.link_status() != 0,
+        speed_mbps: link.link_speed,
+        full_duplex: link.link_duplex() != 0,
     }
 }
 

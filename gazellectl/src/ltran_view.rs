@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use gazelle_ctl_proto::{LtranLatency, LtranRates, LtranStats};
+use gazelle_ctl_proto::{BondStatus, LtranLatency, LtranRates, LtranStats};
 
 /// `ltran show`: ports of the bond, dispatch counters, instances.
 pub fn overview(s: &LtranStats) -> String {
@@ -13,41 +13,7 @@ pub fn overview(s: &LtranStats) -> String {
         "ltran (pid {}), up {} s; bond mode {} mac {} miimon {} ms, failovers {}, announcements {}",
         s.pid, s.uptime_secs, b.mode, b.mac, b.miimon_ms, b.failovers, b.announcements
     );
-    let _ = writeln!(
-        o,
-        "{:<4} {:<18} {:<10} {:<5} {:<7} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",
-        "port",
-        "name",
-        "iface",
-        "link",
-        "role",
-        "rx_pkts",
-        "tx_pkts",
-        "rx_bytes",
-        "tx_bytes",
-        "rx_miss",
-        "rx_err",
-        "tx_err"
-    );
-    for p in &b.ports {
-        let c = &p.counters;
-        let _ = writeln!(
-            o,
-            "{:<4} {:<18} {:<10} {:<5} {:<7} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",
-            p.port_id,
-            p.name,
-            p.iface.as_deref().unwrap_or("-"),
-            if p.link_up { "up" } else { "down" },
-            if p.active { "active" } else { "backup" },
-            c.rx_packets,
-            c.tx_packets,
-            c.rx_bytes,
-            c.tx_bytes,
-            c.rx_missed,
-            c.rx_errors,
-            c.tx_errors
-        );
-    }
+    bond_ports(&mut o, b);
     let _ = writeln!(o, "dispatch:");
     for (k, v) in s.dispatch.entries() {
         let _ = writeln!(o, "  {k:<18} {v}");
@@ -190,6 +156,46 @@ pub fn rates(r: &LtranRates) -> String {
         }
     }
     o
+}
+
+/// The ports of bond `b`, one row each: link, role and counters (in
+/// `ltran show`, and in `lstack show` for lstack's own bond).
+pub fn bond_ports(o: &mut String, b: &BondStatus) {
+    let _ = writeln!(
+        o,
+        "{:<4} {:<18} {:<10} {:<5} {:<7} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",
+        "port",
+        "name",
+        "iface",
+        "link",
+        "role",
+        "rx_pkts",
+        "tx_pkts",
+        "rx_bytes",
+        "tx_bytes",
+        "rx_miss",
+        "rx_err",
+        "tx_err"
+    );
+    for p in &b.ports {
+        let c = &p.counters;
+        let _ = writeln!(
+            o,
+            "{:<4} {:<18} {:<10} {:<5} {:<7} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",
+            p.port_id,
+            p.name,
+            p.iface.as_deref().unwrap_or("-"),
+            if p.link_up { "up" } else { "down" },
+            if p.active { "active" } else { "backup" },
+            c.rx_packets,
+            c.tx_packets,
+            c.rx_bytes,
+            c.tx_bytes,
+            c.rx_missed,
+            c.rx_errors,
+            c.tx_errors
+        );
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,22 @@ pub fn lstack(s: &LstackStats) -> String {
         "port: rx {} pkts {} bytes, tx {} pkts {} bytes, rx_missed {}, rx_errors {}, tx_errors {}, rx_nombuf {}",
         p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, p.rx_missed, p.rx_errors, p.tx_errors, p.rx_nombuf
     );
+    if let Some(b) = &s.bond {
+        let _ = writeln!(
+            o,
+            "bond: mode {} mac {} miimon {} ms, active port {}, failovers {}, announcements {}, backup frames dropped {}",
+            b.mode,
+            b.mac,
+            b.miimon_ms,
+            b.active
+                .and_then(|i| b.ports.get(i))
+                .map_or("none (no link)".to_owned(), |p| p.name.clone()),
+            b.failovers,
+            b.announcements,
+            b.backup_dropped
+        );
+        crate::ltran_view::bond_ports(&mut o, b);
+    }
     let _ = writeln!(
         o,
         "{:<7}{:>12}{:>14}{:>12}{:>14}{:>9}{:>9}{:>10}{:>11}{:>11}{:>12}{:>9}{:>10}{:>7}",
@@ -391,6 +407,46 @@ mod tests {
         );
         assert_eq!(fmt_ns(2_500_000), "2.50 ms");
         assert_eq!(fmt_ns(3_000_000_000), "3.00 s");
+    }
+
+    #[test]
+    fn lstacks_own_bond_shows_the_active_port_and_each_link() {
+        let t = lstack(&sample(1, 1, 1));
+        assert!(!t.contains("bond:"), "no bond, no line: {t}");
+        let mut s = sample(1, 1, 1);
+        let port = |id: u16, up: bool, active: bool| gazelle_ctl_proto::BondPort {
+            port_id: id,
+            name: format!("net_af_packet{id}"),
+            iface: Some(format!("veth{id}")),
+            link_up: up,
+            active,
+            ..Default::default()
+        };
+        s.bond = Some(gazelle_ctl_proto::BondStatus {
+            mode: 1,
+            mac: "02:00:00:00:00:01".into(),
+            miimon_ms: 20,
+            active: Some(1),
+            failovers: 1,
+            announcements: 2,
+            backup_dropped: 5,
+            ports: vec![port(0, false, false), port(1, true, true)],
+        });
+        let t = lstack(&s);
+        assert!(
+            t.contains("bond: mode 1 mac 02:00:00:00:00:01 miimon 20 ms, active port net_af_packet1, failovers 1, announcements 2, backup frames dropped 5"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("0 ") && l.contains("down") && l.contains("backup")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("1 ") && l.contains(" up ") && l.contains("active")),
+            "{t}"
+        );
     }
 
     #[test]

@@ -231,13 +231,7 @@ impl Dispatcher {
     fn link_states(&self) -> Vec<bool> {
         self.members
             .iter()
-            .map(|m| {
-                let dpdk_up = m.port.link().up;
-                match m.iface.as_deref().and_then(bond::kernel_link_up) {
-                    Some(k) => dpdk_up && k,
-                    None => dpdk_up,
-                }
-            })
+            .map(|m| bond::combine(m.port.link().up, m.iface.as_deref()))
             .collect()
     }
 
@@ -728,6 +722,7 @@ impl Dispatcher {
                 active,
                 failovers: self.bond.failovers,
                 announcements: self.announcements,
+                backup_dropped: self.tables.counters.backup_dropped,
                 ports,
             },
             dispatch: self.tables.counters.clone(),

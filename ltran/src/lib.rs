@@ -15,7 +15,7 @@
 //!   start that fails after the EAL came up puts back what it took
 //!   ([`dpdk::cleanup`]).
 
-pub mod bond;
+pub use dpdk::bond;
 pub mod conn_table;
 pub mod control;
 pub mod forward;

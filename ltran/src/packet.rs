@@ -279,66 +279,7 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     )
 }
 
-/// Builds a gratuitous ARP request announcing that `ip` is at `mac`
-/// (sender = target = `ip`, broadcast), into `out` (at least 42 bytes);
-/// returns the frame length.
-pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr, out: &mut [u8]) -> usize {
-    let f = &mut out[..42];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes());
-    f[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes());
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    f[32..38].copy_from_slice(&[0; 6]);
-    f[38..42].copy_from_slice(&ip.octets());
-    42
-}
-
-/// Builds an unsolicited neighbour advertisement (override flag, to
-/// all-nodes) announcing that `ip` is at `mac`; returns the frame length
-/// (86 bytes).
-pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr, out: &mut [u8]) -> usize {
-    let f = &mut out[..86];
-    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-    let ip6 = &mut f[14..54];
-    ip6.fill(0);
-    ip6[0] = 0x60;
-    ip6[4..6].copy_from_slice(&32u16.to_be_bytes());
-    ip6[6] = PROTO_ICMPV6;
-    ip6[7] = 255;
-    ip6[8..24].copy_from_slice(&ip.octets());
-    ip6[24..40].copy_from_slice(&all_nodes.octets());
-    let icmp = &mut f[54..86];
-    icmp.fill(0);
-    icmp[0] = 136;
-    icmp[4] = 0x20; // override
-    icmp[8..24].copy_from_slice(&ip.octets());
-    icmp[24] = 2; // target link-layer address option
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&mac);
-    // Checksum over the pseudo-header and the message.
-    let mut sum: u32 = 0;
-    for chunk in ip.octets().chunks(2).chain(all_nodes.octets().chunks(2)) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
-    }
-    sum += 32 + u32::from(PROTO_ICMPV6);
-    for chunk in icmp.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    86
-}
+pub use dpdk::bond::{gratuitous_arp, unsolicited_na};
 
 #[cfg(test)]
 mod tests {

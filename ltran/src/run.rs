@@ -67,30 +67,7 @@ pub fn eal_args(config: &LtranConfig, kni_name: &str) -> (Vec<String>, String) {
     (args, prefix)
 }
 
-/// The kernel interface behind a `--vdev` device (`iface=` of af_packet or
-/// af_xdp), by device name.
-pub fn vdev_iface(args: &[String], device: &str) -> Option<String> {
-    let mut it = args.iter().peekable();
-    while let Some(a) = it.next() {
-        let spec = if let Some(s) = a.strip_prefix("--vdev=") {
-            s.to_owned()
-        } else if a == "--vdev" {
-            it.peek().map(|s| s.to_string())?
-        } else {
-            continue;
-        };
-        let mut parts = spec.split(',');
-        if parts.next() != Some(device) {
-            continue;
-        }
-        for kv in parts {
-            if let Some(v) = kv.strip_prefix("iface=") {
-                return Some(v.to_owned());
-            }
-        }
-    }
-    None
-}
+pub use dpdk::bond::vdev_iface;
 
 /// Everything a start checks before it touches DPDK: the config's own
 /// validation, the rules ltran adds (one bond, no `--huge-unlink`) and the

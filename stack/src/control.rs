@@ -234,6 +234,11 @@ impl Stack {
                 .map(|p| (p.unhonoured_options)())
                 .unwrap_or_default(),
             port,
+            bond: self
+                .shared
+                .bond
+                .as_ref()
+                .map(|b| b.status(&self.runtime.eal)),
             threads: self
                 .shared
                 .threads

@@ -28,6 +28,8 @@ pub enum RxSource {
     Port(RxQueue),
     /// The ring ltran fills (`use_ltran = 1`).
     Ring(Ring),
+    /// Queue `i` of both ports of lstack's own bond (`bond_mode = 1`).
+    Bond(crate::bond::BondRx),
 }
 
 impl RxSource {
@@ -42,6 +44,26 @@ impl RxSource {
         match self {
             Self::Port(q) => q.rx_burst_max(batch, max),
             Self::Ring(r) => r.dequeue_max(batch, max),
+            Self::Bond(b) => b.rx_burst_max(batch, max),
+        }
+    }
+
+    /// The NIC queue frames come from now (the active port's on a bond),
+    /// if they come from a NIC.
+    pub fn nic_queue(&self) -> Option<&RxQueue> {
+        match self {
+            Self::Port(q) => Some(q),
+            Self::Ring(_) => None,
+            Self::Bond(b) => Some(b.active_queue()),
+        }
+    }
+
+    /// [`RxSource::nic_queue`], mutably.
+    pub fn nic_queue_mut(&mut self) -> Option<&mut RxQueue> {
+        match self {
+            Self::Port(q) => Some(q),
+            Self::Ring(_) => None,
+            Self::Bond(b) => Some(b.active_queue_mut()),
         }
     }
 }
@@ -53,6 +75,8 @@ pub enum TxSink {
     Port(TxQueue),
     /// The ring ltran drains (`use_ltran = 1`).
     Ring(Ring),
+    /// Queue `i` of both ports of lstack's own bond (`bond_mode = 1`).
+    Bond(crate::bond::BondTx),
 }
 
 impl TxSink {
@@ -61,6 +85,7 @@ impl TxSink {
         match self {
             Self::Port(q) => q.tx_burst(batch),
             Self::Ring(r) => r.enqueue(batch),
+            Self::Bond(b) => b.tx_burst(batch),
         }
     }
 }
@@ -98,6 +123,7 @@ impl TxPath {
         let offload = match &queue {
             TxSink::Port(q) => q.port_info().tx_checksum(),
             TxSink::Ring(_) => false,
+            TxSink::Bond(b) => b.tx_checksum(),
         };
         Self {
             queue,
@@ -109,6 +135,13 @@ impl TxPath {
             conformance: crate::conformance::Conformance::new(flows),
             pmtu: crate::pmtu::PathMtu::new(),
             vlan,
+        }
+    }
+
+    /// On a bond: sends on port `active` from now on.
+    pub(crate) fn follow_bond(&mut self, active: usize) {
+        if let TxSink::Bond(b) = &mut self.queue {
+            b.follow(active);
         }
     }
 

@@ -488,6 +488,8 @@ pub(crate) struct StackShared {
     /// Time zero of the stack's clock: smoltcp's timestamps and the
     /// receive-latency marks count from here.
     pub(crate) clock: crate::clock::Clock,
+    /// lstack's own bond (`bond_mode = 1`), if it has one.
+    pub(crate) bond: Option<Arc<crate::bond::BondShared>>,
 }
 
 /// Which stack thread serves each listening port (`listen_shadow = 0`):
@@ -572,6 +574,7 @@ impl StackShared {
             ltran: std::sync::OnceLock::new(),
             rtc: OnceLock::new(),
             clock: crate::clock::Clock::new(),
+            bond: None,
         }
     }
 
@@ -777,7 +780,13 @@ impl StackShared {
             self.disarm_all(rtc);
             return true;
         }
-        let wait = wait.min(1_000_000);
+        let mut wait = wait.min(1_000_000);
+        if let Some(b) = &self.bond {
+            // The queues slept on are those of the port active when the
+            // contexts were made: after a failover, frames on the other
+            // port are found at the next look, at most `bond_miimon` away.
+            wait = wait.min(b.miimon.as_micros() as u64);
+        }
         for t in self.threads.iter() {
             t.sleeping.fetch_add(1, Ordering::SeqCst);
         }
@@ -1176,10 +1185,7 @@ impl Worker {
     /// What the thread looks up once before its loop: how its receive
     /// queue can wake it.
     pub(crate) fn prepare(&mut self) {
-        self.rx_wakeup = match &self.rx {
-            crate::device::RxSource::Port(q) => q.wakeup(),
-            crate::device::RxSource::Ring(_) => None,
-        };
+        self.rx_wakeup = self.rx.nic_queue().and_then(|q| q.wakeup());
         tracing::debug!(thread = self.index, wakeup = ?self.rx_wakeup, "how the stack thread sleeps");
     }
 
@@ -1192,6 +1198,7 @@ impl Worker {
     pub(crate) fn step(&mut self, now_ns: u64, batch: &mut MbufBatch) -> bool {
         let now = now_ns / 1000;
         self.tx.conformance.now_ns = now_ns;
+        self.follow_bond();
         let mut busy = self.run_commands(now);
 
         // Receive: the NIC queue (or ltran's ring), then frames other
@@ -1253,6 +1260,55 @@ impl Worker {
             self.reap_half_open(now_ns);
         }
         busy
+    }
+
+    /// On lstack's own bond: follows a move of the active port the link
+    /// monitor published (one atomic load per loop).
+    #[inline]
+    fn follow_bond(&mut self) {
+        if let crate::device::RxSource::Bond(rx) = &self.rx {
+            if let Some(active) = rx.moved() {
+                self.switch_port(active);
+            }
+        }
+    }
+
+    /// Receives and transmits on port `active` of the bond from now on,
+    /// sleeps on its queue, and (thread 0, once for the stack) announces
+    /// the move out of it: a gratuitous ARP for `host_addr`, an unsolicited
+    /// NA for `host_addr6`, so the switch and the peers learn the new path.
+    #[cold]
+    fn switch_port(&mut self, active: usize) {
+        let crate::device::RxSource::Bond(rx) = &mut self.rx else {
+            return;
+        };
+        rx.follow(active);
+        self.tx.follow_bond(active);
+        self.prepare();
+        if self.index != 0 {
+            return;
+        }
+        let mac = self.shared.local.mac.0;
+        let mut frame = [0u8; dpdk::bond::NA_LEN];
+        let mut sent = 0;
+        if let Some(ip) = self.shared.local.ipv4 {
+            let n = dpdk::bond::gratuitous_arp(mac, ip, &mut frame);
+            self.send_frame(&frame[..n]);
+            sent += 1;
+        }
+        if let Some(ip) = self.shared.local.ipv6 {
+            let n = dpdk::bond::unsolicited_na(mac, ip, &mut frame);
+            self.send_frame(&frame[..n]);
+            sent += 1;
+        }
+        self.tx.flush();
+        if let Some(b) = &self.shared.bond {
+            b.announcements.add(sent);
+        }
+        tracing::info!(
+            port = active,
+            "bond: stack threads follow the new active port"
+        );
     }
 
     /// Answers the SYN `m` of `flow` with a challenge instead of a socket
@@ -1435,8 +1491,8 @@ impl Worker {
     /// receives once more (frames that came before arming raise nothing).
     /// False if frames came, into `batch`: no sleep then.
     fn arm_rx(&mut self, batch: &mut MbufBatch) -> bool {
-        let (Some(dpdk::RxWakeup::Interrupt { .. }), crate::device::RxSource::Port(q)) =
-            (&self.rx_wakeup, &mut self.rx)
+        let (Some(dpdk::RxWakeup::Interrupt { .. }), Some(q)) =
+            (&self.rx_wakeup, self.rx.nic_queue_mut())
         else {
             return true;
         };
@@ -1453,8 +1509,8 @@ impl Worker {
 
     /// After a sleep: disarms the interrupt armed by [`Worker::arm_rx`].
     fn disarm_rx(&mut self) {
-        if let (Some(dpdk::RxWakeup::Interrupt { .. }), crate::device::RxSource::Port(q)) =
-            (&self.rx_wakeup, &self.rx)
+        if let (Some(dpdk::RxWakeup::Interrupt { .. }), Some(q)) =
+            (&self.rx_wakeup, self.rx.nic_queue())
         {
             q.disarm_interrupt();
         }

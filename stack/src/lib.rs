@@ -29,6 +29,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod bond;
 pub mod classify;
 mod clock;
 mod conformance;
@@ -341,6 +342,22 @@ pub enum StackError {
         /// The ports found, as `id=mac` pairs.
         available: String,
     },
+    /// No port has a MAC address of `bond_slave_mac`.
+    #[error("bond_slave_mac: no DPDK port has the MAC address {wanted} (ports: {available})")]
+    BondPortNotFound {
+        /// The configured MAC.
+        wanted: String,
+        /// The ports found, as `id=mac` pairs.
+        available: String,
+    },
+    /// The two ports of the bond give different numbers of queue pairs.
+    #[error("bond_slave_mac: the ports have {first} and {second} queue pairs; a stack thread needs the same queue of both")]
+    BondQueues {
+        /// Queue pairs of the first port.
+        first: usize,
+        /// Queue pairs of the second port.
+        second: usize,
+    },
     /// A stack thread could not be pinned to its CPU.
     #[error("num_cpus: cannot pin stack thread {thread} to CPU {cpu}: {reason}")]
     Cpu {
@@ -401,12 +418,13 @@ struct Backend {
     eal: Eal,
     pool: Arc<Mempool>,
     queues: Vec<(RxSource, TxSink)>,
-    port: Option<Port>,
+    ports: Vec<Port>,
     port_id: Option<u16>,
     tx_offload: bool,
     mac: [u8; 6],
     ltran: Option<ltran::LtranLink>,
     vlan: Option<vlan::Vlan>,
+    bond: Option<Arc<bond::BondShared>>,
 }
 
 /// A running stack: cheap to clone; the threads stop when
@@ -421,7 +439,8 @@ pub struct Stack {
 struct Runtime {
     shared: Arc<StackShared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    port: Mutex<Option<Port>>,
+    /// The ports the stack opened (two with a bond), closed at shutdown.
+    port: Mutex<Vec<Port>>,
     pool: Arc<Mempool>,
     port_id: Option<u16>,
     eal: Eal,
@@ -469,9 +488,10 @@ fn stop(shared: &StackShared, threads: &Mutex<Vec<JoinHandle<()>>>) {
 
 impl Stack {
     /// Starts the stack described by `config`: initialises the EAL with
-    /// `dpdk_args`, opens the port whose MAC is `devices` with one queue pair
-    /// per `num_cpus` entry (fewer if the port has fewer queues), and runs one
-    /// pinned stack thread per queue pair.
+    /// `dpdk_args`, opens the port whose MAC is `devices` (with
+    /// `bond_mode = 1`, the two `bond_slave_mac` ports as one bond, see
+    /// [`bond`]) with one queue pair per `num_cpus` entry (fewer if the port
+    /// has fewer queues), and runs one pinned stack thread per queue pair.
     ///
     /// Everything that can be checked before DPDK is: the configuration and
     /// the CPUs of `num_cpus`. A start that fails after this process's EAL
@@ -497,14 +517,17 @@ impl Stack {
             eal,
             pool,
             queues,
-            port,
+            ports,
             port_id,
             tx_offload,
             mac,
             ltran,
             vlan,
+            bond,
         } = if config.use_ltran {
             Self::attach_ltran(config, &opts.run_dir, want_threads)?
+        } else if config.bond_mode == gazelle_config::lstack::limits::BOND_MODE_ACTIVE_BACKUP {
+            Self::open_bond(config, want_threads)?
         } else {
             Self::open_port(config, want_threads, opts.vlan_offload)?
         };
@@ -549,6 +572,7 @@ impl Stack {
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }
+        stack_shared.bond = bond;
         let shared = Arc::new(stack_shared);
         let is_secondary = shared.ltran.get().is_some();
         let clock = shared.clock;
@@ -633,6 +657,10 @@ impl Stack {
             handles.push(h);
         }
         drop(ready_tx);
+        if shared.bond.is_some() {
+            handles
+                .push(bond::spawn_monitor(eal, Arc::clone(&shared)).map_err(StackError::Thread)?);
+        }
         if run_to_completion {
             let _ = shared.rtc.set(engine::Rtc::new(contexts));
         }
@@ -658,7 +686,7 @@ impl Stack {
         let runtime = Arc::new(Runtime {
             shared: Arc::clone(&shared),
             threads,
-            port: Mutex::new(port),
+            port: Mutex::new(ports),
             pool,
             port_id,
             eal,
@@ -763,12 +791,130 @@ impl Stack {
             eal,
             pool,
             queues,
-            port: Some(port),
+            ports: vec![port],
             port_id: Some(port_id),
             tx_offload,
             mac,
             ltran: None,
             vlan,
+            bond: None,
+        })
+    }
+
+    /// Opens the two ports of `bond_slave_mac` as lstack's own
+    /// active-backup bond (see [`bond`]): the same queue pairs on both,
+    /// both given the bond's MAC (`devices`).
+    fn open_bond(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+        let args = eal_args(config);
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+        let eal = Eal::init(&args)?;
+        restore_app_affinity(config, before);
+
+        let port_count = Port::count(&eal);
+        if port_count == 0 {
+            return Err(no_port_error(&config.dpdk_args));
+        }
+        let macs: Vec<[u8; 6]> = (0..port_count)
+            .map(|id| Port::mac_by_id(&eal, id))
+            .collect();
+        let find = |wanted: &gazelle_config::value::MacAddr| {
+            macs.iter()
+                .position(|m| *m == wanted.octets())
+                .and_then(|i| u16::try_from(i).ok())
+                .ok_or_else(|| StackError::BondPortNotFound {
+                    wanted: wanted.to_string(),
+                    available: macs
+                        .iter()
+                        .enumerate()
+                        .map(|(id, m)| format!("{id}={}", fmt_mac(*m)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        };
+        let ids = [
+            find(&config.bond_slave_mac[0])?,
+            find(&config.bond_slave_mac[1])?,
+        ];
+
+        let rx_desc = config.nic_rxqueue_size as u16;
+        let tx_desc = config.nic_txqueue_size as u16;
+        // Both ports' receive rings are filled from the one pool.
+        let per_thread =
+            2 * (u32::from(rx_desc) + u32::from(tx_desc)) + 2 * dpdk::BURST_SIZE as u32 + 4096;
+        let pool_size = per_thread * u32::from(want_threads) + 2048;
+        let pool = Arc::new(Mempool::create(
+            &eal,
+            &format!("lstack_rx_{}", std::process::id()),
+            pool_size,
+            config.mem_cache_num.min(512),
+            dpdk::mempool::DEFAULT_DATA_ROOM,
+            -1,
+        )?);
+        let port_config = PortConfig {
+            rx_queues: want_threads,
+            tx_queues: want_threads,
+            rx_desc,
+            tx_desc,
+            // Where a port cannot take the bond's MAC, it still receives
+            // the frames sent to it.
+            promiscuous: true,
+            checksum_offload: true,
+            rx_interrupts: true,
+            vlan_offload: false,
+        };
+        let mac = config.devices.octets();
+        let mut ports = Vec::new();
+        let mut pairs = Vec::new();
+        for id in ids {
+            let mut port = Port::open(&eal, id, &port_config, Arc::clone(&pool))?;
+            if let Err(e) = port.set_mac(mac) {
+                tracing::warn!(port = id, %e, "cannot give the port the bond's MAC; relying on promiscuous mode");
+            }
+            pairs.push(port.take_queues());
+            ports.push(port);
+        }
+        let (first, second) = (pairs[0].len(), pairs[1].len());
+        if first != second {
+            return Err(StackError::BondQueues { first, second });
+        }
+        let members = [0, 1].map(|i| {
+            let name = ports[i].info().name.clone();
+            let iface = dpdk::bond::vdev_iface(&args, &name);
+            tracing::info!(port = ids[i], %name, ?iface, "bond port up");
+            bond::Member::new(ids[i], name, iface)
+        });
+        let shared = Arc::new(bond::BondShared::new(
+            members,
+            mac,
+            std::time::Duration::from_millis(u64::from(config.bond_miimon)),
+            first,
+        ));
+        let second_pairs = pairs.pop().unwrap_or_default();
+        let first_pairs = pairs.pop().unwrap_or_default();
+        let queues = first_pairs
+            .into_iter()
+            .zip(second_pairs)
+            .enumerate()
+            .map(|(i, ((rx0, tx0), (rx1, tx1)))| {
+                (
+                    RxSource::Bond(bond::BondRx::new([rx0, rx1], i, Arc::clone(&shared))),
+                    TxSink::Bond(bond::BondTx::new([tx0, tx1], shared.active())),
+                )
+            })
+            .collect();
+        let tx_offload = ports.iter().all(|p| p.info().tx_checksum());
+        Ok(Backend {
+            eal,
+            pool,
+            queues,
+            ports,
+            port_id: None,
+            tx_offload,
+            mac,
+            ltran: None,
+            // Refused by validation: the bond does not carry a VLAN yet.
+            vlan: None,
+            bond: Some(shared),
         })
     }
 
@@ -788,13 +934,14 @@ impl Stack {
                 .into_iter()
                 .map(|(rx, tx)| (RxSource::Ring(rx), TxSink::Ring(tx)))
                 .collect(),
-            port: None,
+            ports: Vec::new(),
             port_id: None,
             tx_offload: false,
             mac: config.devices.octets(),
             ltran: Some(a.link),
             // Refused by validation: ltran owns the port.
             vlan: None,
+            bond: None,
         })
     }
 
@@ -813,7 +960,7 @@ impl Stack {
             .port
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
+            .clear();
     }
 
     /// Number of stack threads.
@@ -834,6 +981,21 @@ impl Stack {
 
     /// Counters of the DPDK port.
     pub fn port_stats(&self) -> Result<PortStats, dpdk::DpdkError> {
+        if let Some(b) = &self.shared.bond {
+            let mut sum = PortStats::default();
+            for m in &b.members {
+                let s = Port::stats_by_id(&self.runtime.eal, m.port_id)?;
+                sum.rx_packets += s.rx_packets;
+                sum.tx_packets += s.tx_packets;
+                sum.rx_bytes += s.rx_bytes;
+                sum.tx_bytes += s.tx_bytes;
+                sum.rx_missed += s.rx_missed;
+                sum.rx_errors += s.rx_errors;
+                sum.tx_errors += s.tx_errors;
+                sum.rx_nombuf += s.rx_nombuf;
+            }
+            return Ok(sum);
+        }
         match self.runtime.port_id {
             Some(id) => Port::stats_by_id(&self.runtime.eal, id),
             None => Ok(PortStats::default()),

@@ -72,6 +72,7 @@ pub fn ltran_stats(n: u64) -> LtranStats {
             active: Some(0),
             failovers: 2,
             announcements: 3,
+            backup_dropped: 0,
             ports: vec![
                 BondPort {
                     port_id: 0,

@@ -381,6 +381,15 @@ impl Table {
         }
     }
 
+    /// Calls `f` with every descriptor and its lstack file.
+    pub fn for_each(&self, mut f: impl FnMut(i32, &Arc<File>)) {
+        for (fd, slot) in self.slots.iter().enumerate() {
+            if let Some(file) = slot.load().as_ref() {
+                f(fd as i32, file);
+            }
+        }
+    }
+
     /// Sets up, on the stack that just started, every listener the process
     /// made before it ran.
     pub fn start_listeners(&self, st: &Stack) {
@@ -392,7 +401,8 @@ impl Table {
     }
 
     /// In a child forked after lstack started in its parent: the stack's
-    /// threads did not come along, so no inherited lstack socket can work.
+    /// threads did not come along, so the inherited lstack sockets that
+    /// were not handed a socket pair (see [`crate::handoff`]) cannot work.
     /// Each becomes a kernel descriptor that says so at once instead of
     /// hanging: a connection reads end-of-file (and writes fail with
     /// `EPIPE`), a listener never has a connection (a wildcard listener

@@ -36,6 +36,7 @@ pub mod addr;
 pub mod epoll;
 pub mod fallback;
 pub mod file;
+pub mod handoff;
 pub mod poll;
 pub mod real;
 pub mod runtime;
@@ -1053,10 +1054,14 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         let _ = catch_unwind(|| {
             if let Some(f) = table().take(fd) {
                 epoll::closed(fd, &f);
+                // A child forked since may take the connection over.
+                handoff::closing(&f);
             }
         });
         epoll::forget(fd);
         fallback::forget(fd);
+    } else {
+        handoff::child_closed(fd);
     }
     // SAFETY: forwarding.
     unsafe { (real().close)(fd) }
@@ -1078,6 +1083,7 @@ pub unsafe extern "C" fn close_range(
                 let fd = fd as c_int;
                 if let Some(f) = table().take(fd) {
                     epoll::closed(fd, &f);
+                    handoff::closing(&f);
                 }
                 epoll::forget(fd);
                 fallback::forget(fd);
@@ -1133,6 +1139,10 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's buffers.
+    if let Some(r) = unsafe { handoff::child_name(fd, false, a, len) } {
+        return r;
+    }
     let Some(f) = lookup(fd) else {
         // SAFETY: forwarding.
         return unsafe { (real().getsockname)(fd, a, len) };
@@ -1172,6 +1182,10 @@ pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut sock
 
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's buffers.
+    if let Some(r) = unsafe { handoff::child_name(fd, true, a, len) } {
+        return r;
+    }
     let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
         // SAFETY: forwarding.
         return unsafe { (real().getpeername)(fd, a, len) };
@@ -1220,6 +1234,9 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     let Some(f) = lookup(fd) else {
+        if let Some(r) = handoff::child_setsockopt(fd, level) {
+            return r;
+        }
         // SAFETY: forwarding.
         return unsafe { (real().setsockopt)(fd, level, name, v, len) };
     };
@@ -1351,6 +1368,10 @@ pub unsafe extern "C" fn getsockopt(
     len: *mut socklen_t,
 ) -> c_int {
     let Some(f) = lookup(fd).filter(|f| !matches!(f.kind, Kind::Fresh { .. })) else {
+        // SAFETY: the caller's buffers.
+        if let Some(r) = unsafe { handoff::child_getsockopt(fd, level, name, v, len) } {
+            return r;
+        }
         // SAFETY: forwarding.
         return unsafe { (real().getsockopt)(fd, level, name, v, len) };
     };
@@ -1565,15 +1586,30 @@ unsafe fn dup3_impl(old: c_int, new: c_int, flags: c_int, three: bool) -> c_int 
 
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
+    // Each lstack connection gets a kernel socket pair the child can be
+    // handed the connection over (see `handoff`).
+    let prepared = if bypassed() {
+        None
+    } else {
+        catch_unwind(handoff::prepare).ok()
+    };
     // SAFETY: forwarding.
     let pid = unsafe { (real().fork)() };
     if pid == 0 && runtime::running().is_some() {
         // The stack's threads did not come along: the child uses the
-        // kernel, and the lstack sockets it inherited fail cleanly.
+        // kernel. Its connections become their pairs' ends; the other
+        // lstack sockets it inherited fail cleanly.
+        let handed = prepared.map_or(0, |p| handoff::after_fork(p, true));
         let orphans = table().orphan_all();
         runtime::FORKED.store(true, Ordering::SeqCst);
         signal::after_fork_child();
-        runtime::after_fork_child(orphans);
+        runtime::after_fork_child(orphans, handed);
+    } else if let Some(p) = prepared {
+        if pid < 0 {
+            handoff::discard(p);
+        } else {
+            handoff::after_fork(p, false);
+        }
     }
     // A parent whose stack never started (it listened, then forked its
     // workers): the child is a process like any other, and starts its own

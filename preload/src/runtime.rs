@@ -75,7 +75,7 @@ static LOCK_FD: AtomicI32 = AtomicI32::new(-1);
 /// In a child forked after its parent's stack started: drops its copy of
 /// the address lock (the parent keeps it) and says on stderr what became of
 /// the `orphans` lstack sockets it inherited.
-pub fn after_fork_child(orphans: usize) {
+pub fn after_fork_child(orphans: usize, handed: usize) {
     let fd = LOCK_FD.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
         // SAFETY: closing our own descriptor (the parent's lock stays).
@@ -86,9 +86,10 @@ pub fn after_fork_child(orphans: usize) {
     }
     let msg = format!(
         "liblstack: pid {} was forked after lstack started in its parent: its {orphans} \
-         inherited lstack socket(s) are closed here (connections read end of file, \
-         listeners get no connections). Servers keep the fast path in forked workers \
-         when they listen, then fork, before using the listeners\n",
+         other inherited lstack socket(s) are closed here (connections read end of file, \
+         listeners get no connections); {handed} connection(s) pass to it when the parent \
+         closes them, carried by the parent's stack. Servers keep the fast path in forked \
+         workers when they listen, then fork, before using the listeners\n",
         std::process::id()
     );
     // SAFETY: write(2) of a valid buffer to stderr.

@@ -874,11 +874,15 @@ fn nginx_default_config_serves_from_forked_workers(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A child forked after its parent's stack started cannot use the lstack
-/// sockets it inherited: they fail at once (end of file), the child says
-/// why, and nothing hangs (PostgreSQL's fork-per-connection shape).
-#[test]
-fn a_child_forked_after_the_stack_started_sees_end_of_file() {
+/// A child forked after its parent's stack started (PostgreSQL's shape):
+/// a connection the parent closes after the fork is handed to the child,
+/// carried by the parent's stack; one the parent keeps stays the parent's
+/// (the child's read waits, then times out), and the child's inherited
+/// listener fails at once. The child says what it got; nothing hangs.
+#[rstest]
+fn a_connection_passes_to_a_child_forked_after_the_stack_started(
+    #[values(StackThreadMode::RunToWakeup, StackThreadMode::RunToCompletion)] mode: StackThreadMode,
+) {
     let (_g, topo) = topo();
     let script = format!(
         "import os, socket, sys\n\
@@ -890,17 +894,34 @@ fn a_child_forked_after_the_stack_started_sees_end_of_file() {
          s, _ = l.accept()\n\
          pid = os.fork()\n\
          if pid == 0:\n\
-         \x20   s.settimeout(10)\n\
-         \x20   got = s.recv(100)\n\
-         \x20   print('child read', len(got), flush=True)\n\
+         \x20   s.settimeout(1)\n\
+         \x20   try:\n\
+         \x20       s.recv(100)\n\
+         \x20       print('child read the parent connection', flush=True)\n\
+         \x20   except socket.timeout:\n\
+         \x20       print('child waited', flush=True)\n\
          \x20   os._exit(0)\n\
          _, status = os.waitpid(pid, 0)\n\
          s.sendall(b'parent still serves')\n\
          s.close()\n\
-         print('child status', status, flush=True)\n",
+         print('first child status', status, flush=True)\n\
+         s, _ = l.accept()\n\
+         pid = os.fork()\n\
+         if pid == 0:\n\
+         \x20   s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+         \x20   peer = s.getpeername()\n\
+         \x20   got = b''\n\
+         \x20   while len(got) < 5:\n\
+         \x20       got += s.recv(100)\n\
+         \x20   s.sendall(b'child serves ' + got + b' from port ' + str(peer[1]).encode() + b' ' + bytes(200000))\n\
+         \x20   s.close()\n\
+         \x20   os._exit(0)\n\
+         s.close()\n\
+         _, status = os.waitpid(pid, 0)\n\
+         print('second child status', status, flush=True)\n",
         ip = topo.stack_ip4
     );
-    let mut py = preloaded(topo, "forked", "python3", StackThreadMode::RunToWakeup);
+    let mut py = preloaded(topo, "forked", "python3", mode);
     py.args(["-c", &script]);
     let mut server = ChildGuard::spawn(&mut py).unwrap();
     // Not wait_connectable: its probe would be the one connection accepted.
@@ -913,9 +934,20 @@ fn a_child_forked_after_the_stack_started_sees_end_of_file() {
         .args([
             "-c",
             &format!(
-                "import socket\ns = socket.create_connection(('{}', 18082), timeout=20)\n\
-                 print(s.recv(100).decode())",
-                topo.stack_ip4
+                "import socket\n\
+                 s = socket.create_connection(('{ip}', 18082), timeout=20)\n\
+                 print(s.recv(100).decode(), flush=True)\n\
+                 s = socket.create_connection(('{ip}', 18082), timeout=20)\n\
+                 s.sendall(b'hello')\n\
+                 got = b''\n\
+                 while True:\n\
+                 \x20   b = s.recv(65536)\n\
+                 \x20   if not b:\n\
+                 \x20       break\n\
+                 \x20   got += b\n\
+                 print(got[:-200000].decode(), len(got), flush=True)\n\
+                 print('my port', s.getsockname()[1], flush=True)\n",
+                ip = topo.stack_ip4
             ),
         ])
         .output()
@@ -929,12 +961,31 @@ fn a_child_forked_after_the_stack_started_sees_end_of_file() {
     }
     let stdout = server.stdout_so_far();
     let stderr = server.stderr_so_far();
-    assert!(status.is_some_and(|s| s.success()), "{stdout}\n{stderr}");
-    assert!(stdout.contains("child read 0"), "{stdout}\n{stderr}");
-    assert!(stdout.contains("child status 0"), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("was forked after lstack started in its parent: its 2 inherited lstack socket(s) are closed here"),
-        "{stderr}"
+    let all = format!(
+        "client: {client}{}\nserver: {stdout}\n{stderr}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(client.contains("parent still serves"), "client: {client}");
+    assert!(status.is_some_and(|s| s.success()), "{all}");
+    // The kept connection: the child waited, the parent served it.
+    assert!(stdout.contains("child waited"), "{all}");
+    assert!(stdout.contains("first child status 0"), "{all}");
+    assert!(client.contains("parent still serves"), "{all}");
+    // The handed one: the child read, answered (with the client's port
+    // from getpeername) and closed; the client read all of it, then end
+    // of file.
+    assert!(stdout.contains("second child status 0"), "{all}");
+    let port = client
+        .lines()
+        .find_map(|l| l.strip_prefix("my port "))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        client.contains(&format!("child serves hello from port {port} ")),
+        "{all}"
+    );
+    let want_len = format!("child serves hello from port {port} ").len() + 200_000;
+    assert!(client.contains(&format!(" {want_len}\n")), "{all}");
+    assert!(
+        stderr.contains("1 connection(s) pass to it when the parent closes them"),
+        "{all}"
+    );
 }

@@ -214,6 +214,10 @@ async fn every_page_renders_with_its_title_nav_and_units() {
         "{html}"
     );
     assert!(html.contains("on the kernel: loopback"), "{html}");
+    assert!(
+        html.contains(">2 sockets<") && html.contains(">set 1 time<"),
+        "counts with their units: {html}"
+    );
     // A socket the application kept on the kernel is listed, with why.
     assert!(
         html.contains("kernel (tcp fd 9): loopback"),

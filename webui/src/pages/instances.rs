@@ -511,13 +511,18 @@ async fn instance_view(
                 counters.push((k, shown));
             }
             drops = total.drops.into_iter().collect();
+            let plural =
+                |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
             for (why, n) in &st.kernel_sockets {
-                not_accelerated.push((format!("on the kernel: {why}"), format!("{n} sockets")));
+                not_accelerated.push((
+                    format!("on the kernel: {why}"),
+                    plural(*n, "socket", "sockets"),
+                ));
             }
             for (option, n) in &st.unhonoured_options {
                 not_accelerated.push((
                     format!("option not honoured: {option}"),
-                    format!("set {n} times"),
+                    format!("set {}", plural(*n, "time", "times")),
                 ));
             }
             if let Ok(Json(list)) =

@@ -712,11 +712,9 @@ impl Stack {
     /// Opens the NIC whose MAC is `devices` as the DPDK primary.
     /// On `nic_vlan_mode`'s VLAN, with the port's VLAN offloads if
     /// `vlan_offload` and it has them.
-    fn open_port(
-        config: &LstackConfig,
-        want_threads: u16,
-        vlan_offload: bool,
-    ) -> Result<Backend, StackError> {
+    /// Starts DPDK's EAL as the primary for a standalone stack; returns it
+    /// and how many ports it found (an error when none).
+    fn init_eal(config: &LstackConfig) -> Result<(Eal, u16), StackError> {
         let args = eal_args(config);
         // EAL pins the calling thread to its main lcore; unless the config
         // asks for that (gazelle's main_thread_affinity), give the
@@ -724,11 +722,19 @@ impl Stack {
         let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
         let eal = Eal::init(&args)?;
         restore_app_affinity(config, before);
-
         let port_count = Port::count(&eal);
         if port_count == 0 {
             return Err(no_port_error(&config.dpdk_args));
         }
+        Ok((eal, port_count))
+    }
+
+    fn open_port(
+        config: &LstackConfig,
+        want_threads: u16,
+        vlan_offload: bool,
+    ) -> Result<Backend, StackError> {
+        let (eal, port_count) = Self::init_eal(config)?;
         let wanted = config.devices.octets();
         let mut available = Vec::new();
         let mut port_id = None;
@@ -805,15 +811,8 @@ impl Stack {
     /// active-backup bond (see [`bond`]): the same queue pairs on both,
     /// both given the bond's MAC (`devices`).
     fn open_bond(config: &LstackConfig, want_threads: u16) -> Result<Backend, StackError> {
+        let (eal, port_count) = Self::init_eal(config)?;
         let args = eal_args(config);
-        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
-        let eal = Eal::init(&args)?;
-        restore_app_affinity(config, before);
-
-        let port_count = Port::count(&eal);
-        if port_count == 0 {
-            return Err(no_port_error(&config.dpdk_args));
-        }
         let macs: Vec<[u8; 6]> = (0..port_count)
             .map(|id| Port::mac_by_id(&eal, id))
             .collect();

@@ -45,6 +45,11 @@ pub mod socket;
 pub mod stats;
 pub mod vlan;
 
+/// The engine's per-frame policy without DPDK, for the `ingest` fuzz target
+/// (see `engine/fuzzing.rs`). Not a stable API.
+#[doc(hidden)]
+pub use engine::fuzzing;
+
 use std::{
     hash::{BuildHasher, Hasher},
     net::Ipv6Addr,

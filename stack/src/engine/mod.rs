@@ -52,8 +52,13 @@
 //!   drive it.
 //! - `worker`: [`Worker`], the loop of a stack thread and its `step`, which
 //!   both modes run.
-//! - `policy`: the listener pool's decisions (`prepare_listener`, `settle`).
+//! - `policy`: the decisions, without DPDK: where a frame goes (`route`),
+//!   what a SYN gets (`prepare_listener`), the bookkeeping after smoltcp ran
+//!   (`after_ingest`, `settle`).
+//! - `fuzzing`: the policy driven without DPDK, for the `ingest` fuzz target
+//!   and the unit tests.
 
+pub mod fuzzing;
 mod listener;
 mod marks;
 mod policy;
@@ -62,6 +67,9 @@ mod rtc;
 mod shard;
 mod shared;
 mod worker;
+
+#[cfg(test)]
+mod tests;
 
 use crate::event::Event;
 

@@ -1,23 +1,281 @@
-//! The listener pool's decisions: what a SYN gets ([`prepare_listener`]),
-//! and the bookkeeping after smoltcp ran on a shard ([`settle`]).
+//! The engine's decisions, apart from its I/O: where a classified frame
+//! goes and what answers it ([`route`]), what a SYN gets
+//! ([`prepare_listener`]), and the bookkeeping after smoltcp ran on a shard
+//! ([`after_ingest`], [`settle`]). They take the frame's bytes, the shared
+//! state and the thread's tables, never an mbuf or a queue, so they run
+//! without DPDK: in the unit tests below and in the `ingest` fuzz target
+//! (through [`super::fuzzing`]), as in both stack modes (through
+//! `Worker::step`).
 
 use std::sync::{atomic::Ordering, Arc};
 
 use smoltcp::{
     iface::{SocketHandle, SocketSet},
     socket::{tcp, AnySocket},
-    wire::{IpEndpoint, IpListenEndpoint},
+    wire::{EthernetFrame, EthernetRepr, IpEndpoint, IpListenEndpoint, TcpControl},
 };
 
+use super::marks::{stamp_arrivals, Arrival};
 use super::{
     shard::{Embryo, Orphan},
     Accepted, RxMark, RxSocket, ShardInner, StackShared, ThreadShared,
 };
-use crate::{classify::FlowKey, handshake::HalfOpen, stats::ThreadStats};
+use crate::{
+    classify::{DropReason, FlowKey, Seen, Verdict},
+    conformance::{bare_segment_end, Conformance, Incoming},
+    handshake::{Challenge, End as HalfOpenEnd, HalfOpen},
+    stats::ThreadStats,
+};
+
+/// Where a classified frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To smoltcp with `shard` of `thread`: steered there first when
+    /// `thread` is another one.
+    Deliver { thread: usize, shard: usize },
+    /// Dropped (counted where a counter applies).
+    Drop,
+    /// Dropped (counted) and answered with ICMP protocol unreachable.
+    Unreachable,
+    /// A TCP segment of `flow` answered with a challenge ACK (RFC 5961 3.2,
+    /// 4.2) carrying SND.NXT `seq`, RCV.NXT `ack` and our `window`.
+    ChallengeAck {
+        flow: FlowKey,
+        seq: u32,
+        ack: u32,
+        window: u16,
+    },
+    /// A SYN of `flow` answered with a challenge instead of a socket (see
+    /// [`crate::handshake`]).
+    SynChallenge { flow: FlowKey },
+    /// ARP, NDP, ICMP and other control traffic: the caller's (it copies
+    /// broadcasts to the other threads and follows ICMP errors to the
+    /// thread of the flow they quote).
+    Control,
+}
+
+/// Where thread `index` sends the frame `frame` that `classify_seen` gave
+/// `verdict` and `seen` (IPv6 extension headers of a TCP segment already
+/// removed, see [`strip_ipv6_extensions`]), at `now_ns`: TCP by flow, after
+/// the RFC 5961 checks of the flows it owns (which may rewrite the
+/// segment's ACK field), bare segments and SYNs (the listener pool, see
+/// [`prepare_listener`]), and answers to SYN challenges; UDP to the shard of
+/// its connected socket or the control shard of its port's thread. Drops
+/// are counted here.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn route(
+    shared: &StackShared,
+    index: usize,
+    conformance: &mut Conformance,
+    half_open: &mut HalfOpen,
+    verdict: &Verdict,
+    seen: &Seen,
+    frame: &mut [u8],
+    now_ns: u64,
+) -> Route {
+    let me = &shared.threads[index];
+    match *verdict {
+        Verdict::Drop(reason) => {
+            me.stats.drop_frame(reason);
+            if reason == DropReason::UnsupportedProtocol && conformance.icmp_errors.allow(now_ns) {
+                Route::Unreachable
+            } else {
+                Route::Drop
+            }
+        }
+        Verdict::Tcp { flow, syn } => {
+            let (mut thread, shard) = shared.place(&flow);
+            if shared.arrival_placement {
+                // Behind ltran, ltran chose the thread (fewest
+                // connections, or the one that opened the flow).
+                thread = index;
+            }
+            if thread == index {
+                match conformance.check_incoming(&flow, frame, now_ns) {
+                    Incoming::Pass => {}
+                    Incoming::Drop => return Route::Drop,
+                    Incoming::Challenge { seq, ack, window } => {
+                        return Route::ChallengeAck {
+                            flow,
+                            seq,
+                            ack,
+                            window,
+                        }
+                    }
+                }
+                if seen.tcp_bare {
+                    // No connection takes it; in LISTEN it is dropped,
+                    // at a closed port smoltcp's RST gets its ACK.
+                    if shared.find_listener(&flow).is_some() {
+                        return Route::Drop;
+                    }
+                    conformance.rst_ack = bare_segment_end(frame);
+                }
+            }
+            if thread == index && syn {
+                match prepare_listener(shared, me, half_open, shard, &flow, now_ns) {
+                    SynAction::Ingest => {}
+                    SynAction::Drop => return Route::Drop,
+                    SynAction::Challenge => return Route::SynChallenge { flow },
+                }
+            } else if seen.tcp_rst
+                && now_ns < shared.challenges_until.load(Ordering::Relaxed)
+                && shared.challenge.answered(frame, &flow, now_ns)
+            {
+                // A client proved it receives what we send it.
+                shared.verify(flow.remote_addr, now_ns);
+                me.stats.syn_challenges_answered.incr();
+                return Route::Drop;
+            }
+            Route::Deliver { thread, shard }
+        }
+        Verdict::Udp { port } => {
+            let t = shared.udp_thread(port);
+            let mut shard = shared.threads[t].control_shard();
+            if shared.connected_udp_count.load(Ordering::Relaxed) > 0 {
+                if let Some(flow) = crate::classify::udp_flow(frame) {
+                    let map = shared
+                        .connected_udp
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if let Some(s) = map.get(&flow) {
+                        shard = *s;
+                    }
+                }
+            }
+            Route::Deliver { thread: t, shard }
+        }
+        Verdict::Control { .. } => Route::Control,
+    }
+}
+
+/// Longest answer [`answer`] writes.
+pub(crate) const ANSWER_MAX: usize = if Challenge::FRAME_MAX > crate::conformance::UNREACHABLE_MAX {
+    Challenge::FRAME_MAX
+} else {
+    crate::conformance::UNREACHABLE_MAX
+};
+
+/// The frame that answers `frame` when [`route`] said `route` (a challenge
+/// ACK, a SYN challenge or an ICMP protocol unreachable), written into
+/// `out`; its length, or `None` when there is none to send.
+pub(crate) fn answer(
+    shared: &StackShared,
+    route: &Route,
+    frame: &[u8],
+    now_ns: u64,
+    out: &mut [u8; ANSWER_MAX],
+) -> Option<usize> {
+    match *route {
+        Route::ChallengeAck {
+            flow,
+            seq,
+            ack,
+            window,
+        } => {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            let eth = EthernetRepr {
+                src_addr: shared.local.mac,
+                dst_addr: eth.src_addr(),
+                ethertype: eth.ethertype(),
+            };
+            let tcp = crate::handshake::bare_segment(&flow, TcpControl::None, seq, ack, window);
+            crate::handshake::emit_frame(&eth, flow.local_addr, flow.remote_addr, &tcp, out)
+        }
+        Route::SynChallenge { flow } => {
+            shared
+                .challenge
+                .syn_ack(frame, &flow, now_ns, shared.local.mac, out)
+        }
+        Route::Unreachable => crate::conformance::protocol_unreachable(
+            frame,
+            shared.local.mac.0,
+            shared.local.ipv4?,
+            out,
+        ),
+        Route::Deliver { .. } | Route::Drop | Route::Control => None,
+    }
+}
+
+/// After the answer [`answer`] wrote for `route` went out from thread
+/// `index`: a SYN challenge is counted, and RSTs are looked at as possible
+/// answers to it for two challenge periods.
+pub(crate) fn answered(shared: &StackShared, index: usize, route: &Route, now_ns: u64) {
+    if let Route::SynChallenge { .. } = route {
+        shared.threads[index].stats.syn_challenges.incr();
+        shared.challenges_until.store(
+            now_ns + crate::handshake::CHALLENGE_PERIOD_NS * 2,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Removes `len` bytes of IPv6 extension headers that `classify_seen`
+/// found skippable in front of a TCP segment, so that smoltcp sees
+/// IPv6/TCP (it passes only Hop-by-Hop, and the control shard has no TCP
+/// sockets): moves the segment up and fixes the IPv6 header. True when it
+/// did; the caller then cuts `len` bytes off the frame's end. Rare: a copy
+/// of the segment, no allocation.
+pub(crate) fn strip_ipv6_extensions(data: &mut [u8], len: usize) -> bool {
+    const IP: usize = 14;
+    const UPPER: usize = IP + 40;
+    if data.len() < UPPER + len {
+        return false;
+    }
+    let payload_len = u16::from_be_bytes([data[IP + 4], data[IP + 5]]);
+    let Some(payload_len) = payload_len.checked_sub(len as u16) else {
+        return false;
+    };
+    data.copy_within(UPPER + len.., UPPER);
+    data[IP + 4..IP + 6].copy_from_slice(&payload_len.to_be_bytes());
+    data[IP + 6] = 6;
+    true
+}
+
+/// After smoltcp ingested a frame of `verdict` into the shard at `place`
+/// (`inner`, locked), at `now_ns`: a handshake an RST reset leaves the
+/// listener pool at once, and the armed sockets the frame brought data to
+/// get its arrival time.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn after_ingest(
+    inner: &mut ShardInner,
+    shared: &StackShared,
+    me: &ThreadShared,
+    half_open: &mut HalfOpen,
+    place: (usize, usize),
+    released: &mut Vec<(u16, IpEndpoint)>,
+    verdict: &Verdict,
+    seen: &Seen,
+    now_ns: u64,
+) {
+    if seen.tcp_rst && matches!(verdict, Verdict::Tcp { .. }) {
+        // A handshake this RST reset went back to LISTEN with what
+        // it learnt of the peer: take it out of the pool now, not
+        // at the next egress, or a SYN later in this burst lands
+        // on it (RFC 9293 3.10.7.3: a reset handshake leaves no
+        // state).
+        settle(inner, shared, me, half_open, place, released, now_ns);
+    }
+    if seen.data && !inner.armed.is_empty() {
+        let arrival = match *verdict {
+            Verdict::Tcp { flow, .. } => Some(Arrival::Tcp {
+                port: flow.local_port,
+                remote: IpEndpoint::new(flow.remote_addr, flow.remote_port),
+            }),
+            Verdict::Udp { port } => Some(Arrival::Udp { port }),
+            _ => None,
+        };
+        if let Some(arrival) = arrival {
+            stamp_arrivals(inner, now_ns, arrival);
+        }
+    }
+}
 
 /// What to do with a SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SynAction {
+pub(crate) enum SynAction {
     /// Hand it to smoltcp: a spare listens for it (or nobody does, and
     /// smoltcp resets it).
     Ingest,
@@ -35,7 +293,7 @@ pub(super) enum SynAction {
 /// SYNs that are never completed would fill it and lock real clients out.
 /// They are bounded by the thread's [`HalfOpen`] table instead, and while
 /// it is full only sources that answered a challenge get a socket.
-pub(super) fn prepare_listener(
+pub(crate) fn prepare_listener(
     shared: &StackShared,
     me: &ThreadShared,
     half_open: &mut HalfOpen,
@@ -157,7 +415,7 @@ fn settle_spares(
 /// watched connections are counted, and orphans smoltcp is done with are
 /// removed. Returns ephemeral ports to release.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn settle(
+pub(crate) fn settle(
     inner: &mut ShardInner,
     shared: &StackShared,
     me: &ThreadShared,
@@ -301,4 +559,46 @@ fn watch_connections(
         *last = state;
         state != Closed
     });
+}
+
+/// A thread's table of handshakes in progress: a bounded share of
+/// `tcp_conn_count`, so that a flood of handshakes never takes the room of
+/// established connections.
+pub(crate) fn half_open_table(shared: &StackShared) -> HalfOpen {
+    let limit = (shared.conn_limit / 4 / shared.threads.len()).max(16);
+    HalfOpen::new(limit, shared.opts.syn_recv_lifetime)
+}
+
+/// Drops the handshakes thread `index`'s [`HalfOpen`] table gives up on
+/// at `now_ns`: the oldest while it is over its limit, and any over their
+/// lifetime. Silently, as a kernel drops a request it gave up on: nothing is
+/// sent.
+pub(crate) fn reap_half_open(
+    shared: &StackShared,
+    index: usize,
+    half_open: &mut HalfOpen,
+    now_ns: u64,
+) {
+    let me = &shared.threads[index];
+    while let Some((slot, entry, why)) = half_open.victim(now_ns) {
+        let mut inner = me.shards[entry.shard as usize].lock();
+        let ShardInner {
+            sockets, embryos, ..
+        } = &mut *inner;
+        if let Some(at) = embryos.iter().position(|e| e.slot == slot) {
+            let embryo = embryos.swap_remove(at);
+            debug_assert!(embryo.handle == entry.handle);
+            sockets.remove(embryo.handle);
+            embryo.listener.pending.fetch_sub(1, Ordering::Relaxed);
+            me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
+            me.stats.mib.tcp.attempt_fails.incr();
+            match why {
+                HalfOpenEnd::Evicted => me.stats.half_open_evicted.incr(),
+                HalfOpenEnd::Expired => me.stats.half_open_expired.incr(),
+            }
+        }
+        drop(inner);
+        half_open.leave(slot);
+    }
+    me.stats.half_open.set(half_open.len() as u64);
 }

@@ -11,20 +11,21 @@ use smoltcp::{
     iface::Interface,
     socket::tcp,
     time::Instant as SmolInstant,
-    wire::{EthernetFrame, EthernetRepr, IpAddress, IpEndpoint, IpVersion, TcpControl},
+    wire::{IpAddress, IpEndpoint, IpVersion},
 };
 
 use super::{
-    marks::{stamp_arrivals, Arrival},
-    policy::{prepare_listener, settle, SynAction},
+    policy::{
+        after_ingest, answer, answered, half_open_table, reap_half_open, route, settle,
+        strip_ipv6_extensions, Route, ANSWER_MAX,
+    },
     shard::Orphan,
-    Command, ListenerShared, RxSocket, ShardInner, StackShared, ThreadShared,
+    Command, ListenerShared, RxSocket, StackShared, ThreadShared,
 };
 use crate::{
-    classify::{classify_seen, DropReason, FlowKey, RxChecked, Verdict},
-    conformance::{bare_segment_end, Incoming},
+    classify::{classify_seen, DropReason, RxChecked, Verdict},
     device::{FrameDevice, TxPath},
-    handshake::{Challenge, End as HalfOpenEnd, HalfOpen},
+    handshake::HalfOpen,
 };
 
 /// What a stack thread owns alone.
@@ -74,10 +75,7 @@ impl Worker {
         clock: crate::clock::Clock,
     ) -> Self {
         let shards = shared.threads[index].shards.len();
-        // A bounded share of tcp_conn_count: a flood of handshakes never
-        // takes the room of established connections.
-        let half_open_limit = (shared.conn_limit / 4 / shared.threads.len()).max(16);
-        let half_open = HalfOpen::new(half_open_limit, shared.opts.syn_recv_lifetime);
+        let half_open = half_open_table(&shared);
         Self {
             index,
             shared,
@@ -271,116 +269,40 @@ impl Worker {
         );
     }
 
-    /// Answers the SYN `m` of `flow` with a challenge instead of a socket
-    /// (see [`crate::handshake`]).
-    fn challenge(&mut self, m: &Mbuf, flow: &FlowKey, now_ns: u64) {
-        let shared = &*self.shared;
-        let me = &shared.threads[self.index];
-        let mut frame = [0u8; Challenge::FRAME_MAX];
-        let Some(len) =
-            shared
-                .challenge
-                .syn_ack(m.data(), flow, now_ns, shared.local.mac, &mut frame)
-        else {
+    /// Sends what answers `m` when [`route`] said `route` (see
+    /// [`answer`]).
+    fn answer(&mut self, m: &Mbuf, route: &Route, now_ns: u64) {
+        let mut frame = [0u8; ANSWER_MAX];
+        let Some(len) = answer(&self.shared, route, m.data(), now_ns, &mut frame) else {
             return;
         };
-        let Some(mut out) = self.pool.alloc() else {
-            me.stats.tx_nombuf.incr();
-            return;
-        };
-        let Some(buf) = out.append(len) else {
-            return;
-        };
-        buf.copy_from_slice(&frame[..len]);
-        me.stats.mib.count_tx(out.data());
-        me.stats.syn_challenges.incr();
-        shared.challenges_until.store(
-            now_ns + crate::handshake::CHALLENGE_PERIOD_NS * 2,
-            Ordering::Relaxed,
-        );
-        self.tx.push(out);
-    }
-
-    /// Answers the TCP segment `m` of `flow` with a challenge ACK
-    /// (RFC 5961 3.2, 4.2) carrying SND.NXT `seq`, RCV.NXT `ack` and our
-    /// `window`, back to the MAC it came from.
-    fn challenge_ack(&mut self, m: &Mbuf, flow: &FlowKey, seq: u32, ack: u32, window: u16) {
-        let Ok(eth) = EthernetFrame::new_checked(m.data()) else {
-            return;
-        };
-        let eth = EthernetRepr {
-            src_addr: self.shared.local.mac,
-            dst_addr: eth.src_addr(),
-            ethertype: eth.ethertype(),
-        };
-        let tcp = crate::handshake::bare_segment(flow, TcpControl::None, seq, ack, window);
-        let mut frame = [0u8; Challenge::FRAME_MAX];
-        let Some(len) =
-            crate::handshake::emit_frame(&eth, flow.local_addr, flow.remote_addr, &tcp, &mut frame)
-        else {
-            return;
-        };
-        self.send_frame(&frame[..len]);
-    }
-
-    /// Answers the IPv4 datagram `m` of a protocol we do not speak with
-    /// ICMP protocol unreachable, if it was unicast to us.
-    fn protocol_unreachable(&mut self, m: &Mbuf) {
-        let Some(ip) = self.shared.local.ipv4 else {
-            return;
-        };
-        let mut frame = [0u8; crate::conformance::UNREACHABLE_MAX];
-        if let Some(len) = crate::conformance::protocol_unreachable(
-            m.data(),
-            self.shared.local.mac.0,
-            ip,
-            &mut frame,
-        ) {
-            self.send_frame(&frame[..len]);
+        if self.send_frame(&frame[..len]) {
+            answered(&self.shared, self.index, route, now_ns);
         }
     }
 
     /// Sends a frame this layer built (not smoltcp), counted like its own.
-    fn send_frame(&mut self, frame: &[u8]) {
+    /// Returns whether it went to the transmit burst.
+    fn send_frame(&mut self, frame: &[u8]) -> bool {
         let me = &self.shared.threads[self.index];
         let Some(mut out) = self.pool.alloc() else {
             me.stats.tx_nombuf.incr();
-            return;
+            return false;
         };
         let Some(buf) = out.append(frame.len()) else {
-            return;
+            return false;
         };
         buf.copy_from_slice(frame);
         me.stats.mib.count_tx(out.data());
         self.tx.push(out);
+        true
     }
 
     /// Drops the handshakes the [`HalfOpen`] table gives up on: the oldest
     /// while it is over its limit, and any over their lifetime. Silently,
     /// as a kernel drops a request it gave up on: nothing is sent.
     fn reap_half_open(&mut self, now_ns: u64) {
-        let me = &self.shared.threads[self.index];
-        while let Some((slot, entry, why)) = self.half_open.victim(now_ns) {
-            let mut inner = me.shards[entry.shard as usize].lock();
-            let ShardInner {
-                sockets, embryos, ..
-            } = &mut *inner;
-            if let Some(at) = embryos.iter().position(|e| e.slot == slot) {
-                let embryo = embryos.swap_remove(at);
-                debug_assert!(embryo.handle == entry.handle);
-                sockets.remove(embryo.handle);
-                embryo.listener.pending.fetch_sub(1, Ordering::Relaxed);
-                me.tcp_sockets.fetch_sub(1, Ordering::Relaxed);
-                me.stats.mib.tcp.attempt_fails.incr();
-                match why {
-                    HalfOpenEnd::Evicted => me.stats.half_open_evicted.incr(),
-                    HalfOpenEnd::Expired => me.stats.half_open_expired.incr(),
-                }
-            }
-            drop(inner);
-            self.half_open.leave(slot);
-        }
-        me.stats.half_open.set(self.half_open.len() as u64);
+        reap_half_open(&self.shared, self.index, &mut self.half_open, now_ns);
     }
 
     fn survived_panic(&self, what: &str) {
@@ -598,85 +520,30 @@ impl Worker {
             me.stats.mib.count_rx(&verdict, &seen);
         }
         if seen.ipv6_ext_len > 0 && matches!(verdict, Verdict::Tcp { .. }) {
-            strip_ipv6_extensions(&mut m, usize::from(seen.ipv6_ext_len));
+            let len = usize::from(seen.ipv6_ext_len);
+            if strip_ipv6_extensions(m.data_mut(), len) {
+                m.trim(len);
+            }
         }
         let mut resolved = None;
-        let (thread, shard) = match verdict {
-            Verdict::Drop(reason) => {
-                me.stats.drop_frame(reason);
-                if reason == DropReason::UnsupportedProtocol
-                    && self.tx.conformance.icmp_errors.allow(now_ns)
-                {
-                    self.protocol_unreachable(&m);
-                }
+        let route = route(
+            shared,
+            self.index,
+            &mut self.tx.conformance,
+            &mut self.half_open,
+            &verdict,
+            &seen,
+            m.data_mut(),
+            now_ns,
+        );
+        let (thread, shard) = match (route, verdict) {
+            (Route::Deliver { thread, shard }, _) => (thread, shard),
+            (Route::Drop, _) => return,
+            (Route::Unreachable | Route::ChallengeAck { .. } | Route::SynChallenge { .. }, _) => {
+                self.answer(&m, &route, now_ns);
                 return;
             }
-            Verdict::Tcp { flow, syn } => {
-                let (mut thread, shard) = shared.place(&flow);
-                if shared.arrival_placement {
-                    // Behind ltran, ltran chose the thread (fewest
-                    // connections, or the one that opened the flow).
-                    thread = self.index;
-                }
-                if thread == self.index {
-                    match self
-                        .tx
-                        .conformance
-                        .check_incoming(&flow, m.data_mut(), now_ns)
-                    {
-                        Incoming::Pass => {}
-                        Incoming::Drop => return,
-                        Incoming::Challenge { seq, ack, window } => {
-                            self.challenge_ack(&m, &flow, seq, ack, window);
-                            return;
-                        }
-                    }
-                    if seen.tcp_bare {
-                        // No connection takes it; in LISTEN it is dropped,
-                        // at a closed port smoltcp's RST gets its ACK.
-                        if shared.find_listener(&flow).is_some() {
-                            return;
-                        }
-                        self.tx.conformance.rst_ack = bare_segment_end(m.data());
-                    }
-                }
-                if thread == self.index && syn {
-                    match prepare_listener(shared, me, &mut self.half_open, shard, &flow, now_ns) {
-                        SynAction::Ingest => {}
-                        SynAction::Drop => return,
-                        SynAction::Challenge => {
-                            self.challenge(&m, &flow, now_ns);
-                            return;
-                        }
-                    }
-                } else if seen.tcp_rst
-                    && now_ns < shared.challenges_until.load(Ordering::Relaxed)
-                    && shared.challenge.answered(m.data(), &flow, now_ns)
-                {
-                    // A client proved it receives what we send it.
-                    shared.verify(flow.remote_addr, now_ns);
-                    me.stats.syn_challenges_answered.incr();
-                    return;
-                }
-                (thread, shard)
-            }
-            Verdict::Udp { port } => {
-                let t = shared.udp_thread(port);
-                let mut shard = shared.threads[t].control_shard();
-                if shared.connected_udp_count.load(Ordering::Relaxed) > 0 {
-                    if let Some(flow) = crate::classify::udp_flow(m.data()) {
-                        let map = shared
-                            .connected_udp
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner());
-                        if let Some(s) = map.get(&flow) {
-                            shard = *s;
-                        }
-                    }
-                }
-                (t, shard)
-            }
-            Verdict::Control { broadcast } => {
+            (Route::Control, Verdict::Control { broadcast }) => {
                 if broadcast && !steered && shared.threads.len() > 1 {
                     copy_to_others(shared, self.index, &self.pool, &m);
                 }
@@ -690,6 +557,8 @@ impl Worker {
                 }
                 (thread, shared.threads[thread].control_shard())
             }
+            // `route` says Control for control traffic only.
+            (Route::Control, _) => return,
         };
         if thread != self.index {
             if shared.threads[thread].steer.push(m).is_err() {
@@ -728,22 +597,6 @@ impl Worker {
                 iface.poll_ingress_single(ts, &mut dev, &mut inner.sockets);
             }
             dev.tx.conformance.rst_ack = None;
-            if seen.tcp_rst && matches!(verdict, Verdict::Tcp { .. }) {
-                // A handshake this RST reset went back to LISTEN with what
-                // it learnt of the peer: take it out of the pool now, not
-                // at the next egress, or a SYN later in this burst lands
-                // on it (RFC 9293 3.10.7.3: a reset handshake leaves no
-                // state).
-                settle(
-                    &mut inner,
-                    &self.shared,
-                    me,
-                    &mut self.half_open,
-                    (self.index, shard),
-                    &mut self.released,
-                    now_ns,
-                );
-            }
             if let Some(m) = dev.rx.take() {
                 // UDP is never kept: a datagram a socket took would be
                 // delivered twice.
@@ -754,19 +607,17 @@ impl Worker {
                     drop(dev.tx.conformance.neighbours.settle(m, echo));
                 }
             }
-            if seen.data && !inner.armed.is_empty() {
-                let arrival = match verdict {
-                    Verdict::Tcp { flow, .. } => Some(Arrival::Tcp {
-                        port: flow.local_port,
-                        remote: IpEndpoint::new(flow.remote_addr, flow.remote_port),
-                    }),
-                    Verdict::Udp { port } => Some(Arrival::Udp { port }),
-                    _ => None,
-                };
-                if let Some(arrival) = arrival {
-                    stamp_arrivals(&mut inner, now_ns, arrival);
-                }
-            }
+            after_ingest(
+                &mut inner,
+                &self.shared,
+                me,
+                &mut self.half_open,
+                (self.index, shard),
+                &mut self.released,
+                &verdict,
+                &seen,
+                now_ns,
+            );
         }
         self.touch(shard);
         if let Some(addr) = resolved {
@@ -872,27 +723,6 @@ fn too_big(shared: &StackShared, index: usize, tx: &mut TxPath, m: &Mbuf, now_ns
         stats.pmtu_ignored.incr();
     }
     index
-}
-
-/// Removes `len` bytes of IPv6 extension headers that [`classify_seen`]
-/// found skippable in front of a TCP segment, so that smoltcp sees
-/// IPv6/TCP (it passes only Hop-by-Hop, and the control shard has no TCP
-/// sockets). Rare: a copy of the segment, no allocation.
-fn strip_ipv6_extensions(m: &mut Mbuf, len: usize) {
-    const IP: usize = 14;
-    const UPPER: usize = IP + 40;
-    let data = m.data_mut();
-    if data.len() < UPPER + len {
-        return;
-    }
-    let payload_len = u16::from_be_bytes([data[IP + 4], data[IP + 5]]);
-    let Some(payload_len) = payload_len.checked_sub(len as u16) else {
-        return;
-    };
-    data.copy_within(UPPER + len.., UPPER);
-    data[IP + 4..IP + 6].copy_from_slice(&payload_len.to_be_bytes());
-    data[IP + 6] = 6;
-    m.trim(len);
 }
 
 /// Sends a copy of a neighbour-discovery frame to every other thread.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes lstack with libFuzzer through cargo-fuzz for a fixed time:
 #   classify  the frame classifier alone (fuzz/fuzz_targets/classify.rs)
-#   ingest    the whole receive path minus DPDK: classify, then smoltcp's
-#             ingress / egress / timers with the stack's sockets
+#   ingest    the whole receive path minus DPDK: the engine's own per-frame
+#             policy (lstack::fuzzing), then smoltcp's ingress / egress /
+#             timers with the engine's shards and listener pool
 #             (fuzz/fuzz_targets/ingest.rs, fuzz/src/ingest.rs)
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]

@@ -1123,13 +1123,15 @@ fn ingest_seeds() -> Vec<IngestSeed> {
                     link.tcp(&ingest::segment(
                         TcpControl::Psh,
                         peer_seq,
-                        Some(our_seq + 1460), // the first full segment
+                        // The first full segment: MSS 1460 less the
+                        // timestamp option the stack's sockets add.
+                        Some(our_seq + 1448),
                         b"thanks",
                     )),
                 ),
             ],
         ),
-        "2048 bytes sent (1460 + the rest once acked), then the reply echoed",
+        "2048 bytes sent (1448 + the rest once acked), then the reply echoed",
         Box::new(|o| {
             let s = o.tcp_stream_to(ingest::PEER_PORT);
             s.len() == 2048 + 6 && s.ends_with(b"thanks")

@@ -1,7 +1,9 @@
-//! Fuzzes lstack's whole receive path minus DPDK: `classify`, then smoltcp's
-//! `Interface::poll_ingress_single` with the socket shard the engine would
-//! pick, the application reading and writing, `poll_egress` and `poll_at`,
-//! over several frames and a fake clock. A frame that `classify` lets
+//! Fuzzes lstack's whole receive path minus DPDK: the engine's own per-frame
+//! policy (`lstack::fuzzing`: `classify`, the RFC 5961 checks, the shard of
+//! the flow, the listener pool), then smoltcp's
+//! `Interface::poll_ingress_single` with the shard the engine picked, the
+//! application reading and writing, `poll_egress`, the engine's settle and
+//! `poll_at`, over several frames and a fake clock. A frame that `classify` lets
 //! through must not make smoltcp panic, and what smoltcp sends must be well
 //! formed. The input layout and the invariants are in `lstack_fuzz::ingest`.
 

@@ -19,56 +19,67 @@
 //! [`Harness::new`] builds what `lstack::Stack` builds for a stack thread:
 //! a smoltcp `Interface` (Ethernet, the header's MAC / IPv4 / IPv6 /
 //! link-local addresses, a default IPv4 route, the device capabilities of
-//! `lstack::device::capabilities(false)`) over an in-memory device, and two
-//! socket sets the way the engine splits them: a TCP shard (listeners on
-//! ports [`ECHO_PORT`] and [`HTTP_PORT`]) and the control shard (a UDP socket
-//! on [`ECHO_PORT`], an ICMP socket on [`ICMP_IDENT`]). It then feeds a
+//! `lstack::device::capabilities(false)`) over an in-memory device, and the
+//! engine of one stack thread without DPDK ([`lstack::fuzzing::Engine`]:
+//! [`TCP_SHARDS`] TCP shards and the control shard, the stack's default
+//! options, listeners on TCP ports [`ECHO_PORT`] and [`HTTP_PORT`]; a UDP
+//! socket on [`ECHO_PORT`] and an ICMP socket on [`ICMP_IDENT`] in the
+//! control shard; TCP receive buffers of 131070 bytes, window scale 1, as
+//! `lstack::tcp_rx_buffer_size` rounds the default: a 131072-byte buffer is
+//! what `regression-tcp-window-overrun-scaled` overruns). It then feeds a
 //! handshake from a peer ([`Harness::flow`]), ARP / neighbour solicitation
-//! first so the peer is in the neighbour cache, so that one TCP connection is
-//! established before the fuzz input starts.
+//! first so the peer is in the neighbour cache, so that one TCP connection
+//! is established (and accepted) before the fuzz input starts.
 //!
 //! Each record ([`Harness::step`]) advances the fake clock, fills in the
 //! frame's checksums if the header has
 //! [`flags::FIX_CHECKSUMS`](crate::flags::FIX_CHECKSUMS) (see
-//! [`fix_checksums`]), runs
-//! `lstack::classify::classify` on the frame and, unless it is dropped, hands
-//! it to `Interface::poll_ingress_single` with the shard the engine would
-//! pick (TCP by flow, with the engine's listener-spare rules for SYNs; the
-//! rest to the control shard), lets the application read / echo / send /
-//! close, and polls egress on both shards. [`Harness::finish`] then lets the
-//! timers fire.
+//! [`fix_checksums`]), and hands the frame to the engine's own policy, the
+//! code a stack thread runs (`Engine::receive`): `classify`, the MIB
+//! counters, the RFC 5961 checks, the shard of its flow, the listener pool
+//! for SYNs (spares, backlog, connection limit, SYN challenges), and the
+//! engine's own answers; then, unless the engine dropped or answered it, to
+//! `Interface::poll_ingress_single` with that shard's sockets and the
+//! engine's bookkeeping after it. The application then reads / echoes /
+//! sends / closes, and every shard is polled for egress and settled by the
+//! engine (handshakes to the accept queue, which the application empties;
+//! closed sockets reaped). Every frame smoltcp transmits goes through the
+//! engine's transmit-side fixes first, as on the stack's transmit path.
+//! [`Harness::finish`] then lets the timers fire.
 //!
 //! ## Invariants
-//! Besides "no panic": every frame smoltcp transmits fits the MTU the device
-//! reports, comes from our MAC and IP addresses, and is well formed by
-//! `classify`'s own reading (not truncated, no bad length or checksum; read
-//! as its receiver would); `poll_at` is never before time 0 nor more than
-//! [`MAX_TIMER`] after now.
+//! Besides "no panic": every frame smoltcp transmits (and every answer the
+//! engine builds itself) fits the MTU the device reports, comes from our MAC
+//! and IP addresses, and is well formed by `classify`'s own reading (not
+//! truncated, no bad length or checksum; read as its receiver would);
+//! `poll_at` is never before time 0 nor more than [`MAX_TIMER`] after now.
 //!
 //! ## Not modelled
-//! One stack thread with one TCP shard (every flow lands in it), so no
-//! steering between threads; UDP / ICMP queues smaller than the stack's; the
-//! application's side is what [`action`] lists (sockets that reach `Closed`
-//! are removed, as the engine's `settle` does). smoltcp is built as the fuzz
-//! build builds it: with debug assertions and overflow checks (cargo-fuzz's
-//! default), which lstack's release build does not have, so a panic found
-//! here may be a silent misbehaviour there.
+//! One stack thread, so no steering between threads, and no path MTU
+//! learning from ICMP errors (the stack thread's, not the engine policy's);
+//! UDP / ICMP queues smaller than the stack's; the application's side is
+//! what [`action`] lists (it accepts every connection, and drops those that
+//! reach `Closed`). smoltcp is built as the fuzz build builds it: with debug
+//! assertions and overflow checks (cargo-fuzz's default), which lstack's
+//! release build does not have, so a panic found here may be a silent
+//! misbehaviour there.
 
 use lstack::{
-    classify::{classify, DropReason, FlowKey, LocalAddrs, RxChecked, Verdict},
+    classify::{classify, DropReason, LocalAddrs, RxChecked, Verdict},
     device::{capabilities, MAX_FRAME},
+    fuzzing::{now_ns, Engine, TxFixes},
 };
 use smoltcp::{
-    iface::{Config, Interface, PollResult, SocketHandle, SocketSet},
+    iface::{Config, Interface, PollResult, SocketHandle},
     phy::{self, ChecksumCapabilities, DeviceCapabilities},
     socket::{icmp, tcp, udp, AnySocket},
     time::{Duration, Instant},
     wire::{
         ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
         EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr,
-        IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol, Ipv4Address, Ipv4Cidr,
-        Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr, RawHardwareAddress,
-        TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
+        IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr,
+        Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr, RawHardwareAddress, TcpControl, TcpPacket,
+        TcpRepr, TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
     },
 };
 
@@ -95,17 +106,14 @@ pub const MAX_RECORDS: usize = 8;
 /// Most TCP connections at once (the engine's connection limit): more SYNs
 /// are dropped before smoltcp sees them.
 pub const MAX_TCP_CONNECTIONS: usize = 8;
+/// TCP shards of the engine: flows spread over them by the flow hash.
+pub const TCP_SHARDS: usize = 4;
+/// Backlog of the two listeners.
+pub const BACKLOG: usize = 8;
 /// Latest `poll_at` accepted after `now`: smoltcp's longest timer is the
 /// 60 s retransmission timeout.
 pub const MAX_TIMER: Duration = Duration::from_secs(120);
 
-/// TCP socket buffers: the stack's default receive buffer, 131070 bytes
-/// (window scale 1; `lstack::tcp_rx_buffer_size` rounds it so smoltcp's
-/// post-SYN-ACK window is the buffer: a 131072-byte buffer is what
-/// `regression-tcp-window-overrun-scaled` overruns).
-const TCP_BUFFER: usize = lstack::tcp_rx_buffer_size(128 * 1024);
-/// The stack's default delayed-ACK timeout.
-const ACK_DELAY: Duration = Duration::from_millis(10);
 /// UDP and ICMP socket queues (smaller than the stack's: only their size
 /// would differ, and zeroing them is most of the set-up time).
 const DGRAM_PACKETS: usize = 16;
@@ -577,6 +585,8 @@ pub fn peer_syn() -> TcpRepr<'static> {
 pub struct TxSink {
     buf: Vec<u8>,
     local: LocalAddrs,
+    /// The stack's transmit-side fixes, which see every frame smoltcp writes.
+    fixes: TxFixes,
     /// Frames transmitted so far.
     pub frames: usize,
     /// Copies of the transmitted frames, when set (for the corpus generator).
@@ -590,10 +600,18 @@ impl TxSink {
         TxSink {
             buf: Vec::with_capacity(MAX_FRAME),
             local,
+            fixes: TxFixes::new(MAX_TCP_CONNECTIONS),
             frames: 0,
             log: None,
             last_syn_ack: None,
         }
+    }
+
+    /// A frame the engine built itself (an answer to a received frame).
+    fn answer(&mut self, frame: &[u8]) {
+        self.buf.clear();
+        self.buf.extend_from_slice(frame);
+        self.sent();
     }
 
     fn sent(&mut self) {
@@ -850,6 +868,7 @@ impl phy::TxToken for TxTok<'_> {
         sink.buf.clear();
         sink.buf.resize(len, 0);
         let r = f(&mut sink.buf);
+        sink.fixes.on_transmit(&mut sink.buf);
         sink.sent();
         r
     }
@@ -879,13 +898,11 @@ impl<'a> phy::Device for Dev<'a> {
     }
 }
 
-/// One stack thread's interface and sockets, minus DPDK.
+/// One stack thread's interface and engine, minus DPDK.
 pub struct Harness {
     iface: Interface,
-    /// The TCP shard.
-    tcp: SocketSet<'static>,
-    /// The control shard: UDP and ICMP sockets.
-    control: SocketSet<'static>,
+    /// The engine's policy, shards and listener pool.
+    engine: Engine,
     /// What smoltcp transmitted.
     pub tx: TxSink,
     /// The fake clock.
@@ -893,18 +910,24 @@ pub struct Harness {
     /// The input's addresses.
     pub addrs: Addrs,
     checked: RxChecked,
-    /// The set-up connection, while it exists.
-    pub conn: Option<SocketHandle>,
+    /// The set-up connection (shard, socket), while the application has it.
+    pub conn: Option<(usize, SocketHandle)>,
     /// Our initial sequence number on the set-up connection, if it got a
     /// SYN-ACK out.
     pub our_isn: Option<u32>,
+    /// The connections the application accepted: (shard, socket).
+    accepted: Vec<(usize, SocketHandle)>,
     udp: SocketHandle,
     icmp: SocketHandle,
     app_buf: Vec<u8>,
     /// [`flags::FIX_CHECKSUMS`](crate::flags::FIX_CHECKSUMS) and where the
     /// fixed frame goes.
     fix_checksums: bool,
+    fixed_buf: Vec<u8>,
+    /// The received frame as the engine sees it (it may rewrite it).
     rx_buf: Vec<u8>,
+    /// The engine's answer to a received frame.
+    answer_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -916,23 +939,6 @@ impl std::fmt::Debug for Harness {
             .field("our_isn", &self.our_isn)
             .finish_non_exhaustive()
     }
-}
-
-/// A TCP socket configured as `StackShared::new_tcp_socket` does.
-fn new_tcp_socket() -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
-    let tx = tcp::SocketBuffer::new(vec![0; TCP_BUFFER]);
-    let mut s = tcp::Socket::new(rx, tx);
-    s.set_nagle_enabled(true);
-    s.set_ack_delay(Some(ACK_DELAY));
-    s
-}
-
-fn listener(port: u16) -> tcp::Socket<'static> {
-    let mut s = new_tcp_socket();
-    s.listen(IpListenEndpoint { addr: None, port })
-        .expect("listening on a free port");
-    s
 }
 
 impl Harness {
@@ -981,11 +987,11 @@ impl Harness {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
 
-        let mut tcp = SocketSet::new(Vec::new());
-        tcp.add(listener(ECHO_PORT));
-        tcp.add(listener(HTTP_PORT));
+        let engine = Engine::new(local, TCP_SHARDS, MAX_TCP_CONNECTIONS, RANDOM_SEED);
+        engine.listen(ECHO_PORT, BACKLOG);
+        engine.listen(HTTP_PORT, BACKLOG);
 
-        let mut control = SocketSet::new(Vec::new());
+        let mut control = engine.sockets(engine.control_shard());
         let mut u = udp::Socket::new(
             udp::PacketBuffer::new(
                 vec![udp::PacketMetadata::EMPTY; DGRAM_PACKETS],
@@ -1011,22 +1017,25 @@ impl Harness {
         i.bind(icmp::Endpoint::Ident(ICMP_IDENT))
             .expect("binding ICMP");
         let icmp = control.add(i);
+        drop(control);
 
         let mut h = Harness {
             iface,
-            tcp,
-            control,
+            engine,
             tx,
             now,
             addrs,
             checked: header.checked(),
             conn: None,
             our_isn: None,
+            accepted: Vec::new(),
             udp,
             icmp,
             app_buf: vec![0; 2048],
             fix_checksums: header.flags & crate::flags::FIX_CHECKSUMS != 0,
+            fixed_buf: Vec::new(),
             rx_buf: Vec::new(),
+            answer_buf: Vec::new(),
         };
         h.set_up_connection();
         h
@@ -1040,7 +1049,7 @@ impl Harness {
     /// The set-up connection's socket state.
     pub fn conn_state(&self) -> Option<tcp::State> {
         self.conn
-            .map(|h| self.tcp.get::<tcp::Socket<'_>>(h).state())
+            .map(|(shard, h)| self.engine.sockets(shard).get::<tcp::Socket<'_>>(h).state())
     }
 
     fn set_up_connection(&mut self) {
@@ -1076,10 +1085,11 @@ impl Harness {
         };
         self.feed(&link.tcp(&ack));
         let remote = IpEndpoint::new(link.peer, PEER_PORT);
-        self.conn = self.tcp.iter().find_map(|(h, s)| {
-            let t = tcp::Socket::downcast(s)?;
-            (t.remote_endpoint() == Some(remote) && t.state() == tcp::State::Established)
-                .then_some(h)
+        let engine = &self.engine;
+        self.conn = self.accepted.iter().copied().find(|&(shard, h)| {
+            let sockets = engine.sockets(shard);
+            let t = sockets.get::<tcp::Socket<'_>>(h);
+            t.remote_endpoint() == Some(remote) && t.state() == tcp::State::Established
         });
     }
 
@@ -1093,12 +1103,12 @@ impl Harness {
     pub fn step(&mut self, r: &Record<'_>) {
         self.now += delay(r.delay);
         if self.fix_checksums {
-            let mut frame = std::mem::take(&mut self.rx_buf);
+            let mut frame = std::mem::take(&mut self.fixed_buf);
             frame.clear();
             frame.extend_from_slice(r.frame);
             fix_checksums(&mut frame);
             self.ingest(&frame);
-            self.rx_buf = frame;
+            self.fixed_buf = frame;
         } else {
             self.ingest(r.frame);
         }
@@ -1110,9 +1120,8 @@ impl Harness {
     /// times.
     pub fn finish(&mut self) {
         for _ in 0..FINISH_ROUNDS {
-            let next = [&self.tcp, &self.control]
-                .into_iter()
-                .filter_map(|set| self.iface.poll_at(self.now, set))
+            let next = (0..self.engine.shards())
+                .filter_map(|shard| self.iface.poll_at(self.now, &self.engine.sockets(shard)))
                 .min();
             match next {
                 Some(t) if t > self.now => self.now = t,
@@ -1123,76 +1132,40 @@ impl Harness {
         }
     }
 
-    /// What `Worker::ingress` does with a frame.
+    /// What `Worker::ingress` does with a frame: the engine's policy, then
+    /// smoltcp with the shard it chose.
     pub fn ingest(&mut self, frame: &[u8]) -> Verdict {
-        let v = classify(frame, &self.addrs.local, self.checked);
-        let set = match v {
-            Verdict::Drop(_) => return v,
-            Verdict::Tcp { flow, syn } => {
-                if syn && !self.prepare_listener(&flow) {
-                    return v;
-                }
-                &mut self.tcp
-            }
-            Verdict::Udp { .. } | Verdict::Control { .. } => &mut self.control,
-        };
-        let mut dev = Dev {
-            rx: Some(frame),
-            tx: &mut self.tx,
-        };
-        self.iface.poll_ingress_single(self.now, &mut dev, set);
-        assert!(dev.rx.is_none(), "smoltcp left the received frame alone");
-        v
-    }
-
-    /// The engine's `prepare_listener`: a SYN to a listening port finds a
-    /// spare socket in `Listen` state, unless it repeats a flow that has a
-    /// socket or the connection limit is reached. False: drop the SYN.
-    fn prepare_listener(&mut self, flow: &FlowKey) -> bool {
-        let port = flow.local_port;
-        if port != ECHO_PORT && port != HTTP_PORT {
-            return true; // no listener: smoltcp answers with RST
+        let now_ns = now_ns(self.now);
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        buf.clear();
+        buf.extend_from_slice(frame);
+        let mut answer = std::mem::take(&mut self.answer_buf);
+        answer.clear();
+        let r = self.engine.receive(
+            &mut buf,
+            self.checked,
+            now_ns,
+            &mut self.tx.fixes,
+            &mut answer,
+        );
+        if !answer.is_empty() {
+            self.tx.answer(&answer);
         }
-        let mut live = 0;
-        let mut duplicate = false;
-        let mut spare = false;
-        let remote = IpEndpoint::new(flow.remote_addr, flow.remote_port);
-        for (_, s) in self.tcp.iter() {
-            let Some(t) = tcp::Socket::downcast(s) else {
-                continue;
+        if let Some(shard) = r.shard() {
+            let mut sockets = self.engine.sockets(shard);
+            let mut dev = Dev {
+                rx: Some(&buf),
+                tx: &mut self.tx,
             };
-            if t.state() == tcp::State::Listen {
-                spare |= t.listen_endpoint().port == port;
-                continue;
-            }
-            live += 1;
-            duplicate |= t.remote_endpoint() == Some(remote)
-                && t.local_endpoint().is_some_and(|l| l.port == port);
+            self.iface
+                .poll_ingress_single(self.now, &mut dev, &mut sockets);
+            assert!(dev.rx.is_none(), "smoltcp left the received frame alone");
+            drop(sockets);
+            self.engine.ingested(&r, &mut self.tx.fixes, now_ns);
         }
-        if live >= MAX_TCP_CONNECTIONS {
-            return false;
-        }
-        if duplicate {
-            // A retransmitted SYN of a flow that has its socket: the spares
-            // of the port go, so that none steals it.
-            let spares: Vec<SocketHandle> = self
-                .tcp
-                .iter()
-                .filter_map(|(h, s)| {
-                    let t = tcp::Socket::downcast(s)?;
-                    (t.state() == tcp::State::Listen && t.listen_endpoint().port == port)
-                        .then_some(h)
-                })
-                .collect();
-            for h in spares {
-                self.tcp.remove(h);
-            }
-            return true;
-        }
-        if !spare {
-            self.tcp.add(listener(port));
-        }
-        true
+        self.rx_buf = buf;
+        self.answer_buf = answer;
+        r.verdict
     }
 
     /// The application's side of one record.
@@ -1200,23 +1173,27 @@ impl Harness {
         let echo = actions & action::ECHO != 0;
         let buf = &mut self.app_buf[..];
         if actions & action::READ != 0 {
-            for (_, s) in self.tcp.iter_mut() {
-                let Some(t) = tcp::Socket::downcast_mut(s) else {
-                    continue;
-                };
-                for _ in 0..4 {
-                    if !t.can_recv() {
-                        break;
-                    }
-                    let Ok(n) = t.recv_slice(buf) else {
-                        break;
+            for shard in 0..self.engine.shards() {
+                let mut sockets = self.engine.sockets(shard);
+                for (_, s) in sockets.iter_mut() {
+                    let Some(t) = tcp::Socket::downcast_mut(s) else {
+                        continue;
                     };
-                    if echo && t.can_send() {
-                        let _ = t.send_slice(&buf[..n]);
+                    for _ in 0..4 {
+                        if !t.can_recv() {
+                            break;
+                        }
+                        let Ok(n) = t.recv_slice(buf) else {
+                            break;
+                        };
+                        if echo && t.can_send() {
+                            let _ = t.send_slice(&buf[..n]);
+                        }
                     }
                 }
             }
-            let u = self.control.get_mut::<udp::Socket<'_>>(self.udp);
+            let mut control = self.engine.sockets(self.engine.control_shard());
+            let u = control.get_mut::<udp::Socket<'_>>(self.udp);
             for _ in 0..4 {
                 let Ok((n, meta)) = u.recv_slice(buf) else {
                     break;
@@ -1227,7 +1204,7 @@ impl Harness {
                     let _ = u.send_slice(&buf[..n], meta.endpoint);
                 }
             }
-            let i = self.control.get_mut::<icmp::Socket<'_>>(self.icmp);
+            let i = control.get_mut::<icmp::Socket<'_>>(self.icmp);
             for _ in 0..4 {
                 let Ok((n, from)) = i.recv_slice(buf) else {
                     break;
@@ -1242,58 +1219,72 @@ impl Harness {
             for (k, b) in buf[..n].iter_mut().enumerate() {
                 *b = b'a' + (k % 26) as u8;
             }
-            for (_, s) in self.tcp.iter_mut() {
-                if let Some(t) = tcp::Socket::downcast_mut(s) {
-                    if t.may_send() {
-                        let _ = t.send_slice(&buf[..n]);
+            for shard in 0..self.engine.shards() {
+                let mut sockets = self.engine.sockets(shard);
+                for (_, s) in sockets.iter_mut() {
+                    if let Some(t) = tcp::Socket::downcast_mut(s) {
+                        if t.may_send() {
+                            let _ = t.send_slice(&buf[..n]);
+                        }
                     }
                 }
             }
         }
-        if let Some(h) = self.conn {
-            let t = self.tcp.get_mut::<tcp::Socket<'_>>(h);
-            if actions & action::CLOSE != 0 {
-                t.close();
-            }
-            if actions & action::ABORT != 0 {
-                t.abort();
+        if let Some((shard, h)) = self.conn {
+            // The application closes its socket (with SO_LINGER 0 for
+            // ABORT): the engine reaps it once smoltcp is done.
+            let abort = actions & action::ABORT != 0;
+            if abort || actions & action::CLOSE != 0 {
+                self.engine.close(shard, h, abort);
+                self.accepted.retain(|a| *a != (shard, h));
+                self.conn = None;
             }
         }
     }
 
-    /// What `Worker::egress` does for both shards, then the `poll_at`
-    /// check and the engine's `settle` (closed sockets go).
+    /// What `Worker::egress` does for every shard (smoltcp's egress, the
+    /// `poll_at` check, the engine's settle), the end of the pass, then the
+    /// application: it accepts what the listeners queued and drops the
+    /// connections that closed.
     pub fn egress(&mut self) {
+        let now_ns = now_ns(self.now);
         self.iface.poll_maintenance(self.now);
-        for set in [&mut self.tcp, &mut self.control] {
+        for shard in 0..self.engine.shards() {
+            let mut sockets = self.engine.sockets(shard);
             for _ in 0..EGRESS_ROUNDS {
                 let mut dev = Dev {
                     rx: None,
                     tx: &mut self.tx,
                 };
-                if self.iface.poll_egress(self.now, &mut dev, set) == PollResult::None {
+                if self.iface.poll_egress(self.now, &mut dev, &mut sockets) == PollResult::None {
                     break;
                 }
             }
-            if let Some(at) = self.iface.poll_at(self.now, set) {
+            if let Some(at) = self.iface.poll_at(self.now, &sockets) {
                 assert!(
                     at >= Instant::ZERO && at <= self.now + MAX_TIMER,
                     "poll_at says {at} at {}",
                     self.now
                 );
             }
+            drop(sockets);
+            self.engine.settle(shard, now_ns);
         }
-        let closed: Vec<SocketHandle> = self
-            .tcp
-            .iter()
-            .filter_map(|(h, s)| {
-                let t = tcp::Socket::downcast(s)?;
-                (t.state() == tcp::State::Closed).then_some(h)
-            })
-            .collect();
-        for h in closed {
-            self.tcp.remove(h);
-            if self.conn == Some(h) {
+        self.engine.end_pass(now_ns);
+        while let Some((shard, h, _)) = self.engine.accept() {
+            self.accepted.push((shard, h));
+        }
+        let engine = &self.engine;
+        self.accepted.retain(|&(shard, h)| {
+            let closed =
+                engine.sockets(shard).get::<tcp::Socket<'_>>(h).state() == tcp::State::Closed;
+            if closed {
+                engine.close(shard, h, false);
+            }
+            !closed
+        });
+        if let Some(c) = self.conn {
+            if !self.accepted.contains(&c) {
                 self.conn = None;
             }
         }

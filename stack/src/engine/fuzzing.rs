@@ -319,13 +319,13 @@ impl Engine {
     }
 
     /// The application drops a connection it accepted, as `TcpStream`'s
-    /// drop does: reset with `abort`, else closed; the engine reaps it once
-    /// smoltcp is done with it.
+    /// drop does: reset with `abort` (`SO_LINGER` 0) or unread data, else
+    /// closed; the engine reaps it once smoltcp is done with it.
     pub fn close(&self, shard: usize, handle: SocketHandle, abort: bool) {
         let mut inner = self.shared.threads[THREAD].shards[shard].lock();
         inner.armed.retain(|a| a.socket.handle != handle);
         let s = inner.sockets.get_mut::<tcp::Socket<'static>>(handle);
-        if abort {
+        if abort || s.recv_queue() > 0 {
             s.abort();
         } else {
             s.close();

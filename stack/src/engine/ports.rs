@@ -57,10 +57,25 @@ impl PortHomes {
 }
 
 /// Local ports handed out to outgoing connections, unique per remote end.
-#[derive(Debug, Default)]
+/// The search starts at a random place in the range (RFC 6056), as
+/// Linux's does: a process that starts again right after another one with
+/// the same address must not reuse the first one's ports, whose
+/// connections the peer may still hold (in `LAST-ACK`, say), and an
+/// off-path attacker must not be able to guess them.
+#[derive(Debug)]
 pub(crate) struct EphemeralPorts {
     used: HashSet<(u16, IpEndpoint)>,
     cursor: u16,
+}
+
+impl Default for EphemeralPorts {
+    fn default() -> Self {
+        let span = u64::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        Self {
+            used: HashSet::new(),
+            cursor: (crate::random_seed() % span) as u16,
+        }
+    }
 }
 
 /// The ephemeral port range, as Linux's default.
@@ -87,5 +102,40 @@ impl EphemeralPorts {
     /// Gives a port back.
     pub(crate) fn release(&mut self, port: u16, remote: IpEndpoint) {
         self.used.remove(&(port, remote));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::wire::{IpAddress, Ipv4Address};
+
+    use super::*;
+
+    fn remote() -> IpEndpoint {
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 1)), 80)
+    }
+
+    #[test]
+    fn ports_start_at_a_random_place_and_are_unique_per_remote() {
+        // A fixed start would give every new process the same first port:
+        // 16 processes (random seeds per RandomState) do not all agree.
+        let firsts: HashSet<u16> = (0..16)
+            .map(|_| EphemeralPorts::default().take(remote(), |_| false).unwrap())
+            .collect();
+        assert!(firsts.len() > 1, "every start gave {firsts:?}");
+        assert!(firsts.iter().all(|p| EPHEMERAL.contains(p)));
+
+        let mut ports = EphemeralPorts::default();
+        let a = ports.take(remote(), |_| false).unwrap();
+        let b = ports.take(remote(), |p| p == a.wrapping_add(1)).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(b, a.wrapping_add(1), "a listened port was handed out");
+        ports.release(a, remote());
+        let span = usize::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        let all: HashSet<u16> = std::iter::from_fn(|| ports.take(remote(), |_| false))
+            .take(span)
+            .collect();
+        assert_eq!(all.len(), span - 1, "b is still taken");
+        assert!(!all.contains(&b));
     }
 }

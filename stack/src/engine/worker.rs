@@ -62,7 +62,9 @@ impl std::fmt::Debug for Worker {
 /// most (see [`Worker::run`]), in nanoseconds.
 const SPIN_NS_START: u64 = 20_000;
 const SPIN_NS_MIN: u64 = 2_000;
-const SPIN_NS_MAX: u64 = 50_000;
+pub(super) const SPIN_NS_MAX: u64 = 50_000;
+/// smoltcp's silence after a neighbour request (`DISCOVERY_SILENT_TIME`).
+const NEIGHBOUR_SILENCE_US: u64 = 1_000_000;
 
 impl Worker {
     pub(crate) fn new(
@@ -622,6 +624,23 @@ impl Worker {
         self.touch(shard);
         if let Some(addr) = resolved {
             self.ingest_waiting(now_ns, addr);
+            self.touch_neighbour_waiters(now_ns);
+        }
+    }
+
+    /// A neighbour became known: polls egress now on the shards due within
+    /// smoltcp's neighbour-discovery silence (1 s), where a socket whose
+    /// segment waits for that neighbour sleeps until then (smoltcp's
+    /// `poll_at` gives the end of the silence, not "when the neighbour
+    /// answers"). Without this a first connection to a new neighbour sends
+    /// its SYN a second late. Bounded per frame by the thread's shards; an
+    /// early egress poll of a shard with nothing due sends nothing.
+    fn touch_neighbour_waiters(&mut self, now_ns: u64) {
+        let horizon = now_ns / 1000 + NEIGHBOUR_SILENCE_US;
+        for shard in 0..self.next_poll.len() {
+            if self.next_poll[shard] <= horizon {
+                self.touch(shard);
+            }
         }
     }
 

@@ -580,7 +580,9 @@ impl RxQueue {
             let fds = crate::af_xdp::socket_fds();
             return (!fds.is_empty()).then_some(RxWakeup::Readable(fds));
         }
-        if !info.rx_interrupts {
+        // net_memif (DPDK 22.11) has no receive interrupt: its
+        // `rx_queue_intr_enable` refuses, and the queue has no descriptor.
+        if !info.rx_interrupts || info.driver == "net_memif" {
             return None;
         }
         // SAFETY: a started port configured with receive interrupts.

@@ -780,6 +780,7 @@ impl Stack {
             vlan_offload: vlan_offload && config.nic_vlan_mode >= 0,
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
+        wait_for_link(&port);
         let queues = port
             .take_queues()
             .into_iter()
@@ -1190,6 +1191,33 @@ fn link_local(mac: EthernetAddress) -> Ipv6Address {
 }
 
 /// A per-process random seed (std's hasher keys come from the OS RNG).
+/// Waits a moment (at most [`LINK_WAIT`]) for a port whose link is still
+/// down after its start: a NIC's link and a `net_memif` client's connection
+/// come up a little after. A neighbour request sent meanwhile is lost, and
+/// smoltcp asks again only a second later, so an application's first
+/// connect would wait that second. A link still down after the wait (no
+/// cable, a memif server without its client) is logged, and the stack runs.
+fn wait_for_link(port: &Port) {
+    if port.link().up {
+        return;
+    }
+    let end = std::time::Instant::now() + LINK_WAIT;
+    while std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+        if port.link().up {
+            return;
+        }
+    }
+    tracing::info!(
+        port = port.info().port_id,
+        waited_ms = LINK_WAIT.as_millis() as u64,
+        "the port's link is down: the stack runs and uses it once it comes up"
+    );
+}
+
+/// How long [`wait_for_link`] waits.
+const LINK_WAIT: Duration = Duration::from_millis(500);
+
 pub(crate) fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());

@@ -11,7 +11,7 @@ use std::{
 
 use dpdk::MbufBatch;
 
-use super::{Event, StackShared, Worker};
+use super::{worker::SPIN_NS_MAX, Event, StackShared, Worker};
 
 /// Run to completion: how many egress passes a thread may leave due
 /// (writes, closes) before it runs one itself; they are sent together,
@@ -34,6 +34,10 @@ pub(crate) struct Rtc {
     /// Until when (µs on the stack clock) the poller sleeps at most;
     /// `u64::MAX` when none does.
     poll_until_us: AtomicU64,
+    /// When (ns on the stack clock) a pass last found work: a queue that
+    /// cannot wake a sleeper (`net_memif`, ltran's ring) is polled again
+    /// rather than napped on for `SPIN_NS_MAX` after it.
+    last_busy_ns: AtomicU64,
 }
 
 impl Rtc {
@@ -47,6 +51,7 @@ impl Rtc {
             wakeups,
             poller: AtomicBool::new(false),
             poll_until_us: AtomicU64::new(u64::MAX),
+            last_busy_ns: AtomicU64::new(0),
         }
     }
 }
@@ -128,6 +133,10 @@ impl StackShared {
                 busy |= ctx.worker.step(now, &mut ctx.batch);
                 next_us = next_us.min(ctx.worker.next_timer_us());
             }
+        }
+        if busy {
+            rtc.last_busy_ns
+                .store(self.clock.now_ns(), Ordering::Relaxed);
         }
         // A timer that came due earlier than the poller means to wake
         // (a retransmission this pass armed, say) must not wait for it.
@@ -248,7 +257,16 @@ impl StackShared {
     }
 
     fn poll_once(&self, rtc: &Rtc, extra: &mut [libc::pollfd], limit: Option<Duration>) -> bool {
-        let now_us = self.clock.now_ns() / 1000;
+        let now_ns = self.clock.now_ns();
+        let now_us = now_ns / 1000;
+        if rtc.wakeups.iter().any(Option::is_none)
+            && now_ns.saturating_sub(rtc.last_busy_ns.load(Ordering::Relaxed)) < SPIN_NS_MAX
+        {
+            // A queue that cannot wake a sleeper, and work a moment ago:
+            // drive again rather than nap (the caller's kernel descriptors
+            // wait this long at most).
+            return true;
+        }
         let mut wait = limit.map_or(u64::MAX, |l| l.as_micros() as u64);
         let mut frames = false;
         {

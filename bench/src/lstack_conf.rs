@@ -1,4 +1,5 @@
-//! An lstack configuration file for a topology's `net_af_packet` port.
+//! An lstack configuration file for a topology's `net_af_packet` port, or
+//! for one end of a `net_memif` link between two preloaded processes.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,47 @@ impl LstackConf {
         let prefix = hugepages::dpdk_file_prefix(tag);
         let mut config = netns_testbed::lstack_config(topo, huge, eal, &prefix)?;
         adjust(&mut config);
+        Self::save(config, tag, prefix)
+    }
+
+    /// Writes a configuration for one end of a `net_memif` link whose
+    /// server end listens on `socket`: no topology, only a shared-memory
+    /// ring between two preloaded processes (`server` true for the end that
+    /// makes the socket). `ip` is the stack's address in 10.77.0.0/24.
+    pub fn write_memif(
+        huge: &HugeEnv,
+        socket: &std::path::Path,
+        server: bool,
+        ip: std::net::Ipv4Addr,
+        tag: &str,
+        adjust: impl FnOnce(&mut LstackConfig),
+    ) -> Result<Self> {
+        let prefix = hugepages::dpdk_file_prefix(tag);
+        let last = ip.octets()[3];
+        let mac = format!("02:77:00:00:00:{last:02x}");
+        let mut config =
+            LstackConfig::new(ip, std::net::Ipv4Addr::new(255, 255, 255, 0), mac.parse()?);
+        config.dpdk_args = vec![
+            "--lcores=0".into(),
+            "--no-pci".into(),
+            "--no-telemetry".into(),
+            format!("--file-prefix={prefix}"),
+            format!("--huge-dir={}", huge.huge_dir.display()),
+            "--huge-unlink".into(),
+            "--socket-limit=256".into(),
+            "--log-level=*:notice".into(),
+            format!(
+                "--vdev=net_memif0,role={},socket={},socket-abstract=no,mac={mac}",
+                if server { "server" } else { "client" },
+                socket.display()
+            ),
+        ];
+        config.num_cpus = if server { "0" } else { "1" }.parse()?;
+        adjust(&mut config);
+        Self::save(config, tag, prefix)
+    }
+
+    fn save(config: LstackConfig, tag: &str, prefix: String) -> Result<Self> {
         config
             .validate()
             .context("the adjusted lstack configuration")?;

@@ -80,16 +80,35 @@ enum MediumArg {
     /// `net_af_xdp` (native XDP on the veth, an XDP socket).
     #[value(name = "af_xdp")]
     AfXdp,
+    /// `net_memif` between two preloaded processes: lstack to lstack, the
+    /// client under `LD_PRELOAD` too (no veth, no kernel on the path).
+    #[value(name = "memif")]
+    Memif,
 }
 
 impl MediumArg {
-    fn medium(self) -> Medium {
+    fn link(self) -> Link {
         match self {
-            MediumArg::AfPacket => Medium::AfPacket,
-            MediumArg::AfXdp => Medium::AfXdp,
+            MediumArg::AfPacket => Link::Veth(Medium::AfPacket),
+            MediumArg::AfXdp => Link::Veth(Medium::AfXdp),
+            MediumArg::Memif => Link::Memif,
         }
     }
 }
+
+/// What an lstack side's frames cross.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// A DPDK port on the topology's veth; the client is a kernel program
+    /// in the peer namespace.
+    Veth(Medium),
+    /// A `net_memif` link to a client that runs on lstack too.
+    Memif,
+}
+
+/// The lstack server's address on a memif link, and its client's.
+const MEMIF_SERVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 1);
+const MEMIF_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 2);
 
 /// An lstack stack mode, by gazelle's `stack_thread_mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,6 +117,15 @@ enum Mode {
     Rtw,
     /// `run-to-completion`: the application's threads run the stack.
     Rtc,
+}
+
+impl From<Mode> for StackThreadMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Rtw => StackThreadMode::RunToWakeup,
+            Mode::Rtc => StackThreadMode::RunToCompletion,
+        }
+    }
 }
 
 /// One benchmark.
@@ -121,7 +149,7 @@ enum Side {
     Kernel,
     /// The kernel with TSO/GSO off on its server's veth.
     KernelWithoutGso,
-    Lstack(Mode, Medium),
+    Lstack(Mode, Link),
 }
 
 impl Side {
@@ -129,10 +157,12 @@ impl Side {
         match self {
             Side::Kernel => "kernel",
             Side::KernelWithoutGso => "kernel-nogso",
-            Side::Lstack(Mode::Rtw, Medium::AfPacket) => "lstack-rtw",
-            Side::Lstack(Mode::Rtc, Medium::AfPacket) => "lstack-rtc",
-            Side::Lstack(Mode::Rtw, Medium::AfXdp) => "lstack-rtw-xdp",
-            Side::Lstack(Mode::Rtc, Medium::AfXdp) => "lstack-rtc-xdp",
+            Side::Lstack(Mode::Rtw, Link::Veth(Medium::AfPacket)) => "lstack-rtw",
+            Side::Lstack(Mode::Rtc, Link::Veth(Medium::AfPacket)) => "lstack-rtc",
+            Side::Lstack(Mode::Rtw, Link::Veth(Medium::AfXdp)) => "lstack-rtw-xdp",
+            Side::Lstack(Mode::Rtc, Link::Veth(Medium::AfXdp)) => "lstack-rtc-xdp",
+            Side::Lstack(Mode::Rtw, Link::Memif) => "lstack-rtw-memif",
+            Side::Lstack(Mode::Rtc, Link::Memif) => "lstack-rtc-memif",
         }
     }
 
@@ -142,9 +172,15 @@ impl Side {
             Side::KernelWithoutGso => {
                 "kernel TCP/IP over a veth pair, TSO/GSO off on the server's end"
             }
-            Side::Lstack(_, Medium::AfPacket) => "DPDK net_af_packet on a veth (qpairs 1)",
-            Side::Lstack(_, Medium::AfXdp) => {
+            Side::Lstack(_, Link::Veth(Medium::AfPacket)) => {
+                "DPDK net_af_packet on a veth (qpairs 1)"
+            }
+            Side::Lstack(_, Link::Veth(Medium::AfXdp)) => {
                 "DPDK net_af_xdp on a veth (native XDP, 1 queue, no busy polling)"
+            }
+            Side::Lstack(_, Link::Memif) => {
+                "DPDK net_memif between two processes, the client on lstack too \
+                 (same mode; no receive interrupt: polled, napping when idle)"
             }
         }
     }
@@ -160,8 +196,11 @@ struct Bench<'a> {
     /// The configurations written so far, removed (with their DPDK
     /// runtime directories) when the benchmark ends.
     confs: RefCell<Vec<LstackConf>>,
-    /// Scratch directory (nginx's files), removed at the end.
+    /// Scratch directory (nginx's files, memif sockets), removed at the end.
     scratch: PathBuf,
+    /// The memif socket of the lstack server started last (its client
+    /// connects there).
+    memif: RefCell<Option<PathBuf>>,
 }
 
 impl Drop for Bench<'_> {
@@ -208,7 +247,17 @@ impl Bench<'_> {
     fn server(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         Ok(match side {
             Side::Kernel | Side::KernelWithoutGso => self.twin.app_cmd(program),
-            Side::Lstack(mode, medium) => {
+            Side::Lstack(mode, Link::Memif) => {
+                let n = self.confs.borrow().len();
+                let socket = self.scratch.join(format!("memif-{n}.sock"));
+                let conf = self.memif_conf(mode, &socket, true)?;
+                self.memif.replace(Some(socket));
+                let mut cmd = Command::new(program);
+                cmd.env("LD_PRELOAD", &self.lib)
+                    .env("LSTACK_CONF_PATH", conf);
+                cmd
+            }
+            Side::Lstack(mode, Link::Veth(medium)) => {
                 // An XDP program left on the veth by a server that died
                 // (the af_xdp PMD removes its own on a clean exit) would
                 // take every frame from the next server.
@@ -227,12 +276,44 @@ impl Bench<'_> {
         })
     }
 
-    /// A client command in the peer of `side`.
-    fn client(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        match side {
+    /// A client command in the peer of `side` (on a memif link: on lstack,
+    /// at the other end of the last server's link).
+    fn client(&self, side: Side, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        Ok(match side {
             Side::Kernel | Side::KernelWithoutGso => self.twin.peer_cmd(program),
-            Side::Lstack(..) => self.topo.cmd(program),
+            Side::Lstack(mode, Link::Memif) => {
+                let socket = self
+                    .memif
+                    .borrow()
+                    .clone()
+                    .context("a memif client before its server")?;
+                let mut cmd = Command::new(program);
+                cmd.env("LD_PRELOAD", &self.lib)
+                    .env("LSTACK_CONF_PATH", self.memif_conf(mode, &socket, false)?);
+                cmd
+            }
+            Side::Lstack(_, Link::Veth(_)) => self.topo.cmd(program),
+        })
+    }
+
+    /// The server's address on `side`.
+    fn server_ip(&self, side: Side) -> String {
+        match side {
+            Side::Lstack(_, Link::Memif) => MEMIF_SERVER.to_string(),
+            _ => self.topo.stack_ip4.to_string(),
         }
+    }
+
+    /// A fresh configuration for one end of a memif link on `socket`.
+    fn memif_conf(&self, mode: Mode, socket: &Path, server: bool) -> Result<PathBuf> {
+        let ip = if server { MEMIF_SERVER } else { MEMIF_CLIENT };
+        let conf = LstackConf::write_memif(&self.huge, socket, server, ip, "lstack-bench", |c| {
+            c.stack_thread_mode = mode.into();
+            c.tcp_conn_count = c.tcp_conn_count.max(2000);
+        })?;
+        let path = conf.path.clone();
+        self.confs.borrow_mut().push(conf);
+        Ok(path)
     }
 
     /// A fresh lstack configuration file (each preloaded process is its own
@@ -247,10 +328,7 @@ impl Bench<'_> {
             },
             "lstack-bench",
             |c| {
-                c.stack_thread_mode = match mode {
-                    Mode::Rtw => StackThreadMode::RunToWakeup,
-                    Mode::Rtc => StackThreadMode::RunToCompletion,
-                };
+                c.stack_thread_mode = mode.into();
                 // redis at -c 1000 and wrk -c 100 with room to spare.
                 c.tcp_conn_count = c.tcp_conn_count.max(2000);
             },
@@ -264,11 +342,11 @@ impl Bench<'_> {
     fn start(&self, side: Side, mut cmd: Command, port: u16) -> Result<ChildGuard> {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = ChildGuard::spawn(&mut cmd)?;
-        let ip = self.topo.stack_ip4.to_string();
+        let ip = self.server_ip(side);
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = self
-                .client(side, "nc")
+                .client(side, "nc")?
                 .args(["-z", "-w", "1", &ip, &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -318,12 +396,12 @@ impl Bench<'_> {
             "4000",
         ]);
         let server = self.start(side, cmd, 16379)?;
-        let ip = self.topo.stack_ip4.to_string();
+        let ip = self.server_ip(side);
         for (clients, pipeline) in [(50, 1), (50, 16), (1000, 1)] {
             for test in ["set", "get"] {
                 let n = if self.quick { 20_000 } else { 200_000 } * pipeline;
                 let (text, cpu) = measured(server.id(), || {
-                    Self::output(self.client(side, "redis-benchmark").args([
+                    Self::output(self.client(side, "redis-benchmark")?.args([
                         "-h",
                         &ip,
                         "-p",
@@ -360,11 +438,11 @@ impl Bench<'_> {
         let mut cmd = self.server(side, &rr)?;
         cmd.args(["server", "7070"]);
         let server = self.start(side, cmd, 7070)?;
-        let addr = format!("{}:7070", self.topo.stack_ip4);
+        let addr = format!("{}:7070", self.server_ip(side));
         let count = if self.quick { 5_000 } else { 50_000 }.to_string();
         let (text, cpu) = measured(server.id(), || {
             Self::output(
-                self.client(side, &rr)
+                self.client(side, &rr)?
                     .args(["client", &addr, "--size", "64", "--count", &count]),
             )
         })?;
@@ -391,10 +469,10 @@ impl Bench<'_> {
         let mut cmd = self.server(side, "iperf3")?;
         cmd.args(["-s", "-p", "15201"]);
         let server = self.start(side, cmd, 15201)?;
-        let ip = self.topo.stack_ip4.to_string();
+        let ip = self.server_ip(side);
         let secs = if self.quick { "2" } else { "10" };
         for (label, extra) in [("to server", None), ("from server", Some("-R"))] {
-            let mut c = self.client(side, "iperf3");
+            let mut c = self.client(side, "iperf3")?;
             c.args(["-c", &ip, "-p", "15201", "-t", secs, "--json"]);
             if let Some(x) = extra {
                 c.arg(x);
@@ -421,11 +499,11 @@ impl Bench<'_> {
         let mut cmd = self.server(side, "nginx")?;
         cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
         let server = self.start(side, cmd, 18080)?;
-        let url = format!("http://{}:18080/index.html", self.topo.stack_ip4);
+        let url = format!("http://{}:18080/index.html", self.server_ip(side));
         let secs = if self.quick { "2s" } else { "10s" };
         let (text, cpu) = measured(server.id(), || {
             Self::output(
-                self.client(side, "wrk")
+                self.client(side, "wrk")?
                     .args(["-t", "2", "-c", "100", "-d", secs, &url]),
             )
         })?;
@@ -554,6 +632,7 @@ fn run(args: Args) -> Result<()> {
         .as_ref()
         .context("the topology has no kernel twin")?;
     let scratch = std::env::temp_dir().join(format!("lstack-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let bench = Bench {
         topo: &topo,
         twin,
@@ -563,6 +642,7 @@ fn run(args: Args) -> Result<()> {
         quick: args.quick,
         confs: RefCell::default(),
         scratch,
+        memif: RefCell::default(),
     };
     let mut sides = vec![Side::Kernel];
     if args.kernel_without_gso {
@@ -570,7 +650,7 @@ fn run(args: Args) -> Result<()> {
     }
     for medium in &args.media {
         for m in &args.modes {
-            let side = Side::Lstack(*m, medium.medium());
+            let side = Side::Lstack(*m, medium.link());
             if !sides.contains(&side) {
                 sides.push(side);
             }

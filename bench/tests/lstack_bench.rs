@@ -125,3 +125,27 @@ fn af_xdp_and_the_kernel_without_gso_are_sides_of_their_own() {
     }
     println!("{stdout}");
 }
+
+/// lstack to lstack: over `net_memif` the client runs on lstack too, and
+/// the rows stand beside the kernel's (kernel to kernel).
+#[test]
+fn memif_sides_run_the_client_on_lstack_too() {
+    netns_testbed::require_root();
+    let (results, stdout) = results_of(&[
+        "--quick", "--json", "--only", "rr,redis", "--modes", "rtc", "--media", "memif",
+    ]);
+    assert!(!results.is_empty());
+    for r in &results {
+        let metric = r["metric"].as_str().unwrap();
+        let sides = r["sides"].as_array().unwrap();
+        let labels: Vec<&str> = sides.iter().map(|s| s["side"].as_str().unwrap()).collect();
+        assert_eq!(labels, ["kernel", "lstack-rtc-memif"], "{metric}: sides");
+        for s in sides {
+            assert!(s["value"].as_f64().unwrap() > 0.0, "{metric}: {s}");
+        }
+        let medium = sides[1]["medium"].as_str().unwrap();
+        assert!(medium.contains("net_memif"), "{medium}");
+        assert!(medium.contains("client on lstack"), "{medium}");
+    }
+    println!("{stdout}");
+}

@@ -503,6 +503,9 @@ restart = { mode = "on-failure", initial_backoff_ms = 500, max_backoff_ms = 3000
 [instances.lstack]
 dpdk_args = ["--socket-mem", "512", "--huge-dir", "/mnt/hugepages-lstack", "--proc-type", "secondary"]
 use_ltran = 1
+# redis is one event loop: it runs the stack in its own thread, with no
+# stack thread beside it (see the README, "Two ways to run the stack").
+stack_thread_mode = "run-to-completion"
 num_cpus = "1"
 host_addr = "192.168.100.10"
 mask_addr = "255.255.255.0"

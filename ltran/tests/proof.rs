@@ -137,9 +137,15 @@ tx_mbuf_pool_size = 16384
     }
 
     fn lstack_config(&self, name: &str, ip: Ipv4Addr, cpus: &str) -> PathBuf {
+        self.lstack_config_in(name, ip, cpus, "run-to-wakeup")
+    }
+
+    /// As [`Bed::lstack_config`], in stack mode `mode`.
+    fn lstack_config_in(&self, name: &str, ip: Ipv4Addr, cpus: &str, mode: &str) -> PathBuf {
         let text = format!(
             r#"dpdk_args = ["--no-pci", "--no-telemetry", "--log-level=*:notice"]
 use_ltran = true
+stack_thread_mode = "{mode}"
 num_cpus = "{cpus}"
 host_addr = "{ip}"
 mask_addr = "255.255.255.0"
@@ -171,9 +177,24 @@ tcp_conn_count = 2000
     }
 
     fn preloaded(&self, name: &str, ip: Ipv4Addr, cpus: &str, program: &str) -> Command {
+        self.preloaded_in(name, ip, cpus, program, "run-to-wakeup")
+    }
+
+    /// As [`Bed::preloaded`], in stack mode `mode`.
+    fn preloaded_in(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        cpus: &str,
+        program: &str,
+        mode: &str,
+    ) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("LD_PRELOAD", built("liblstack.so"))
-            .env("LSTACK_CONF_PATH", self.lstack_config(name, ip, cpus))
+            .env(
+                "LSTACK_CONF_PATH",
+                self.lstack_config_in(name, ip, cpus, mode),
+            )
             .env("GAZELLE_RUN_DIR", &self.run_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -358,18 +379,22 @@ fn three_instances_bond_failover_kill_and_ltran_quit() {
     let ltran = bed.start_ltran();
     let (ip_redis, ip_nginx, ip_echo) = (bed.ip(10), bed.ip(11), bed.ip(12));
 
-    let mut redis =
-        ChildGuard::spawn(bed.preloaded("redis", ip_redis, "0", "redis-server").args([
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ]))
-        .unwrap();
+    // redis runs the stack in its own thread (run to completion, as the
+    // image's default instance does), nginx and the echo on stack threads.
+    let mut redis = ChildGuard::spawn(
+        bed.preloaded_in("redis", ip_redis, "0", "redis-server", "run-to-completion")
+            .args([
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ]),
+    )
+    .unwrap();
     let mut nginx = bed.nginx(ip_nginx);
     let mut echo = ChildGuard::spawn(
         Command::new(built("lstack-echo"))

@@ -13,7 +13,9 @@
 //!   (RFC 5961 3.2, 4.2; smoltcp closes on any in-window RST and drops the
 //!   SYN silently);
 //! - a segment with data whose ACK is below SND.UNA (reordering) has its
-//!   ACK raised to SND.UNA, so smoltcp takes its data (RFC 9293 3.10.7.4;
+//!   ACK raised to SND.UNA, so smoltcp takes its data, and an ACK beyond
+//!   SND.NXT (of bytes not sent yet) answered with an ACK and dropped
+//!   (RFC 9293 3.10.7.4;
 //!   smoltcp drops the whole segment);
 //! - the RST smoltcp sends for a segment without ACK to a closed port is
 //!   made `[R.] seq 0 ack SEG.SEQ+SEG.LEN` (RFC 9293 3.10.7.1);
@@ -375,6 +377,14 @@ impl Conformance {
         }
         if flags & ACK != 0 {
             let ack = t.ack(frame);
+            if after(ack, e.snd_nxt) {
+                // RFC 9293 3.10.7.4: an ACK of something not yet sent is
+                // answered with an ACK and the segment dropped. smoltcp
+                // takes acknowledgements up to the end of its send buffer,
+                // queued or not, and would then never send the bytes in
+                // between: the peer's stream would lose them.
+                return challenge(e, &mut self.challenges);
+            }
             if !e.established && after(ack, e.iss) {
                 e.established = true;
             }
@@ -731,6 +741,57 @@ mod tests {
         f[34 + 12] = 0x50;
         f[34 + 13] = flags;
         f
+    }
+
+    /// A peer that acknowledges bytes we have not sent yet gets an ACK
+    /// with our real SND.NXT, and smoltcp never sees its segment.
+    #[test]
+    fn an_ack_of_unsent_data_is_answered_and_dropped() {
+        let mut c = Conformance::new(16);
+        c.now_ns = 1_000_000_000;
+        let mut f = our_segment(SYN | ACK);
+        f[34..36].copy_from_slice(&7000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
+        f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+        f[42..46].copy_from_slice(&5000u32.to_be_bytes());
+        c.on_transmit(&mut f, true);
+        // Then 100 bytes of data are sent: SND.NXT = 1101.
+        let mut d = [0u8; 14 + 20 + 20 + 100];
+        d[..54].copy_from_slice(&our_segment(ACK));
+        d[16..18].copy_from_slice(&140u16.to_be_bytes());
+        d[34..36].copy_from_slice(&7000u16.to_be_bytes());
+        d[36..38].copy_from_slice(&40000u16.to_be_bytes());
+        d[38..42].copy_from_slice(&1001u32.to_be_bytes());
+        d[42..46].copy_from_slice(&5000u32.to_be_bytes());
+        c.on_transmit(&mut d, true);
+        let flow = FlowKey {
+            local_addr: IpAddress::Ipv4(Ipv4Address::new(0, 0, 0, 0)),
+            local_port: 7000,
+            remote_addr: IpAddress::Ipv4(Ipv4Address::new(0, 0, 0, 0)),
+            remote_port: 40000,
+        };
+        // The peer's ACKs (its ports and numbers the other way round).
+        let mut peer = |ack: u32| {
+            let mut p = our_segment(ACK);
+            p[34..36].copy_from_slice(&40000u16.to_be_bytes());
+            p[36..38].copy_from_slice(&7000u16.to_be_bytes());
+            p[38..42].copy_from_slice(&5000u32.to_be_bytes());
+            p[42..46].copy_from_slice(&ack.to_be_bytes());
+            c.check_incoming(&flow, &mut p, 1_000_000_000)
+        };
+        assert_eq!(peer(1001), Incoming::Pass, "the handshake's ACK");
+        assert_eq!(peer(1101), Incoming::Pass, "all that was sent");
+        assert_eq!(
+            peer(1113),
+            Incoming::Challenge {
+                seq: 1101,
+                ack: 5000,
+                window: 0
+            },
+            "12 bytes never sent"
+        );
+        // Within the per-flow gap the next one is dropped without an ACK.
+        assert_eq!(peer(1200), Incoming::Drop);
     }
 
     #[test]

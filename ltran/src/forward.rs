@@ -559,7 +559,7 @@ impl Dispatcher {
 
     /// Gathers `m` (`len` bytes) for `slot`'s `thread`; its ring gets it
     /// with the rest of the burst in [`Self::flush_gathered`].
-    #[inline]
+    #[inline(always)]
     fn deliver(&mut self, slot: Slot, thread: u16, mut m: Mbuf, len: usize) {
         let Some(s) = self.served.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
@@ -569,12 +569,15 @@ impl Dispatcher {
         let lane = &mut s.lanes[t];
         lane.counters.rx_packets += 1;
         lane.counters.rx_bytes += len as u64;
+        // A lane with frames gathered is listed already.
+        if lane.pending.is_empty() {
+            self.gathered.mark(lanes::lane(slot, t as u16));
+        }
         if let Err(m) = lane.pending.push(m) {
             // Batch full: hand it over now and retry once.
             flush_one(lane, &mut self.tables.counters.ring_full);
             let _ = lane.pending.push(m);
         }
-        self.gathered.mark(lanes::lane(slot, t as u16));
     }
 
     #[inline]

@@ -354,10 +354,12 @@ impl Tables {
         match l4 {
             L4::Udp { dport, .. } => {
                 self.counters.udp += 1;
-                // The same rule lstack uses to place a UDP port.
+                // The same rule lstack uses to place a UDP port (without a
+                // division for the usual single thread).
+                let thread = if threads == 1 { 0 } else { dport % threads };
                 Decision::Deliver {
                     slot: primary,
-                    thread: dport % threads,
+                    thread,
                 }
             }
             L4::Tcp {

@@ -613,7 +613,7 @@ impl Dispatcher {
             }
             Decision::AllIpv6 => {
                 for slot in 0..self.served.len() {
-                    if !self.served[slot].as_ref().is_some_and(|s| s.ipv6.is_some()) {
+                    if self.served[slot].as_ref().is_none_or(|s| s.ipv6.is_none()) {
                         continue;
                     }
                     let Some(mut copy) = self.rx_pool.alloc() else {
@@ -779,16 +779,19 @@ impl Dispatcher {
                         .lanes
                         .iter()
                         .enumerate()
-                        .map(|(t, Lane { rings, counters: c, .. })| InstanceThread {
-                            rx_packets: c.rx_packets,
-                            rx_bytes: c.rx_bytes,
-                            tx_packets: c.tx_packets,
-                            tx_bytes: c.tx_bytes,
-                            rx_dropped: c.rx_dropped,
-                            tx_dropped: c.tx_dropped,
-                            connections: conns.get(t).copied().unwrap_or(0),
-                            rx_ring_used: rings.rx.count(),
-                            tx_ring_used: rings.tx.count(),
+                        .map(|(t, lane)| {
+                            let c = &lane.counters;
+                            InstanceThread {
+                                rx_packets: c.rx_packets,
+                                rx_bytes: c.rx_bytes,
+                                tx_packets: c.tx_packets,
+                                tx_bytes: c.tx_bytes,
+                                rx_dropped: c.rx_dropped,
+                                tx_dropped: c.tx_dropped,
+                                connections: conns.get(t).copied().unwrap_or(0),
+                                rx_ring_used: lane.rings.rx.count(),
+                                tx_ring_used: lane.rings.tx.count(),
+                            }
                         })
                         .collect(),
                     ..Default::default()

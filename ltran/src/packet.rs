@@ -510,7 +510,10 @@ mod tests {
         for f in [
             udp_frame(),
             eth(0x0800, &ipv4(6, [10, 0, 0, 1], [10, 0, 0, 2], &tcp)),
-            eth(0x0800, &ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &[8, 0, 0, 0])),
+            eth(
+                0x0800,
+                &ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &[8, 0, 0, 0]),
+            ),
         ] {
             assert!(ipv4_fast(&f, &MAC).is_some());
             assert_eq!(ipv4_fast(&f, &MAC), slow(&f));
@@ -527,7 +530,9 @@ mod tests {
         long_total[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&29u16.to_be_bytes());
         let gre = eth(0x0800, &ipv4(47, [10, 0, 0, 1], [10, 0, 0, 2], &[0; 4]));
         let arp = eth(0x0806, &[0; 28]);
-        for f in [other_mac, fragment, options, short_udp, long_total, gre, arp] {
+        for f in [
+            other_mac, fragment, options, short_udp, long_total, gre, arp,
+        ] {
             assert_eq!(ipv4_fast(&f, &MAC), None, "{f:x?}");
         }
         let full = udp_frame();

@@ -42,8 +42,9 @@ use crate::forward::{Command, Published, ThreadRings};
 
 const CLOSED: &str = "closed its registration";
 
-/// Most stack threads one instance may register.
-pub const MAX_THREADS: u16 = 32;
+/// Most stack threads one instance may register (the dispatcher numbers
+/// its rings by it).
+pub const MAX_THREADS: u16 = crate::lanes::MAX_THREADS;
 /// Slots in each ring (power of two).
 pub const RING_SIZE: u32 = 2048;
 /// Longest line read on a control connection, newline included: the

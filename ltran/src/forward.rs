@@ -1,14 +1,19 @@
 //! The dispatcher loop: the bond's ports, the instances' rings, the
 //! exception interface, all on one thread.
 //!
-//! Per loop: apply control commands, check links every `bond_miimon` ms,
-//! take a burst from the active port (frames arriving on a backup port are
-//! dropped, as active-backup bonding does), decide each frame's owner and
-//! queue it to that instance thread's ring, then move what every instance
-//! thread queued for sending onto the active port, checking that it speaks
-//! only for its own addresses. A full ring drops and counts; nothing here
-//! waits on an instance. No allocation happens per frame: the per-thread
-//! batches are made when an instance registers.
+//! Per loop: apply control commands, check links every `bond_miimon` ms
+//! (both every `HOUSEKEEPING_US`), take a burst from the active port
+//! (frames arriving on a backup port are dropped, as active-backup bonding
+//! does), decide each frame's owner (one read of its headers, one lookup)
+//! and gather it into that instance thread's batch, then hand each batch
+//! that got frames to its ring in one enqueue. Then move what instance
+//! threads queued for sending onto the active port, checking that it
+//! speaks only for its own addresses: rings that sent recently are polled
+//! on every loop, idle ones a few per loop in rotation
+//! ([`TxScan`](crate::lanes::TxScan)), so a loop does not look at every
+//! ring of every instance. A full ring drops and counts; nothing here
+//! waits on an instance. No allocation, lock, clock read or system call
+//! happens per frame: the batches are made when an instance registers.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -26,6 +31,7 @@ use gazelle_ctl_proto::{
 
 use crate::{
     bond::{self, Bond, Change},
+    lanes::{self, Gathered, TxScan},
     packet,
     table::{Decision, Limits, Slot, Tables, TxRefusal},
 };
@@ -57,6 +63,21 @@ const EXPIRE_BUDGET: usize = 256;
 
 /// How many departed instances `ltran show` remembers.
 const DEPARTED_KEPT: usize = 16;
+
+/// Idle transmit rings polled per busy loop, in rotation; rings that sent
+/// recently are polled on every loop besides.
+const TX_PROBES: usize = 8;
+
+/// Empty polls in a row after which a ring that sent is idle again (a
+/// loop takes from tens of nanoseconds idle to microseconds busy).
+const TX_COOL_AFTER: u32 = 1024;
+
+/// Idle loops after which the dispatcher naps between loops (without
+/// `busy_poll`); napping, it polls every transmit ring on each loop.
+const NAP_AFTER: u32 = 1000;
+
+/// How long a nap is.
+const NAP: Duration = Duration::from_micros(50);
 
 /// A port of the bond, opened.
 #[derive(Debug)]
@@ -143,14 +164,22 @@ struct ThreadCounters {
     tx_dropped: u64,
 }
 
+/// One stack thread of a served instance.
+#[derive(Debug)]
+struct Lane {
+    rings: ThreadRings,
+    /// Frames gathered for it during the current receive burst.
+    pending: MbufBatch,
+    counters: ThreadCounters,
+}
+
 #[derive(Debug)]
 struct Served {
     tag: u32,
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
-    rings: Vec<ThreadRings>,
-    pending: Vec<MbufBatch>,
-    counters: Vec<ThreadCounters>,
+    /// One per thread, in thread order.
+    lanes: Vec<Lane>,
 }
 
 /// Everything the dispatcher owns.
@@ -173,6 +202,15 @@ pub struct Dispatcher {
     tables: Tables,
     bond: Bond,
     served: Vec<Option<Served>>,
+    /// Lanes with frames gathered in the current burst.
+    gathered: Gathered,
+    /// Which transmit rings a loop polls.
+    tx_scan: TxScan,
+    /// This loop's transmit plan (reused: never allocates after start).
+    tx_plan: Vec<usize>,
+    /// What a transmit ring gave, and what of it goes out (reused).
+    tx_got: MbufBatch,
+    tx_out: MbufBatch,
     departed: Vec<DepartedInstance>,
     histogram: [u64; BURST_BUCKETS],
     announcements: u64,
@@ -217,6 +255,11 @@ impl Dispatcher {
             ),
             bond: Bond::new(ports),
             served: (0..max_instances).map(|_| None).collect(),
+            gathered: Gathered::new(max_instances),
+            tx_scan: TxScan::new(TX_COOL_AFTER),
+            tx_plan: Vec::with_capacity(max_instances * usize::from(lanes::MAX_THREADS)),
+            tx_got: MbufBatch::new(),
+            tx_out: MbufBatch::new(),
             departed: Vec::new(),
             histogram: [0; BURST_BUCKETS],
             announcements: 0,
@@ -311,10 +354,16 @@ impl Dispatcher {
                     tag,
                     ipv4,
                     ipv6,
-                    pending: (0..threads).map(|_| MbufBatch::new()).collect(),
-                    counters: vec![ThreadCounters::default(); threads],
-                    rings,
+                    lanes: rings
+                        .into_iter()
+                        .map(|rings| Lane {
+                            rings,
+                            pending: MbufBatch::new(),
+                            counters: ThreadCounters::default(),
+                        })
+                        .collect(),
                 });
+                self.rescan();
                 // Tell the network where the new address is.
                 if let Some(a) = self.bond.active() {
                     self.announce_one(a, ipv4);
@@ -333,16 +382,15 @@ impl Dispatcher {
                 let mut ipv4 = String::new();
                 if let Some(s) = self.served[slot as usize].take() {
                     ipv4 = s.ipv4.to_string();
-                    let Served {
-                        tag,
-                        mut rings,
-                        pending,
-                        ..
-                    } = s;
-                    drop(pending);
+                    let Served { tag, lanes, .. } = s;
                     // Drain both rings: what ltran queued to it and what it
                     // queued to send. Freeing clears the owner tag.
-                    for r in &mut rings {
+                    for Lane {
+                        mut rings, pending, ..
+                    } in lanes
+                    {
+                        drop(pending);
+                        let r = &mut rings;
                         loop {
                             let mut b = MbufBatch::new();
                             if r.rx.dequeue(&mut b) + r.tx.dequeue(&mut b) == 0 {
@@ -350,7 +398,7 @@ impl Dispatcher {
                             }
                         }
                     }
-                    drop(rings);
+                    self.rescan();
                     if reclaim {
                         mbufs_reclaimed = (dpdk::owner::reclaim(&self.rx_pool, tag)
                             + dpdk::owner::reclaim(&self.tx_pool, tag))
@@ -383,6 +431,15 @@ impl Dispatcher {
         }
     }
 
+    /// Tells the transmit scan which rings there are.
+    fn rescan(&mut self) {
+        let lanes = self.served.iter().enumerate().flat_map(|(slot, s)| {
+            let threads = s.as_ref().map_or(0, |s| s.lanes.len());
+            (0..threads).map(move |t| lanes::lane(slot as Slot, t as u16))
+        });
+        self.tx_scan.set_lanes(lanes);
+    }
+
     fn announce_one(&mut self, port: usize, ip: Ipv4Addr) {
         if let Some(mut m) = self.rx_pool.alloc() {
             if let Some(b) = m.append(42) {
@@ -405,6 +462,7 @@ impl Dispatcher {
     ) {
         let mut batch = MbufBatch::new();
         let mut kni_out = MbufBatch::new();
+        let mut backup = MbufBatch::new();
         let mut next_link = Instant::now();
         let mut next_publish = Instant::now();
         // Commands, the clock and the timers are looked at every
@@ -439,9 +497,10 @@ impl Dispatcher {
             if let Some(active) = self.bond.active() {
                 for (i, m) in self.members.iter_mut().enumerate() {
                     if i != active {
-                        let mut drop_batch = MbufBatch::new();
-                        let n = m.rx.rx_burst(&mut drop_batch);
+                        let n = m.rx.rx_burst(&mut backup);
                         self.tables.counters.backup_dropped += n as u64;
+                        // Freed here.
+                        backup.drain();
                     }
                 }
                 let n = self.members[active].rx.rx_burst(&mut batch);
@@ -453,7 +512,7 @@ impl Dispatcher {
                     for m in batch.drain() {
                         self.dispatch(m, now_ms, &mut kni_out);
                     }
-                    self.flush_rings();
+                    self.flush_gathered();
                     let spent = dpdk::tsc_cycles().saturating_sub(t0) / n as u64;
                     self.latency.samples += n as u64;
                     self.latency.dispatch_cycles_total += spent * n as u64;
@@ -480,7 +539,7 @@ impl Dispatcher {
             }
 
             // Transmit what the instances queued.
-            busy |= self.transmit(now_ms);
+            busy |= self.transmit(now_ms, idle >= NAP_AFTER);
 
             if now >= next_publish {
                 let snapshot = self.snapshot();
@@ -491,40 +550,42 @@ impl Dispatcher {
                 idle = 0;
             } else {
                 idle = idle.saturating_add(1);
-                if idle > 1000 {
-                    std::thread::sleep(Duration::from_micros(50));
+                if idle > NAP_AFTER {
+                    std::thread::sleep(NAP);
                 }
             }
         }
     }
 
-    /// Queues `m` for `slot`'s `thread`.
-    #[inline]
-    fn deliver(&mut self, slot: Slot, thread: u16, mut m: Mbuf) {
+    /// Gathers `m` (`len` bytes) for `slot`'s `thread`; its ring gets it
+    /// with the rest of the burst in [`Self::flush_gathered`].
+    #[inline(always)]
+    fn deliver(&mut self, slot: Slot, thread: u16, mut m: Mbuf, len: usize) {
         let Some(s) = self.served.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
-        let t = usize::from(thread).min(s.rings.len() - 1);
+        let t = usize::from(thread).min(s.lanes.len() - 1);
         dpdk::owner::set(&mut m, s.tag);
-        let c = &mut s.counters[t];
-        c.rx_packets += 1;
-        c.rx_bytes += m.len() as u64;
-        if let Err(m) = s.pending[t].push(m) {
+        let lane = &mut s.lanes[t];
+        lane.counters.rx_packets += 1;
+        lane.counters.rx_bytes += len as u64;
+        // A lane with frames gathered is listed already.
+        if lane.pending.is_empty() {
+            self.gathered.mark(lanes::lane(slot, t as u16));
+        }
+        if let Err(m) = lane.pending.push(m) {
             // Batch full: hand it over now and retry once.
-            flush_one(
-                &mut s.rings[t].rx,
-                &mut s.pending[t],
-                c,
-                &mut self.tables.counters.ring_full,
-            );
-            let _ = s.pending[t].push(m);
+            flush_one(lane, &mut self.tables.counters.ring_full);
+            let _ = lane.pending.push(m);
         }
     }
 
     #[inline]
     fn dispatch(&mut self, m: Mbuf, now_ms: u64, kni_out: &mut MbufBatch) {
-        match self.tables.rx(m.data(), now_ms) {
-            Decision::Deliver { slot, thread } => self.deliver(slot, thread, m),
+        let data = m.data();
+        let len = data.len();
+        match self.tables.rx(data, now_ms) {
+            Decision::Deliver { slot, thread } => self.deliver(slot, thread, m, len),
             Decision::EachMember(ip) => {
                 // A copy (from the receive pool) to every member but the
                 // primary, which gets the frame itself. The group is
@@ -540,34 +601,29 @@ impl Dispatcher {
                     let Some(copy) = copy else {
                         // The pool is dry: this member misses it, counted.
                         if let Some(s) = self.served[slot as usize].as_mut() {
-                            s.counters[0].rx_dropped += 1;
+                            s.lanes[0].counters.rx_dropped += 1;
                         }
                         continue;
                     };
-                    self.deliver(slot, 0, copy);
+                    self.deliver(slot, 0, copy, len);
                 }
                 if let Some(&primary) = self.tables.members(ip).first() {
-                    self.deliver(primary, 0, m);
+                    self.deliver(primary, 0, m, len);
                 }
             }
             Decision::AllIpv6 => {
-                for s in self.served.iter_mut().flatten() {
-                    if s.ipv6.is_none() {
+                for slot in 0..self.served.len() {
+                    if self.served[slot].as_ref().is_none_or(|s| s.ipv6.is_none()) {
                         continue;
                     }
                     let Some(mut copy) = self.rx_pool.alloc() else {
                         break;
                     };
-                    let Some(buf) = copy.append(m.len()) else {
+                    let Some(buf) = copy.append(len) else {
                         continue;
                     };
                     buf.copy_from_slice(m.data());
-                    dpdk::owner::set(&mut copy, s.tag);
-                    s.counters[0].rx_packets += 1;
-                    if let Err(copy) = s.pending[0].push(copy) {
-                        drop(copy);
-                        self.tables.counters.ring_full += 1;
-                    }
+                    self.deliver(slot as Slot, 0, copy, len);
                 }
             }
             Decision::Kernel => {
@@ -584,74 +640,101 @@ impl Dispatcher {
         }
     }
 
-    fn flush_rings(&mut self) {
-        for s in self.served.iter_mut().flatten() {
-            for t in 0..s.rings.len() {
-                if !s.pending[t].is_empty() {
-                    flush_one(
-                        &mut s.rings[t].rx,
-                        &mut s.pending[t],
-                        &mut s.counters[t],
-                        &mut self.tables.counters.ring_full,
-                    );
-                }
+    /// Hands every lane that got frames in this burst its batch, in one
+    /// ring enqueue each.
+    fn flush_gathered(&mut self) {
+        while let Some(l) = self.gathered.pop() {
+            let (slot, t) = lanes::split(l);
+            let Some(lane) = self
+                .served
+                .get_mut(slot as usize)
+                .and_then(Option::as_mut)
+                .and_then(|s| s.lanes.get_mut(usize::from(t)))
+            else {
+                continue;
+            };
+            if !lane.pending.is_empty() {
+                flush_one(lane, &mut self.tables.counters.ring_full);
             }
         }
     }
 
-    /// Moves instance transmit rings to the active port; true if any frame moved.
-    fn transmit(&mut self, now_ms: u64) -> bool {
+    /// Moves what instances queued for sending to the active port, from
+    /// the rings [`TxScan`] picks for this loop (all of them when
+    /// `napping`: a nap costs far more than looking); true if any frame
+    /// moved.
+    fn transmit(&mut self, now_ms: u64, napping: bool) -> bool {
         let active = self.bond.active();
-        let mut out = MbufBatch::new();
-        // Emptied by each drain below, so one serves every ring.
-        let mut got = MbufBatch::new();
+        let mut plan = std::mem::take(&mut self.tx_plan);
+        let probes = if napping { usize::MAX } else { TX_PROBES };
+        self.tx_scan.plan(&mut plan, probes);
         let mut moved = false;
-        for slot in 0..self.served.len() {
-            let Some(s) = self.served[slot].as_mut() else {
-                continue;
-            };
-            for t in 0..s.rings.len() {
-                if s.rings[t].tx.dequeue(&mut got) == 0 {
-                    continue;
+        for &i in &plan {
+            let (slot, t) = lanes::split(self.tx_scan.lane(i));
+            let n = self.transmit_lane(slot, t, active, now_ms);
+            self.tx_scan.polled(i, n);
+            moved |= n > 0;
+        }
+        self.tx_plan = plan;
+        moved
+    }
+
+    /// Moves one burst from `slot`'s `t` transmit ring to port `active`;
+    /// returns how many frames it took off the ring.
+    fn transmit_lane(&mut self, slot: Slot, t: u16, active: Option<usize>, now_ms: u64) -> usize {
+        let Some(lane) = self
+            .served
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.lanes.get_mut(usize::from(t)))
+        else {
+            return 0;
+        };
+        let got = &mut self.tx_got;
+        let n = lane.rings.tx.dequeue(got);
+        if n == 0 {
+            return 0;
+        }
+        let out = &mut self.tx_out;
+        let c = &mut lane.counters;
+        for mut m in got.drain() {
+            let data = m.data();
+            let len = data.len();
+            match self.tables.tx(slot, t, data, now_ms) {
+                Ok(()) => {
+                    c.tx_packets += 1;
+                    c.tx_bytes += len as u64;
+                    // The NIC frees it: it is nobody's any more.
+                    dpdk::owner::set(&mut m, 0);
+                    let _ = out.push(m);
                 }
-                moved = true;
-                for mut m in got.drain() {
-                    match self.tables.tx(slot as Slot, t as u16, m.data(), now_ms) {
-                        Ok(()) => {
-                            s.counters[t].tx_packets += 1;
-                            s.counters[t].tx_bytes += m.len() as u64;
-                            // The NIC frees it: it is nobody's any more.
-                            dpdk::owner::set(&mut m, 0);
-                            let _ = out.push(m);
-                        }
-                        Err(refusal) => {
-                            s.counters[t].tx_dropped += 1;
-                            match refusal {
-                                TxRefusal::Spoofed => self.tables.counters.tx_spoofed += 1,
-                                TxRefusal::Malformed => self.tables.counters.tx_malformed += 1,
-                            }
-                        }
+                Err(refusal) => {
+                    c.tx_dropped += 1;
+                    match refusal {
+                        TxRefusal::Spoofed => self.tables.counters.tx_spoofed += 1,
+                        TxRefusal::Malformed => self.tables.counters.tx_malformed += 1,
                     }
-                }
-                if !out.is_empty() {
-                    let n = out.len() as u64;
-                    if let Some(a) = active {
-                        for _ in 0..4 {
-                            if out.is_empty() {
-                                break;
-                            }
-                            self.members[a].tx.tx_burst(&mut out);
-                        }
-                    }
-                    let left = out.len() as u64;
-                    self.tables.counters.tx_frames += n - left;
-                    self.tables.counters.tx_dropped += left;
-                    s.counters[t].tx_dropped += left;
-                    out = MbufBatch::new();
                 }
             }
         }
-        moved
+        if !out.is_empty() {
+            let sent_before = out.len() as u64;
+            if let Some(a) = active {
+                for _ in 0..4 {
+                    if out.is_empty() {
+                        break;
+                    }
+                    self.members[a].tx.tx_burst(out);
+                }
+            }
+            let left = out.len() as u64;
+            self.tables.counters.tx_frames += sent_before - left;
+            self.tables.counters.tx_dropped += left;
+            c.tx_dropped += left;
+            // What the port did not take is freed here.
+            out.drain();
+        }
+        n
     }
 
     fn snapshot(&self) -> LtranStats {
@@ -693,19 +776,22 @@ impl Dispatcher {
                     ipv4: s.ipv4.to_string(),
                     ipv6: s.ipv6.map(|a| a.to_string()),
                     threads: s
-                        .counters
+                        .lanes
                         .iter()
                         .enumerate()
-                        .map(|(t, c)| InstanceThread {
-                            rx_packets: c.rx_packets,
-                            rx_bytes: c.rx_bytes,
-                            tx_packets: c.tx_packets,
-                            tx_bytes: c.tx_bytes,
-                            rx_dropped: c.rx_dropped,
-                            tx_dropped: c.tx_dropped,
-                            connections: conns.get(t).copied().unwrap_or(0),
-                            rx_ring_used: s.rings[t].rx.count(),
-                            tx_ring_used: s.rings[t].tx.count(),
+                        .map(|(t, lane)| {
+                            let c = &lane.counters;
+                            InstanceThread {
+                                rx_packets: c.rx_packets,
+                                rx_bytes: c.rx_bytes,
+                                tx_packets: c.tx_packets,
+                                tx_bytes: c.tx_bytes,
+                                rx_dropped: c.rx_dropped,
+                                tx_dropped: c.tx_dropped,
+                                connections: conns.get(t).copied().unwrap_or(0),
+                                rx_ring_used: lane.rings.rx.count(),
+                                tx_ring_used: lane.rings.tx.count(),
+                            }
                         })
                         .collect(),
                     ..Default::default()
@@ -741,20 +827,17 @@ impl Dispatcher {
     }
 }
 
+/// Hands `lane` its gathered batch; what the ring has no room for is
+/// dropped and counted.
 #[inline]
-fn flush_one(
-    ring: &mut dpdk::Ring,
-    pending: &mut MbufBatch,
-    c: &mut ThreadCounters,
-    ring_full: &mut u64,
-) {
-    ring.enqueue(pending);
-    let left = pending.len() as u64;
+fn flush_one(lane: &mut Lane, ring_full: &mut u64) {
+    lane.rings.rx.enqueue(&mut lane.pending);
+    let left = lane.pending.len() as u64;
     if left > 0 {
-        c.rx_dropped += left;
+        lane.counters.rx_dropped += left;
         *ring_full += left;
-        // Dropping the old batch frees what did not fit.
-        *pending = MbufBatch::new();
+        // Freed here.
+        lane.pending.drain();
     }
 }
 

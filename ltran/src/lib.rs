@@ -9,6 +9,8 @@
 //!   ageing and per-instance quotas;
 //! - [`bond`]: the active-backup state machine and link checks;
 //! - [`forward`]: the dispatcher loop over DPDK ports and rings;
+//! - [`lanes`]: which instance rings a loop visits (per-burst gathering,
+//!   the bounded scan of transmit rings);
 //! - [`control`]: the control socket (registration, `gazellectl ltran`);
 //! - [`run`]: putting it together from an [`LtranConfig`](gazelle_config::LtranConfig),
 //!   and the checks a start (and `ltran --check`) runs before DPDK; a
@@ -19,6 +21,7 @@ pub use dpdk::bond;
 pub mod conn_table;
 pub mod control;
 pub mod forward;
+pub mod lanes;
 pub mod packet;
 pub mod run;
 pub mod table;

@@ -227,6 +227,44 @@ pub fn parse(b: &[u8]) -> Result<Frame, Malformed> {
     })
 }
 
+/// The common case of a received frame, read in place without building a
+/// [`Frame`]: untagged IPv4 without options, to `mac`, carrying TCP, UDP
+/// or ICMP, not a later fragment. Gives its source, destination and
+/// transport exactly as [`parse`] would; `None` for anything else (other
+/// MACs, tags, ARP, IPv6, options, fragments, other protocols and every
+/// malformed frame), which [`parse`] then reads and judges.
+#[inline]
+pub fn ipv4_fast(b: &[u8], mac: &[u8; 6]) -> Option<(Ipv4Addr, Ipv4Addr, L4)> {
+    // Ethernet and a 20-byte IPv4 header, checked once.
+    let (h, _) = b.split_first_chunk::<{ ETH_LEN + 20 }>()?;
+    if h[0..6] != mac[..] || h[12..14] != ETHERTYPE_IPV4.to_be_bytes() || h[14] != 0x45 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    // A later fragment (offset set) has no transport header.
+    let fragment = u16::from_be_bytes([h[20], h[21]]) & 0x1fff != 0;
+    let t = b.get(ETH_LEN + 20..ETH_LEN + total)?;
+    if fragment {
+        return None;
+    }
+    let l4 = match h[23] {
+        PROTO_TCP if t.len() >= 20 => L4::Tcp {
+            sport: u16::from_be_bytes([t[0], t[1]]),
+            dport: u16::from_be_bytes([t[2], t[3]]),
+            flags: t[13],
+        },
+        PROTO_UDP if t.len() >= 8 => L4::Udp {
+            sport: u16::from_be_bytes([t[0], t[1]]),
+            dport: u16::from_be_bytes([t[2], t[3]]),
+        },
+        PROTO_ICMP => L4::Icmp,
+        _ => return None,
+    };
+    let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
+    let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
+    Some((src, dst, l4))
+}
+
 fn transport(proto: u8, t: &[u8]) -> Result<L4, Malformed> {
     Ok(match proto {
         PROTO_TCP => {
@@ -436,10 +474,102 @@ mod tests {
         assert_eq!(sum, 0xffff);
     }
 
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+    /// What `parse` says of a frame `ipv4_fast` reads, in its terms.
+    fn slow(b: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, L4)> {
+        match parse(b).ok()? {
+            Frame {
+                dst_mac: MAC,
+                vlan_tags: 0,
+                net:
+                    Net::Ip {
+                        src: IpAddr::V4(s),
+                        dst: IpAddr::V4(d),
+                        l4,
+                    },
+                ..
+            } => Some((s, d, l4)),
+            _ => None,
+        }
+    }
+
+    fn udp_frame() -> Vec<u8> {
+        eth(
+            0x0800,
+            &ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &[0, 1, 0, 2, 0, 8, 0, 0]),
+        )
+    }
+
+    #[test]
+    fn the_fast_path_reads_plain_ipv4_and_leaves_the_rest() {
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[13] = TCP_SYN;
+        for f in [
+            udp_frame(),
+            eth(0x0800, &ipv4(6, [10, 0, 0, 1], [10, 0, 0, 2], &tcp)),
+            eth(
+                0x0800,
+                &ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &[8, 0, 0, 0]),
+            ),
+        ] {
+            assert!(ipv4_fast(&f, &MAC).is_some());
+            assert_eq!(ipv4_fast(&f, &MAC), slow(&f));
+        }
+        let mut other_mac = udp_frame();
+        other_mac[5] = 9;
+        let mut fragment = udp_frame();
+        fragment[ETH_LEN + 7] = 1;
+        let mut options = udp_frame();
+        options[ETH_LEN] = 0x46;
+        let mut short_udp = udp_frame();
+        short_udp[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&27u16.to_be_bytes());
+        let mut long_total = udp_frame();
+        long_total[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&29u16.to_be_bytes());
+        let gre = eth(0x0800, &ipv4(47, [10, 0, 0, 1], [10, 0, 0, 2], &[0; 4]));
+        let arp = eth(0x0806, &[0; 28]);
+        for f in [
+            other_mac, fragment, options, short_udp, long_total, gre, arp,
+        ] {
+            assert_eq!(ipv4_fast(&f, &MAC), None, "{f:x?}");
+        }
+        let full = udp_frame();
+        for cut in 0..full.len() {
+            assert_eq!(ipv4_fast(&full[..cut], &MAC), None, "cut at {cut}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse(&bytes);
+            let _ = ipv4_fast(&bytes, &MAC);
+        }
+
+        /// Whatever the fast path reads, the full parse reads the same.
+        #[test]
+        fn the_fast_path_agrees_with_parse(
+            flips in proptest::collection::vec((0usize..64, proptest::num::u8::ANY), 0..4),
+            // Half the frames whole: a cut one is malformed, fast path or not.
+            cut in proptest::option::of(0usize..80),
+            proto in proptest::sample::select(vec![1u8, 6, 17, 47, 58]),
+        ) {
+            // Distinct bytes, so that a field read from the wrong place shows.
+            let l4: Vec<u8> = (1..=40).collect();
+            let mut f = eth(0x0800, &ipv4(proto, [10, 0, 0, 1], [10, 0, 0, 2], &l4));
+            for (at, v) in flips {
+                if let Some(b) = f.get_mut(at) {
+                    *b = v;
+                }
+            }
+            if let Some(cut) = cut {
+                f.truncate(f.len().saturating_sub(cut));
+            }
+            if let Some(fast) = ipv4_fast(&f, &MAC) {
+                proptest::prop_assert_eq!(Some(fast), slow(&f));
+            }
         }
     }
 }

@@ -60,6 +60,16 @@ struct Bed {
     prefix: String,
 }
 
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // ltran (the primary of this prefix) and its instances are gone by
+        // now: they are the test's locals, dropped before the bed.
+        if let Err(e) = hugepages::remove_dpdk_runtime_dir(&self.prefix) {
+            eprintln!("{e:#}");
+        }
+    }
+}
+
 impl Bed {
     fn new() -> Bed {
         require_root();

@@ -11,7 +11,7 @@ use std::{
 
 use dpdk::MbufBatch;
 
-use super::{worker::SPIN_NS_MAX, Event, StackShared, Worker};
+use super::{Event, StackShared, Worker};
 
 /// Run to completion: how many egress passes a thread may leave due
 /// (writes, closes) before it runs one itself; they are sent together,
@@ -36,7 +36,7 @@ pub(crate) struct Rtc {
     poll_until_us: AtomicU64,
     /// When (ns on the stack clock) a pass last found work: a queue that
     /// cannot wake a sleeper (`net_memif`, ltran's ring) is polled again
-    /// rather than napped on for `SPIN_NS_MAX` after it.
+    /// rather than napped on for two naps (`idle_sleep`) after it.
     last_busy_ns: AtomicU64,
 }
 
@@ -260,11 +260,16 @@ impl StackShared {
         let now_ns = self.clock.now_ns();
         let now_us = now_ns / 1000;
         if rtc.wakeups.iter().any(Option::is_none)
-            && now_ns.saturating_sub(rtc.last_busy_ns.load(Ordering::Relaxed)) < SPIN_NS_MAX
+            && now_ns.saturating_sub(rtc.last_busy_ns.load(Ordering::Relaxed))
+                < 2 * self.opts.idle_sleep.as_nanos() as u64
         {
             // A queue that cannot wake a sleeper, and work a moment ago:
             // drive again rather than nap (the caller's kernel descriptors
-            // wait this long at most).
+            // wait this long at most). Longer than a nap and its timer
+            // slack: a peer that napped finds us polling when its request
+            // comes, so two napping ends cannot keep each other napping
+            // (with 50 us, a third of lstack-rr's round trips over memif
+            // met a nap).
             return true;
         }
         let mut wait = limit.map_or(u64::MAX, |l| l.as_micros() as u64);

@@ -62,7 +62,7 @@ impl std::fmt::Debug for Worker {
 /// most (see [`Worker::run`]), in nanoseconds.
 const SPIN_NS_START: u64 = 20_000;
 const SPIN_NS_MIN: u64 = 2_000;
-pub(super) const SPIN_NS_MAX: u64 = 50_000;
+const SPIN_NS_MAX: u64 = 50_000;
 /// smoltcp's silence after a neighbour request (`DISCOVERY_SILENT_TIME`).
 const NEIGHBOUR_SILENCE_US: u64 = 1_000_000;
 

@@ -1,103 +1,13 @@
 //! The stack threads do not allocate on the data path: once connections are
 //! up, moving megabytes through them costs no heap allocation on any stack
-//! thread. Checked with a counting global allocator. Needs root.
+//! thread. Checked with a counting global allocator (`no_alloc_body`;
+//! `no_alloc_rtc.rs` checks run to completion). Needs root.
 
+#[path = "no_alloc_body/body.rs"]
+mod body;
 mod common;
-
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-    net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
-};
-
-use common::{connect_from_peer, kernel_echo_roundtrip, pattern, spawn_stack_echo};
-
-/// Counts allocations made by threads named `lstack-stack*`.
-struct Counting;
-
-static STACK_ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static IS_STACK: Cell<Option<bool>> = const { Cell::new(None) };
-}
-
-fn on_stack_thread() -> bool {
-    IS_STACK
-        .try_with(|c| match c.get() {
-            Some(v) => v,
-            None => {
-                // Thread names are set before the thread runs; reading it does not allocate.
-                let v = std::thread::current()
-                    .name()
-                    .is_some_and(|n| n.starts_with("lstack-stack"));
-                c.set(Some(v));
-                v
-            }
-        })
-        .unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if on_stack_thread() {
-            STACK_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if on_stack_thread() {
-            STACK_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 #[test]
 fn data_path_does_not_allocate() {
-    let env = common::start("lna", |_, _| {});
-    const PORT: u16 = 7300;
-    spawn_stack_echo(&env.stack, PORT);
-    let to = SocketAddr::new(env.topo.stack_ip4.into(), PORT);
-    let mut streams = connect_from_peer(&env.topo, to, 8);
-    // Warm up: connections established, every shard and buffer touched.
-    let warm: Vec<_> = streams.drain(..4).collect();
-    for (i, s) in warm.into_iter().enumerate() {
-        assert!(
-            kernel_echo_roundtrip(s, &pattern(i as u64, 256 * 1024))
-                .unwrap()
-                .len()
-                == 256 * 1024
-        );
-    }
-    let before = STACK_ALLOCS.load(Ordering::Relaxed);
-    let mut moved = 0;
-    for (i, s) in streams.into_iter().enumerate() {
-        let data = pattern(50 + i as u64, 2 << 20);
-        let got = kernel_echo_roundtrip(s, &data).unwrap();
-        assert!(got == data);
-        moved += 2 * data.len();
-    }
-    let allocs = STACK_ALLOCS.load(Ordering::Relaxed) - before;
-    println!(
-        "stack-thread allocations while moving {} MiB: {allocs}",
-        moved >> 20
-    );
-    assert!(
-        before > 0,
-        "the counter saw the stack's setup allocations (the test can fail)"
-    );
-    assert_eq!(allocs, 0, "stack threads allocated on the data path");
+    body::run(gazelle_config::StackThreadMode::RunToWakeup);
 }

@@ -152,9 +152,11 @@ pub struct DispatchCounters {
     pub udp: u64,
     /// IPv6 frames delivered (NDP, ICMPv6, TCP, UDP).
     pub ipv6: u64,
-    /// Frames handed to the kernel exception interface.
+    /// Frames handed to the kernel exception interface (the ones it took;
+    /// the rest count in `tx_dropped`).
     pub kni_rx: u64,
-    /// Frames the kernel sent out through the exception interface.
+    /// Frames the kernel sent through the exception interface that left on
+    /// the active port (the rest count in `tx_dropped`).
     pub kni_tx: u64,
     /// Frames for an address no instance owns, dropped (no exception path).
     pub unowned_dropped: u64,

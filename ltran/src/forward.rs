@@ -523,16 +523,19 @@ impl Dispatcher {
             // Frames for the kernel, and what the kernel sends.
             if let Some(kni) = self.kni.as_mut() {
                 if !kni_out.is_empty() {
-                    self.tables.counters.kni_rx += kni_out.len() as u64;
-                    kni.tx.tx_burst(&mut kni_out);
+                    let sent = kni.tx.tx_burst(&mut kni_out);
+                    self.tables.counters.kni_rx += sent as u64;
+                    // What the tap would not take is freed here: counted
+                    // as a port refusal, as on the bond's ports.
+                    self.tables.counters.tx_dropped += kni_out.len() as u64;
                     kni_out = MbufBatch::new();
                 }
                 let mut from_kernel = MbufBatch::new();
                 if kni.rx.rx_burst(&mut from_kernel) > 0 {
                     busy = true;
-                    self.tables.counters.kni_tx += from_kernel.len() as u64;
                     if let Some(active) = self.bond.active() {
-                        self.members[active].tx.tx_burst(&mut from_kernel);
+                        let sent = self.members[active].tx.tx_burst(&mut from_kernel);
+                        self.tables.counters.kni_tx += sent as u64;
                     }
                     self.tables.counters.tx_dropped += from_kernel.len() as u64;
                 }

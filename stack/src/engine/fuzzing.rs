@@ -334,17 +334,7 @@ impl Engine {
     }
 
     fn release_ports(&mut self) {
-        if self.released.is_empty() {
-            return;
-        }
-        let mut eph = self
-            .shared
-            .ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (port, remote) in self.released.drain(..) {
-            eph.release(port, remote);
-        }
+        self.shared.release_ports(&mut self.released);
     }
 }
 

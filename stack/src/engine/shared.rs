@@ -187,6 +187,18 @@ pub(crate) struct StackShared {
 }
 
 impl StackShared {
+    /// Gives back the ephemeral ports a settle freed (`released` ends
+    /// empty); no lock when there are none.
+    pub(crate) fn release_ports(&self, released: &mut Vec<(u16, smoltcp::wire::IpEndpoint)>) {
+        if released.is_empty() {
+            return;
+        }
+        let mut eph = self.ephemeral.lock().unwrap_or_else(|e| e.into_inner());
+        for (port, remote) in released.drain(..) {
+            eph.release(port, remote);
+        }
+    }
+
     pub(crate) fn new(
         threads: usize,
         opts: StackOptions,

@@ -702,16 +702,7 @@ impl Worker {
             let next = self.iface.poll_at(ts, &inner.sockets);
             drop(inner);
             self.next_poll[shard] = next.map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
-            if !self.released.is_empty() {
-                let mut eph = self
-                    .shared
-                    .ephemeral
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                for (port, remote) in self.released.drain(..) {
-                    eph.release(port, remote);
-                }
-            }
+            self.shared.release_ports(&mut self.released);
         }
         self.touched_list = list;
         self.touched_list.clear();

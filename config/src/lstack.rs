@@ -140,13 +140,17 @@ pub struct LstackConfig {
     #[serde(default, deserialize_with = "flag")]
     pub use_ltran: bool,
 
-    /// Whether traffic the stack does not handle goes to the kernel through
-    /// rte_kni. Cannot be used with `use_ltran`. Default `false`.
+    /// Whether traffic the stack does not own goes to the kernel, through a
+    /// `net_tap` interface named `kni` carrying the stack's MAC and
+    /// addresses (DPDK 22.11 has no rte_kni). Cannot be used with
+    /// `use_ltran` or lstack's own bond. Default `false`.
     #[serde(default, deserialize_with = "flag")]
     pub kni_switch: bool,
 
-    /// Whether traffic the stack does not handle goes to the kernel through a
-    /// `virtio_user` port (KNI's successor). Default `false`.
+    /// Whether traffic the stack does not own goes to the kernel through a
+    /// `virtio_user` port on vhost-net (KNI's successor), or a `net_tap`
+    /// one where the host has no `/dev/vhost-net`; the interface is named
+    /// `kni` either way. Not with `kni_switch`. Default `false`.
     #[serde(default, deserialize_with = "flag")]
     pub flow_bifurcation: bool,
 
@@ -545,12 +549,6 @@ impl LstackConfig {
             }
         };
         let flag = |b: bool| u8::from(b).to_string();
-        refuse("kni_switch", self.kni_switch, flag(self.kni_switch))?;
-        refuse(
-            "flow_bifurcation",
-            self.flow_bifurcation,
-            flag(self.flow_bifurcation),
-        )?;
         refuse(
             "low_power_mode",
             self.low_power_mode,
@@ -624,10 +622,40 @@ impl LstackConfig {
     fn check_combinations(&self) -> Result<(), ConfigError> {
         if self.use_ltran && self.kni_switch {
             return Err(ConfigError::Conflict {
-                first: "use_ltran = true".into(),
-                second: "kni_switch = true".into(),
+                first: "kni_switch = true".into(),
+                second: "use_ltran = true".into(),
                 reason:
                     "gazelle offers the KNI path to the kernel only without ltran; turn one off",
+            });
+        }
+        if self.use_ltran && self.flow_bifurcation {
+            return Err(ConfigError::Conflict {
+                first: "flow_bifurcation = true".into(),
+                second: "use_ltran = true".into(),
+                reason: "behind ltran, ltran's own `kni_switch` is the path to the kernel; \
+                         turn one off",
+            });
+        }
+        if self.kni_switch && self.flow_bifurcation {
+            return Err(ConfigError::Conflict {
+                first: "kni_switch = true".into(),
+                second: "flow_bifurcation = true".into(),
+                reason: "both ask for the one path to the kernel (flow_bifurcation is \
+                         kni_switch's successor); set one",
+            });
+        }
+        if (self.kni_switch || self.flow_bifurcation)
+            && self.bond_mode == limits::BOND_MODE_ACTIVE_BACKUP
+        {
+            return Err(ConfigError::Conflict {
+                first: format!("bond_mode = {}", self.bond_mode),
+                second: if self.kni_switch {
+                    "kni_switch = true".into()
+                } else {
+                    "flow_bifurcation = true".into()
+                },
+                reason: "the path to the kernel is not built for lstack's own bond yet; \
+                         bond behind ltran (its `kni_switch`) or use one port",
             });
         }
         if self.use_ltran && self.nic_vlan_mode != -1 {
@@ -1314,18 +1342,40 @@ mod tests {
         }
     }
 
+    /// The path to the kernel is for a standalone lstack, one of its two
+    /// keys at a time, on one port; every other combination is refused
+    /// naming the key, in both syntaxes and for configurations built in code.
     #[test]
-    fn kni_is_refused_with_or_without_ltran() {
-        for lines in ["use_ltran = true\nkni_switch = true", "kni_switch = true"] {
+    fn the_kernel_path_is_for_a_standalone_lstack_on_one_port() {
+        assert!(toml_with("kni_switch = true").unwrap().kni_switch);
+        assert!(conf_with("flow_bifurcation=1").unwrap().flow_bifurcation);
+        for (lines, field, why) in [
+            ("use_ltran = true\nkni_switch = true", "kni_switch", "ltran"),
+            (
+                "use_ltran = true\nflow_bifurcation = 1",
+                "flow_bifurcation",
+                "ltran",
+            ),
+            (
+                "kni_switch = 1\nflow_bifurcation = 1",
+                "kni_switch",
+                "successor",
+            ),
+        ] {
             let err = toml_with(lines).unwrap_err();
-            assert_eq!(err.field(), Some("kni_switch"), "{err}");
-            assert!(err.to_string().contains("ltran"), "{err}");
+            assert_eq!(err.field(), Some(field), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
         }
+        let err = conf_with("use_ltran=1\nkni_switch=1").unwrap_err();
+        assert_eq!(err.field(), Some("kni_switch"), "{err}");
         toml_with("use_ltran = true").unwrap();
-        // The conflict is still checked for configurations built in code.
         let mut c = minimal();
         (c.use_ltran, c.kni_switch) = (true, true);
         assert_eq!(c.validate().unwrap_err().field(), Some("kni_switch"));
+        let mut c = minimal();
+        (c.bond_mode, c.flow_bifurcation) = (limits::BOND_MODE_ACTIVE_BACKUP, true);
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("flow_bifurcation"), "{err}");
     }
 
     /// A standalone lstack takes any VLAN id of the range; behind ltran a
@@ -1394,8 +1444,6 @@ mod tests {
     /// Each key lstack does not implement is refused beyond the one value
     /// it behaves as, naming the key, the value and what to do instead.
     #[rstest]
-    #[case("kni_switch", "1", "0")]
-    #[case("flow_bifurcation", "true", "0")]
     #[case("low_power_mode", "1", "0")]
     #[case("mbuf_count_per_conn", "200", "170")]
     #[case("stack_num", "1", "0")]

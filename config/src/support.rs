@@ -68,15 +68,13 @@ const fn refused(name: &'static str, accepted: &'static str, note: &'static str)
 pub const LSTACK: &[Key] = &[
     implemented("dpdk_args", "EAL arguments; `--vdev` adds virtual NICs"),
     implemented("use_ltran", "default 0 (gazelle: 1)"),
-    refused(
+    implemented(
         "kni_switch",
-        "0",
-        "no exception path for a standalone lstack yet; run it behind ltran with ltran's `kni_switch = 1`",
+        "no rte_kni in DPDK 22.11: a `net_tap` interface `kni` with lstack's MAC and addresses gets what lstack does not own",
     ),
-    refused(
+    implemented(
         "flow_bifurcation",
-        "0",
-        "no exception path for a standalone lstack yet; run it behind ltran with ltran's `kni_switch = 1`",
+        "as `kni_switch`, over `virtio_user` + vhost-net where `/dev/vhost-net` exists, else `net_tap`",
     ),
     refused(
         "low_power_mode",

@@ -110,8 +110,32 @@ pub struct LstackStats {
     /// The bond, when lstack bonds two ports itself (`bond_mode = 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bond: Option<crate::BondStatus>,
+    /// The path to the kernel, when the stack shares its address with it
+    /// (`kni_switch`, `flow_bifurcation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_path: Option<KernelPathStatus>,
     /// One entry per stack thread.
     pub threads: Vec<ThreadCounters>,
+}
+
+/// The path to the kernel of a stack that shares its address with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelPathStatus {
+    /// The kernel's interface carrying the address (`kni`).
+    pub iface: String,
+    /// The TCP ports the stack owns (listening, connected): every other
+    /// TCP port of the address is the kernel's.
+    pub owned_tcp_ports: Vec<u16>,
+    /// The UDP ports the stack owns.
+    pub owned_udp_ports: Vec<u16>,
+    /// The eBPF helper's counters (passed, dropped by reason), when it is
+    /// loaded: a missing key means the program that counts it is not.
+    #[serde(default)]
+    pub helper: BTreeMap<String, u64>,
+    /// Why the eBPF helper is not loaded, if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helper_error: Option<String>,
 }
 
 impl LstackStats {
@@ -200,6 +224,16 @@ pub struct ThreadCounters {
     /// TCP segments cut to fit a lowered path MTU.
     #[serde(default)]
     pub pmtu_split: u64,
+    /// Frames handed to the kernel on the exception path (`kni_switch`,
+    /// `flow_bifurcation`).
+    #[serde(default)]
+    pub kernel_rx: u64,
+    /// Frames the kernel sent out through the stack's NIC queue.
+    #[serde(default)]
+    pub kernel_tx: u64,
+    /// Frames for the kernel dropped (its queue full, no mbuf for a copy).
+    #[serde(default)]
+    pub kernel_dropped: u64,
     /// Loop iterations with nothing to do.
     pub idle_loops: u64,
     /// Times the thread slept, idle.
@@ -232,6 +266,9 @@ impl ThreadCounters {
         self.pmtu_learned += o.pmtu_learned;
         self.pmtu_ignored += o.pmtu_ignored;
         self.pmtu_split += o.pmtu_split;
+        self.kernel_rx += o.kernel_rx;
+        self.kernel_tx += o.kernel_tx;
+        self.kernel_dropped += o.kernel_dropped;
         self.idle_loops += o.idle_loops;
         self.sleeps += o.sleeps;
         self.panics += o.panics;

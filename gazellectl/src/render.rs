@@ -110,6 +110,25 @@ pub fn lstack(s: &LstackStats) -> String {
             total.pmtu_learned, total.pmtu_ignored, total.pmtu_split
         );
     }
+    if let Some(k) = &s.kernel_path {
+        let _ = writeln!(
+            o,
+            "kernel path on {}: {} frames to the kernel, {} from it, {} dropped; \
+             lstack owns TCP ports {} and UDP ports {}",
+            k.iface,
+            total.kernel_rx,
+            total.kernel_tx,
+            total.kernel_dropped,
+            port_list(&k.owned_tcp_ports),
+            port_list(&k.owned_udp_ports)
+        );
+        if let Some(e) = &k.helper_error {
+            let _ = writeln!(o, "eBPF helper: not loaded ({e})");
+        } else if !k.helper.is_empty() {
+            let counters: Vec<String> = k.helper.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(o, "eBPF helper: {}", counters.join(", "));
+        }
+    }
     if !total.drops.is_empty() {
         let reasons: Vec<String> = total
             .drops
@@ -158,6 +177,18 @@ pub fn rates(r: &LstackRates) -> String {
 }
 
 /// The first line of a view: which lstack.
+/// Ports as `6379, 8080` (at most 16, then how many more), or `none`.
+fn port_list(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "none".into();
+    }
+    let mut shown: Vec<String> = ports.iter().take(16).map(u16::to_string).collect();
+    if ports.len() > 16 {
+        shown.push(format!("and {} more", ports.len() - 16));
+    }
+    shown.join(", ")
+}
+
 fn heading(ip: Option<&str>, pid: u32, process: &str, what: &str) -> String {
     format!(
         "lstack {} (pid {pid} {process}): {what}\n",

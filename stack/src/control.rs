@@ -88,6 +88,9 @@ fn thread_counters(s: &ThreadStats) -> ThreadCounters {
         pmtu_learned: s.pmtu_learned.get(),
         pmtu_ignored: s.pmtu_ignored.get(),
         pmtu_split: s.pmtu_split.get(),
+        kernel_rx: s.kernel_rx.get(),
+        kernel_tx: s.kernel_tx.get(),
+        kernel_dropped: s.kernel_dropped.get(),
         idle_loops: s.idle_loops.get(),
         sleeps: s.sleeps.get(),
         panics: s.panics.get(),
@@ -202,6 +205,11 @@ fn state_name(s: tcp::State) -> &'static str {
 }
 
 impl Stack {
+    /// The path to the kernel, if the stack shares its address with it.
+    pub fn kernel_path_status(&self) -> Option<gazelle_ctl_proto::KernelPathStatus> {
+        self.runtime.kernel_side.as_ref().map(|k| k.status())
+    }
+
     /// Every counter of the stack, as `gazellectl lstack show` prints them.
     pub fn stats_snapshot(&self) -> LstackStats {
         let port = self
@@ -239,6 +247,7 @@ impl Stack {
                 .bond
                 .as_ref()
                 .map(|b| b.status(&self.runtime.eal)),
+            kernel_path: self.kernel_path_status(),
             threads: self
                 .shared
                 .threads

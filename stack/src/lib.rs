@@ -38,8 +38,10 @@ pub mod device;
 mod engine;
 pub mod event;
 mod handshake;
+pub mod kernel;
 mod ltran;
 pub mod mib;
+pub mod ownership;
 mod pmtu;
 pub mod socket;
 pub mod stats;
@@ -333,6 +335,15 @@ pub enum StackError {
     /// `use_ltran = 1` and ltran could not be reached or refused us.
     #[error("{0}")]
     Ltran(String),
+    /// The kernel interface of the exception path (`kni_switch`,
+    /// `flow_bifurcation`) could not be set up.
+    #[error("kni_switch/flow_bifurcation: the kernel interface {iface}: {reason}")]
+    KernelIface {
+        /// Its name.
+        iface: String,
+        /// What failed.
+        reason: String,
+    },
     /// DPDK found no port at all.
     #[error("DPDK found no network port: bind a NIC to a DPDK driver or add a virtual device to dpdk_args (e.g. \"--vdev=net_af_packet0,iface=eth1\")")]
     NoPort,
@@ -393,7 +404,99 @@ pub enum StackError {
 fn eal_args(config: &LstackConfig) -> Vec<String> {
     std::iter::once("lstack".to_owned())
         .chain(config.dpdk_args.iter().cloned())
+        .chain(kernel_vdev(config))
         .collect()
+}
+
+/// The EAL argument that adds the exception path's port, if the config
+/// asks for one: `virtio_user` on vhost-net for `flow_bifurcation` where
+/// the host has `/dev/vhost-net`, a `net_tap` otherwise. Either carries
+/// the stack's MAC (`devices`) and is named [`kernel::IFACE`].
+fn kernel_vdev(config: &LstackConfig) -> Option<String> {
+    if config.use_ltran || !(config.kni_switch || config.flow_bifurcation) {
+        return None;
+    }
+    let queues = config.num_cpus.len().max(1);
+    let (iface, mac) = (kernel::IFACE, &config.devices);
+    if config.flow_bifurcation && std::path::Path::new("/dev/vhost-net").exists() {
+        Some(format!(
+            "--vdev={},path=/dev/vhost-net,iface={iface},mac={mac},queues={queues}",
+            kernel::VDEV_VIRTIO
+        ))
+    } else {
+        Some(format!(
+            "--vdev={},iface={iface},mac={mac}",
+            kernel::VDEV_TAP
+        ))
+    }
+}
+
+/// Sets up the kernel's side of the exception path before its port starts:
+/// no IPv6 address of its own making (its link-local would be the stack's,
+/// from the same MAC) and strict reverse-path filtering (gazelle asks the
+/// operator for `rp_filter = 1`; lstack sets it).
+fn prepare_kernel_iface() {
+    let iface = kernel::IFACE;
+    for (path, value) in [
+        (
+            format!("/proc/sys/net/ipv6/conf/{iface}/addr_gen_mode"),
+            "1",
+        ),
+        (format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter"), "1"),
+    ] {
+        if let Err(e) = std::fs::write(&path, value) {
+            tracing::warn!(%path, error = %e, "cannot set a sysctl of the kernel interface");
+        }
+    }
+}
+
+/// Gives the kernel interface the stack's addresses and brings it up
+/// (iproute2's `ip`, once at start).
+fn configure_kernel_iface(config: &LstackConfig) -> Result<(), StackError> {
+    let iface = kernel::IFACE;
+    let fail = |reason: String| StackError::KernelIface {
+        iface: iface.to_owned(),
+        reason,
+    };
+    let mut commands: Vec<Vec<String>> = vec![vec![
+        "addr".into(),
+        "replace".into(),
+        format!("{}/{}", config.host_addr, config.netmask_prefix_len()),
+        "dev".into(),
+        iface.into(),
+    ]];
+    if let Some(c) = &config.host_addr6 {
+        commands.push(vec![
+            "-6".into(),
+            "addr".into(),
+            "replace".into(),
+            format!("{}/{}", c.addr(), c.prefix_len()),
+            "dev".into(),
+            iface.into(),
+            "nodad".into(),
+        ]);
+    }
+    commands.push(vec!["link".into(), "set".into(), iface.into(), "up".into()]);
+    for args in commands {
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .map_err(|e| fail(format!("cannot run `ip` (iproute2): {e}")))?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    tracing::info!(
+        iface,
+        ipv4 = %config.host_addr,
+        ipv6 = ?config.host_addr6.as_ref().map(|c| c.addr()),
+        "the kernel shares the address: what lstack does not own goes to it"
+    );
+    Ok(())
 }
 
 /// Checks, before anything starts, that every CPU of `num_cpus` is one this
@@ -430,6 +533,9 @@ struct Backend {
     ltran: Option<ltran::LtranLink>,
     vlan: Option<vlan::Vlan>,
     bond: Option<Arc<bond::BondShared>>,
+    /// One queue pair per thread on the kernel interface (the exception
+    /// path), if the config asks for it.
+    kernel: Vec<(dpdk::RxQueue, dpdk::TxQueue)>,
 }
 
 /// A running stack: cheap to clone; the threads stop when
@@ -457,6 +563,8 @@ struct Runtime {
     kernel_sockets: [std::sync::atomic::AtomicU64; KernelPath::ALL.len()],
     /// The `gazellectl` socket, served while the stack runs.
     control: Mutex<Option<gazelle_ctl_proto::server::Server>>,
+    /// The kernel's side of the exception path, if the stack has one.
+    kernel_side: Option<kernel::KernelSide>,
 }
 
 impl Drop for Runtime {
@@ -529,6 +637,7 @@ impl Stack {
             ltran,
             vlan,
             bond,
+            kernel,
         } = if config.use_ltran {
             Self::attach_ltran(config, &opts.run_dir, want_threads)?
         } else if config.bond_mode == gazelle_config::lstack::limits::BOND_MODE_ACTIVE_BACKUP {
@@ -585,6 +694,8 @@ impl Stack {
         let run_to_completion = config.stack_thread_mode == StackThreadMode::RunToCompletion;
         let mut contexts = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
+        let kernel_side = (!kernel.is_empty()).then(|| kernel::KernelSide::new(&shared));
+        let mut kernel = kernel.into_iter();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
@@ -620,6 +731,9 @@ impl Stack {
                 Arc::clone(&pool),
                 clock,
             );
+            worker.kernel = kernel
+                .next()
+                .map(|(rx, tx)| kernel::KernelQueue::new(rx, tx));
             if run_to_completion {
                 // No stack thread: the application's threads drive it.
                 worker.prepare();
@@ -706,6 +820,7 @@ impl Stack {
             started: std::time::Instant::now(),
             kernel_sockets: Default::default(),
             control: Mutex::new(None),
+            kernel_side,
         });
         let stack = Stack { shared, runtime };
         if let Some(path) = stack.shared.opts.control_socket.clone() {
@@ -741,9 +856,21 @@ impl Stack {
     ) -> Result<Backend, StackError> {
         let (eal, port_count) = Self::init_eal(config)?;
         let wanted = config.devices.octets();
+        let kernel_id = if kernel_vdev(config).is_some() {
+            let id = Port::id_by_name(&eal, kernel::VDEV_VIRTIO)
+                .or_else(|_| Port::id_by_name(&eal, kernel::VDEV_TAP))?;
+            prepare_kernel_iface();
+            Some(id)
+        } else {
+            None
+        };
         let mut available = Vec::new();
         let mut port_id = None;
         for id in 0..port_count {
+            if Some(id) == kernel_id {
+                // The kernel's port has the stack's MAC too.
+                continue;
+            }
             let mac = Port::mac_by_id(&eal, id);
             if mac == wanted {
                 port_id = Some(id);
@@ -781,11 +908,28 @@ impl Stack {
         };
         let mut port = Port::open(&eal, port_id, &port_config, Arc::clone(&pool))?;
         wait_for_link(&port);
-        let queues = port
+        let queues: Vec<_> = port
             .take_queues()
             .into_iter()
             .map(|(rx, tx)| (RxSource::Port(rx), TxSink::Port(tx)))
             .collect();
+        let mut ports = vec![port];
+        let mut kernel = Vec::new();
+        if let Some(id) = kernel_id {
+            let threads = queues.len() as u16;
+            let kernel_config = PortConfig {
+                rx_queues: threads,
+                tx_queues: threads,
+                checksum_offload: false,
+                vlan_offload: false,
+                ..port_config
+            };
+            let mut kport = Port::open(&eal, id, &kernel_config, Arc::clone(&pool))?;
+            kernel = kport.take_queues();
+            configure_kernel_iface(config)?;
+            ports.push(kport);
+        }
+        let port = &ports[0];
         let tx_offload = port.info().tx_checksum();
         let mac = port.mac();
         // -1: no VLAN (validation keeps the rest within 0..=4094).
@@ -803,13 +947,14 @@ impl Stack {
             eal,
             pool,
             queues,
-            ports: vec![port],
+            ports,
             port_id: Some(port_id),
             tx_offload,
             mac,
             ltran: None,
             vlan,
             bond: None,
+            kernel,
         })
     }
 
@@ -920,6 +1065,7 @@ impl Stack {
             // Refused by validation: the bond does not carry a VLAN yet.
             vlan: None,
             bond: Some(shared),
+            kernel: Vec::new(),
         })
     }
 
@@ -947,6 +1093,7 @@ impl Stack {
             // Refused by validation: ltran owns the port.
             vlan: None,
             bond: None,
+            kernel: Vec::new(),
         })
     }
 

@@ -29,6 +29,7 @@ use crate::{
         Accepted, Armed, Command, ConnectReply, ListenerShared, RxMark, RxSocket, StackShared,
     },
     event::Event,
+    ownership::{PortClaim, Proto},
     BufferRequest, Stack,
 };
 
@@ -175,6 +176,7 @@ impl Stack {
             link.listen(&endpoint, shared.v6, true);
         }
         Ok(TcpListener {
+            _claim: PortClaim::new(&self.shared.owned, Proto::Tcp, addr.port()),
             stack: Arc::clone(&self.shared),
             shared,
             nonblocking: AtomicBool::new(false),
@@ -314,6 +316,7 @@ impl Stack {
             handle,
             event: Event::new(),
             ephemeral: Some((port, remote_ep)),
+            _claim: None,
             nonblocking: AtomicBool::new(false),
             read_shut: AtomicBool::new(false),
             life: Default::default(),
@@ -400,6 +403,7 @@ impl Stack {
             connected: None,
             rx_mark,
             _slot: slot,
+            _claim: PortClaim::new(&shared.owned, Proto::Udp, addr.port()),
         })
     }
 
@@ -470,6 +474,7 @@ impl Stack {
             connected: Some(flow),
             rx_mark,
             _slot: slot,
+            _claim: PortClaim::new(&shared.owned, Proto::Udp, port),
         })
     }
 
@@ -485,6 +490,8 @@ pub struct TcpListener {
     stack: Arc<StackShared>,
     shared: Arc<ListenerShared>,
     nonblocking: AtomicBool,
+    /// Its port is the stack's while it listens (the exception path).
+    _claim: PortClaim,
 }
 
 impl TcpListener {
@@ -508,7 +515,10 @@ impl TcpListener {
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()?;
         let remote = to_socket_addr(a.remote);
-        Some((TcpStream::from_accepted(&self.stack, a), remote))
+        Some((
+            TcpStream::from_accepted(&self.stack, a, self.shared.endpoint.port),
+            remote,
+        ))
     }
 
     /// Waits for a connection (or returns `WouldBlock` if non-blocking).
@@ -524,7 +534,10 @@ impl TcpListener {
                 .pop_front()
             {
                 let remote = to_socket_addr(a.remote);
-                return Ok((TcpStream::from_accepted(&self.stack, a), remote));
+                return Ok((
+                    TcpStream::from_accepted(&self.stack, a, self.shared.endpoint.port),
+                    remote,
+                ));
             }
             if self.nonblocking.load(Ordering::Relaxed) {
                 if self.stack.drive_once(&mut driven) {
@@ -622,7 +635,7 @@ impl Drop for TcpListener {
             .collect();
         for a in queued {
             // Reset: the application never saw these connections.
-            let mut s = TcpStream::from_accepted(&self.stack, a);
+            let mut s = TcpStream::from_accepted(&self.stack, a, self.shared.endpoint.port);
             s.abort_on_drop();
         }
     }
@@ -650,6 +663,10 @@ pub struct TcpStream {
     handle: SocketHandle,
     event: Arc<Event>,
     ephemeral: Option<(u16, IpEndpoint)>,
+    /// An accepted connection keeps its port the stack's, also after its
+    /// listener closed (an outgoing one's ephemeral port is claimed by
+    /// the ephemeral table).
+    _claim: Option<PortClaim>,
     nonblocking: AtomicBool,
     read_shut: AtomicBool,
     /// How far the connection got: LIFE_UP once established, LIFE_FIN once
@@ -672,8 +689,9 @@ const LIFE_UP: u8 = 1;
 const LIFE_FIN: u8 = 2;
 
 impl TcpStream {
-    fn from_accepted(stack: &Arc<StackShared>, a: Accepted) -> Self {
+    fn from_accepted(stack: &Arc<StackShared>, a: Accepted, port: u16) -> Self {
         Self {
+            _claim: Some(PortClaim::new(&stack.owned, Proto::Tcp, port)),
             stack: Arc::clone(stack),
             thread: a.thread,
             shard: a.shard,
@@ -1124,6 +1142,8 @@ pub struct UdpSocket {
     rx_mark: Arc<RxMark>,
     /// Its place under `udp_conn_count`, given back when it is dropped.
     _slot: UdpSlot,
+    /// Its port is the stack's while it is open (the exception path).
+    _claim: PortClaim,
 }
 
 /// One of the `udp_conn_count` UDP sockets a stack may have at once.

@@ -56,6 +56,14 @@ pub struct ThreadStats {
     pub pmtu_ignored: Counter,
     /// TCP segments cut to fit a lowered path MTU.
     pub pmtu_split: Counter,
+    /// Frames handed to the kernel on the exception path (`kni_switch`,
+    /// `flow_bifurcation`): its ports, ping, copies of ARP and NDP.
+    pub kernel_rx: Counter,
+    /// Frames the kernel sent out through this thread's NIC queue.
+    pub kernel_tx: Counter,
+    /// Frames for the kernel dropped: its queue stayed full, or no mbuf
+    /// for a copy.
+    pub kernel_dropped: Counter,
     /// Most frames read from the queue in one pass (at most
     /// `nic_read_number`).
     pub rx_pass_max: Counter,

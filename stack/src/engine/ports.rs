@@ -4,10 +4,15 @@
 
 use std::{
     collections::HashSet,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use smoltcp::wire::IpEndpoint;
+
+use crate::ownership::{PortOwnership, Proto};
 
 /// Which stack thread serves each listening port (`listen_shadow = 0`):
 /// ports get threads in turn as they are first listened on, and keep them.
@@ -66,15 +71,14 @@ impl PortHomes {
 pub(crate) struct EphemeralPorts {
     used: HashSet<(u16, IpEndpoint)>,
     cursor: u16,
+    /// The stack's port ownership: a port handed out is the stack's until
+    /// given back.
+    owned: Arc<PortOwnership>,
 }
 
 impl Default for EphemeralPorts {
     fn default() -> Self {
-        let span = u64::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
-        Self {
-            used: HashSet::new(),
-            cursor: (crate::random_seed() % span) as u16,
-        }
+        Self::new(Arc::default())
     }
 }
 
@@ -82,6 +86,16 @@ impl Default for EphemeralPorts {
 pub(crate) const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
 impl EphemeralPorts {
+    /// No port in use; ports handed out are claimed in `owned`.
+    pub(crate) fn new(owned: Arc<PortOwnership>) -> Self {
+        let span = u64::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        Self {
+            used: HashSet::new(),
+            cursor: (crate::random_seed() % span) as u16,
+            owned,
+        }
+    }
+
     /// Takes a port not in use towards `remote` and not listened on.
     pub(crate) fn take(
         &mut self,
@@ -93,6 +107,7 @@ impl EphemeralPorts {
             self.cursor = self.cursor.wrapping_add(1) % span as u16;
             let port = EPHEMERAL.start() + self.cursor;
             if !listening(port) && self.used.insert((port, remote)) {
+                self.owned.acquire(Proto::Tcp, port);
                 return Some(port);
             }
         }
@@ -101,7 +116,9 @@ impl EphemeralPorts {
 
     /// Gives a port back.
     pub(crate) fn release(&mut self, port: u16, remote: IpEndpoint) {
-        self.used.remove(&(port, remote));
+        if self.used.remove(&(port, remote)) {
+            self.owned.release(Proto::Tcp, port);
+        }
     }
 }
 
@@ -137,5 +154,20 @@ mod tests {
             .collect();
         assert_eq!(all.len(), span - 1, "b is still taken");
         assert!(!all.contains(&b));
+    }
+
+    #[test]
+    fn ports_handed_out_are_owned_until_given_back() {
+        let owned = Arc::new(PortOwnership::default());
+        let mut ports = EphemeralPorts::new(Arc::clone(&owned));
+        let a = ports.take(remote(), |_| false).unwrap();
+        assert!(owned.owns(Proto::Tcp, a));
+        ports.release(a, remote());
+        assert!(!owned.owns(Proto::Tcp, a));
+        ports.release(a, remote());
+        assert!(
+            !owned.owns(Proto::Tcp, a),
+            "a second release changes nothing"
+        );
     }
 }

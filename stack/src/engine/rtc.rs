@@ -38,6 +38,9 @@ pub(crate) struct Rtc {
     /// cannot wake a sleeper (`net_memif`, ltran's ring) is polled again
     /// rather than napped on for two naps (`idle_sleep`) after it.
     last_busy_ns: AtomicU64,
+    /// What wakes a sleeper when the kernel sent something on the
+    /// exception path (see [`crate::kernel`]).
+    kernel_wakeups: Vec<dpdk::RxWakeup>,
 }
 
 impl Rtc {
@@ -46,9 +49,14 @@ impl Rtc {
             .iter()
             .map(|c| c.worker.rx_wakeup.clone())
             .collect();
+        let kernel_wakeups = contexts
+            .iter()
+            .filter_map(|c| c.worker.kernel.as_ref()?.wakeup.clone())
+            .collect();
         Self {
             contexts: contexts.into_iter().map(|c| Mutex::new(Some(c))).collect(),
             wakeups,
+            kernel_wakeups,
             poller: AtomicBool::new(false),
             poll_until_us: AtomicU64::new(u64::MAX),
             last_busy_ns: AtomicU64::new(0),
@@ -335,7 +343,7 @@ impl StackShared {
                 .collect();
             let woken = dpdk::wait_for_frames(
                 &wake,
-                rtc.wakeups.iter().flatten(),
+                rtc.wakeups.iter().flatten().chain(&rtc.kernel_wakeups),
                 extra,
                 Duration::from_micros(wait),
             );

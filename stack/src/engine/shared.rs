@@ -137,6 +137,9 @@ pub(crate) struct StackShared {
     pub(crate) threads: Box<[ThreadShared]>,
     pub(crate) listeners: RwLock<HashMap<u16, Vec<Arc<ListenerShared>>>>,
     pub(crate) ephemeral: Mutex<EphemeralPorts>,
+    /// The ports the stack owns, for the exception path (see
+    /// [`crate::ownership`]).
+    pub(crate) owned: Arc<crate::ownership::PortOwnership>,
     pub(crate) seed: u64,
     pub(crate) opts: StackOptions,
     pub(crate) local: LocalAddrs,
@@ -207,10 +210,12 @@ impl StackShared {
         seed: u64,
     ) -> Self {
         let shards = opts.tcp_shards;
+        let owned = Arc::new(crate::ownership::PortOwnership::default());
         Self {
             threads: (0..threads).map(|_| ThreadShared::new(shards)).collect(),
             listeners: RwLock::new(HashMap::new()),
-            ephemeral: Mutex::new(EphemeralPorts::default()),
+            ephemeral: Mutex::new(EphemeralPorts::new(Arc::clone(&owned))),
+            owned,
             seed,
             opts,
             local,

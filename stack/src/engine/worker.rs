@@ -26,6 +26,7 @@ use crate::{
     classify::{classify_seen, DropReason, RxChecked, Verdict},
     device::{FrameDevice, TxPath},
     handshake::HalfOpen,
+    kernel::{KernelQueue, Side},
 };
 
 /// What a stack thread owns alone.
@@ -48,6 +49,9 @@ pub(crate) struct Worker {
     half_open: HalfOpen,
     /// How the receive queue wakes a sleeping thread, if it can.
     pub(super) rx_wakeup: Option<dpdk::RxWakeup>,
+    /// The thread's queue pair to the kernel (`kni_switch`,
+    /// `flow_bifurcation`; see [`crate::kernel`]).
+    pub(crate) kernel: Option<KernelQueue>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -92,6 +96,7 @@ impl Worker {
             released: Vec::new(),
             half_open,
             rx_wakeup: None,
+            kernel: None,
         }
     }
 
@@ -215,11 +220,33 @@ impl Worker {
                 self.survived_panic("polling sockets");
             }
         }
+        busy |= self.kernel_pass(now_ns, batch);
         self.tx.flush();
         if self.half_open.len() > 0 {
             self.reap_half_open(now_ns);
         }
         busy
+    }
+
+    /// The exception path's part of a pass: the frames this pass handed
+    /// the kernel go to it, and what the kernel sent (read every
+    /// [`crate::kernel::KERNEL_POLL_NS`] at most) goes out on the NIC
+    /// queue. `batch` is empty and stays so. Whether there was anything.
+    #[inline]
+    fn kernel_pass(&mut self, now_ns: u64, batch: &mut MbufBatch) -> bool {
+        let Some(kernel) = self.kernel.as_mut() else {
+            return false;
+        };
+        let stats = &self.shared.threads[self.index].stats;
+        kernel.flush(stats);
+        let got = kernel.receive(now_ns, false, batch);
+        if got > 0 {
+            stats.kernel_tx.add(got as u64);
+            for m in batch.drain() {
+                self.tx.push(m);
+            }
+        }
+        got > 0
     }
 
     /// On lstack's own bond: follows a move of the active port the link
@@ -328,12 +355,16 @@ impl Worker {
     /// due), else whether something woke it before its timeout.
     fn sleep(&mut self, now: u64, batch: &mut MbufBatch) -> Option<bool> {
         let next = self.next_poll.iter().copied().min().unwrap_or(u64::MAX);
-        let max = match self.rx_wakeup {
+        let mut max = match self.rx_wakeup {
             // Handshakes age even when nothing arrives.
             Some(_) if self.half_open.len() > 0 => 100_000,
             Some(_) => 1_000_000,
             None => self.shared.opts.idle_sleep.as_micros() as u64,
         };
+        if self.kernel.as_ref().is_some_and(|k| k.wakeup.is_none()) {
+            // A kernel side that cannot wake us is looked at every ms.
+            max = max.min(1_000);
+        }
         let wait = next.saturating_sub(now).min(max);
         if wait == 0 {
             return None;
@@ -349,9 +380,10 @@ impl Worker {
         let mut slept = None;
         if quiet && self.arm_rx(batch) {
             me.stats.sleeps.incr();
+            let kernel = self.kernel.as_ref().and_then(|k| k.wakeup.as_ref());
             let woken = dpdk::wait_for_frames(
                 &[std::os::fd::AsFd::as_fd(&me.wake_fd)],
-                self.rx_wakeup.as_ref(),
+                self.rx_wakeup.iter().chain(kernel),
                 &mut [],
                 Duration::from_micros(wait),
             );
@@ -520,6 +552,16 @@ impl Worker {
         let (verdict, seen) = classify_seen(m.data(), &shared.local, checked);
         if !steered {
             me.stats.mib.count_rx(&verdict, &seen);
+        }
+        if let (Some(kernel), false) = (self.kernel.as_mut(), steered) {
+            match crate::kernel::side(&shared.owned, &verdict, &seen) {
+                Side::Stack => {}
+                Side::Kernel => {
+                    kernel.give(m, &me.stats);
+                    return;
+                }
+                Side::Both => kernel.give_copy(&m, &self.pool, &me.stats),
+            }
         }
         if seen.ipv6_ext_len > 0 && matches!(verdict, Verdict::Tcp { .. }) {
             let len = usize::from(seen.ipv6_ext_len);

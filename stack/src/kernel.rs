@@ -1,0 +1,283 @@
+//! The path to the kernel for a standalone stack (`kni_switch`,
+//! `flow_bifurcation`): one address served by lstack and by the kernel
+//! together.
+//!
+//! A kernel interface (`net_tap`, or `virtio_user` on vhost-net) named
+//! [`IFACE`] carries the stack's MAC and addresses. Every frame the NIC
+//! delivers is classified as usual ([`crate::classify`]); then [`side`]
+//! says whose it is:
+//! - TCP and UDP to a port the stack owns ([`crate::ownership`]): the
+//!   stack's; to any other port: the kernel's (ssh, an exporter, a
+//!   kernel-run server on the same address);
+//! - ICMP echo (ping): the kernel's; ARP, NDP and the other control
+//!   traffic (ICMP errors, IGMP/MLD): both, the kernel getting a copy;
+//! - protocols the stack does not speak (SCTP, GRE, unknown EtherTypes):
+//!   the kernel's, instead of dropped.
+//!
+//! Each stack thread has its own queue pair on the interface
+//! ([`KernelQueue`]): what it hands the kernel goes out in bursts at the
+//! end of its pass, and what the kernel sends (its answers, its own
+//! connections) leaves through the thread's NIC queue. The kernel side is
+//! looked at every [`KERNEL_POLL_NS`] at most, since reading a tap queue is
+//! a system call, and its descriptor wakes a sleeping thread. Nothing here
+//! allocates, locks or reads the clock.
+
+use dpdk::{Mbuf, MbufBatch, Mempool, RxQueue, RxWakeup, TxQueue};
+use smoltcp::wire::IpVersion;
+
+use crate::{
+    classify::{DropReason, Seen, Verdict},
+    ownership::{PortOwnership, Proto},
+    stats::ThreadStats,
+};
+
+/// The kernel's name of the interface.
+pub const IFACE: &str = "kni";
+
+/// DPDK's name of the exception port's virtual device.
+pub(crate) const VDEV_TAP: &str = "net_tap_lstack";
+/// The same over vhost-net (`flow_bifurcation` where the host has it).
+pub(crate) const VDEV_VIRTIO: &str = "virtio_user_lstack";
+
+/// How often, at most, a thread reads the kernel's transmissions: 20 µs
+/// adds at most that to the kernel's round trips (ping, ssh) and keeps a
+/// busy thread from one system call per pass.
+pub(crate) const KERNEL_POLL_NS: u64 = 20_000;
+
+/// Whose a received frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The stack's alone.
+    Stack,
+    /// The kernel's alone.
+    Kernel,
+    /// Both get it (the kernel a copy).
+    Both,
+}
+
+/// Whose the frame that `classify_seen` gave `verdict` and `seen` is, when
+/// the stack shares its address with the kernel and owns the ports in
+/// `owned`.
+#[inline]
+pub fn side(owned: &PortOwnership, verdict: &Verdict, seen: &Seen) -> Side {
+    match *verdict {
+        Verdict::Tcp { flow, .. } => {
+            if owned.owns(Proto::Tcp, flow.local_port) {
+                Side::Stack
+            } else {
+                Side::Kernel
+            }
+        }
+        Verdict::Udp { port } => {
+            if owned.owns(Proto::Udp, port) {
+                Side::Stack
+            } else {
+                Side::Kernel
+            }
+        }
+        Verdict::Control { .. } => match (seen.ip, seen.icmp_type) {
+            // Echo request and reply: ping is the kernel's.
+            (Some(IpVersion::Ipv4), Some(0 | 8)) | (Some(IpVersion::Ipv6), Some(128 | 129)) => {
+                Side::Kernel
+            }
+            _ => Side::Both,
+        },
+        Verdict::Drop(DropReason::UnsupportedProtocol | DropReason::UnknownEthertype) => {
+            Side::Kernel
+        }
+        Verdict::Drop(_) => Side::Stack,
+    }
+}
+
+/// The kernel's side of the path, for the whole stack: its interface and
+/// what reports on it.
+#[derive(Debug)]
+pub(crate) struct KernelSide {
+    /// The kernel interface.
+    pub(crate) iface: String,
+    /// The stack's port ownership.
+    owned: std::sync::Arc<PortOwnership>,
+}
+
+impl KernelSide {
+    pub(crate) fn new(shared: &crate::engine::StackShared) -> Self {
+        Self {
+            iface: IFACE.to_owned(),
+            owned: std::sync::Arc::clone(&shared.owned),
+        }
+    }
+
+    /// What `gazellectl lstack show` says of it.
+    pub(crate) fn status(&self) -> gazelle_ctl_proto::KernelPathStatus {
+        gazelle_ctl_proto::KernelPathStatus {
+            iface: self.iface.clone(),
+            owned_tcp_ports: self.owned.owned(Proto::Tcp),
+            owned_udp_ports: self.owned.owned(Proto::Udp),
+            helper: Default::default(),
+            helper_error: None,
+        }
+    }
+}
+
+/// One stack thread's queue pair on the kernel interface.
+#[derive(Debug)]
+pub struct KernelQueue {
+    rx: RxQueue,
+    tx: TxQueue,
+    /// Frames for the kernel, sent at the end of the pass.
+    out: MbufBatch,
+    /// When the kernel side is read next, on the stack clock.
+    next_rx_ns: u64,
+    /// What wakes a sleeping thread when the kernel sent something.
+    pub(crate) wakeup: Option<RxWakeup>,
+}
+
+impl KernelQueue {
+    /// The thread's queue pair `rx`, `tx` on the kernel interface.
+    pub fn new(rx: RxQueue, tx: TxQueue) -> Self {
+        let wakeup = rx.wakeup();
+        Self {
+            rx,
+            tx,
+            out: MbufBatch::new(),
+            next_rx_ns: 0,
+            wakeup,
+        }
+    }
+
+    /// Hands `m` to the kernel (in this pass's burst).
+    #[inline]
+    pub fn give(&mut self, m: Mbuf, stats: &ThreadStats) {
+        if let Err(m) = self.out.push(m) {
+            self.flush(stats);
+            if self.out.push(m).is_err() {
+                stats.kernel_dropped.incr();
+            }
+        }
+    }
+
+    /// Hands the kernel a copy of `m` (ARP, NDP, ICMP errors).
+    pub fn give_copy(&mut self, m: &Mbuf, pool: &Mempool, stats: &ThreadStats) {
+        let Some(mut copy) = pool.alloc() else {
+            stats.kernel_dropped.incr();
+            return;
+        };
+        let Some(buf) = copy.append(m.len()) else {
+            stats.kernel_dropped.incr();
+            return;
+        };
+        buf.copy_from_slice(m.data());
+        self.give(copy, stats);
+    }
+
+    /// Sends the kernel's burst; what its queue will not take is dropped
+    /// and counted.
+    pub fn flush(&mut self, stats: &ThreadStats) {
+        if self.out.is_empty() {
+            return;
+        }
+        let sent = self.tx.tx_burst(&mut self.out);
+        stats.kernel_rx.add(sent as u64);
+        let left = self.out.len();
+        if left > 0 {
+            stats.kernel_dropped.add(left as u64);
+            self.out = MbufBatch::new();
+        }
+    }
+
+    /// Reads what the kernel sent, if it is time (or `force`), into
+    /// `batch`, for the caller to send out on the NIC. Returns how many.
+    pub fn receive(&mut self, now_ns: u64, force: bool, batch: &mut MbufBatch) -> usize {
+        if !force && now_ns < self.next_rx_ns {
+            return 0;
+        }
+        self.next_rx_ns = now_ns + KERNEL_POLL_NS;
+        self.rx.rx_burst(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::wire::{IpAddress, Ipv4Address};
+
+    use super::*;
+    use crate::{classify::FlowKey, ownership::PortClaim};
+
+    fn tcp(port: u16) -> Verdict {
+        Verdict::Tcp {
+            flow: FlowKey {
+                local_addr: IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 2)),
+                local_port: port,
+                remote_addr: IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 1)),
+                remote_port: 40000,
+            },
+            syn: true,
+        }
+    }
+
+    fn icmp(v: IpVersion, t: u8) -> Seen {
+        Seen {
+            ip: Some(v),
+            icmp_type: Some(t),
+            ..Seen::default()
+        }
+    }
+
+    #[test]
+    fn owned_ports_are_the_stacks_and_the_rest_the_kernels() {
+        let owned = std::sync::Arc::new(PortOwnership::default());
+        let seen = Seen::default();
+        assert_eq!(side(&owned, &tcp(6379), &seen), Side::Kernel);
+        let claim = PortClaim::new(&owned, Proto::Tcp, 6379);
+        assert_eq!(side(&owned, &tcp(6379), &seen), Side::Stack);
+        assert_eq!(side(&owned, &tcp(22), &seen), Side::Kernel);
+        assert_eq!(
+            side(&owned, &Verdict::Udp { port: 6379 }, &seen),
+            Side::Kernel,
+            "TCP's claim is not UDP's"
+        );
+        drop(claim);
+        assert_eq!(side(&owned, &tcp(6379), &seen), Side::Kernel);
+    }
+
+    #[test]
+    fn ping_is_the_kernels_neighbours_and_errors_go_to_both() {
+        let owned = PortOwnership::default();
+        let control = Verdict::Control { broadcast: false };
+        for (v, t) in [
+            (IpVersion::Ipv4, 8),
+            (IpVersion::Ipv4, 0),
+            (IpVersion::Ipv6, 128),
+            (IpVersion::Ipv6, 129),
+        ] {
+            assert_eq!(side(&owned, &control, &icmp(v, t)), Side::Kernel);
+        }
+        for (v, t) in [
+            (IpVersion::Ipv4, 3),
+            (IpVersion::Ipv6, 2),
+            (IpVersion::Ipv6, 135),
+        ] {
+            assert_eq!(side(&owned, &control, &icmp(v, t)), Side::Both);
+        }
+        // ARP: no IP version seen.
+        let arp = Verdict::Control { broadcast: true };
+        assert_eq!(side(&owned, &arp, &Seen::default()), Side::Both);
+        assert_eq!(
+            side(
+                &owned,
+                &Verdict::Drop(DropReason::UnsupportedProtocol),
+                &Seen::default()
+            ),
+            Side::Kernel
+        );
+        assert_eq!(
+            side(
+                &owned,
+                &Verdict::Drop(DropReason::TcpBadChecksum),
+                &Seen::default()
+            ),
+            Side::Stack,
+            "a bad frame stays dropped"
+        );
+    }
+}

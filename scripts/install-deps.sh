@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential pkg-config clang libclang-dev   # C shim + bindgen
   dpdk dpdk-dev libdpdk-dev                       # DPDK 22.11 runtime, headers, dpdk-testpmd
   iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
+  dropbear-bin openssh-client tcpdump             # the kernel path's proofs: SSH on the kernel, captures in the peer
   redis-server redis-tools nginx-light curl wrk iperf3 python3  # real applications under LD_PRELOAD
   memcached libmemcached-tools haproxy wget postgresql  # the compatibility matrix (preload/tests/matrix.rs; memcslap)
   shellcheck                                      # test.sh lints our shell scripts

@@ -1,0 +1,332 @@
+//! One address, lstack and the kernel together (`kni_switch`,
+//! `flow_bifurcation`): an unmodified redis-server runs on lstack under
+//! `LD_PRELOAD` while the kernel, on the same address through the
+//! exception interface, answers ping and serves SSH (dropbear) and HTTP;
+//! a peer namespace uses all of them at once.
+//!
+//! Each test builds its own pair of namespaces (the stack's host and the
+//! peer) joined by a veth: the stack runs inside its namespace, so the
+//! exception interface it creates, and the kernel servers on it, are that
+//! namespace's alone. Needs root, hugepages, redis-server/redis-tools,
+//! dropbear, openssh-client, curl, python3 (scripts/install-deps.sh).
+
+#[path = "common/mod.rs"]
+mod shared;
+
+use std::{
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gazelle_config::{LstackConfig, StackThreadMode};
+use netns_testbed::{hugepages, require_root, AfPacketEal, ChildGuard};
+use rstest::rstest;
+use shared::{liblstack, TempDir};
+
+const STACK_IP: Ipv4Addr = Ipv4Addr::new(10, 93, 0, 2);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 93, 0, 1);
+const STACK_MAC: &str = "02:00:00:93:00:02";
+
+/// A stack host namespace and a peer namespace joined by a veth, removed
+/// (with every process in them) when dropped.
+struct Pair {
+    app: String,
+    peer: String,
+    app_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        let id = std::process::id() % 100_000;
+        let pair = Pair {
+            app: format!("kp{tag}a-{id}"),
+            peer: format!("kp{tag}p-{id}"),
+            app_if: format!("kp{tag}a{id}"),
+        };
+        let peer_if = format!("kp{tag}p{id}");
+        ip(&["netns", "add", &pair.app]);
+        ip(&["netns", "add", &pair.peer]);
+        ip(&[
+            "link",
+            "add",
+            &pair.app_if,
+            "netns",
+            &pair.app,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+            "netns",
+            &pair.peer,
+        ]);
+        for ns in [&pair.app, &pair.peer] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &pair.app,
+            "link",
+            "set",
+            &pair.app_if,
+            "address",
+            STACK_MAC,
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &pair.peer,
+            "addr",
+            "add",
+            &format!("{PEER_IP}/24"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &pair.peer, "link", "set", &peer_if, "up"]);
+        // The stack checks what it receives: the peer computes its checksums.
+        let out = pair
+            .peer_cmd("ethtool")
+            .args(["-K", &peer_if, "tx", "off"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ethtool: {out:?}");
+        pair
+    }
+
+    fn in_ns(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    fn app_cmd(&self, program: &str) -> Command {
+        Self::in_ns(&self.app, program)
+    }
+
+    fn peer_cmd(&self, program: &str) -> Command {
+        Self::in_ns(&self.peer, program)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.app, &self.peer] {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// Runs `cmd` and returns its stdout, failing the test with its output
+/// when it fails.
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawning");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kernel interface's (rx, tx) packet counters, as the kernel counts
+/// them inside `ns`.
+fn kni_packets(pair: &Pair) -> (u64, u64) {
+    let read = |what: &str| -> u64 {
+        let out = ok(pair
+            .app_cmd("cat")
+            .arg(format!("/sys/class/net/kni/statistics/{what}")));
+        out.trim().parse().unwrap()
+    };
+    (read("rx_packets"), read("tx_packets"))
+}
+
+#[rstest]
+#[case::kni_switch_run_to_wakeup("kni_switch", StackThreadMode::RunToWakeup)]
+#[case::flow_bifurcation_run_to_completion("flow_bifurcation", StackThreadMode::RunToCompletion)]
+fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address(
+    #[case] key: &str,
+    #[case] mode: StackThreadMode,
+) {
+    require_root();
+    let tag = if key == "kni_switch" { "k" } else { "f" };
+    let pair = Pair::new(tag);
+    let dir = TempDir::new("lstack-kernel-path");
+    let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
+    let prefix = hugepages::dpdk_file_prefix(&format!("kernel_path_{tag}"));
+    let mut args = AfPacketEal::default().args_for_ifaces(&[&pair.app_if], &huge, &prefix);
+    args.remove(0);
+    let mut cfg = LstackConfig::new(
+        STACK_IP,
+        Ipv4Addr::new(255, 255, 255, 0),
+        STACK_MAC.parse().unwrap(),
+    );
+    cfg.dpdk_args = args;
+    cfg.num_cpus = "1".parse().unwrap();
+    cfg.stack_thread_mode = mode;
+    match key {
+        "kni_switch" => cfg.kni_switch = true,
+        _ => cfg.flow_bifurcation = true,
+    }
+    cfg.validate().unwrap();
+    let conf = dir.path().join("lstack.toml");
+    std::fs::write(&conf, cfg.to_toml_string()).unwrap();
+
+    // redis on lstack.
+    let mut redis = pair.app_cmd("env");
+    redis
+        .arg(format!("LD_PRELOAD={}", liblstack().display()))
+        .arg(format!("LSTACK_CONF_PATH={}", conf.display()))
+        .args([
+            "redis-server",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut redis = ChildGuard::spawn(&mut redis).unwrap();
+
+    // The exception interface comes up with the stack's address.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = pair
+            .app_cmd("ip")
+            .args(["-4", "addr", "show", "dev", "kni"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("{STACK_IP}/24")) {
+            break;
+        }
+        if let Ok(Some(status)) = redis.try_wait() {
+            let (o, e) = redis.final_output();
+            panic!("redis-server on lstack exited ({status}): {o}\n{e}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kernel interface `kni` with {STACK_IP}/24 in 20 s: {}",
+            redis.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The kernel's servers on the same address: HTTP and SSH.
+    std::fs::write(dir.path().join("index.html"), "served by the kernel\n").unwrap();
+    let mut http = pair.app_cmd("python3");
+    http.args(["-m", "http.server", "8080", "--bind", &STACK_IP.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _http = ChildGuard::spawn(&mut http).unwrap();
+    let key_path = dir.path().join("host_key");
+    ok(Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(&key_path));
+    let mut ssh = pair.app_cmd("dropbear");
+    ssh.args(["-F", "-E", "-s", "-r"])
+        .arg(&key_path)
+        .args(["-p", &format!("{STACK_IP}:2222")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let _ssh = ChildGuard::spawn(&mut ssh).unwrap();
+
+    let (rx0, tx0) = kni_packets(&pair);
+    // Everything at once from the peer: redis-benchmark on lstack while
+    // ping, curl and an SSH key exchange reach the kernel.
+    let bench = {
+        let mut c = pair.peer_cmd("redis-benchmark");
+        c.args([
+            "-h",
+            &STACK_IP.to_string(),
+            "-p",
+            "6379",
+            "-t",
+            "set,get",
+            "-n",
+            "50000",
+            "-c",
+            "20",
+            "-q",
+        ]);
+        std::thread::spawn(move || c.output().unwrap())
+    };
+    let ping =
+        ok(pair
+            .peer_cmd("ping")
+            .args(["-c", "5", "-i", "0.2", "-W", "2", &STACK_IP.to_string()]));
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let out = pair
+            .peer_cmd("curl")
+            .args([
+                "-sf",
+                "--max-time",
+                "3",
+                &format!("http://{STACK_IP}:8080/"),
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(page, "served by the kernel\n");
+    let keys = ok(pair.peer_cmd("ssh-keyscan").args([
+        "-T",
+        "5",
+        "-t",
+        "ed25519",
+        "-p",
+        "2222",
+        &STACK_IP.to_string(),
+    ]));
+    assert!(keys.contains("ssh-ed25519 "), "no SSH host key: {keys:?}");
+
+    let bench = bench.join().unwrap();
+    let out = String::from_utf8_lossy(&bench.stdout);
+    assert!(bench.status.success(), "redis-benchmark: {out} {:?}", bench);
+    for t in ["SET", "GET"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{t}: ")) && l.contains("requests per second")),
+            "no {t} result: {out}"
+        );
+    }
+    assert!(!out.to_lowercase().contains("error"), "{out}");
+
+    // The kernel saw the ping, HTTP and SSH and answered through lstack's port.
+    let (rx1, tx1) = kni_packets(&pair);
+    assert!(
+        rx1 - rx0 >= 5 && tx1 - tx0 >= 5,
+        "kni counted {} received and {} sent",
+        rx1 - rx0,
+        tx1 - tx0
+    );
+
+    redis.kill();
+    drop(pair);
+    let _ = hugepages::remove_dpdk_runtime_dir(&prefix);
+}

@@ -168,12 +168,20 @@ static __always_inline int parse(void *ctx, struct pkt *p)
 	return 1;
 }
 
+#define QUOTED_SPORT 0
+#define QUOTED_DPORT 2
+
 /* For an ICMP error whose message body starts at `q` (the quoted IP header),
- * returns the quoted packet's protocol index and *source* port (host order):
- * the quoted packet is one we sent, so its source port is our local port. */
-static __always_inline int quoted_sport(void *ctx, __u32 q, int v6, __u32 *pidx, __u16 *port)
+ * returns the quoted packet's protocol index and one of its ports (host
+ * order): `which` is QUOTED_SPORT or QUOTED_DPORT, the offset of that port in
+ * both the TCP and the UDP header. Which one is our local port depends on
+ * who sent the quoted packet: an error we receive quotes a packet we sent
+ * (source port is ours); an error we send quotes a packet we received
+ * (destination port is ours). */
+static __always_inline int quoted_port(void *ctx, __u32 q, int v6, __u32 which, __u32 *pidx,
+				       __u16 *port)
 {
-	__be16 sport;
+	__be16 p16;
 	__u8 l4proto;
 
 	if (!v6) {
@@ -204,10 +212,9 @@ static __always_inline int quoted_sport(void *ctx, __u32 q, int v6, __u32 *pidx,
 	}
 	if (proto_index(l4proto, pidx))
 		return -1;
-	/* Source port is the first 16 bits of both TCP and UDP headers. */
-	if (LOAD(ctx, q, &sport, 2))
+	if (LOAD(ctx, q + which, &p16, 2))
 		return -1;
-	*port = bpf_ntohs(sport);
+	*port = bpf_ntohs(p16);
 	return 0;
 }
 

@@ -3,8 +3,9 @@
  *
  * egress_guard: the kernel must not answer for ports lstack owns. When a
  *   frame for an lstack connection leaks to the kernel, the kernel would
- *   answer with a RST or an ICMP port/protocol unreachable that resets
- *   lstack's peer. Those answers are dropped here.
+ *   answer with a RST (source port = the local port) or an ICMP port/protocol
+ *   unreachable quoting that frame (quoted destination port = the local
+ *   port) that resets lstack's peer. Those answers are dropped here.
  * ingress_rpf: strict reverse path filter, in eBPF, for what lstack hands
  *   to the kernel: martian sources and sources whose route back does not
  *   leave through this interface are dropped.
@@ -77,8 +78,9 @@ int egress_guard(struct __sk_buff *skb)
 	} else {
 		goto pass;
 	}
-	/* ICMP error header is 8 bytes, then the quoted packet. */
-	if (quoted_sport(skb, p.l4off + 8, v6, &pidx, &port))
+	/* ICMP error header is 8 bytes, then the quoted packet: the one the
+	 * kernel received, so its destination port is the local port. */
+	if (quoted_port(skb, p.l4off + 8, v6, QUOTED_DPORT, &pidx, &port))
 		goto pass;
 	if (owned(pidx, port)) {
 		count(C_ICMP_UNREACH_DROPPED);
@@ -123,6 +125,12 @@ static __always_inline int martian6(const struct pkt *p, const struct guard_cfg 
 	return 0;
 }
 
+/* fe80::/10 */
+static __always_inline int link_local6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80;
+}
+
 SEC("classifier")
 int ingress_rpf(struct __sk_buff *skb)
 {
@@ -160,16 +168,25 @@ int ingress_rpf(struct __sk_buff *skb)
 			goto martian;
 		fib.family = AF_INET;
 		fib.ipv4_dst = p.saddr4;
-		fib.ipv4_src = p.daddr4;
+		/* Our address as the source of the route back (policy routing),
+		 * unless the packet went to a multicast or broadcast address. */
+		if ((bpf_ntohl(p.daddr4) >> 28) != 0xe && p.daddr4 != 0xffffffff)
+			fib.ipv4_src = p.daddr4;
 	} else {
 		if (martian6(&p, cfg))
 			goto martian;
 		if (!p.saddr6.in6_u.u6_addr32[0] && !p.saddr6.in6_u.u6_addr32[1] &&
 		    !p.saddr6.in6_u.u6_addr32[2] && !p.saddr6.in6_u.u6_addr32[3])
 			goto pass; /* DAD probe: nothing to route back to */
+		/* Link-local sources are on this link by definition, and
+		 * bpf_fib_lookup refuses (NOT_FWDED) link-local or multicast
+		 * addresses: neighbour discovery would never pass. */
+		if (link_local6(&p.saddr6))
+			goto pass;
 		fib.family = AF_INET6;
 		__builtin_memcpy(fib.ipv6_dst, &p.saddr6, 16);
-		__builtin_memcpy(fib.ipv6_src, &p.daddr6, 16);
+		if (p.daddr6.in6_u.u6_addr8[0] != 0xff && !link_local6(&p.daddr6))
+			__builtin_memcpy(fib.ipv6_src, &p.daddr6, 16);
 	}
 	fib.l4_protocol = p.l4proto;
 	fib.ifindex = skb->ifindex;

@@ -116,7 +116,8 @@ int xdp_bifurcate(struct xdp_md *ctx)
 	} else {
 		goto pass;
 	}
-	if (quoted_sport(ctx, p.l4off + 8, v6, &pidx, &port))
+	/* The quoted packet is one lstack sent: its source port is ours. */
+	if (quoted_port(ctx, p.l4off + 8, v6, QUOTED_SPORT, &pidx, &port))
 		goto pass;
 	if (owned(pidx, port))
 		return to_lstack(ctx, 0);

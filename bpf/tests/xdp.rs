@@ -1,0 +1,109 @@
+//! xdp_bifurcate on a veth end, with no AF_XDP socket bound: frames for
+//! lstack fall back to XDP_PASS (so the kernel answers), and the counters
+//! say which path each frame took. Root required. (A full AF_XDP receive
+//! test needs DPDK and is done by the integrator.)
+
+mod common;
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use gazelle_bpf::{Ownership, Proto, XdpBifurcation};
+
+fn connect_kind(topo: &Topo, dst: IpAddr, port: u16) -> ErrorKind {
+    topo.in_b(|| {
+        match TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_millis(1500)) {
+            Ok(_) => panic!("connected to a closed port?"),
+            Err(e) => e.kind(),
+        }
+    })
+}
+
+#[test]
+fn xdp_owned_port_falls_back_to_kernel_without_socket() {
+    let topo = Topo::new();
+    let fs = BpfFs::new();
+    let own = Ownership::create(&fs.pin("xdp")).unwrap();
+    own.set(Proto::Tcp, 7000, true);
+    let xdp = topo
+        .in_a(|| XdpBifurcation::attach(&topo.if_a, &own))
+        .unwrap();
+    assert!(run(&["ip", "-n", &topo.a, "link", "show", &topo.if_a]).contains("xdp"));
+
+    // Owned: redirect to xsks_map, no socket on the queue -> XDP_PASS ->
+    // the kernel answers RST.
+    for dst in [IpAddr::V4(A4), IpAddr::V6(A6)] {
+        assert_eq!(connect_kind(&topo, dst, 7000), ErrorKind::ConnectionRefused);
+    }
+    let c = xdp.counters();
+    assert!(
+        c.xdp_no_socket >= 2,
+        "SYNs to the owned port were meant for lstack: {c:?}"
+    );
+    assert_eq!(c.xdp_redirected, 0, "{c:?}");
+
+    // Not owned: plain pass.
+    for dst in [IpAddr::V4(A4), IpAddr::V6(A6)] {
+        assert_eq!(connect_kind(&topo, dst, 7001), ErrorKind::ConnectionRefused);
+    }
+    let after = xdp.counters();
+    assert_eq!(after.xdp_no_socket, c.xdp_no_socket, "{after:?}");
+    assert!(after.xdp_passed >= c.xdp_passed + 2, "{after:?}");
+
+    // UDP by destination port too.
+    own.set(Proto::Udp, 7002, true);
+    topo.in_b(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"x", SocketAddr::new(IpAddr::V4(A4), 7002))
+            .unwrap();
+    });
+    wait_until(
+        "UDP to an owned port counted",
+        Duration::from_secs(2),
+        || xdp.counters().xdp_no_socket > after.xdp_no_socket,
+    );
+}
+
+#[test]
+fn xdp_wanted_neighbour_replies_go_to_lstack() {
+    let topo = Topo::new();
+    let fs = BpfFs::new();
+    let own = Ownership::create(&fs.pin("neigh")).unwrap();
+    let xdp = topo
+        .in_a(|| XdpBifurcation::attach(&topo.if_a, &own))
+        .unwrap();
+
+    // a resolves b: b's ARP reply / neighbour advertisement arrives on the
+    // XDP interface. Not wanted: passes without counting as neighbour.
+    let resolve = |topo: &Topo| {
+        run(&["ip", "-n", &topo.a, "neigh", "flush", "dev", &topo.if_a]);
+        topo.in_a(|| {
+            let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s4.send_to(b"x", SocketAddr::new(IpAddr::V4(B4), 9))
+                .unwrap();
+            let s6 = UdpSocket::bind("[::]:0").unwrap();
+            s6.send_to(b"x", SocketAddr::new(IpAddr::V6(B6), 9))
+                .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    resolve(&topo);
+    assert_eq!(xdp.counters().xdp_neigh, 0);
+
+    xdp.want_neighbour(IpAddr::V4(B4), 10_000_000_000).unwrap();
+    xdp.want_neighbour(IpAddr::V6(B6), 10_000_000_000).unwrap();
+    resolve(&topo);
+    let c = xdp.counters();
+    assert!(
+        c.xdp_neigh >= 2,
+        "ARP reply and NA for the wanted addresses: {c:?}"
+    );
+
+    // Expired wishes are ignored.
+    xdp.want_neighbour(IpAddr::V4(B4), 0).unwrap();
+    xdp.want_neighbour(IpAddr::V6(B6), 0).unwrap();
+    resolve(&topo);
+    assert_eq!(xdp.counters().xdp_neigh, c.xdp_neigh);
+}

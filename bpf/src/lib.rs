@@ -13,14 +13,22 @@
 //!   syscall. The map is pinned (e.g. `/sys/fs/bpf/gazelle/<name>/own`).
 //! * [`TapGuard`]: two TC programs on the exception interface (the tap on
 //!   which lstack hands the kernel the frames it does not own):
-//!   - `egress_guard` (what the kernel sends) drops the TCP RSTs and the ICMP
-//!     / ICMPv6 port (and ICMPv4 protocol) unreachables the kernel would send
-//!     for a port lstack owns: they would reset lstack's peers.
+//!   - `egress_guard` (what the kernel sends) drops the TCP RSTs (IPv4 and
+//!     IPv6) whose source port lstack owns, and the ICMP port/protocol
+//!     unreachables and ICMPv6 port unreachables whose quoted TCP/UDP packet
+//!     went to a port lstack owns: they would reset lstack's peers. The
+//!     quoted packet is the one the kernel *received* (from lstack's peer),
+//!     so the local port is its *destination* port. (Errors lstack receives,
+//!     checked by `xdp_bifurcate`, quote packets lstack sent: there the local
+//!     port is the quoted *source* port.)
 //!   - `ingress_rpf` (what lstack hands to the kernel) is a strict reverse
 //!     path filter: martian sources (0/8, 127/8, multicast, 255.255.255.255,
 //!     `::`, `::1`, ff00::/8, the instance's own addresses) are dropped, and so
 //!     are sources whose route back (`bpf_fib_lookup`, input lookup on this
-//!     ifindex) does not leave through this interface. `bpf_fib_lookup`
+//!     ifindex) does not leave through this interface. IPv6 link-local
+//!     sources (fe80::/10) are on-link by definition and pass (the lookup
+//!     refuses link-local addresses, which would break neighbour discovery);
+//!     so does `::` for ICMPv6 (duplicate address detection). `bpf_fib_lookup`
 //!     answers `FWD_DISABLED` on an interface without forwarding enabled;
 //!     such packets pass and count as `rpf_unchecked`, and the `rp_filter`
 //!     sysctl, which [`TapGuard::attach`] sets to 1 as a second line, still

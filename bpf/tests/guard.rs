@@ -115,9 +115,7 @@ fn ownership_replaces_stale_pin() {
 
 #[test]
 fn egress_guard_drops_rst_from_owned_port() {
-    let topo = Topo::new();
-    let fs = BpfFs::new();
-    let own = Ownership::create(&fs.pin("rst")).unwrap();
+    let (topo, _fs, own) = setup("rst");
     let guard = topo
         .in_a(|| TapGuard::attach(&topo.if_a, &own, addrs()))
         .unwrap();
@@ -152,9 +150,7 @@ fn egress_guard_drops_rst_from_owned_port() {
 
 #[test]
 fn egress_guard_drops_port_unreachable_for_owned_port() {
-    let topo = Topo::new();
-    let fs = BpfFs::new();
-    let own = Ownership::create(&fs.pin("unreach")).unwrap();
+    let (topo, _fs, own) = setup("unreach");
     let guard = topo
         .in_a(|| TapGuard::attach(&topo.if_a, &own, addrs()))
         .unwrap();
@@ -189,9 +185,7 @@ fn egress_guard_drops_port_unreachable_for_owned_port() {
 
 #[test]
 fn ingress_rpf_drops_spoofed_sources() {
-    let topo = Topo::new();
-    let fs = BpfFs::new();
-    let own = Ownership::create(&fs.pin("rpf")).unwrap();
+    let (topo, _fs, own) = setup("rpf");
     // bpf_fib_lookup only looks up on interfaces that forward.
     topo.sysctl_a(&format!("net/ipv4/conf/{}/forwarding", topo.if_a), "1");
     topo.sysctl_a(&format!("net/ipv6/conf/{}/forwarding", topo.if_a), "1");
@@ -293,7 +287,7 @@ fn tcx_count(topo: &Topo, at: TcAttachType) -> usize {
 }
 
 fn xdp_attached(topo: &Topo) -> bool {
-    run(&["ip", "-n", &topo.a, "link", "show", &topo.if_a]).contains("xdp")
+    ip_n(&topo.a, &["link", "show", &topo.if_a]).contains("xdp")
 }
 
 /// Child side of `sigkill_leaves_no_attachment`: does nothing unless the

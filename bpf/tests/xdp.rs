@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::*;
-use gazelle_bpf::{Ownership, Proto, XdpBifurcation};
+use gazelle_bpf::{Proto, XdpBifurcation};
 
 fn connect_kind(topo: &Topo, dst: IpAddr, port: u16) -> ErrorKind {
     topo.in_b(|| {
@@ -23,14 +23,12 @@ fn connect_kind(topo: &Topo, dst: IpAddr, port: u16) -> ErrorKind {
 
 #[test]
 fn xdp_owned_port_falls_back_to_kernel_without_socket() {
-    let topo = Topo::new();
-    let fs = BpfFs::new();
-    let own = Ownership::create(&fs.pin("xdp")).unwrap();
+    let (topo, _fs, own) = setup("xdp");
     own.set(Proto::Tcp, 7000, true);
     let xdp = topo
         .in_a(|| XdpBifurcation::attach(&topo.if_a, &own))
         .unwrap();
-    assert!(run(&["ip", "-n", &topo.a, "link", "show", &topo.if_a]).contains("xdp"));
+    assert!(ip_n(&topo.a, &["link", "show", &topo.if_a]).contains("xdp"));
 
     // Owned: redirect to xsks_map, no socket on the queue -> XDP_PASS ->
     // the kernel answers RST.
@@ -68,9 +66,7 @@ fn xdp_owned_port_falls_back_to_kernel_without_socket() {
 
 #[test]
 fn xdp_wanted_neighbour_replies_go_to_lstack() {
-    let topo = Topo::new();
-    let fs = BpfFs::new();
-    let own = Ownership::create(&fs.pin("neigh")).unwrap();
+    let (topo, _fs, own) = setup("neigh");
     let xdp = topo
         .in_a(|| XdpBifurcation::attach(&topo.if_a, &own))
         .unwrap();
@@ -78,7 +74,7 @@ fn xdp_wanted_neighbour_replies_go_to_lstack() {
     // a resolves b: b's ARP reply / neighbour advertisement arrives on the
     // XDP interface. Not wanted: passes without counting as neighbour.
     let resolve = |topo: &Topo| {
-        run(&["ip", "-n", &topo.a, "neigh", "flush", "dev", &topo.if_a]);
+        ip_n(&topo.a, &["neigh", "flush", "dev", &topo.if_a]);
         topo.in_a(|| {
             let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
             s4.send_to(b"x", SocketAddr::new(IpAddr::V4(B4), 9))

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -59,6 +59,13 @@ pub fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ip -n <ns> <args>`, asserting success; returns stdout.
+pub fn ip_n(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
 /// Namespaces `a` (the guarded side, interface `if_a`) and `b` (the peer,
 /// `if_b`), 10.200.0.0/24 and fd00::/64, plus another interface in `a` that routes
 /// 10.201.0.0/24 and fd01::/64.
@@ -89,57 +96,28 @@ impl Topo {
         run(&["ip", "link", "add", &t.if_a, "netns", &t.a, "address", &mac_a, "type", "veth",
               "peer", "name", &t.if_b, "netns", &t.b, "address", &mac_b]);
         for (ns, ifn, v4, v6) in [(&t.a, &t.if_a, A4, A6), (&t.b, &t.if_b, B4, B6)] {
-            run(&[
-                "ip",
-                "-n",
+            ip_n(ns, &["addr", "add", &format!("{v4}/24"), "dev", ifn]);
+            ip_n(
                 ns,
-                "addr",
-                "add",
-                &format!("{v4}/24"),
-                "dev",
-                ifn,
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                ifn,
-                "nodad",
-            ]);
-            run(&["ip", "-n", ns, "link", "set", ifn, "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+                &["addr", "add", &format!("{v6}/64"), "dev", ifn, "nodad"],
+            );
+            ip_n(ns, &["link", "set", ifn, "up"]);
+            ip_n(ns, &["link", "set", "lo", "up"]);
         }
         // No dummy driver on every kernel: a veth pair inside a does.
-        run(&[
-            "ip", "-n", &t.a, "link", "add", "gother", "type", "veth", "peer", "name", "gother1",
-        ]);
-        run(&[
-            "ip",
-            "-n",
+        ip_n(
             &t.a,
-            "addr",
-            "add",
-            "10.201.0.1/24",
-            "dev",
-            "gother",
-        ]);
-        run(&[
-            "ip",
-            "-n",
+            &[
+                "link", "add", "gother", "type", "veth", "peer", "name", "gother1",
+            ],
+        );
+        ip_n(&t.a, &["addr", "add", "10.201.0.1/24", "dev", "gother"]);
+        ip_n(
             &t.a,
-            "addr",
-            "add",
-            "fd01::1/64",
-            "dev",
-            "gother",
-            "nodad",
-        ]);
-        run(&["ip", "-n", &t.a, "link", "set", "gother1", "up"]);
-        run(&["ip", "-n", &t.a, "link", "set", "gother", "up"]);
+            &["addr", "add", "fd01::1/64", "dev", "gother", "nodad"],
+        );
+        ip_n(&t.a, &["link", "set", "gother1", "up"]);
+        ip_n(&t.a, &["link", "set", "gother", "up"]);
         t
     }
 
@@ -354,6 +332,11 @@ pub fn udp6_frame(src: Ipv6Addr, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> V
     f
 }
 
-pub fn ensure_dir(p: &Path) {
-    std::fs::create_dir_all(p).expect("mkdir");
+/// The usual start of a test: a topology, a bpffs and an ownership map
+/// pinned in it (`name` names the pin directory).
+pub fn setup(name: &str) -> (Topo, BpfFs, gazelle_bpf::Ownership) {
+    let topo = Topo::new();
+    let fs = BpfFs::new();
+    let own = gazelle_bpf::Ownership::create(&fs.pin(name)).expect("create ownership map");
+    (topo, fs, own)
 }

@@ -278,6 +278,34 @@ fn ingress_rpf_drops_spoofed_sources() {
     assert_eq!(c.rpf_unchecked, 0, "{c:?}");
 }
 
+#[test]
+fn ingress_rpf_without_forwarding_counts_unchecked() {
+    let (topo, _fs, own) = setup("unchecked");
+    let guard = topo
+        .in_a(|| TapGuard::attach(&topo.if_a, &own, addrs()))
+        .unwrap();
+    topo.in_b(|| {
+        let tx = RawSender::new(&topo.if_b).unwrap();
+        tx.send(&udp4_frame(
+            "127.0.0.1".parse().unwrap(),
+            A4,
+            9000,
+            b"martian",
+        ))
+        .unwrap();
+        tx.send(&udp4_frame(DUMMY4, A4, 9000, b"wrong-if")).unwrap();
+    });
+    wait_until("both frames seen", Duration::from_secs(2), || {
+        let c = guard.counters();
+        c.rpf_martian_dropped == 1 && c.rpf_unchecked == 1
+    });
+    assert_eq!(
+        guard.counters().rpf_no_route_dropped,
+        0,
+        "no route lookup without forwarding"
+    );
+}
+
 fn tcx_count(topo: &Topo, at: TcAttachType) -> usize {
     topo.in_a(|| {
         SchedClassifier::query_tcx(&topo.if_a, at)

@@ -65,6 +65,38 @@ fn xdp_owned_port_falls_back_to_kernel_without_socket() {
 }
 
 #[test]
+fn xdp_icmp_error_quoting_owned_source_port_is_for_lstack() {
+    let (topo, _fs, own) = setup("icmp");
+    let xdp = topo
+        .in_a(|| XdpBifurcation::attach(&topo.if_a, &own))
+        .unwrap();
+    let send = |sport| {
+        topo.in_b(|| {
+            RawSender::new(&topo.if_b)
+                .unwrap()
+                .send(&icmp4_unreach_frame(sport))
+                .unwrap()
+        })
+    };
+
+    own.set(Proto::Udp, 7003, true);
+    send(7003);
+    wait_until(
+        "ICMP error for an owned port",
+        Duration::from_secs(2),
+        || xdp.counters().xdp_no_socket == 1,
+    );
+    let c = xdp.counters();
+    send(7004);
+    wait_until(
+        "ICMP error for another port passed",
+        Duration::from_secs(2),
+        || xdp.counters().xdp_passed > c.xdp_passed,
+    );
+    assert_eq!(xdp.counters().xdp_no_socket, 1);
+}
+
+#[test]
 fn xdp_wanted_neighbour_replies_go_to_lstack() {
     let (topo, _fs, own) = setup("neigh");
     let xdp = topo
@@ -72,34 +104,40 @@ fn xdp_wanted_neighbour_replies_go_to_lstack() {
         .unwrap();
 
     // a resolves b: b's ARP reply / neighbour advertisement arrives on the
-    // XDP interface. Not wanted: passes without counting as neighbour.
-    let resolve = |topo: &Topo| {
-        ip_n(&topo.a, &["neigh", "flush", "dev", &topo.if_a]);
+    // XDP interface. Waits until a has b's link-layer address again.
+    let resolve = |dst: IpAddr| {
+        ip_n(&topo.a, &["neigh", "flush", "to", &dst.to_string()]);
         topo.in_a(|| {
-            let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s4.send_to(b"x", SocketAddr::new(IpAddr::V4(B4), 9))
-                .unwrap();
-            let s6 = UdpSocket::bind("[::]:0").unwrap();
-            s6.send_to(b"x", SocketAddr::new(IpAddr::V6(B6), 9))
+            let bind = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            UdpSocket::bind(bind)
+                .unwrap()
+                .send_to(b"x", SocketAddr::new(dst, 9))
                 .unwrap();
         });
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until("neighbour resolved", Duration::from_secs(3), || {
+            let n = ip_n(&topo.a, &["neigh", "show", "to", &dst.to_string()]);
+            n.contains("lladdr")
+        });
     };
-    resolve(&topo);
-    assert_eq!(xdp.counters().xdp_neigh, 0);
-
-    xdp.want_neighbour(IpAddr::V4(B4), 10_000_000_000).unwrap();
-    xdp.want_neighbour(IpAddr::V6(B6), 10_000_000_000).unwrap();
-    resolve(&topo);
-    let c = xdp.counters();
-    assert!(
-        c.xdp_neigh >= 2,
-        "ARP reply and NA for the wanted addresses: {c:?}"
-    );
-
+    for dst in [IpAddr::V4(B4), IpAddr::V6(B6)] {
+        resolve(dst);
+        assert_eq!(xdp.counters().xdp_neigh, 0, "{dst} not wanted yet");
+    }
+    for (i, dst) in [IpAddr::V4(B4), IpAddr::V6(B6)].into_iter().enumerate() {
+        xdp.want_neighbour(dst, 10_000_000_000).unwrap();
+        resolve(dst);
+        let c = xdp.counters();
+        assert_eq!(
+            c.xdp_neigh,
+            i as u64 + 1,
+            "{dst}: wanted reply for lstack: {c:?}"
+        );
+    }
     // Expired wishes are ignored.
-    xdp.want_neighbour(IpAddr::V4(B4), 0).unwrap();
-    xdp.want_neighbour(IpAddr::V6(B6), 0).unwrap();
-    resolve(&topo);
-    assert_eq!(xdp.counters().xdp_neigh, c.xdp_neigh);
+    let before = xdp.counters().xdp_neigh;
+    for dst in [IpAddr::V4(B4), IpAddr::V6(B6)] {
+        xdp.want_neighbour(dst, 0).unwrap();
+        resolve(dst);
+    }
+    assert_eq!(xdp.counters().xdp_neigh, before);
 }

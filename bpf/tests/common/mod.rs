@@ -306,6 +306,26 @@ pub fn udp4_frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> V
     f
 }
 
+/// Ethernet(B -> A) / IPv4 / ICMP port unreachable from `B4`, quoting a UDP
+/// datagram that A sent from `quoted_sport` to B.
+pub fn icmp4_unreach_frame(quoted_sport: u16) -> Vec<u8> {
+    let mut quoted = udp4_frame(A4, B4, 9, b"quoted")[14..].to_vec();
+    quoted[20..22].copy_from_slice(&quoted_sport.to_be_bytes());
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted);
+    let c = csum_fold(csum_add(0, &icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = udp4_frame(B4, A4, 0, &[]);
+    f.truncate(14 + 20);
+    f[14 + 9] = 1; // ICMP
+    f[14 + 2..14 + 4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let c = csum_fold(csum_add(0, &f[14..34]));
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&icmp);
+    f
+}
+
 /// Ethernet(B -> A) / IPv6 / UDP frame with source address `src`.
 pub fn udp6_frame(src: Ipv6Addr, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = udp(4444, dport, payload);

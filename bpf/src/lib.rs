@@ -77,10 +77,15 @@
 //!   for an attached program named exactly `xsk_def_prog` (its own default,
 //!   with a matching `xsk_prog_version`), alone or inside a libxdp
 //!   dispatcher. Any other pre-attached program, `xdp_bifurcate` included, is
-//!   not reused: libxdp loads its default program and tries to attach it,
-//!   which fails on an interface that already has a non-dispatcher program
-//!   (`XDP_FLAGS_UPDATE_IF_NOEXIST`), and so the port fails to start. So a
-//!   pre-attached `xdp_bifurcate` does NOT work with plain `net_af_xdp`.
+//!   not reused: libxdp loads its default program and tries to attach it
+//!   through its dispatcher, which refuses an interface that already has a
+//!   program not using a dispatcher ("Existing program is not using a
+//!   dispatcher, can't replace; unload first", `-EBUSY`); the socket, and so
+//!   the port, fails to start. So a pre-attached `xdp_bifurcate` does NOT
+//!   work with plain `net_af_xdp`. (libxdp would adopt a program named
+//!   `xsk_def_prog` that carries its `xsk_prog_version` BTF variable and an
+//!   `xsks_map`; renaming `xdp_bifurcate` to pass as libxdp's own program
+//!   was not attempted.)
 //! * With `xdp_prog=<path>`: DPDK loads the object itself with libbpf
 //!   (`bpf_object__open_file` + `bpf_object__load`: fresh maps, not ours),
 //!   requires a map named `xsks_map`, attaches the object's first program

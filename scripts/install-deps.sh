@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config clang libclang-dev   # C shim + bindgen
+  libbpf-dev                                      # bpf_helpers.h for gazelle-bpf's C eBPF programs
   dpdk dpdk-dev libdpdk-dev                       # DPDK 22.11 runtime, headers, dpdk-testpmd
   iproute2 ethtool iputils-ping netcat-openbsd    # test topologies and demo clients
   dropbear-bin openssh-client tcpdump             # the kernel path's proofs: SSH on the kernel, captures in the peer

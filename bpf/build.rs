@@ -7,7 +7,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGS: &[&str] = &["own", "tap_guard", "xdp_bifurcate"];
+const PROGS: &[&str] = &["own", "tap_guard", "xdp_bifurcate", "nic_block"];
 const HEADERS: &[&str] = &["common.h", "own_map.h"];
 
 fn main() {

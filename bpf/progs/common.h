@@ -46,6 +46,7 @@ enum counter {
 	C_XDP_NO_SOCKET = 8,
 	C_XDP_PASSED = 9,
 	C_XDP_NEIGH = 10,
+	C_NIC_BLOCKED = 11,
 	C_MAX = 16,
 };
 

@@ -121,6 +121,7 @@ use serde::Serialize;
 const OWN_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/own.o"));
 const TAP_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tap_guard.o"));
 const XDP_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_bifurcate.o"));
+const NIC_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nic_block.o"));
 
 /// Name of the ownership map in every object.
 const OWN_MAP: &str = "own";
@@ -327,6 +328,7 @@ enum Counter {
     XdpNoSocket = 8,
     XdpPassed = 9,
     XdpNeigh = 10,
+    NicBlocked = 11,
 }
 
 /// Packet counters, summed over CPUs. [`TapGuard::counters`] fills the TC
@@ -357,6 +359,29 @@ pub struct Counters {
     /// ARP replies / neighbour advertisements lstack asked for (also counted
     /// in `xdp_redirected` or `xdp_no_socket`).
     pub xdp_neigh: u64,
+    /// Frames the kernel did not take on a `net_af_packet` port's interface
+    /// ([`NicBlock`]).
+    pub nic_blocked: u64,
+}
+
+impl Counters {
+    /// The counters as (name, value) pairs, for the control protocol.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        [
+            ("egress_passed", self.egress_passed),
+            ("rst_dropped", self.rst_dropped),
+            ("icmp_unreach_dropped", self.icmp_unreach_dropped),
+            ("ingress_passed", self.ingress_passed),
+            ("rpf_martian_dropped", self.rpf_martian_dropped),
+            ("rpf_no_route_dropped", self.rpf_no_route_dropped),
+            ("rpf_unchecked", self.rpf_unchecked),
+            ("xdp_redirected", self.xdp_redirected),
+            ("xdp_no_socket", self.xdp_no_socket),
+            ("xdp_passed", self.xdp_passed),
+            ("xdp_neigh", self.xdp_neigh),
+            ("nic_blocked", self.nic_blocked),
+        ]
+    }
 }
 
 fn read_counters(obj: &Ebpf) -> Counters {
@@ -383,6 +408,7 @@ fn read_counters(obj: &Ebpf) -> Counters {
         xdp_no_socket: get(Counter::XdpNoSocket),
         xdp_passed: get(Counter::XdpPassed),
         xdp_neigh: get(Counter::XdpNeigh),
+        nic_blocked: get(Counter::NicBlocked),
     }
 }
 
@@ -426,16 +452,7 @@ impl TapGuard {
     /// `egress_guard` (egress) and `ingress_rpf` (ingress) using `own`, and
     /// sets `net.ipv4.conf.<ifname>.rp_filter` to 1.
     pub fn attach(ifname: &str, own: &Ownership, addrs: GuardAddrs) -> Result<Self, Error> {
-        if let Err(e) = tc::qdisc_add_clsact(ifname) {
-            let exists = match &e {
-                tc::TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
-                tc::TcError::AlreadyAttached => true,
-                _ => false,
-            };
-            if !exists {
-                return Err(e.into());
-            }
-        }
+        add_clsact(ifname)?;
         let mut obj = load_with_own(TAP_OBJ, own)?;
         let cfg = GuardCfg {
             has_ipv4: u32::from(addrs.ipv4.is_some()),
@@ -468,6 +485,51 @@ impl TapGuard {
     pub fn counters(&self) -> Counters {
         read_counters(&self.obj)
     }
+}
+
+/// `nic_block` on the ingress of the kernel interface under a DPDK
+/// `net_af_packet` port: DPDK's packet socket still sees every frame, the
+/// kernel none (its address is on the exception interface). Dropping it
+/// detaches.
+#[derive(Debug)]
+pub struct NicBlock {
+    obj: Ebpf,
+}
+
+impl NicBlock {
+    /// Adds clsact to `ifname` (an existing one is fine) and attaches
+    /// `nic_block` to its ingress.
+    pub fn attach(ifname: &str, own: &Ownership) -> Result<Self, Error> {
+        add_clsact(ifname)?;
+        let mut obj = load_with_own(NIC_OBJ, own)?;
+        let prog: &mut SchedClassifier = obj
+            .program_mut("nic_block")
+            .ok_or(Error::Missing("TC program"))?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(ifname, TcAttachType::Ingress)?;
+        Ok(Self { obj })
+    }
+
+    /// Current counters (`nic_blocked`).
+    pub fn counters(&self) -> Counters {
+        read_counters(&self.obj)
+    }
+}
+
+/// Adds a clsact qdisc to `ifname`; one already there is fine.
+fn add_clsact(ifname: &str) -> Result<(), Error> {
+    if let Err(e) = tc::qdisc_add_clsact(ifname) {
+        let exists = match &e {
+            tc::TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
+            tc::TcError::AlreadyAttached => true,
+            _ => false,
+        };
+        if !exists {
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// `xdp_bifurcate` attached to an interface. Dropping it detaches.

@@ -22,14 +22,88 @@
 //! a system call, and its descriptor wakes a sleeping thread. Nothing here
 //! allocates, locks or reads the clock.
 
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
 use dpdk::{Mbuf, MbufBatch, Mempool, RxQueue, RxWakeup, TxQueue};
 use smoltcp::wire::IpVersion;
 
 use crate::{
     classify::{DropReason, Seen, Verdict},
-    ownership::{PortOwnership, Proto},
+    ownership::{PortOwnership, PortSink, Proto},
     stats::ThreadStats,
 };
+
+/// Where the helper's ownership maps are pinned (a bpffs; mounted if it
+/// is not one).
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// The eBPF helper of the kernel side.
+#[derive(Debug)]
+pub struct Helper {
+    own: Arc<gazelle_bpf::Ownership>,
+    guard: gazelle_bpf::TapGuard,
+    nic_block: Option<gazelle_bpf::NicBlock>,
+}
+
+/// Feeds the ownership map from the stack's table.
+#[derive(Debug)]
+struct MapSink(Arc<gazelle_bpf::Ownership>);
+
+impl PortSink for MapSink {
+    fn publish(&self, proto: Proto, port: u16, owned: bool) {
+        let proto = match proto {
+            Proto::Tcp => gazelle_bpf::Proto::Tcp,
+            Proto::Udp => gazelle_bpf::Proto::Udp,
+        };
+        self.0.set(proto, port, owned);
+    }
+}
+
+impl Helper {
+    /// Creates the ownership map pinned at `pin`, attaches the guard to the
+    /// exception interface (`addrs`: the stack's addresses, martian as
+    /// sources there), and, when the stack's port is a `net_af_packet` one
+    /// on the kernel interface `nic`, the block on `nic`.
+    pub fn load(
+        pin: &Path,
+        addrs: gazelle_bpf::GuardAddrs,
+        nic: Option<&str>,
+    ) -> Result<Self, gazelle_bpf::Error> {
+        gazelle_bpf::ensure_bpffs(Path::new(BPFFS))?;
+        let own = Arc::new(gazelle_bpf::Ownership::create(pin)?);
+        let guard = gazelle_bpf::TapGuard::attach(IFACE, &own, addrs)?;
+        let nic_block = nic
+            .map(|n| gazelle_bpf::NicBlock::attach(n, &own))
+            .transpose()?;
+        Ok(Self {
+            own,
+            guard,
+            nic_block,
+        })
+    }
+
+    /// From now on the map follows `owned` (which first gives it every port
+    /// owned so far).
+    pub fn follow(&self, owned: &PortOwnership) {
+        owned.set_sink(Arc::new(MapSink(Arc::clone(&self.own))));
+    }
+
+    /// The programs' counters by name: the guard's, and the block's if
+    /// there is one.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let guard = self.guard.counters();
+        let mut out: BTreeMap<String, u64> = guard
+            .named()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("xdp_") && *n != "nic_blocked")
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        if let Some(b) = &self.nic_block {
+            out.insert("nic_blocked".into(), b.counters().nic_blocked);
+        }
+        out
+    }
+}
 
 /// The kernel's name of the interface.
 pub const IFACE: &str = "kni";
@@ -96,14 +170,22 @@ pub(crate) struct KernelSide {
     /// The kernel interface.
     pub(crate) iface: String,
     /// The stack's port ownership.
-    owned: std::sync::Arc<PortOwnership>,
+    owned: Arc<PortOwnership>,
+    /// The eBPF helper, or why it is not loaded.
+    helper: Result<Helper, String>,
 }
 
 impl KernelSide {
-    pub(crate) fn new(shared: &crate::engine::StackShared) -> Self {
+    /// The kernel side of the stack of `shared`, with `helper` (which then
+    /// follows the stack's port ownership).
+    pub(crate) fn new(shared: &crate::engine::StackShared, helper: Result<Helper, String>) -> Self {
+        if let Ok(h) = &helper {
+            h.follow(&shared.owned);
+        }
         Self {
             iface: IFACE.to_owned(),
-            owned: std::sync::Arc::clone(&shared.owned),
+            owned: Arc::clone(&shared.owned),
+            helper,
         }
     }
 
@@ -113,8 +195,12 @@ impl KernelSide {
             iface: self.iface.clone(),
             owned_tcp_ports: self.owned.owned(Proto::Tcp),
             owned_udp_ports: self.owned.owned(Proto::Udp),
-            helper: Default::default(),
-            helper_error: None,
+            helper: self
+                .helper
+                .as_ref()
+                .map(Helper::counters)
+                .unwrap_or_default(),
+            helper_error: self.helper.as_ref().err().cloned(),
         }
     }
 }

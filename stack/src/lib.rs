@@ -450,6 +450,48 @@ fn prepare_kernel_iface() {
     }
 }
 
+/// Loads the kernel side's eBPF helper ([`kernel::Helper`]), its
+/// ownership map pinned under `BPFFS/gazelle/lstack-<file prefix>/`. On a
+/// `net_af_packet` port it is required (without its block the kernel would
+/// take the NIC's frames as its own too and answer lstack's peers): an
+/// error then. Elsewhere the path works without it, less guarded: the
+/// reason is kept for `lstack show` and logged.
+fn load_kernel_helper(
+    config: &LstackConfig,
+    port: &Port,
+) -> Result<Result<kernel::Helper, String>, StackError> {
+    let args = eal_args(config);
+    let info = port.info();
+    let nic = (info.driver == "net_af_packet")
+        .then(|| dpdk::bond::vdev_iface(&args, &info.name))
+        .flatten();
+    let pin = std::path::Path::new(kernel::BPFFS)
+        .join("gazelle")
+        .join(format!("lstack-{}", dpdk::cleanup::file_prefix(&args)))
+        .join("own");
+    let addrs = gazelle_bpf::GuardAddrs {
+        ipv4: Some(config.host_addr),
+        ipv6: config.host_addr6.as_ref().map(|c| c.addr()),
+    };
+    match kernel::Helper::load(&pin, addrs, nic.as_deref()) {
+        Ok(h) => {
+            tracing::info!(pin = %pin.display(), nic = ?nic, "kernel path: eBPF helper loaded");
+            Ok(Ok(h))
+        }
+        Err(e) if nic.is_some() => Err(StackError::KernelIface {
+            iface: nic.unwrap_or_default(),
+            reason: format!(
+                "the eBPF program that keeps the kernel off a net_af_packet port's \
+                 interface did not load ({e}); the kernel would answer lstack's peers too"
+            ),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel path without its eBPF helper: the kernel's RSTs for lstack's ports are not dropped");
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
 /// Gives the kernel interface the stack's addresses and brings it up
 /// (iproute2's `ip`, once at start).
 fn configure_kernel_iface(config: &LstackConfig) -> Result<(), StackError> {
@@ -536,6 +578,8 @@ struct Backend {
     /// One queue pair per thread on the kernel interface (the exception
     /// path), if the config asks for it.
     kernel: Vec<(dpdk::RxQueue, dpdk::TxQueue)>,
+    /// The kernel side's eBPF helper, or why it did not load.
+    kernel_helper: Option<Result<kernel::Helper, String>>,
 }
 
 /// A running stack: cheap to clone; the threads stop when
@@ -638,6 +682,7 @@ impl Stack {
             vlan,
             bond,
             kernel,
+            kernel_helper,
         } = if config.use_ltran {
             Self::attach_ltran(config, &opts.run_dir, want_threads)?
         } else if config.bond_mode == gazelle_config::lstack::limits::BOND_MODE_ACTIVE_BACKUP {
@@ -694,7 +739,7 @@ impl Stack {
         let run_to_completion = config.stack_thread_mode == StackThreadMode::RunToCompletion;
         let mut contexts = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
-        let kernel_side = (!kernel.is_empty()).then(|| kernel::KernelSide::new(&shared));
+        let kernel_side = kernel_helper.map(|h| kernel::KernelSide::new(&shared, h));
         let mut kernel = kernel.into_iter();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
@@ -915,6 +960,7 @@ impl Stack {
             .collect();
         let mut ports = vec![port];
         let mut kernel = Vec::new();
+        let mut kernel_helper = None;
         if let Some(id) = kernel_id {
             let threads = queues.len() as u16;
             let kernel_config = PortConfig {
@@ -928,6 +974,7 @@ impl Stack {
             kernel = kport.take_queues();
             configure_kernel_iface(config)?;
             ports.push(kport);
+            kernel_helper = Some(load_kernel_helper(config, &ports[0])?);
         }
         let port = &ports[0];
         let tx_offload = port.info().tx_checksum();
@@ -955,6 +1002,7 @@ impl Stack {
             vlan,
             bond: None,
             kernel,
+            kernel_helper,
         })
     }
 
@@ -1066,6 +1114,7 @@ impl Stack {
             vlan: None,
             bond: Some(shared),
             kernel: Vec::new(),
+            kernel_helper: None,
         })
     }
 
@@ -1094,6 +1143,7 @@ impl Stack {
             vlan: None,
             bond: None,
             kernel: Vec::new(),
+            kernel_helper: None,
         })
     }
 

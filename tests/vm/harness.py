@@ -49,6 +49,9 @@ PCI = {"mgmt": "0x3", "data0": "0x4", "data1": "0x5"}
 GUEST_PCI = {"data0": "0000:00:04.0", "data1": "0000:00:05.0"}
 HOST_NS_ADDR = "192.168.100.1/24"
 REDIS_ADDR = "192.168.100.10"
+# The kernel's data address, on ltran's exception interface (image/rootfs/
+# etc/systemd/network/15-kni.network).
+KNI_ADDR = "192.168.100.2"
 # The instance the browser check adds (in the default config's subnet).
 BROWSER_NEW_ADDR, BROWSER_NEW_PORT = "192.168.100.20", "16392"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -507,6 +510,27 @@ class Checks:
             raise CheckFailed(f"redis-benchmark exited {p.returncode}:\n{out}")
         return " | ".join(line.strip() for line in out.splitlines() if "requests per second" in line)
 
+    def ssh_on_data_address(self):
+        """SSH from the data network to the kernel's data address: ltran hands
+        what no instance owns to the kernel (kni_switch), and the kernel's
+        answers leave through ltran's bond. The same machine answers as on
+        the management NIC (its boot id)."""
+        self.wait_for("the kernel's data address on kni",
+                      f"ip -o -4 addr show dev kni | grep -q {KNI_ADDR}/", 90)
+        ping = self.net.ns("ping", "-c", "3", "-W", "2", KNI_ADDR, capture_output=True, check=False)
+        if ping.returncode != 0:
+            raise CheckFailed(f"ping {KNI_ADDR}: {(ping.stdout + ping.stderr).strip()}")
+        cmd = self.vm.ssh_cmd("cat /proc/sys/kernel/random/boot_id", timeout=10)
+        at = cmd.index("-p")
+        cmd[at + 1] = "22"
+        cmd[-2] = f"root@{KNI_ADDR}"
+        p = self.net.ns(*cmd, capture_output=True, check=False)
+        want = self.vm.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+        if p.returncode != 0 or p.stdout.strip() != want:
+            raise CheckFailed(f"ssh root@{KNI_ADDR} exited {p.returncode}: {(p.stdout + p.stderr).strip()}")
+        counters = self.vm.ssh("gazellectl ltran show | grep -i kni || true", check=False).stdout.strip()
+        return f"ping and ssh to {KNI_ADDR} answered by the kernel; {counters}"
+
     def bond_failover(self):
         """Cut the active data NIC's link during a transfer; the transfer
         completes over the other NIC (ltran's active-backup bond)."""
@@ -816,6 +840,8 @@ Ctrl-C stops it and cleans up.""", flush=True)
         c.run("data NICs bound to a DPDK driver", c.nics_bound, needs=["/usr/sbin/applianced"], after=[daemon])
         c.run(ltran, c.ltran_up, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[daemon])
         c.run(redis, c.redis_on_lstack, needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[ltran])
+        c.run("SSH and ping to the kernel's data address (ltran's kni)", c.ssh_on_data_address,
+              needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[ltran])
         failover = "bond failover (set_link data0 off)"
         c.run(failover, c.bond_failover,
               needs=["/usr/sbin/applianced", "/usr/sbin/ltran"], after=[redis])

@@ -68,6 +68,16 @@ for d in /var/run/dpdk /run/gazelle /run/netns-testbed; do
     say "removed $d"
   fi
 done
+# Pins of the eBPF helper's ownership maps a killed lstack left (a bpffs
+# lstack mounted itself on a machine without one goes too).
+if [[ -d /sys/fs/bpf/gazelle ]]; then
+  rm -rf /sys/fs/bpf/gazelle
+  say "removed /sys/fs/bpf/gazelle"
+fi
+if awk '$2 == "/sys/fs/bpf" && $3 == "bpf"' /proc/self/mounts | grep -q . \
+   && ! systemctl is-active --quiet sys-fs-bpf.mount 2>/dev/null; then
+  umount /sys/fs/bpf && say "unmounted the bpffs on /sys/fs/bpf"
+fi
 # A /dev/hugepages directory an earlier test made (not a mount any more).
 if [[ -d /dev/hugepages ]] && rmdir /dev/hugepages 2>/dev/null; then
   say "removed the empty /dev/hugepages"

@@ -305,6 +305,28 @@ async fn collect(state: &AppState) -> Builder {
                 *n,
             );
         }
+        if let Some(k) = &s.kernel_path {
+            for (counter, n) in &k.helper {
+                let mut with_counter = l.clone();
+                with_counter.push(("counter".into(), counter.clone()));
+                b.counter(
+                    "lstack_kernel_path_helper",
+                    "Packets the kernel side's eBPF helper passed or dropped, by counter",
+                    &with_counter,
+                    *n,
+                );
+            }
+            for (proto, ports) in [("tcp", &k.owned_tcp_ports), ("udp", &k.owned_udp_ports)] {
+                let mut with_proto = l.clone();
+                with_proto.push(("proto".into(), proto.into()));
+                b.gauge(
+                    "lstack_kernel_path_owned_ports",
+                    "Ports of the shared address that lstack owns (the rest are the kernel's)",
+                    &with_proto,
+                    ports.len() as f64,
+                );
+            }
+        }
         for (option, n) in &s.unhonoured_options {
             let mut with_option = l.clone();
             with_option.push(("option".into(), option.clone()));

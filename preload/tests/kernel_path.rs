@@ -253,6 +253,12 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address(
         .stderr(Stdio::piped());
     let _ssh = ChildGuard::spawn(&mut ssh).unwrap();
 
+    // The kernel leaves lstack's ephemeral ports alone on the shared address.
+    let reserved = ok(pair
+        .app_cmd("cat")
+        .arg("/proc/sys/net/ipv4/ip_local_reserved_ports"));
+    assert!(reserved.contains("49152-60999"), "reserved: {reserved:?}");
+
     let (rx0, tx0) = kni_packets(&pair);
     // Everything at once from the peer: redis-benchmark on lstack while
     // ping, curl and an SSH key exchange reach the kernel.

@@ -728,6 +728,9 @@ impl Stack {
             stack_shared.port_home = Some(engine::PortHomes::new(opts_threads));
         }
         stack_shared.vlan = vlan;
+        if kernel_helper.is_some() {
+            stack_shared.share_ports_with_kernel();
+        }
         if let Some(link) = ltran {
             let _ = stack_shared.ltran.set(link);
         }

@@ -333,7 +333,7 @@ impl Stack {
     pub fn udp_bind(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         if addr.port() == 0 {
             // An ephemeral port: the first free one from a per-call start.
-            let range = crate::engine::EPHEMERAL;
+            let range = self.shared.ephemeral_range.clone();
             let span = u32::from(*range.end() - *range.start()) + 1;
             let start = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -75,7 +75,7 @@ use crate::event::Event;
 
 pub(crate) use listener::{Accepted, ListenerShared};
 pub(crate) use marks::{Armed, RxMark, RxSocket};
-pub(crate) use ports::{EphemeralPorts, PortHomes, EPHEMERAL};
+pub(crate) use ports::{EphemeralPorts, PortHomes, EPHEMERAL, EPHEMERAL_SHARED};
 pub(crate) use rtc::{Rtc, RtcContext};
 pub(crate) use shard::{Shard, ShardInner};
 pub(crate) use shared::{Command, ConnectReply, StackShared, ThreadShared};

@@ -71,6 +71,9 @@ impl PortHomes {
 pub(crate) struct EphemeralPorts {
     used: HashSet<(u16, IpEndpoint)>,
     cursor: u16,
+    /// Where ports are taken from ([`EPHEMERAL`], or [`EPHEMERAL_SHARED`]
+    /// beside the kernel).
+    range: std::ops::RangeInclusive<u16>,
     /// The stack's port ownership: a port handed out is the stack's until
     /// given back.
     owned: Arc<PortOwnership>,
@@ -85,13 +88,29 @@ impl Default for EphemeralPorts {
 /// The ephemeral port range, as Linux's default.
 pub(crate) const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
+/// The ephemeral port range of a stack that shares its address with the
+/// kernel (the exception path): the top of Linux's, which the stack
+/// reserves in the kernel (`ip_local_reserved_ports`) so that the two
+/// never pick the same local port (a port is one side's or the other's:
+/// the kernel's connection on a port lstack owns would get lstack's RSTs).
+pub(crate) const EPHEMERAL_SHARED: std::ops::RangeInclusive<u16> = 49152..=60999;
+
 impl EphemeralPorts {
     /// No port in use; ports handed out are claimed in `owned`.
     pub(crate) fn new(owned: Arc<PortOwnership>) -> Self {
-        let span = u64::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        Self::with_range(owned, EPHEMERAL)
+    }
+
+    /// As [`EphemeralPorts::new`], taking ports from `range`.
+    pub(crate) fn with_range(
+        owned: Arc<PortOwnership>,
+        range: std::ops::RangeInclusive<u16>,
+    ) -> Self {
+        let span = u64::from(*range.end() - *range.start()) + 1;
         Self {
             used: HashSet::new(),
             cursor: (crate::random_seed() % span) as u16,
+            range,
             owned,
         }
     }
@@ -102,10 +121,10 @@ impl EphemeralPorts {
         remote: IpEndpoint,
         listening: impl Fn(u16) -> bool,
     ) -> Option<u16> {
-        let span = u32::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        let span = u32::from(*self.range.end() - *self.range.start()) + 1;
         for _ in 0..span {
-            self.cursor = self.cursor.wrapping_add(1) % span as u16;
-            let port = EPHEMERAL.start() + self.cursor;
+            self.cursor = ((u32::from(self.cursor) + 1) % span) as u16;
+            let port = self.range.start() + self.cursor;
             if !listening(port) && self.used.insert((port, remote)) {
                 self.owned.acquire(Proto::Tcp, port);
                 return Some(port);
@@ -154,6 +173,17 @@ mod tests {
             .collect();
         assert_eq!(all.len(), span - 1, "b is still taken");
         assert!(!all.contains(&b));
+    }
+
+    #[test]
+    fn beside_the_kernel_ports_come_from_the_reserved_range_only() {
+        let mut ports = EphemeralPorts::with_range(Arc::default(), EPHEMERAL_SHARED);
+        let span = usize::from(*EPHEMERAL_SHARED.end() - *EPHEMERAL_SHARED.start()) + 1;
+        let all: HashSet<u16> = std::iter::from_fn(|| ports.take(remote(), |_| false))
+            .take(span + 10)
+            .collect();
+        assert_eq!(all.len(), span, "every port of the range once, then none");
+        assert!(all.iter().all(|p| EPHEMERAL_SHARED.contains(p)));
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub(crate) struct StackShared {
     /// The ports the stack owns, for the exception path (see
     /// [`crate::ownership`]).
     pub(crate) owned: Arc<crate::ownership::PortOwnership>,
+    /// Where ephemeral ports (TCP and UDP) come from.
+    pub(crate) ephemeral_range: std::ops::RangeInclusive<u16>,
     pub(crate) seed: u64,
     pub(crate) opts: StackOptions,
     pub(crate) local: LocalAddrs,
@@ -190,6 +192,17 @@ pub(crate) struct StackShared {
 }
 
 impl StackShared {
+    /// The stack shares its address with the kernel (the exception path):
+    /// its ephemeral ports come from [`super::EPHEMERAL_SHARED`], which the
+    /// kernel is told to leave alone.
+    pub(crate) fn share_ports_with_kernel(&mut self) {
+        self.ephemeral_range = super::EPHEMERAL_SHARED;
+        self.ephemeral = Mutex::new(EphemeralPorts::with_range(
+            Arc::clone(&self.owned),
+            super::EPHEMERAL_SHARED,
+        ));
+    }
+
     /// Gives back the ephemeral ports a settle freed (`released` ends
     /// empty); no lock when there are none.
     pub(crate) fn release_ports(&self, released: &mut Vec<(u16, smoltcp::wire::IpEndpoint)>) {
@@ -216,6 +229,7 @@ impl StackShared {
             listeners: RwLock::new(HashMap::new()),
             ephemeral: Mutex::new(EphemeralPorts::new(Arc::clone(&owned))),
             owned,
+            ephemeral_range: super::EPHEMERAL,
             seed,
             opts,
             local,

@@ -113,6 +113,51 @@ fn ownership_replaces_stale_pin() {
     assert!(!pin.exists());
 }
 
+/// tcpdump on the peer's interface, printing every TCP segment from
+/// `PORT` with RST set, one line each, until [`RstCapture::stop`].
+struct RstCapture(std::process::Child);
+
+impl RstCapture {
+    fn start(topo: &Topo) -> RstCapture {
+        let filter = format!(
+            "(tcp src port {PORT} and tcp[tcpflags] & tcp-rst != 0) or \
+             (ip6 and tcp src port {PORT} and ip6[53] & 4 != 0)"
+        );
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &topo.b, "tcpdump", "-nn", "-l", "-U", "-i", &topo.if_b,
+            ])
+            .arg(&filter)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (scripts/install-deps.sh installs it)");
+        let mut cap = RstCapture(child);
+        // tcpdump says it listens on stderr once the capture is open.
+        let mut err = BufReader::new(cap.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "tcpdump: {line}");
+        cap
+    }
+
+    /// Stops the capture; the RST segments it saw.
+    fn stop(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = self.0.wait();
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[test]
 fn egress_guard_drops_rst_from_owned_port() {
     let (topo, _fs, own) = setup("rst");
@@ -121,6 +166,7 @@ fn egress_guard_drops_rst_from_owned_port() {
         .unwrap();
 
     own.set(Proto::Tcp, PORT, true);
+    let capture = RstCapture::start(&topo);
     for dst in [IpAddr::V4(A4), IpAddr::V6(A6)] {
         let k = tcp_probe(&topo, dst);
         assert!(
@@ -128,6 +174,8 @@ fn egress_guard_drops_rst_from_owned_port() {
             "{dst}: owned port, the kernel's RST must not reach the peer (got {k:?})"
         );
     }
+    let seen = capture.stop();
+    assert!(seen.is_empty(), "RSTs on the wire: {seen:?}");
     let c = guard.counters();
     assert!(
         c.rst_dropped >= 2,
@@ -135,6 +183,7 @@ fn egress_guard_drops_rst_from_owned_port() {
     );
 
     own.set(Proto::Tcp, PORT, false);
+    let capture = RstCapture::start(&topo);
     for dst in [IpAddr::V4(A4), IpAddr::V6(A6)] {
         let k = tcp_probe(&topo, dst);
         assert_eq!(
@@ -143,6 +192,13 @@ fn egress_guard_drops_rst_from_owned_port() {
             "{dst}: port not owned, the RST goes out"
         );
     }
+    // The same capture sees them: it would have seen the first ones.
+    let seen = capture.stop();
+    assert!(
+        seen.iter().any(|l| l.contains(&format!("{A4}.{PORT} >")))
+            && seen.iter().any(|l| l.contains(&format!("{A6}.{PORT} >"))),
+        "tcpdump saw no IPv4 and IPv6 RST: {seen:?}"
+    );
     let after = guard.counters();
     assert_eq!(after.rst_dropped, c.rst_dropped, "{after:?}");
     assert!(after.egress_passed > c.egress_passed, "{after:?}");

@@ -528,7 +528,7 @@ class Checks:
         want = self.vm.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
         if p.returncode != 0 or p.stdout.strip() != want:
             raise CheckFailed(f"ssh root@{KNI_ADDR} exited {p.returncode}: {(p.stdout + p.stderr).strip()}")
-        counters = self.vm.ssh("gazellectl ltran show | grep -i kni || true", check=False).stdout.strip()
+        counters = " ".join(self.vm.ssh("gazellectl ltran show | grep -i kni || true", check=False).stdout.split())
         return f"ping and ssh to {KNI_ADDR} answered by the kernel; {counters}"
 
     def bond_failover(self):

@@ -448,6 +448,38 @@ fn prepare_kernel_iface() {
             tracing::warn!(%path, error = %e, "cannot set a sysctl of the kernel interface");
         }
     }
+    reserve_ephemeral_ports();
+}
+
+/// Tells the kernel to leave the stack's ephemeral ports alone
+/// (`net.ipv4.ip_local_reserved_ports`, IPv6 too): on a shared address a
+/// local port is one side's or the other's, and the kernel would otherwise
+/// pick ports from the same range as the stack. Added to what is reserved
+/// already; left in place at exit (another stack may share it).
+fn reserve_ephemeral_ports() {
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let range = engine::EPHEMERAL_SHARED;
+    let ours = format!("{}-{}", range.start(), range.end());
+    let now = std::fs::read_to_string(path).unwrap_or_default();
+    let now = now.trim();
+    if now.split(',').any(|r| r == ours) {
+        return;
+    }
+    let value = if now.is_empty() {
+        ours
+    } else {
+        format!("{now},{ours}")
+    };
+    match std::fs::write(path, &value) {
+        Ok(()) => {
+            tracing::info!(reserved = %value, "the kernel leaves lstack's ephemeral ports alone")
+        }
+        Err(e) => tracing::warn!(
+            %path,
+            error = %e,
+            "cannot reserve lstack's ephemeral ports in the kernel: a kernel connection may pick a port lstack owns"
+        ),
+    }
 }
 
 /// Loads the kernel side's eBPF helper ([`kernel::Helper`]), its

@@ -402,10 +402,34 @@ pub enum StackError {
 /// The EAL arguments of a standalone lstack: `dpdk_args` after a program
 /// name.
 fn eal_args(config: &LstackConfig) -> Vec<String> {
-    std::iter::once("lstack".to_owned())
+    let mut args: Vec<String> = std::iter::once("lstack".to_owned())
         .chain(config.dpdk_args.iter().cloned())
         .chain(kernel_vdev(config))
-        .collect()
+        .collect();
+    if let Some((at, _)) = xdp_bifurcation(config) {
+        // Only the index of `dpdk_args` shifts by the program name.
+        let prefix = dpdk::cleanup::file_prefix(&args);
+        let object = kernel::xdp_object_path(&prefix);
+        args[at + 1].push_str(&format!(",xdp_prog={}", object.display()));
+    }
+    args
+}
+
+/// The `net_af_xdp` vdev of `dpdk_args` that `flow_bifurcation` bifurcates
+/// with XDP (no tap: the kernel keeps the address on that interface): its
+/// index in `dpdk_args` (the argument holding the device spec) and its
+/// `iface=`. With `xdp_eth_name`, the vdev on that interface (validation
+/// checked there is one); without, the only `net_af_xdp` vdev.
+fn xdp_bifurcation(config: &LstackConfig) -> Option<(usize, String)> {
+    if config.use_ltran || !config.flow_bifurcation {
+        return None;
+    }
+    let vdevs = gazelle_config::lstack::af_xdp_vdevs(&config.dpdk_args);
+    match &config.xdp_eth_name {
+        Some(name) => vdevs.into_iter().find(|(_, iface)| iface == name),
+        None if vdevs.len() == 1 => vdevs.into_iter().next(),
+        None => None,
+    }
 }
 
 /// The EAL argument that adds the exception path's port, if the config
@@ -413,7 +437,10 @@ fn eal_args(config: &LstackConfig) -> Vec<String> {
 /// the host has `/dev/vhost-net`, a `net_tap` otherwise. Either carries
 /// the stack's MAC (`devices`) and is named [`kernel::IFACE`].
 fn kernel_vdev(config: &LstackConfig) -> Option<String> {
-    if config.use_ltran || !(config.kni_switch || config.flow_bifurcation) {
+    if config.use_ltran
+        || !(config.kni_switch || config.flow_bifurcation)
+        || xdp_bifurcation(config).is_some()
+    {
         return None;
     }
     let queues = config.num_cpus.len().max(1);
@@ -739,13 +766,22 @@ impl Stack {
         let run_to_completion = config.stack_thread_mode == StackThreadMode::RunToCompletion;
         let mut contexts = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
-        let kernel_side = kernel_helper.map(|h| kernel::KernelSide::new(&shared, h));
+        let kernel_side = kernel_helper.map(|h| {
+            let iface = h
+                .as_ref()
+                .ok()
+                .map_or(kernel::IFACE, |h| h.iface())
+                .to_owned();
+            kernel::KernelSide::new(&shared, iface, h)
+        });
+        let neighbour_hook = kernel_side.as_ref().and_then(|k| k.neighbour_hook());
         let mut kernel = kernel.into_iter();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
             let per_thread = (config.tcp_conn_count as usize).div_ceil(opts_threads.max(1));
             let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread, vlan);
+            tx.conformance.neighbours.hook = neighbour_hook.clone();
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
             let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);
@@ -899,6 +935,16 @@ impl Stack {
         want_threads: u16,
         vlan_offload: bool,
     ) -> Result<Backend, StackError> {
+        // AF_XDP bifurcation: the XDP object DPDK loads is written (and the
+        // host's lock taken) before EAL init.
+        let xdp = xdp_bifurcation(config)
+            .map(|(_, iface)| {
+                let prefix = dpdk::cleanup::file_prefix(&eal_args(config));
+                kernel::XdpPrep::prepare(&prefix)
+                    .map(|prep| (iface.clone(), prep))
+                    .map_err(|reason| StackError::KernelIface { iface, reason })
+            })
+            .transpose()?;
         let (eal, port_count) = Self::init_eal(config)?;
         let wanted = config.devices.octets();
         let kernel_id = if kernel_vdev(config).is_some() {
@@ -975,6 +1021,31 @@ impl Stack {
             configure_kernel_iface(config)?;
             ports.push(kport);
             kernel_helper = Some(load_kernel_helper(config, &ports[0])?);
+        }
+        if let Some((iface, prep)) = xdp {
+            let addrs = gazelle_bpf::GuardAddrs {
+                ipv4: Some(config.host_addr),
+                ipv6: config.host_addr6.as_ref().map(|c| c.addr()),
+            };
+            // Required: without the ownership map the program hands
+            // lstack nothing, and without the guard the kernel resets
+            // lstack's peers.
+            let helper = kernel::Helper::load_xdp(&iface, addrs, prep).map_err(|e| {
+                StackError::KernelIface {
+                    iface: iface.clone(),
+                    reason: format!(
+                        "AF_XDP flow bifurcation: the maps of the XDP program DPDK loaded \
+                         (pinned at {}/lstack_xdp_*) or the TC guard: {e}",
+                        gazelle_bpf::XDP_PIN_ROOT
+                    ),
+                }
+            })?;
+            tracing::info!(
+                %iface,
+                "AF_XDP flow bifurcation: the kernel keeps the address on the NIC; \
+                 XDP hands lstack its own flows"
+            );
+            kernel_helper = Some(Ok(helper));
         }
         let port = &ports[0];
         let tx_offload = port.info().tx_checksum();

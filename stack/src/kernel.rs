@@ -75,7 +75,7 @@ pub(crate) fn xdp_object_path(prefix: &str) -> std::path::PathBuf {
 impl XdpPrep {
     /// Takes the host's bifurcation lock (refused while another live
     /// process holds it), removes stale pins and writes the object.
-    pub(crate) fn prepare(prefix: &str) -> Result<Self, String> {
+    pub(crate) fn prepare(prefix: &str, iface: &str) -> Result<Self, String> {
         use std::io::Write;
         let dir = gazelle_ctl_proto::paths::run_dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -107,6 +107,7 @@ impl XdpPrep {
         gazelle_bpf::ensure_bpffs(Path::new(gazelle_bpf::XDP_PIN_ROOT))
             .map_err(|e| e.to_string())?;
         gazelle_bpf::remove_xdp_pins().map_err(|e| e.to_string())?;
+        detach_stale_xdp(iface);
         let object = xdp_object_path(prefix);
         std::fs::write(&object, gazelle_bpf::xdp_object())
             .map_err(|e| format!("writing {}: {e}", object.display()))?;
@@ -115,6 +116,29 @@ impl XdpPrep {
             object,
         })
     }
+}
+
+/// A SIGKILLed instance leaves DPDK's netlink-attached `xdp_bifurcate` on
+/// `iface` (DPDK detaches it only at port close), and DPDK would refuse
+/// to attach over it. Only our program (by name) is removed, and only
+/// when the host lock says its instance is gone.
+fn detach_stale_xdp(iface: &str) {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+    else {
+        return;
+    };
+    if !String::from_utf8_lossy(&out.stdout).contains("name xdp_bifurcate") {
+        return;
+    }
+    tracing::warn!(
+        iface,
+        "removing the XDP program a killed lstack left on the interface"
+    );
+    let _ = std::process::Command::new("ip")
+        .args(["link", "set", "dev", iface, "xdp", "off"])
+        .status();
 }
 
 impl Drop for XdpPrep {

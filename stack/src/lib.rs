@@ -940,7 +940,7 @@ impl Stack {
         let xdp = xdp_bifurcation(config)
             .map(|(_, iface)| {
                 let prefix = dpdk::cleanup::file_prefix(&eal_args(config));
-                kernel::XdpPrep::prepare(&prefix)
+                kernel::XdpPrep::prepare(&prefix, &iface)
                     .map(|prep| (iface.clone(), prep))
                     .map_err(|reason| StackError::KernelIface { iface, reason })
             })

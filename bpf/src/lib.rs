@@ -97,6 +97,20 @@
 //!   (`__uint(pinning, LIBBPF_PIN_BY_NAME)`, fixed path
 //!   `/sys/fs/bpf/<map name>`), i.e. one instance per host.
 //!
+//! lstack uses the second path (`flow_bifurcation` on a `net_af_xdp`
+//! port): [`xdp_object`] is `xdp_bifurcate` with its `own`, `arp_wanted`
+//! and `counters` maps renamed `lstack_xdp_own`, `lstack_xdp_arp`,
+//! `lstack_xdp_cnt` and marked `LIBBPF_PIN_BY_NAME`. Checked with Debian's
+//! libbpf 1.1.2 (the one the PMD links): `bpf_object__open_file(path,
+//! NULL)` + `bpf_object__load` pins them under `/sys/fs/bpf` (which must be
+//! a bpffs, else the load fails), and a second load reuses the pinned maps.
+//! lstack removes stale pins first ([`remove_xdp_pins`]), writes the object
+//! to a file named in `xdp_prog=`, and after EAL init opens the maps with
+//! [`Ownership::open_pinned`] and [`XdpPinnedMaps::open`]. Limits: one such
+//! program per bpffs (fixed pin names); DPDK attaches it through netlink,
+//! so after a SIGKILL it stays attached (it then passes everything: no
+//! socket in `xsks_map`) until the next start removes it.
+//!
 //! Neither path reuses a program attached by [`XdpBifurcation::attach`]:
 //! with it, the integrator must fill `xsks_map` with the AF_XDP sockets
 //! (e.g. by creating them without DPDK's program management), which DPDK

@@ -14,6 +14,18 @@
 //! - protocols the stack does not speak (SCTP, GRE, unknown EtherTypes):
 //!   the kernel's, instead of dropped.
 //!
+//! On a `net_af_xdp` port `flow_bifurcation` needs no tap: the kernel
+//! keeps the address on the NIC's own interface, and the XDP program DPDK
+//! loads there (gazelle-bpf's `xdp_object`, through the `xdp_prog=`
+//! devarg; [`XdpPrep`], [`Helper::load_xdp`]) hands lstack the frames of
+//! its own ports and passes the rest to the kernel unchanged; no frame
+//! goes through [`side`]. The peer's ARP requests and neighbour
+//! solicitations go to the kernel, which answers for the shared address;
+//! smoltcp (0.14) fills its neighbour cache only from ARP and NDP, not
+//! from IP frames, so lstack asks for the neighbours it needs itself and
+//! [`Helper::want_neighbour`] (called from the transmit path when it
+//! sends an ARP request or solicitation) lets the reply through to it.
+//!
 //! Each stack thread has its own queue pair on the interface
 //! ([`KernelQueue`]): what it hands the kernel goes out in bursts at the
 //! end of its pass, and what the kernel sends (its answers, its own

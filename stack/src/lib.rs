@@ -1565,6 +1565,51 @@ mod tests {
         assert_eq!(ll, "fe80::ff:fe12:3456".parse::<Ipv6Addr>().unwrap());
     }
 
+    /// `flow_bifurcation` on a `net_af_xdp` port: no tap, and DPDK is
+    /// handed the XDP object (`xdp_prog=`, named by the file prefix) on
+    /// that vdev alone, in either `--vdev` spelling.
+    #[test]
+    fn af_xdp_bifurcation_hands_dpdk_the_program_and_adds_no_tap() {
+        let mut cfg = LstackConfig::new(
+            "10.0.0.2".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+            "02:00:00:00:00:01".parse().unwrap(),
+        );
+        cfg.dpdk_args = ["--file-prefix=px", "--vdev", "net_af_xdp0,iface=eth0"]
+            .map(String::from)
+            .to_vec();
+        cfg.flow_bifurcation = true;
+        let object = kernel::xdp_object_path("px");
+        assert_eq!(
+            eal_args(&cfg),
+            vec![
+                "lstack".to_owned(),
+                "--file-prefix=px".into(),
+                "--vdev".into(),
+                format!("net_af_xdp0,iface=eth0,xdp_prog={}", object.display()),
+            ]
+        );
+        assert!(kernel_vdev(&cfg).is_none());
+        // Two af_xdp ports: xdp_eth_name says which.
+        cfg.dpdk_args = [
+            "--file-prefix=px",
+            "--vdev=net_af_xdp0,iface=eth0",
+            "--vdev=net_af_xdp1,iface=eth1",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(xdp_bifurcation(&cfg).is_none());
+        cfg.xdp_eth_name = Some("eth1".into());
+        let args = eal_args(&cfg);
+        assert_eq!(args[2], "--vdev=net_af_xdp0,iface=eth0");
+        assert!(args[3].ends_with(&format!(",xdp_prog={}", object.display())));
+        // kni_switch and af_packet keep the tap.
+        cfg.flow_bifurcation = false;
+        cfg.kni_switch = true;
+        assert!(kernel_vdev(&cfg).is_some());
+        assert!(!eal_args(&cfg).iter().any(|a| a.contains("xdp_prog")));
+    }
+
     #[test]
     fn shards_scale_with_connection_count() {
         let mut cfg = LstackConfig::new(

@@ -369,7 +369,24 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp
             .peer_cmd("redis-cli")
             .args(["-h", &STACK_IP.to_string(), "-p", "6379", "ping"]));
     assert_eq!(pong.trim(), "PONG");
-    redis.kill();
+    // A clean exit (SIGTERM) closes DPDK's port, which detaches the
+    // program.
+    ok(Command::new("kill").args(["-TERM", &redis.id().to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let link = ok(pair
+            .app_cmd("ip")
+            .args(["-d", "link", "show", &pair.app_if]));
+        if !link.contains("prog/xdp") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "XDP program left after SIGTERM: {link}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(connect_from_peer(&pair, 6379), "refused");
     drop(pair);
     let _ = hugepages::remove_dpdk_runtime_dir(&prefix);
 }

@@ -119,7 +119,12 @@ impl XdpPrep {
         gazelle_bpf::ensure_bpffs(Path::new(gazelle_bpf::XDP_PIN_ROOT))
             .map_err(|e| e.to_string())?;
         gazelle_bpf::remove_xdp_pins().map_err(|e| e.to_string())?;
-        detach_stale_xdp(iface);
+        if detach_xdp(iface) {
+            tracing::warn!(
+                iface,
+                "removed the XDP program a killed lstack left on the interface"
+            );
+        }
         let object = xdp_object_path(prefix);
         std::fs::write(&object, gazelle_bpf::xdp_object())
             .map_err(|e| format!("writing {}: {e}", object.display()))?;
@@ -130,27 +135,26 @@ impl XdpPrep {
     }
 }
 
-/// A SIGKILLed instance leaves DPDK's netlink-attached `xdp_bifurcate` on
-/// `iface` (DPDK detaches it only at port close), and DPDK would refuse
-/// to attach over it. Only our program (by name) is removed, and only
-/// when the host lock says its instance is gone.
-fn detach_stale_xdp(iface: &str) {
+/// Takes `xdp_bifurcate` (ours, by name; nothing else) off `iface`;
+/// returns whether it was there. DPDK attaches it through netlink and
+/// detaches it only when the port closes, which a process that exits (or
+/// is killed) does not do: at exit ([`KernelSide::release`]) and, after a
+/// SIGKILL, at the next start (when the host lock says its instance is
+/// gone), since DPDK refuses to attach over it.
+fn detach_xdp(iface: &str) -> bool {
     let Ok(out) = std::process::Command::new("ip")
         .args(["-d", "link", "show", "dev", iface])
         .output()
     else {
-        return;
+        return false;
     };
     if !String::from_utf8_lossy(&out.stdout).contains("name xdp_bifurcate") {
-        return;
+        return false;
     }
-    tracing::warn!(
-        iface,
-        "removing the XDP program a killed lstack left on the interface"
-    );
-    let _ = std::process::Command::new("ip")
+    std::process::Command::new("ip")
         .args(["link", "set", "dev", iface, "xdp", "off"])
-        .status();
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Drop for XdpPrep {
@@ -362,6 +366,14 @@ impl KernelSide {
             iface,
             owned: Arc::clone(&shared.owned),
             helper: helper.map(Arc::new),
+        }
+    }
+
+    /// At exit: AF_XDP bifurcation takes its XDP program off the NIC, so
+    /// the kernel alone serves the address (see [`detach_xdp`]).
+    pub(crate) fn release(&self) {
+        if self.helper.as_ref().is_ok_and(|h| h.is_xdp()) {
+            detach_xdp(&self.iface);
         }
     }
 

@@ -1218,6 +1218,15 @@ impl Stack {
         })
     }
 
+    /// At exit: hands the address back to the kernel where that needs
+    /// doing (AF_XDP bifurcation: its XDP program leaves the NIC; the tap
+    /// goes with the process anyway). Idempotent.
+    pub fn release_kernel_path(&self) {
+        if let Some(k) = &self.runtime.kernel_side {
+            k.release();
+        }
+    }
+
     /// Stops the stack threads (idempotent). Sockets stop working.
     pub fn shutdown(&self) {
         self.runtime

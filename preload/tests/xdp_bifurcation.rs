@@ -363,7 +363,7 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp
         .app_cmd("ip")
         .args(["-d", "link", "show", &pair.app_if]));
     eprintln!("after SIGKILL: {link}");
-    let mut redis = start_redis(&pair, &conf);
+    let redis = start_redis(&pair, &conf);
     let pong =
         ok(pair
             .peer_cmd("redis-cli")

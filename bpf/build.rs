@@ -7,8 +7,14 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGS: &[&str] = &["own", "tap_guard", "xdp_bifurcate", "nic_block"];
-const HEADERS: &[&str] = &["common.h", "own_map.h"];
+const PROGS: &[&str] = &[
+    "own",
+    "tap_guard",
+    "xdp_bifurcate",
+    "xdp_pinned",
+    "nic_block",
+];
+const HEADERS: &[&str] = &["common.h", "own_map.h", "xdp_bifurcate.c"];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

@@ -57,6 +57,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, C_MAX);
+	GAZELLE_PIN
 } counters SEC(".maps");
 
 static __always_inline void count(__u32 idx)

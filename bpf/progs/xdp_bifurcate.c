@@ -31,6 +31,7 @@ struct {
 	__type(key, struct neigh_key);
 	__type(value, __u64);
 	__uint(max_entries, 1024);
+	GAZELLE_PIN
 } arp_wanted SEC(".maps");
 
 #define ARPOP_REPLY 2

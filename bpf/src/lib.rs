@@ -97,6 +97,20 @@
 //!   (`__uint(pinning, LIBBPF_PIN_BY_NAME)`, fixed path
 //!   `/sys/fs/bpf/<map name>`), i.e. one instance per host.
 //!
+//! lstack uses the second path (`flow_bifurcation` on a `net_af_xdp`
+//! port): [`xdp_object`] is `xdp_bifurcate` with its `own`, `arp_wanted`
+//! and `counters` maps renamed `lstack_xdp_own`, `lstack_xdp_arp`,
+//! `lstack_xdp_cnt` and marked `LIBBPF_PIN_BY_NAME`. Checked with Debian's
+//! libbpf 1.1.2 (the one the PMD links): `bpf_object__open_file(path,
+//! NULL)` + `bpf_object__load` pins them under `/sys/fs/bpf` (which must be
+//! a bpffs, else the load fails), and a second load reuses the pinned maps.
+//! lstack removes stale pins first ([`remove_xdp_pins`]), writes the object
+//! to a file named in `xdp_prog=`, and after EAL init opens the maps with
+//! [`Ownership::open_pinned`] and [`XdpPinnedMaps::open`]. Limits: one such
+//! program per bpffs (fixed pin names); DPDK attaches it through netlink,
+//! so after a SIGKILL it stays attached (it then passes everything: no
+//! socket in `xsks_map`) until the next start removes it.
+//!
 //! Neither path reuses a program attached by [`XdpBifurcation::attach`]:
 //! with it, the integrator must fill `xsks_map` with the AF_XDP sockets
 //! (e.g. by creating them without DPDK's program management), which DPDK
@@ -122,6 +136,42 @@ const OWN_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/own.o")
 const TAP_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tap_guard.o"));
 const XDP_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_bifurcate.o"));
 const NIC_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nic_block.o"));
+const XDP_PINNED_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pinned.o"));
+
+/// `xdp_bifurcate` built for DPDK's `net_af_xdp` `xdp_prog=<file>` devarg
+/// (`progs/xdp_pinned.c`): its ownership, `arp_wanted` and counters maps
+/// carry libbpf's `LIBBPF_PIN_BY_NAME`, so the libbpf inside DPDK pins
+/// them at [`XDP_PIN_OWN`], [`XDP_PIN_ARP`] and [`XDP_PIN_COUNTERS`] (or
+/// reuses maps already pinned there) when it loads the file; `xsks_map`
+/// is DPDK's. Write it to a file before EAL init; after it, open the maps
+/// with [`Ownership::open_pinned`] and [`XdpPinnedMaps::open`]. The names
+/// are fixed: one such program per bpffs (host).
+pub fn xdp_object() -> &'static [u8] {
+    XDP_PINNED_OBJ
+}
+
+/// libbpf's default pin root, where [`xdp_object`]'s maps are pinned.
+pub const XDP_PIN_ROOT: &str = "/sys/fs/bpf";
+/// The ownership map of [`xdp_object`].
+pub const XDP_PIN_OWN: &str = "/sys/fs/bpf/lstack_xdp_own";
+/// The `arp_wanted` map of [`xdp_object`].
+pub const XDP_PIN_ARP: &str = "/sys/fs/bpf/lstack_xdp_arp";
+/// The counters of [`xdp_object`].
+pub const XDP_PIN_COUNTERS: &str = "/sys/fs/bpf/lstack_xdp_cnt";
+
+/// Removes the pins of [`xdp_object`]'s maps (left by a killed process:
+/// libbpf would reuse the maps, stale ownership bits included). Missing
+/// pins are fine.
+pub fn remove_xdp_pins() -> Result<(), Error> {
+    for pin in [XDP_PIN_OWN, XDP_PIN_ARP, XDP_PIN_COUNTERS] {
+        match fs::remove_file(pin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("removing stale pin {pin}"))(e)),
+        }
+    }
+    Ok(())
+}
 
 /// Name of the ownership map in every object.
 const OWN_MAP: &str = "own";
@@ -241,6 +291,22 @@ impl Ownership {
             Some(Map::Array(data)) => data,
             _ => return Err(Error::Missing("array map `own`")),
         };
+        Self::mapped(map, pin)
+    }
+
+    /// Opens the ownership map pinned at `pin` by someone else (e.g. the
+    /// libbpf inside DPDK, for [`xdp_object`]) and maps it. The map must be
+    /// an mmapable array of 2048 `u64`. Dropping it removes the pin too.
+    pub fn open_pinned(pin: &Path) -> Result<Self, Error> {
+        let map = MapData::from_pin(pin)?;
+        let info = map.info()?;
+        if info.max_entries() as usize != OWN_WORDS || info.value_size() != 8 {
+            return Err(Error::Missing("2048 x u64 ownership array at the pin"));
+        }
+        Self::mapped(map, pin)
+    }
+
+    fn mapped(map: MapData, pin: &Path) -> Result<Self, Error> {
         // SAFETY: a fresh shared mapping (null hint: the kernel picks the
         // address, so nothing of ours is replaced) of exactly the map's value
         // area: 2048 u64 of an mmapable BPF array. The fd outlives the call;
@@ -385,9 +451,13 @@ impl Counters {
 }
 
 fn read_counters(obj: &Ebpf) -> Counters {
-    let Some(map) = obj.map("counters") else {
-        return Counters::default();
-    };
+    match obj.map("counters") {
+        Some(map) => counters_of(map),
+        None => Counters::default(),
+    }
+}
+
+fn counters_of(map: &Map) -> Counters {
     let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
         return Counters::default();
     };
@@ -563,22 +633,62 @@ impl XdpBifurcation {
     /// Sends ARP replies / neighbour advertisements for `addr` to lstack for
     /// the next `for_ns` nanoseconds. One map update syscall.
     pub fn want_neighbour(&self, addr: IpAddr, for_ns: u64) -> Result<(), Error> {
-        let key = match addr {
-            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            IpAddr::V6(a) => a.octets(),
-        };
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let now_ns = u64::try_from(now.tv_sec)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            + u64::try_from(now.tv_nsec).unwrap_or(0);
-        let mut map = self.arp_wanted.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, now_ns.saturating_add(for_ns), 0)?;
-        Ok(())
+        want(&self.arp_wanted, addr, for_ns)
     }
 
     /// Current counters (`xdp_` ones).
     pub fn counters(&self) -> Counters {
         read_counters(&self.obj)
     }
+}
+
+/// The `arp_wanted` map and counters of the [`xdp_object`] DPDK loaded,
+/// opened from their pins (the ownership map: [`Ownership::open_pinned`]).
+#[derive(Debug)]
+pub struct XdpPinnedMaps {
+    arp_wanted: Mutex<HashMap<MapData, [u8; 16], u64>>,
+    counters: Map,
+}
+
+impl XdpPinnedMaps {
+    /// Opens [`XDP_PIN_ARP`] and [`XDP_PIN_COUNTERS`].
+    pub fn open() -> Result<Self, Error> {
+        let arp = HashMap::try_from(Map::HashMap(MapData::from_pin(XDP_PIN_ARP)?))?;
+        let counters = Map::PerCpuArray(MapData::from_pin(XDP_PIN_COUNTERS)?);
+        Ok(Self {
+            arp_wanted: Mutex::new(arp),
+            counters,
+        })
+    }
+
+    /// As [`XdpBifurcation::want_neighbour`].
+    pub fn want_neighbour(&self, addr: IpAddr, for_ns: u64) -> Result<(), Error> {
+        want(&self.arp_wanted, addr, for_ns)
+    }
+
+    /// Current counters (`xdp_` ones).
+    pub fn counters(&self) -> Counters {
+        counters_of(&self.counters)
+    }
+}
+
+/// Sends ARP replies / neighbour advertisements for `addr` to lstack for
+/// the next `for_ns` nanoseconds.
+fn want(
+    map: &Mutex<HashMap<MapData, [u8; 16], u64>>,
+    addr: IpAddr,
+    for_ns: u64,
+) -> Result<(), Error> {
+    let key = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now_ns = u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        + u64::try_from(now.tv_nsec).unwrap_or(0);
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.insert(key, now_ns.saturating_add(for_ns), 0)?;
+    Ok(())
 }

@@ -337,6 +337,35 @@ pub struct LstackConfig {
     pub xdp_eth_name: Option<String>,
 }
 
+/// The `net_af_xdp` virtual devices of `dpdk_args` (`--vdev=net_af_xdp0,iface=eth1,...`
+/// or `--vdev net_af_xdp0,...`): the index in `dpdk_args` of the argument
+/// holding the device spec, and its `iface=`.
+pub fn af_xdp_vdevs(dpdk_args: &[String]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < dpdk_args.len() {
+        let (at, spec) = if let Some(spec) = dpdk_args[i].strip_prefix("--vdev=") {
+            (i, spec)
+        } else if dpdk_args[i] == "--vdev" && i + 1 < dpdk_args.len() {
+            i += 1;
+            (i, dpdk_args[i].as_str())
+        } else {
+            i += 1;
+            continue;
+        };
+        i += 1;
+        let mut parts = spec.split(',');
+        let driver = parts.next().unwrap_or_default();
+        if !(driver.starts_with("net_af_xdp") || driver.starts_with("eth_af_xdp")) {
+            continue;
+        }
+        if let Some(iface) = parts.find_map(|kv| kv.strip_prefix("iface=")) {
+            out.push((at, iface.to_owned()));
+        }
+    }
+    out
+}
+
 /// Default values, as serde wants functions; [`LstackConfig::new`] uses them
 /// too so there is one source for each.
 mod defaults {
@@ -587,11 +616,6 @@ impl LstackConfig {
                     .map(ToString::to_string)
                     .unwrap_or_default()
             ),
-        )?;
-        refuse(
-            "xdp_eth_name",
-            self.xdp_eth_name.is_some(),
-            format!("{:?}", self.xdp_eth_name.clone().unwrap_or_default()),
         )
     }
 
@@ -612,6 +636,23 @@ impl LstackConfig {
                     reason: format!(
                         "an interface name has 1 to {} characters, none of them '/', ':' or whitespace",
                         limits::IFNAME_MAX_LEN
+                    ),
+                });
+            }
+            let vdevs = af_xdp_vdevs(&self.dpdk_args);
+            if !vdevs.iter().any(|(_, iface)| iface == name) {
+                let found: Vec<&str> = vdevs.iter().map(|(_, i)| i.as_str()).collect();
+                return Err(ConfigError::InvalidValue {
+                    field: "xdp_eth_name".into(),
+                    value: format!("{name:?}"),
+                    reason: format!(
+                        "it names the kernel interface of a net_af_xdp port, but dpdk_args has \
+                         no --vdev net_af_xdp...,iface={name} (net_af_xdp interfaces there: {})",
+                        if found.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            found.join(", ")
+                        }
                     ),
                 });
             }
@@ -1453,7 +1494,6 @@ mod tests {
     #[case("num_process", "2", "1")]
     #[case("process_idx", "1", "0")]
     #[case("process_numa", "\"0\"", "(none)")]
-    #[case("xdp_eth_name", "\"eth0\"", "(none)")]
     fn unimplemented_values_are_refused(
         #[case] field: &str,
         #[case] value: &str,
@@ -1475,6 +1515,30 @@ mod tests {
         }
     }
 
+    /// `xdp_eth_name` names the interface of a `net_af_xdp` vdev of
+    /// `dpdk_args` (either `--vdev` spelling), and nothing else.
+    #[test]
+    fn xdp_eth_name_must_be_an_af_xdp_vdev_iface() {
+        let args = "dpdk_args = [\"--vdev=net_af_packet0,iface=eth1\", \"--vdev\", \"net_af_xdp0,iface=eth0,start_queue=0\"]";
+        let c = toml_with(&format!(
+            "{args}\nxdp_eth_name = \"eth0\"\nflow_bifurcation = 1"
+        ))
+        .unwrap();
+        assert_eq!(c.xdp_eth_name.as_deref(), Some("eth0"));
+        assert_eq!(af_xdp_vdevs(&c.dpdk_args), vec![(2, "eth0".to_owned())]);
+        for name in ["eth1", "eth2"] {
+            let err = toml_with(&format!("{args}\nxdp_eth_name = \"{name}\"")).unwrap_err();
+            assert_eq!(err.field(), Some("xdp_eth_name"), "{err}");
+            assert!(err.to_string().contains("interfaces there: eth0"), "{err}");
+        }
+        let err = toml_with("xdp_eth_name = \"eth0\"").unwrap_err();
+        assert!(err.to_string().contains("interfaces there: none"), "{err}");
+        assert_eq!(
+            af_xdp_vdevs(&["--vdev=net_af_xdp1,start_queue=0,iface=x".to_owned()]),
+            vec![(0, "x".to_owned())]
+        );
+    }
+
     /// Every key of the schema is classified, in the schema's order, and
     /// every refused key is refused by `validate` (the table and the checks
     /// cannot drift apart).
@@ -1486,6 +1550,7 @@ mod tests {
         full.app_exclude_cpus = Some("1".parse().unwrap());
         full.process_numa = Some("0".parse().unwrap());
         full.xdp_eth_name = Some("eth0".into());
+        full.dpdk_args = vec!["--vdev=net_af_xdp0,iface=eth0".into()];
         let text = full.to_toml_string();
         let keys = crate::test_support::top_level_keys(&text);
         let table: Vec<&str> = support::LSTACK.iter().map(|k| k.name).collect();

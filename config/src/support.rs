@@ -74,7 +74,7 @@ pub const LSTACK: &[Key] = &[
     ),
     implemented(
         "flow_bifurcation",
-        "as `kni_switch`, over `virtio_user` + vhost-net where `/dev/vhost-net` exists, else `net_tap`",
+        "as `kni_switch`, over `virtio_user` + vhost-net where `/dev/vhost-net` exists, else `net_tap`; on a `net_af_xdp` port no tap: the kernel keeps the address on the NIC and an XDP program (loaded by DPDK through `xdp_prog=`, maps pinned by name in `/sys/fs/bpf`: one such lstack per host) hands lstack only its own flows",
     ),
     refused(
         "low_power_mode",
@@ -163,10 +163,9 @@ pub const LSTACK: &[Key] = &[
         "(none)",
         "only with `num_process`, which lstack refuses",
     ),
-    refused(
+    implemented(
         "xdp_eth_name",
-        "(none)",
-        "name the interface in `dpdk_args` instead: `--vdev net_af_xdp0,iface=eth0`",
+        "the kernel interface of the `net_af_xdp` port `flow_bifurcation` bifurcates with XDP; must be the `iface=` of a `--vdev net_af_xdp` in `dpdk_args` (derived from it when there is one)",
     ),
 ];
 

@@ -456,6 +456,7 @@ fn flush_before_exit() {
     if !stack.flush(std::time::Duration::from_secs(2)) {
         tracing::warn!("exiting with TCP data or FINs still unsent");
     }
+    stack.release_kernel_path();
 }
 
 /// The stack, for `at_exit` (which must not start one).

@@ -510,6 +510,9 @@ const PENDING_FRAMES: usize = 8;
 /// newest replaces the oldest.
 #[derive(Debug)]
 pub(crate) struct NeighbourWait {
+    /// Told of every neighbour asked for (AF_XDP bifurcation: see
+    /// [`crate::kernel::Helper::want_neighbour`]).
+    pub(crate) hook: Option<NeighbourHook>,
     /// The neighbour smoltcp asked for during the current ingest.
     asked: Option<IpAddress>,
     /// smoltcp sent anything during the current ingest.
@@ -521,6 +524,7 @@ pub(crate) struct NeighbourWait {
 impl NeighbourWait {
     fn new() -> Self {
         Self {
+            hook: None,
             asked: None,
             sent: false,
             slots: (0..PENDING_FRAMES).map(|_| None).collect(),
@@ -567,7 +571,21 @@ impl NeighbourWait {
         self.sent = true;
         if let Some(addr) = neighbour_asked(frame) {
             self.asked = Some(addr);
+            if let Some(hook) = &self.hook {
+                (hook.0)(addr);
+            }
         }
+    }
+}
+
+/// Called with the address of every ARP request / neighbour solicitation
+/// the stack sends (rare: smoltcp asks at most once a second per address).
+#[derive(Clone)]
+pub(crate) struct NeighbourHook(pub(crate) std::sync::Arc<dyn Fn(IpAddress) + Send + Sync>);
+
+impl std::fmt::Debug for NeighbourHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NeighbourHook")
     }
 }
 

@@ -14,6 +14,18 @@
 //! - protocols the stack does not speak (SCTP, GRE, unknown EtherTypes):
 //!   the kernel's, instead of dropped.
 //!
+//! On a `net_af_xdp` port `flow_bifurcation` needs no tap: the kernel
+//! keeps the address on the NIC's own interface, and the XDP program DPDK
+//! loads there (gazelle-bpf's `xdp_object`, through the `xdp_prog=`
+//! devarg; [`XdpPrep`], [`Helper::load_xdp`]) hands lstack the frames of
+//! its own ports and passes the rest to the kernel unchanged; no frame
+//! goes through [`side`]. The peer's ARP requests and neighbour
+//! solicitations go to the kernel, which answers for the shared address;
+//! smoltcp (0.14) fills its neighbour cache only from ARP and NDP, not
+//! from IP frames, so lstack asks for the neighbours it needs itself and
+//! [`Helper::want_neighbour`] (called from the transmit path when it
+//! sends an ARP request or solicitation) lets the reply through to it.
+//!
 //! Each stack thread has its own queue pair on the interface
 //! ([`KernelQueue`]): what it hands the kernel goes out in bursts at the
 //! end of its pass, and what the kernel sends (its answers, its own
@@ -37,12 +49,119 @@ use crate::{
 /// is not one).
 pub const BPFFS: &str = "/sys/fs/bpf";
 
+/// How long an ARP reply / neighbour advertisement lstack asked for goes
+/// to lstack (AF_XDP bifurcation): smoltcp asks again a second later.
+const NEIGHBOUR_WANT_NS: u64 = 3_000_000_000;
+
 /// The eBPF helper of the kernel side.
 #[derive(Debug)]
 pub struct Helper {
+    /// The interface the guard is on.
+    iface: String,
     own: Arc<gazelle_bpf::Ownership>,
     guard: gazelle_bpf::TapGuard,
     nic_block: Option<gazelle_bpf::NicBlock>,
+    /// AF_XDP bifurcation: the maps of the program DPDK loaded, and what
+    /// keeps the host's one bifurcated instance ours.
+    xdp: Option<(gazelle_bpf::XdpPinnedMaps, XdpPrep)>,
+}
+
+/// AF_XDP bifurcation (`flow_bifurcation` on a `net_af_xdp` port), before
+/// EAL init: the host-wide lock, stale pins removed, and the XDP object
+/// written where the `xdp_prog=` devarg points. DPDK's libbpf pins the
+/// object's maps by name, so there is one such instance per host (bpffs).
+#[derive(Debug)]
+pub struct XdpPrep {
+    /// Held (flock) while the instance lives; the kernel drops it when the
+    /// process dies, even by SIGKILL.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    object: std::path::PathBuf,
+}
+
+/// The file lstack writes the XDP object of the instance with DPDK file
+/// prefix `prefix` to.
+pub(crate) fn xdp_object_path(prefix: &str) -> std::path::PathBuf {
+    gazelle_ctl_proto::paths::run_dir().join(format!("xdp-{prefix}.o"))
+}
+
+impl XdpPrep {
+    /// Takes the host's bifurcation lock (refused while another live
+    /// process holds it), removes stale pins and writes the object.
+    pub(crate) fn prepare(prefix: &str, iface: &str) -> Result<Self, String> {
+        use std::io::Write;
+        let dir = gazelle_ctl_proto::paths::run_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let lock_path = dir.join("xdp-bifurcation.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        let mut lock = match nix::fcntl::Flock::lock(
+            lock,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(l) => l,
+            Err(_) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(format!(
+                    "another lstack (pid {}) already runs AF_XDP flow bifurcation on this host: \
+                     its XDP maps are pinned by name at {}/lstack_xdp_* (one such instance per host)",
+                    holder.trim(),
+                    gazelle_bpf::XDP_PIN_ROOT
+                ));
+            }
+        };
+        let _ = lock.set_len(0);
+        let _ = write!(lock, "{}", std::process::id());
+        gazelle_bpf::ensure_bpffs(Path::new(gazelle_bpf::XDP_PIN_ROOT))
+            .map_err(|e| e.to_string())?;
+        gazelle_bpf::remove_xdp_pins().map_err(|e| e.to_string())?;
+        if detach_xdp(iface) {
+            tracing::warn!(
+                iface,
+                "removed the XDP program a killed lstack left on the interface"
+            );
+        }
+        let object = xdp_object_path(prefix);
+        std::fs::write(&object, gazelle_bpf::xdp_object())
+            .map_err(|e| format!("writing {}: {e}", object.display()))?;
+        Ok(Self {
+            _lock: lock,
+            object,
+        })
+    }
+}
+
+/// Takes `xdp_bifurcate` (ours, by name; nothing else) off `iface`;
+/// returns whether it was there. DPDK attaches it through netlink and
+/// detaches it only when the port closes, which a process that exits (or
+/// is killed) does not do: at exit ([`KernelSide::release`]) and, after a
+/// SIGKILL, at the next start (when the host lock says its instance is
+/// gone), since DPDK refuses to attach over it.
+fn detach_xdp(iface: &str) -> bool {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+    else {
+        return false;
+    };
+    if !String::from_utf8_lossy(&out.stdout).contains("name xdp_bifurcate") {
+        return false;
+    }
+    std::process::Command::new("ip")
+        .args(["link", "set", "dev", iface, "xdp", "off"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Drop for XdpPrep {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.object);
+        let _ = gazelle_bpf::remove_xdp_pins();
+    }
 }
 
 /// Feeds the ownership map from the stack's table.
@@ -76,10 +195,57 @@ impl Helper {
             .map(|n| gazelle_bpf::NicBlock::attach(n, &own))
             .transpose()?;
         Ok(Self {
+            iface: IFACE.to_owned(),
             own,
             guard,
             nic_block,
+            xdp: None,
         })
+    }
+
+    /// AF_XDP bifurcation, once DPDK loaded the XDP object `prep` wrote:
+    /// opens its pinned maps and attaches the guard to the NIC's kernel
+    /// interface `nic` (the kernel's RSTs for lstack's ports stay in).
+    pub fn load_xdp(
+        nic: &str,
+        addrs: gazelle_bpf::GuardAddrs,
+        prep: XdpPrep,
+    ) -> Result<Self, gazelle_bpf::Error> {
+        let own = Arc::new(gazelle_bpf::Ownership::open_pinned(Path::new(
+            gazelle_bpf::XDP_PIN_OWN,
+        ))?);
+        let maps = gazelle_bpf::XdpPinnedMaps::open()?;
+        let guard = gazelle_bpf::TapGuard::attach(nic, &own, addrs)?;
+        Ok(Self {
+            iface: nic.to_owned(),
+            own,
+            guard,
+            nic_block: None,
+            xdp: Some((maps, prep)),
+        })
+    }
+
+    /// Lets the reply to an ARP request / neighbour solicitation for
+    /// `addr` that the stack sends through the XDP program to the stack
+    /// (the kernel gets the rest of ARP and NDP). A map update: only
+    /// with AF_XDP bifurcation, and only per request.
+    pub fn want_neighbour(&self, addr: std::net::IpAddr) {
+        if let Some((maps, _)) = &self.xdp {
+            if let Err(e) = maps.want_neighbour(addr, NEIGHBOUR_WANT_NS) {
+                tracing::warn!(%addr, error = %e, "cannot ask the XDP program for a neighbour reply");
+            }
+        }
+    }
+
+    /// The kernel interface the guard is on: [`IFACE`], or the AF_XDP
+    /// port's own interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Whether this is AF_XDP bifurcation.
+    pub fn is_xdp(&self) -> bool {
+        self.xdp.is_some()
     }
 
     /// From now on the map follows `owned` (which first gives it every port
@@ -100,6 +266,15 @@ impl Helper {
             .collect();
         if let Some(b) = &self.nic_block {
             out.insert("nic_blocked".into(), b.counters().nic_blocked);
+        }
+        if let Some((maps, _)) = &self.xdp {
+            out.extend(
+                maps.counters()
+                    .named()
+                    .into_iter()
+                    .filter(|(n, _)| n.starts_with("xdp_"))
+                    .map(|(n, v)| (n.to_owned(), v)),
+            );
         }
         out
     }
@@ -172,21 +347,43 @@ pub(crate) struct KernelSide {
     /// The stack's port ownership.
     owned: Arc<PortOwnership>,
     /// The eBPF helper, or why it is not loaded.
-    helper: Result<Helper, String>,
+    helper: Result<Arc<Helper>, String>,
 }
 
 impl KernelSide {
-    /// The kernel side of the stack of `shared`, with `helper` (which then
-    /// follows the stack's port ownership).
-    pub(crate) fn new(shared: &crate::engine::StackShared, helper: Result<Helper, String>) -> Self {
+    /// The kernel side of the stack of `shared` on the kernel interface
+    /// `iface`, with `helper` (which then follows the stack's port
+    /// ownership).
+    pub(crate) fn new(
+        shared: &crate::engine::StackShared,
+        iface: String,
+        helper: Result<Helper, String>,
+    ) -> Self {
         if let Ok(h) = &helper {
             h.follow(&shared.owned);
         }
         Self {
-            iface: IFACE.to_owned(),
+            iface,
             owned: Arc::clone(&shared.owned),
-            helper,
+            helper: helper.map(Arc::new),
         }
+    }
+
+    /// At exit: AF_XDP bifurcation takes its XDP program off the NIC, so
+    /// the kernel alone serves the address (see [`detach_xdp`]).
+    pub(crate) fn release(&self) {
+        if self.helper.as_ref().is_ok_and(|h| h.is_xdp()) {
+            detach_xdp(&self.iface);
+        }
+    }
+
+    /// What each thread tells of the neighbours it asks for (AF_XDP
+    /// bifurcation only: the XDP program then lets the replies to lstack).
+    pub(crate) fn neighbour_hook(&self) -> Option<crate::conformance::NeighbourHook> {
+        let helper = Arc::clone(self.helper.as_ref().ok().filter(|h| h.is_xdp())?);
+        Some(crate::conformance::NeighbourHook(Arc::new(
+            move |addr: smoltcp::wire::IpAddress| helper.want_neighbour(addr.into()),
+        )))
     }
 
     /// What `gazellectl lstack show` says of it.
@@ -198,7 +395,7 @@ impl KernelSide {
             helper: self
                 .helper
                 .as_ref()
-                .map(Helper::counters)
+                .map(|h| h.counters())
                 .unwrap_or_default(),
             helper_error: self.helper.as_ref().err().cloned(),
         }

@@ -402,10 +402,34 @@ pub enum StackError {
 /// The EAL arguments of a standalone lstack: `dpdk_args` after a program
 /// name.
 fn eal_args(config: &LstackConfig) -> Vec<String> {
-    std::iter::once("lstack".to_owned())
+    let mut args: Vec<String> = std::iter::once("lstack".to_owned())
         .chain(config.dpdk_args.iter().cloned())
         .chain(kernel_vdev(config))
-        .collect()
+        .collect();
+    if let Some((at, _)) = xdp_bifurcation(config) {
+        // Only the index of `dpdk_args` shifts by the program name.
+        let prefix = dpdk::cleanup::file_prefix(&args);
+        let object = kernel::xdp_object_path(&prefix);
+        args[at + 1].push_str(&format!(",xdp_prog={}", object.display()));
+    }
+    args
+}
+
+/// The `net_af_xdp` vdev of `dpdk_args` that `flow_bifurcation` bifurcates
+/// with XDP (no tap: the kernel keeps the address on that interface): its
+/// index in `dpdk_args` (the argument holding the device spec) and its
+/// `iface=`. With `xdp_eth_name`, the vdev on that interface (validation
+/// checked there is one); without, the only `net_af_xdp` vdev.
+fn xdp_bifurcation(config: &LstackConfig) -> Option<(usize, String)> {
+    if config.use_ltran || !config.flow_bifurcation {
+        return None;
+    }
+    let vdevs = gazelle_config::lstack::af_xdp_vdevs(&config.dpdk_args);
+    match &config.xdp_eth_name {
+        Some(name) => vdevs.into_iter().find(|(_, iface)| iface == name),
+        None if vdevs.len() == 1 => vdevs.into_iter().next(),
+        None => None,
+    }
 }
 
 /// The EAL argument that adds the exception path's port, if the config
@@ -413,7 +437,10 @@ fn eal_args(config: &LstackConfig) -> Vec<String> {
 /// the host has `/dev/vhost-net`, a `net_tap` otherwise. Either carries
 /// the stack's MAC (`devices`) and is named [`kernel::IFACE`].
 fn kernel_vdev(config: &LstackConfig) -> Option<String> {
-    if config.use_ltran || !(config.kni_switch || config.flow_bifurcation) {
+    if config.use_ltran
+        || !(config.kni_switch || config.flow_bifurcation)
+        || xdp_bifurcation(config).is_some()
+    {
         return None;
     }
     let queues = config.num_cpus.len().max(1);
@@ -774,13 +801,22 @@ impl Stack {
         let run_to_completion = config.stack_thread_mode == StackThreadMode::RunToCompletion;
         let mut contexts = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StackError>>();
-        let kernel_side = kernel_helper.map(|h| kernel::KernelSide::new(&shared, h));
+        let kernel_side = kernel_helper.map(|h| {
+            let iface = h
+                .as_ref()
+                .ok()
+                .map_or(kernel::IFACE, |h| h.iface())
+                .to_owned();
+            kernel::KernelSide::new(&shared, iface, h)
+        });
+        let neighbour_hook = kernel_side.as_ref().and_then(|k| k.neighbour_hook());
         let mut kernel = kernel.into_iter();
         for (index, (rxq, txq)) in queues.into_iter().enumerate() {
             let cpu = config.num_cpus.as_slice()[index];
             let stats = Arc::clone(&shared.threads[index].stats);
             let per_thread = (config.tcp_conn_count as usize).div_ceil(opts_threads.max(1));
             let mut tx = TxPath::new(txq, Arc::clone(&pool), stats, per_thread, vlan);
+            tx.conformance.neighbours.hook = neighbour_hook.clone();
             let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
             iface_config.random_seed = seed ^ index as u64;
             let now = smoltcp::time::Instant::from_micros((clock.now_ns() / 1000) as i64);
@@ -934,6 +970,16 @@ impl Stack {
         want_threads: u16,
         vlan_offload: bool,
     ) -> Result<Backend, StackError> {
+        // AF_XDP bifurcation: the XDP object DPDK loads is written (and the
+        // host's lock taken) before EAL init.
+        let xdp = xdp_bifurcation(config)
+            .map(|(_, iface)| {
+                let prefix = dpdk::cleanup::file_prefix(&eal_args(config));
+                kernel::XdpPrep::prepare(&prefix, &iface)
+                    .map(|prep| (iface.clone(), prep))
+                    .map_err(|reason| StackError::KernelIface { iface, reason })
+            })
+            .transpose()?;
         let (eal, port_count) = Self::init_eal(config)?;
         let wanted = config.devices.octets();
         let kernel_id = if kernel_vdev(config).is_some() {
@@ -1010,6 +1056,31 @@ impl Stack {
             configure_kernel_iface(config)?;
             ports.push(kport);
             kernel_helper = Some(load_kernel_helper(config, &ports[0])?);
+        }
+        if let Some((iface, prep)) = xdp {
+            let addrs = gazelle_bpf::GuardAddrs {
+                ipv4: Some(config.host_addr),
+                ipv6: config.host_addr6.as_ref().map(|c| c.addr()),
+            };
+            // Required: without the ownership map the program hands
+            // lstack nothing, and without the guard the kernel resets
+            // lstack's peers.
+            let helper = kernel::Helper::load_xdp(&iface, addrs, prep).map_err(|e| {
+                StackError::KernelIface {
+                    iface: iface.clone(),
+                    reason: format!(
+                        "AF_XDP flow bifurcation: the maps of the XDP program DPDK loaded \
+                         (pinned at {}/lstack_xdp_*) or the TC guard: {e}",
+                        gazelle_bpf::XDP_PIN_ROOT
+                    ),
+                }
+            })?;
+            tracing::info!(
+                %iface,
+                "AF_XDP flow bifurcation: the kernel keeps the address on the NIC; \
+                 XDP hands lstack its own flows"
+            );
+            kernel_helper = Some(Ok(helper));
         }
         let port = &ports[0];
         let tx_offload = port.info().tx_checksum();
@@ -1180,6 +1251,15 @@ impl Stack {
             kernel: Vec::new(),
             kernel_helper: None,
         })
+    }
+
+    /// At exit: hands the address back to the kernel where that needs
+    /// doing (AF_XDP bifurcation: its XDP program leaves the NIC; the tap
+    /// goes with the process anyway). Idempotent.
+    pub fn release_kernel_path(&self) {
+        if let Some(k) = &self.runtime.kernel_side {
+            k.release();
+        }
     }
 
     /// Stops the stack threads (idempotent). Sockets stop working.
@@ -1527,6 +1607,51 @@ mod tests {
     fn link_local_is_eui64() {
         let ll = link_local(EthernetAddress([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]));
         assert_eq!(ll, "fe80::ff:fe12:3456".parse::<Ipv6Addr>().unwrap());
+    }
+
+    /// `flow_bifurcation` on a `net_af_xdp` port: no tap, and DPDK is
+    /// handed the XDP object (`xdp_prog=`, named by the file prefix) on
+    /// that vdev alone, in either `--vdev` spelling.
+    #[test]
+    fn af_xdp_bifurcation_hands_dpdk_the_program_and_adds_no_tap() {
+        let mut cfg = LstackConfig::new(
+            "10.0.0.2".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+            "02:00:00:00:00:01".parse().unwrap(),
+        );
+        cfg.dpdk_args = ["--file-prefix=px", "--vdev", "net_af_xdp0,iface=eth0"]
+            .map(String::from)
+            .to_vec();
+        cfg.flow_bifurcation = true;
+        let object = kernel::xdp_object_path("px");
+        assert_eq!(
+            eal_args(&cfg),
+            vec![
+                "lstack".to_owned(),
+                "--file-prefix=px".into(),
+                "--vdev".into(),
+                format!("net_af_xdp0,iface=eth0,xdp_prog={}", object.display()),
+            ]
+        );
+        assert!(kernel_vdev(&cfg).is_none());
+        // Two af_xdp ports: xdp_eth_name says which.
+        cfg.dpdk_args = [
+            "--file-prefix=px",
+            "--vdev=net_af_xdp0,iface=eth0",
+            "--vdev=net_af_xdp1,iface=eth1",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(xdp_bifurcation(&cfg).is_none());
+        cfg.xdp_eth_name = Some("eth1".into());
+        let args = eal_args(&cfg);
+        assert_eq!(args[2], "--vdev=net_af_xdp0,iface=eth0");
+        assert!(args[3].ends_with(&format!(",xdp_prog={}", object.display())));
+        // kni_switch and af_packet keep the tap.
+        cfg.flow_bifurcation = false;
+        cfg.kni_switch = true;
+        assert!(kernel_vdev(&cfg).is_some());
+        assert!(!eal_args(&cfg).iter().any(|a| a.contains("xdp_prog")));
     }
 
     #[test]

@@ -166,6 +166,10 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address(
     #[case] key: &str,
     #[case] mode: StackThreadMode,
 ) {
+    // One at a time: both cases serve the same address, whose control
+    // socket (/run/gazelle/lstack-<ip>.sock) is one path.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let tag = if key == "kni_switch" { "k" } else { "f" };
     let pair = Pair::new(tag);

@@ -258,6 +258,11 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp
     assert!(link.contains("xdp_bifurcate"), "no xdp_bifurcate: {link}");
     let no_kni = pair.app_cmd("ip").args(["link", "show", "kni"]).output();
     assert!(!no_kni.unwrap().status.success(), "a kni tap in XDP mode");
+    // The kernel leaves lstack's ephemeral ports alone on the shared address.
+    let reserved = ok(pair
+        .app_cmd("cat")
+        .arg("/proc/sys/net/ipv4/ip_local_reserved_ports"));
+    assert!(reserved.contains("49152-60999"), "reserved: {reserved:?}");
 
     // Everything at once from the peer: redis-benchmark on lstack while
     // ping, curl and an SSH key exchange reach the kernel.

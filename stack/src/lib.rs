@@ -980,6 +980,11 @@ impl Stack {
                     .map_err(|reason| StackError::KernelIface { iface, reason })
             })
             .transpose()?;
+        if xdp.is_some() {
+            // The kernel keeps the address on the NIC: ports apart as on
+            // the tap path.
+            reserve_ephemeral_ports();
+        }
         let (eal, port_count) = Self::init_eal(config)?;
         let wanted = config.devices.octets();
         let kernel_id = if kernel_vdev(config).is_some() {

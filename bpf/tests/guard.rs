@@ -202,6 +202,21 @@ fn egress_guard_drops_rst_from_owned_port() {
     let after = guard.counters();
     assert_eq!(after.rst_dropped, c.rst_dropped, "{after:?}");
     assert!(after.egress_passed > c.egress_passed, "{after:?}");
+
+    // The port owned again, but the helper unloaded: the RSTs are back on
+    // the wire (so what the first capture did not see, the guard stopped).
+    own.set(Proto::Tcp, PORT, true);
+    drop(guard);
+    let capture = RstCapture::start(&topo);
+    for dst in [IpAddr::V4(A4), IpAddr::V6(A6)] {
+        assert_eq!(tcp_probe(&topo, dst), ErrorKind::ConnectionRefused, "{dst}");
+    }
+    let seen = capture.stop();
+    assert!(
+        seen.iter().any(|l| l.contains(&format!("{A4}.{PORT} >")))
+            && seen.iter().any(|l| l.contains(&format!("{A6}.{PORT} >"))),
+        "helper unloaded, yet tcpdump saw no RST: {seen:?}"
+    );
 }
 
 #[test]

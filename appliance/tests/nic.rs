@@ -73,6 +73,18 @@ fn copy_of_host_nic(nic: &Nic) -> (tempfile::TempDir, PathBuf) {
     copy_host(&root, &fs::canonicalize("/sys/class/net/lo").unwrap());
     if let Some(driver) = &nic.driver {
         copy_host(&root, &Path::new("/sys/bus/pci/drivers").join(driver));
+        // Some kernels build their driver with the bind attributes
+        // suppressed (virtio-pci on these machines' 6.18 has no `bind` or
+        // `unbind`): the copy gets them as a driver that has them shows
+        // them (write-only, empty), since the tests below are about the
+        // steps and their restore, not about that driver.
+        for attr in ["bind", "unbind"] {
+            let file = root.join(format!("sys/bus/pci/drivers/{driver}/{attr}"));
+            if fs::symlink_metadata(&file).is_err() {
+                fs::write(&file, "").unwrap();
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o200)).unwrap();
+            }
+        }
     }
     copy_host(&root, Path::new("/sys/bus/pci/drivers_probe"));
     copy_host(&root, Path::new("/sys/kernel/iommu_groups"));

@@ -13,6 +13,8 @@
 
 #[path = "common/mod.rs"]
 mod shared;
+#[path = "common/shared_address.rs"]
+mod shared_address;
 
 use std::{
     net::Ipv4Addr,
@@ -23,138 +25,14 @@ use std::{
 use gazelle_config::LstackConfig;
 use netns_testbed::{hugepages, require_root, AfPacketEal, ChildGuard, Medium};
 use shared::{liblstack, TempDir};
+use shared_address::{
+    check_bench, check_kernel_services, check_ports_reserved, ok, spawn_redis_benchmark,
+    start_kernel_servers, Pair,
+};
 
 const STACK_IP: Ipv4Addr = Ipv4Addr::new(10, 94, 0, 2);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 94, 0, 1);
 const STACK_MAC: &str = "02:00:00:94:00:02";
-
-/// A stack host namespace and a peer namespace joined by a veth, removed
-/// (with every process in them) when dropped. The stack's end carries the
-/// stack's MAC and, in the kernel, its address.
-struct Pair {
-    app: String,
-    peer: String,
-    app_if: String,
-    peer_if: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let id = std::process::id() % 100_000;
-        let pair = Pair {
-            app: format!("xbfa-{id}"),
-            peer: format!("xbfp-{id}"),
-            app_if: format!("xbfa{id}"),
-            peer_if: format!("xbfp{id}"),
-        };
-        ip(&["netns", "add", &pair.app]);
-        ip(&["netns", "add", &pair.peer]);
-        ip(&[
-            "link",
-            "add",
-            &pair.app_if,
-            "netns",
-            &pair.app,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pair.peer_if,
-            "netns",
-            &pair.peer,
-        ]);
-        for ns in [&pair.app, &pair.peer] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&[
-            "-n",
-            &pair.app,
-            "link",
-            "set",
-            &pair.app_if,
-            "address",
-            STACK_MAC,
-            "up",
-        ]);
-        ip(&[
-            "-n",
-            &pair.app,
-            "addr",
-            "add",
-            &format!("{STACK_IP}/24"),
-            "dev",
-            &pair.app_if,
-        ]);
-        ip(&[
-            "-n",
-            &pair.peer,
-            "addr",
-            "add",
-            &format!("{PEER_IP}/24"),
-            "dev",
-            &pair.peer_if,
-        ]);
-        ip(&["-n", &pair.peer, "link", "set", &pair.peer_if, "up"]);
-        // The stack checks what it receives: the peer computes its checksums.
-        let out = pair
-            .peer_cmd("ethtool")
-            .args(["-K", &pair.peer_if, "tx", "off"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ethtool: {out:?}");
-        pair
-    }
-
-    fn in_ns(ns: &str, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, program]);
-        c
-    }
-
-    fn app_cmd(&self, program: &str) -> Command {
-        Self::in_ns(&self.app, program)
-    }
-
-    fn peer_cmd(&self, program: &str) -> Command {
-        Self::in_ns(&self.peer, program)
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.app, &self.peer] {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
-        }
-    }
-}
-
-/// Runs `cmd` and returns its stdout, failing the test with its output
-/// when it fails.
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawning");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What a TCP connect from the peer to `port` of the stack's address
 /// meets: "connected", "refused" or "timeout".
@@ -173,7 +51,12 @@ fn connect_from_peer(pair: &Pair, port: u16) -> String {
 #[test]
 fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp() {
     require_root();
-    let pair = Pair::new();
+    let pair = Pair::new(
+        "xbf",
+        STACK_MAC,
+        Some(&format!("{STACK_IP}/24")),
+        &format!("{PEER_IP}/24"),
+    );
     let dir = TempDir::new("lstack-xdp-bifurcation");
     let huge = hugepages::ensure(256).expect("reserving 256 x 2 MiB hugepages");
     let prefix = hugepages::dpdk_file_prefix("xdp_bifurcation");
@@ -197,24 +80,7 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp
     std::fs::write(&conf, cfg.to_toml_string()).unwrap();
 
     // The kernel's servers on the same address: HTTP and SSH.
-    std::fs::write(dir.path().join("index.html"), "served by the kernel\n").unwrap();
-    let mut http = pair.app_cmd("python3");
-    http.args(["-m", "http.server", "8080", "--bind", &STACK_IP.to_string()])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _http = ChildGuard::spawn(&mut http).unwrap();
-    let key_path = dir.path().join("host_key");
-    ok(Command::new("dropbearkey")
-        .args(["-t", "ed25519", "-f"])
-        .arg(&key_path));
-    let mut ssh = pair.app_cmd("dropbear");
-    ssh.args(["-F", "-E", "-s", "-r"])
-        .arg(&key_path)
-        .args(["-p", &format!("{STACK_IP}:2222")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let _ssh = ChildGuard::spawn(&mut ssh).unwrap();
+    let _servers = start_kernel_servers(&pair, dir.path(), STACK_IP);
 
     // redis on lstack.
     let mut redis = start_redis(&pair, &conf);
@@ -258,70 +124,13 @@ fn redis_on_lstack_and_ping_ssh_http_on_the_kernel_share_one_address_over_af_xdp
     assert!(link.contains("xdp_bifurcate"), "no xdp_bifurcate: {link}");
     let no_kni = pair.app_cmd("ip").args(["link", "show", "kni"]).output();
     assert!(!no_kni.unwrap().status.success(), "a kni tap in XDP mode");
-    // The kernel leaves lstack's ephemeral ports alone on the shared address.
-    let reserved = ok(pair
-        .app_cmd("cat")
-        .arg("/proc/sys/net/ipv4/ip_local_reserved_ports"));
-    assert!(reserved.contains("49152-60999"), "reserved: {reserved:?}");
+    check_ports_reserved(&pair);
 
     // Everything at once from the peer: redis-benchmark on lstack while
     // ping, curl and an SSH key exchange reach the kernel.
-    let bench = {
-        let mut c = pair.peer_cmd("redis-benchmark");
-        c.args([
-            "-h",
-            &STACK_IP.to_string(),
-            "-p",
-            "6379",
-            "-t",
-            "set,get",
-            "-n",
-            "50000",
-            "-c",
-            "20",
-            "-q",
-        ]);
-        std::thread::spawn(move || c.output().unwrap())
-    };
-    let ping =
-        ok(pair
-            .peer_cmd("ping")
-            .args(["-c", "5", "-i", "0.2", "-W", "2", &STACK_IP.to_string()]));
-    assert!(ping.contains(" 0% packet loss"), "{ping}");
-    let page = ok(pair.peer_cmd("curl").args([
-        "-sf",
-        "--max-time",
-        "5",
-        "--retry",
-        "3",
-        &format!("http://{STACK_IP}:8080/"),
-    ]));
-    assert_eq!(page, "served by the kernel\n");
-    let keys = ok(pair.peer_cmd("ssh-keyscan").args([
-        "-T",
-        "5",
-        "-t",
-        "ed25519",
-        "-p",
-        "2222",
-        &STACK_IP.to_string(),
-    ]));
-    assert!(keys.contains("ssh-ed25519 "), "no SSH host key: {keys:?}");
-
-    let bench = bench.join().unwrap();
-    let out = String::from_utf8_lossy(&bench.stdout);
-    assert!(bench.status.success(), "redis-benchmark: {out} {:?}", bench);
-    for t in ["SET", "GET"] {
-        assert!(
-            out.split(['\r', '\n'])
-                .any(|l| l.starts_with(&format!("{t}: ")) && l.contains("requests per second")),
-            "no {t} result: {out}"
-        );
-    }
-    assert!(
-        !out.to_lowercase().contains("error"),
-        "redis-benchmark saw errors: {out}"
-    );
+    let bench = spawn_redis_benchmark(&pair, STACK_IP);
+    check_kernel_services(&pair, STACK_IP);
+    check_bench(bench);
 
     // The XDP program's counters, through `lstack show`.
     let k = try_stats()
@@ -437,20 +246,6 @@ fn start_redis(pair: &Pair, conf: &std::path::Path) -> ChildGuard {
     }
 }
 
-/// The stack's counters over its control socket, if it answers.
 fn try_stats() -> Option<gazelle_ctl_proto::LstackStats> {
-    let sock = gazelle_ctl_proto::paths::lstack_socket(
-        &gazelle_ctl_proto::paths::run_dir(),
-        "",
-        STACK_IP.into(),
-    );
-    match gazelle_ctl_proto::client::request(
-        &sock,
-        "lstack",
-        gazelle_ctl_proto::Request::LstackStats,
-        Duration::from_secs(5),
-    ) {
-        Ok(gazelle_ctl_proto::Response::LstackStats(s)) => Some(s),
-        _ => None,
-    }
+    shared_address::try_stats(STACK_IP)
 }

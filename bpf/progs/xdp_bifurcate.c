@@ -26,8 +26,12 @@ struct neigh_key {
 	__u8 addr[16];
 };
 
+/* LRU: the neighbours lstack asks for are the peers it sends to, which a
+ * flood of spoofed on-link sources makes many. A plain hash would fill for
+ * good (each insert then failing, no ARP reply reaching lstack again); here
+ * the oldest entries, long expired, make room. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct neigh_key);
 	__type(value, __u64);
 	__uint(max_entries, 1024);
